@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The stamp is rebuilt only when the declared dependencies change, so a second run is quick.
+STAMP := $(VENV)/.skxray-installed
+
+.PHONY: setup demo test lint docs bench bench-quick clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,docs,dask]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m skxray.cli demo --out demo-report
+
+lint: setup
+	$(BIN)/ruff check skxray tests benchmarks
+
+test: setup lint
+	$(BIN)/python -m pytest -q --durations=15
+
+docs: setup
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+bench-quick: setup
+	$(BIN)/python benchmarks/run_all.py --quick
+
+clean:
+	rm -rf $(VENV) docs/_build .pytest_cache .ruff_cache
