@@ -3,4 +3,26 @@
 The public API is re-exported here; see the documentation for a guided tour.
 """
 
+from skxray.datasets import load_image_folder, make_phantom_cxr
+from skxray.io import ImageReadError, read_image
+from skxray.models import (
+    CNNClassifier,
+    FNNClassifier,
+    PretrainedWeightsError,
+    ResNet50Classifier,
+    load,
+)
+
 __version__ = "0.1.0.dev0"
+
+__all__ = [
+    "CNNClassifier",
+    "FNNClassifier",
+    "ImageReadError",
+    "PretrainedWeightsError",
+    "ResNet50Classifier",
+    "load",
+    "load_image_folder",
+    "make_phantom_cxr",
+    "read_image",
+]

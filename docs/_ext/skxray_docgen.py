@@ -1,0 +1,343 @@
+"""Build-time generated pieces of the skxray documentation.
+
+On ``config-inited`` (before Sphinx looks for source files) this extension
+writes three git-ignored include files next to ``conf.py``:
+
+``_generated_api.rst``
+    The API reference: for each public skxray module that imports, an
+    ``autosummary`` table of every name in its ``__all__``. Modules whose file
+    does not exist yet are listed in a note; a module that exists but fails
+    to import is a build warning (so ``-W`` fails), since that is a bug.
+``_generated_cli.rst``
+    The ``--help`` text of the ``skxray`` command and each sub-command, from
+    :func:`skxray.cli.build_parser`, so the options shown never drift.
+``_generated_benchmarks.rst``
+    One table per result in ``benchmarks/results/*.json``, whatever the
+    JSON shape, or "no results committed yet".
+
+On ``builder-inited`` it runs autosummary's stub generation on
+``_generated_api.rst`` (autosummary itself only scans real documents, and the
+include file is excluded from them), so ``docs/api/generated/`` is produced by
+every build from a fresh clone.
+"""
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import json
+import math
+import os
+import textwrap
+from pathlib import Path
+
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+API_FILE = "_generated_api.rst"
+CLI_FILE = "_generated_cli.rst"
+BENCH_FILE = "_generated_benchmarks.rst"
+STUB_DIR = "api/generated"
+
+#: Public modules in the order of the API page, with their section titles.
+API_MODULES = (
+    ("skxray.io", "Reading images"),
+    ("skxray.datasets", "Data sets"),
+    ("skxray.preprocessing", "Preprocessing transformers"),
+    ("skxray.augmentation", "Train-time augmentation"),
+    ("skxray.models", "Classifiers and persistence"),
+    ("skxray.evaluation", "Metrics, plots and model comparison"),
+    ("skxray.report", "HTML report"),
+    ("skxray.explain", "Grad-CAM and saliency"),
+    ("skxray.audit", "Shortcut and leakage audit"),
+    ("skxray.ood", "Out-of-distribution detection"),
+    ("skxray.cli", "Command line"),
+)
+
+#: Public names that live in a sub-module without being re-exported by the
+#: documented module; shown in its table, relative to it.
+API_EXTRAS = {
+    "skxray.models": ("resnet.load_resnet50_state_dict",),
+}
+
+
+def _write_if_changed(path, text):
+    """Write ``text`` to ``path`` unless it already holds it (keeps mtimes, so
+    Sphinx does not re-read the pages that include it)."""
+    path = Path(path)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    path.write_text(text, encoding="utf-8")
+
+
+def _heading(text, char):
+    return f"{text}\n{char * len(text)}\n"
+
+
+# --------------------------------------------------------------------------
+# API reference
+
+
+def _first_paragraph(doc):
+    doc = inspect.cleandoc(doc or "")
+    return doc.split("\n\n", 1)[0].strip()
+
+
+def _kind(obj):
+    if inspect.isclass(obj):
+        return "Exceptions" if issubclass(obj, BaseException) else "Classes"
+    if callable(obj):
+        return "Functions"
+    return "Constants"
+
+
+def _module_file_exists(modname):
+    try:
+        return importlib.util.find_spec(modname) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _api_rst():
+    out = []
+    documented = {}  # id(obj) -> canonical dotted name, for the top-level map
+    missing = []
+    for modname, title in API_MODULES:
+        if not _module_file_exists(modname):
+            missing.append(modname)
+            logger.info("[skxray_docgen] %s does not exist yet; left out of the API page", modname)
+            continue
+        try:
+            module = importlib.import_module(modname)
+        except Exception as exc:  # a module that exists but is broken is a bug
+            logger.warning(
+                "[skxray_docgen] cannot import %s: %s: %s", modname, type(exc).__name__, exc
+            )
+            missing.append(modname)
+            continue
+        names = list(getattr(module, "__all__", []))
+        groups = {"Classes": [], "Exceptions": [], "Functions": [], "Constants": []}
+        for name in names:
+            obj = getattr(module, name, None)
+            if obj is None:
+                logger.warning("[skxray_docgen] %s.__all__ lists %r, which it lacks", modname, name)
+                continue
+            groups[_kind(obj)].append(name)
+            documented.setdefault(id(obj), f"{modname}.{name}")
+        for extra in API_EXTRAS.get(modname, ()):
+            groups["Functions"].append(extra)
+
+        out.append(_heading(f"``{modname}``: {title}", "-"))
+        out.append(f".. py:module:: {modname}\n")
+        summary = _first_paragraph(module.__doc__)
+        if summary:
+            out.append(summary + "\n")
+        out.append(f".. currentmodule:: {modname}\n")
+        for kind, members in groups.items():
+            if not members:
+                continue
+            out.append(f".. rubric:: {kind}\n")
+            out.append(".. autosummary::")
+            out.append(f"   :toctree: {STUB_DIR}")
+            out.append("   :nosignatures:\n")
+            out.extend(f"   {m}" for m in members)
+            out.append("")
+
+    head = []
+    try:
+        import skxray
+
+        rows = []
+        for name in skxray.__all__:
+            target = documented.get(id(getattr(skxray, name, None)))
+            if target:
+                rows.append(f"- ``skxray.{name}``: :py:obj:`{target}`")
+        if rows:
+            head.append(_heading("Top-level shortcuts", "-"))
+            head.append(".. py:module:: skxray\n")
+            head.append(
+                "``import skxray`` gives the most used names directly; each is the same "
+                "object as the one documented in its module below.\n"
+            )
+            head.extend(rows)
+            head.append("")
+    except Exception as exc:
+        logger.warning("[skxray_docgen] cannot import skxray: %s", exc)
+
+    if missing:
+        listed = ", ".join(f"``{m}``" for m in missing)
+        head.append(
+            ".. note::\n\n"
+            f"   Not part of this build because the module does not exist yet: {listed}.\n"
+        )
+    return "\n".join(head + out) + "\n"
+
+
+# --------------------------------------------------------------------------
+# Command line
+
+
+def _cli_rst():
+    try:
+        from skxray.cli import build_parser
+    except Exception as exc:
+        logger.warning("[skxray_docgen] cannot import skxray.cli: %s", exc)
+        return ".. note::\n\n   The command-line reference could not be generated.\n"
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "90"  # argparse wraps help text to the terminal width
+    try:
+        parser = build_parser()
+        blocks = [("skxray", parser.format_help())]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    blocks.append((f"skxray {name}", sub.format_help()))
+    finally:
+        if old is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = old
+    out = []
+    for title, text in blocks:
+        out.append(f".. _cli-help-{title.replace(' ', '-')}:\n")
+        out.append(_heading(f"``{title}``", "~"))
+        out.append(".. code-block:: text\n")
+        out.append(textwrap.indent(text.rstrip(), "   ") + "\n")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+# Benchmarks
+
+# Backslash-escaped, these lose any rST meaning (quotes: no smart quotes).
+_RST_SPECIAL = set("\\`*_|[]<>:\"'")
+
+
+def _escape(text):
+    """Plain text safe inside an rST table cell or title."""
+    text = " ".join(str(text).split())  # no newlines or tabs
+    text = "".join("\\" + c if c in _RST_SPECIAL else c for c in text)
+    # A cell starting with "-", "+", "#", "1." etc. could read as a list.
+    if text and (text[0] in "-+#=~^\"'.()" or text[:1].isdigit()):
+        text = "\\" + text if not text[:1].isdigit() else "\\ " + text
+    return text
+
+
+def _fmt(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.4g}"
+    if isinstance(value, str):
+        return value
+    text = json.dumps(value, separators=(", ", ": "), default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _list_table(header, rows):
+    if not rows:
+        return ["*(empty)*", ""]
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    for row in [header, *rows]:
+        first = True
+        for cell in row:
+            prefix = "   * - " if first else "     - "
+            text = _escape(_fmt(cell))
+            lines.append((prefix + text).rstrip())
+            first = False
+    lines.append("")
+    return lines
+
+
+def _table_for(value):
+    """rST lines rendering one JSON value as a table (any shape)."""
+    if isinstance(value, list):
+        if value and all(isinstance(v, dict) for v in value):
+            columns = []
+            for row in value:
+                columns.extend(k for k in row if k not in columns)
+            return _list_table(columns, [[row.get(c) for c in columns] for row in value])
+        return _list_table(["value"], [[v] for v in value])
+    if isinstance(value, dict):
+        if value and all(isinstance(v, dict) for v in value.values()):
+            columns = []
+            for row in value.values():
+                columns.extend(k for k in row if k not in columns)
+            rows = [[k, *(row.get(c) for c in columns)] for k, row in value.items()]
+            return _list_table(["name", *columns], rows)
+        return _list_table(["name", "value"], [[k, v] for k, v in value.items()])
+    return _list_table(["value"], [[value]])
+
+
+def _benchmarks_rst(results_dir):
+    files = sorted(Path(results_dir).glob("*.json")) if Path(results_dir).is_dir() else []
+    if not files:
+        return (
+            ".. note::\n\n"
+            "   No results committed yet: ``benchmarks/results/`` holds no ``*.json`` file. "
+            "Run ``make bench`` (or ``make bench-quick``) and commit the files it writes.\n"
+        )
+    out = []
+    for file in files:
+        out.append(_heading(_escape(file.stem), "~"))
+        out.append(f"From benchmarks/results/{_escape(file.name)}.\n")
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            out.append(
+                ".. warning::\n\n   This file could not be read as JSON: "
+                + _escape(f"{type(exc).__name__}: {exc}")
+                + "\n"
+            )
+            continue
+        if isinstance(data, dict):
+            scalars = {k: v for k, v in data.items() if not isinstance(v, (dict, list))}
+            nested = {k: v for k, v in data.items() if isinstance(v, (dict, list))}
+            if scalars:
+                out.extend(_list_table(["name", "value"], list(scalars.items())))
+            for key, value in nested.items():
+                out.append(_heading(_escape(key), "^"))
+                out.extend(_table_for(value))
+        else:
+            out.extend(_table_for(data))
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------
+# Sphinx hooks
+
+
+def _generate_files(app, config):
+    srcdir = Path(app.srcdir)
+    repo = srcdir.parent
+    _write_if_changed(srcdir / API_FILE, _api_rst())
+    _write_if_changed(srcdir / CLI_FILE, _cli_rst())
+    _write_if_changed(srcdir / BENCH_FILE, _benchmarks_rst(repo / "benchmarks" / "results"))
+
+
+def _generate_api_stubs(app):
+    from sphinx.ext.autosummary.generate import generate_autosummary_docs
+
+    generate_autosummary_docs(
+        [API_FILE],
+        suffix=".rst",
+        base_path=app.srcdir,
+        app=app,
+        imported_members=app.config.autosummary_imported_members,
+        overwrite=app.config.autosummary_generate_overwrite,
+        encoding=app.config.source_encoding,
+    )
+
+
+def setup(app):
+    app.connect("config-inited", _generate_files)
+    app.connect("builder-inited", _generate_api_stubs)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
+

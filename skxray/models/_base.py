@@ -1,0 +1,843 @@
+"""Shared machinery of the skxray classifiers.
+
+Each classifier is a scikit-learn estimator that *owns* a skorch net built in
+``fit`` (composition): scikit-learn sees a plain estimator with explicit
+parameters, while skorch runs the training loop, callbacks and device moves.
+Subclasses provide one hook, :meth:`BaseImageClassifier._build_module`, and may
+override :meth:`BaseImageClassifier._fit_net` (the frozen ResNet-50 trains its
+head on cached features there).
+"""
+
+import json
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from skorch import NeuralNet
+from skorch.callbacks import (
+    Callback,
+    Checkpoint,
+    EarlyStopping,
+    EpochScoring,
+    LRScheduler,
+    ProgressBar,
+)
+from skorch.dataset import ValidSplit
+from torch import nn
+from torch.utils.data import Dataset
+from torch.utils.data.dataloader import default_collate
+
+from skxray._validation import check_image_array, is_path_array
+
+__all__ = ["BaseImageClassifier"]
+
+_OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
+_LR_SCHEDULES = (None, "plateau", "cosine", "onecycle")
+_DEVICES = ("auto", "cpu", "cuda")
+
+# Parameters documented once and shared by the three classifiers' docstrings.
+COMMON_PARAMETERS_DOC = """\
+    lr : float, default={lr}
+        Learning rate of the optimizer (the peak rate for ``lr_schedule="onecycle"``).
+
+    weight_decay : float, default={weight_decay}
+        L2 penalty passed to the optimizer (decoupled for ``"adamw"``).
+
+    dropout : float, default={dropout}
+        Dropout probability in the dense layers, in [0, 1).
+
+    batch_size : int, default={batch_size}
+        Number of images per training batch.
+
+    max_epochs : int, default={max_epochs}
+        Number of passes over the training images (fewer with early stopping).
+
+    optimizer : {{"adam", "adamw", "sgd"}}, default="{optimizer}"
+        Optimizer; ``"sgd"`` uses Nesterov momentum 0.9.
+
+    lr_schedule : {{None, "plateau", "cosine", "onecycle"}}, default=None
+        Learning-rate schedule: constant, halved when the validation loss
+        stops improving, cosine annealing over ``max_epochs``, or one-cycle.
+
+    early_stopping : bool, default=False
+        Stop when the validation loss has not improved for
+        ``n_iter_no_change`` epochs and restore the weights of the best epoch.
+        Needs ``validation_fraction > 0``.
+
+    validation_fraction : float or None, default=0.1
+        Fraction of the training images held out (stratified, seeded by
+        ``random_state``) to compute ``valid_loss`` and ``valid_acc`` in
+        ``history_``. ``None`` or 0 trains on every image. The split is skipped
+        when the data are too small to stratify.
+
+    n_iter_no_change : int, default=5
+        Patience of early stopping, in epochs.
+
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the loss, as ``{{label: weight}}``, or
+        "balanced" so each class counts as much as the others (useful with
+        124 COVID images against 500 normals).
+
+    augment : callable or None, default=None
+        Train-time augmentation: called on each training image, a float32
+        tensor of shape (channels, height, width), once per epoch; never on
+        validation or prediction images. See :mod:`skxray.augmentation`.
+
+    checkpoint_dir : str, path or None, default=None
+        Folder under which each ``fit`` writes the best weights, the optimizer
+        state and the history to a sub-folder of its own
+        (``checkpoint_path_``), so parallel fits never overwrite each other.
+
+    device : {{"auto", "cpu", "cuda"}}, default="auto"
+        Where to train; ``"auto"`` picks CUDA when available.
+
+    image_size : int, default={image_size}
+        Side of the square images read when ``X`` holds file paths.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, dropout, shuffling, augmentation and the
+        validation split. The global torch RNG is left untouched.
+
+    verbose : int, default=0
+        0 is silent; 1 prints a per-epoch table and a progress bar.
+
+    ood : bool, default=True
+        Fit an out-of-distribution detector at the end of ``fit``
+        (``ood_``, a :class:`skxray.ood.OODDetector`): the Mahalanobis
+        distance of the embedding and of an image descriptor, its
+        threshold calibrated on the validation split at the 0.99 quantile.
+        It costs one more pass over the training images and is used by
+        :meth:`predict_with_abstention` and :meth:`ood_score`. Needs at
+        least 10 training images (``ood_`` is None below).
+
+    min_confidence : float in [0, 1], default=0.0
+        :meth:`predict_with_abstention` answers ``"uncertain"`` when the
+        top class probability is below it (0 never abstains on confidence).
+"""
+
+
+def _private_generator_iterator():
+    """iterator_valid settings that keep prediction off the global torch RNG.
+
+    Every DataLoader iteration draws a worker seed from the global RNG unless
+    it has a generator of its own; predicting must not change the user's RNG.
+    """
+    return {"iterator_valid__generator": torch.Generator()}
+
+
+class _RecordLearningRate(Callback):
+    """Write the optimizer's current learning rate into the history each epoch."""
+
+    def on_epoch_end(self, net, **kwargs):
+        net.history.record("lr", float(net.optimizer_.param_groups[0]["lr"]))
+
+
+class _AugmentingCollate:
+    """Collate function for training batches that augments each image first.
+
+    Living in the training iterator only is what guarantees that validation
+    and prediction images are never augmented.
+    """
+
+    def __init__(self, augment):
+        self.augment = augment
+
+    def __call__(self, batch):
+        batch = [(self.augment(x), y) for x, y in batch]
+        return default_collate(batch)
+
+
+class _ImagePathDataset(Dataset):
+    """Read images from disk on demand, so folders larger than memory can train."""
+
+    def __init__(self, paths, y, shape):
+        self.paths = paths
+        self.y = y
+        self.shape = shape  # (channels, height, width)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from skxray.io import read_image
+        from skxray.preprocessing import resize_image
+
+        channels, height, width = self.shape
+        img = read_image(self.paths[i], as_gray=channels == 1)
+        img = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
+        img = resize_image(img, (height, width))
+        x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+        y = torch.tensor(-1) if self.y is None else self.y[i]
+        return x, y
+
+
+class _TensorImageDataset(Dataset):
+    """Images already in memory as one (N, C, H, W) float32 tensor."""
+
+    def __init__(self, X, y):
+        self.X = X
+        self.y = y
+
+    def __len__(self):
+        return len(self.X)
+
+    def __getitem__(self, i):
+        y = torch.tensor(-1) if self.y is None else self.y[i]
+        return self.X[i], y
+
+
+class _BinaryLogitLoss(nn.Module):
+    """BCE on a single logit, so two-class models have one output unit."""
+
+    def __init__(self, pos_weight=None):
+        super().__init__()
+        self.loss = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+
+    def forward(self, logits, target):
+        return self.loss(logits.reshape(-1), target.to(logits.dtype))
+
+
+def _binary_accuracy_or_multiclass(net, X, y):
+    """Validation accuracy from logits (works for one-logit and softmax heads)."""
+    logits = net.forward(X, training=False)
+    if logits.ndim == 1 or logits.shape[1] == 1:
+        pred = (logits.reshape(-1) > 0).long()
+    else:
+        pred = logits.argmax(1)
+    y_true = torch.as_tensor(np.asarray(y))
+    return float((pred.cpu() == y_true.cpu()).float().mean())
+
+
+class BaseImageClassifier(ClassifierMixin, BaseEstimator):
+    """Base class: validation, label encoding, seeding, the skorch net.
+
+    Not for direct use; subclasses define ``__init__`` with explicit keyword
+    parameters (as scikit-learn requires) and :meth:`_build_module`.
+    """
+
+    #: Whether the subclass's module needs 3-channel input (the ResNet-50).
+    _rgb_input = False
+
+    # ------------------------------------------------------------------ hooks
+    def _build_module(self, input_shape, n_outputs):
+        """Return a fresh ``torch.nn.Module`` for inputs of ``input_shape``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            (channels, height, width) of one image.
+        n_outputs : int
+            1 for two classes (one logit), else the number of classes.
+        """
+        raise NotImplementedError
+
+    def _build_module_for_loading(self, input_shape, n_outputs):
+        """The module to load saved weights into (no pretrained download)."""
+        return self._build_module(input_shape, n_outputs)
+
+    def _check_params(self):
+        """Check the constructor parameters; called at the start of ``fit``."""
+        checks = [
+            ("lr", self.lr, lambda v: isinstance(v, (int, float)) and v > 0, "a positive float"),
+            (
+                "weight_decay",
+                self.weight_decay,
+                lambda v: isinstance(v, (int, float)) and v >= 0,
+                "a float >= 0",
+            ),
+            ("dropout", self.dropout, lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "in [0, 1)"),
+            ("batch_size", self.batch_size, lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+            ("max_epochs", self.max_epochs, lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+            ("optimizer", self.optimizer, lambda v: v in _OPTIMIZERS, f"one of {sorted(_OPTIMIZERS)}"),
+            ("lr_schedule", self.lr_schedule, lambda v: v in _LR_SCHEDULES, f"one of {_LR_SCHEDULES}"),
+            (
+                "validation_fraction",
+                self.validation_fraction,
+                lambda v: v is None or (isinstance(v, (int, float)) and 0 <= v < 1),
+                "None or a float in [0, 1)",
+            ),
+            ("n_iter_no_change", self.n_iter_no_change, lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+            (
+                "class_weight",
+                self.class_weight,
+                lambda v: v is None or v == "balanced" or isinstance(v, dict),
+                'None, "balanced" or a dict {label: weight}',
+            ),
+            ("augment", self.augment, lambda v: v is None or callable(v), "None or a callable"),
+            ("device", self.device, lambda v: v in _DEVICES, f"one of {_DEVICES}"),
+            ("image_size", self.image_size, lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+            ("verbose", self.verbose, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+            ("ood", self.ood, lambda v: isinstance(v, (bool, np.bool_)), "True or False"),
+            (
+                "min_confidence",
+                self.min_confidence,
+                lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
+                "a float in [0, 1]",
+            ),
+        ]
+        name = type(self).__name__
+        for param, value, ok, expected in checks:
+            if not ok(value):
+                raise ValueError(f"{name}: {param} must be {expected}; got {value!r}.")
+        if self.early_stopping and not self.validation_fraction:
+            raise ValueError(
+                f"{name}: early_stopping=True needs a validation set; "
+                f"set validation_fraction > 0 (got {self.validation_fraction!r})."
+            )
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"{name}: device='cuda' but no CUDA device is available.")
+
+    # ------------------------------------------------------------- inputs
+    def _check_X(self, X, *, reset):
+        """Return ``(kind, payload)`` where kind is "paths" or "array".
+
+        Arrays come back as float32 (N, C, H, W); 2-D tabular input is taken
+        as one-row images (N, 1, 1, n_features) so that scikit-learn's
+        generic tools and checks can drive the estimator.
+        """
+        name = type(self).__name__
+        if is_path_array(X):
+            paths = np.asarray([os.fspath(p) for p in X], dtype=object)
+            if reset:
+                channels = 3 if self._rgb_input else 1
+                self._input_kind = "images"
+                self.input_shape_ = (channels, self.image_size, self.image_size)
+            return "paths", paths
+        arr = np.asarray(X) if not hasattr(X, "toarray") else X
+        ndim = getattr(arr, "ndim", None)
+        if ndim is not None and ndim <= 2 or hasattr(X, "toarray"):
+            arr = validate_data(self, X, reset=reset, dtype=np.float32)
+            if not arr.flags.writeable:
+                arr = arr.copy()
+            arr = arr[:, None, None, :]
+            kind = "tabular"
+        else:
+            arr = check_image_array(X, name="X", dtype=np.float32)
+            if arr.ndim == 3:
+                arr = arr[:, None]
+            kind = "images"
+        shape = tuple(int(s) for s in arr.shape[1:])
+        if reset:
+            self._input_kind = kind
+            self.input_shape_ = shape
+        else:
+            if kind != self._input_kind or shape != tuple(self.input_shape_):
+                fitted = (
+                    f"{self.input_shape_[-1]} features"
+                    if self._input_kind == "tabular"
+                    else f"images of shape (channels, height, width) = {tuple(self.input_shape_)}"
+                )
+                got = f"{shape[-1]} features" if kind == "tabular" else f"images of shape {shape}"
+                raise ValueError(
+                    f"X has {got}, but {name} was fitted on {fitted}. "
+                    "Resize or convert the images the same way as for fit "
+                    "(e.g. with skxray.preprocessing.Resize / ToGrayscale)."
+                )
+        return "array", arr
+
+    def _check_y(self, X_len, y):
+        name = type(self).__name__
+        if y is None:
+            raise ValueError(
+                f"{name} requires y to be passed, but the target y is None."
+            )
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if len(y) != X_len:
+            raise ValueError(
+                f"X and y have inconsistent numbers of samples: {X_len} images but {len(y)} labels."
+            )
+        return y
+
+    def _make_dataset(self, kind, X, y_enc=None):
+        y_t = None if y_enc is None else torch.as_tensor(y_enc, dtype=torch.long)
+        if kind == "paths":
+            return _ImagePathDataset(X, y_t, tuple(self.input_shape_))
+        return _TensorImageDataset(torch.from_numpy(X), y_t)
+
+    # ------------------------------------------------------------- training
+    def _resolve_device(self):
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+    def _use_validation(self, y_enc):
+        frac = self.validation_fraction
+        if not frac:
+            return False
+        counts = np.bincount(y_enc)
+        n_valid = math.ceil(frac * len(y_enc))
+        n_classes = len(counts)
+        # Stratification needs two images per class and room for every class
+        # on both sides; below that a validation score would be noise anyway.
+        return counts.min() >= 2 and n_valid >= n_classes and len(y_enc) - n_valid >= n_classes
+
+    def _criterion(self, y_enc):
+        n_classes = len(self.classes_)
+        weights = None
+        if self.class_weight is not None:
+            weights = compute_class_weight(
+                self.class_weight, classes=self.classes_, y=self.classes_[y_enc]
+            )
+        if n_classes == 2:
+            pos_weight = None if weights is None else torch.tensor([weights[1] / weights[0]])
+            return _BinaryLogitLoss, {"pos_weight": pos_weight}
+        weight = None if weights is None else torch.tensor(weights, dtype=torch.float32)
+        return nn.CrossEntropyLoss, {"weight": weight}
+
+    def _callbacks(self, n_train, validate):
+        monitor = "valid_loss" if validate else "train_loss"
+        callbacks = [("lr_record", _RecordLearningRate())]
+        if validate:
+            callbacks.append(
+                (
+                    "valid_acc",
+                    EpochScoring(
+                        _binary_accuracy_or_multiclass,
+                        lower_is_better=False,
+                        on_train=False,
+                        name="valid_acc",
+                    ),
+                )
+            )
+        if self.lr_schedule == "plateau":
+            callbacks.append(
+                (
+                    "lr_scheduler",
+                    LRScheduler(
+                        torch.optim.lr_scheduler.ReduceLROnPlateau,
+                        monitor=monitor,
+                        factor=0.5,
+                        patience=max(1, self.n_iter_no_change // 2),
+                    ),
+                )
+            )
+        elif self.lr_schedule == "cosine":
+            callbacks.append(
+                (
+                    "lr_scheduler",
+                    LRScheduler(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=self.max_epochs),
+                )
+            )
+        elif self.lr_schedule == "onecycle":
+            steps = self.max_epochs * max(1, math.ceil(n_train / self.batch_size))
+            callbacks.append(
+                (
+                    "lr_scheduler",
+                    LRScheduler(
+                        torch.optim.lr_scheduler.OneCycleLR,
+                        max_lr=self.lr,
+                        total_steps=steps,
+                        step_every="batch",
+                    ),
+                )
+            )
+        if self.early_stopping:
+            callbacks.append(
+                (
+                    "early_stopping",
+                    EarlyStopping(monitor=monitor, patience=self.n_iter_no_change, load_best=True),
+                )
+            )
+        if self.checkpoint_dir is not None:
+            callbacks.append(
+                (
+                    "checkpoint",
+                    Checkpoint(
+                        monitor=f"{monitor}_best",
+                        dirname=self.checkpoint_path_,
+                        f_params="params.pt",
+                        f_optimizer="optimizer.pt",
+                        f_criterion=None,
+                        f_history="history.json",
+                    ),
+                )
+            )
+        if self.verbose:
+            callbacks.append(("progress_bar", ProgressBar()))
+        return callbacks
+
+    def _make_net(self, module, criterion, criterion_kwargs, *, n_train, validate, seed, device):
+        optimizer_kwargs = {"weight_decay": self.weight_decay}
+        if self.optimizer == "sgd":
+            optimizer_kwargs.update(momentum=0.9, nesterov=True)
+        # Shuffling draws from its own seeded generator, so the order of the
+        # batches does not depend on how much randomness anything else used.
+        iterator_train = {"shuffle": True, "generator": torch.Generator().manual_seed(seed)}
+        if self.augment is not None:
+            iterator_train["collate_fn"] = _AugmentingCollate(self.augment)
+        net = NeuralNet(
+            module=module,
+            criterion=criterion,
+            optimizer=_OPTIMIZERS[self.optimizer],
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            train_split=self._valid_split(seed) if validate else None,
+            callbacks=self._callbacks(n_train, validate),
+            device=device,
+            verbose=self.verbose,
+            **{f"criterion__{k}": v for k, v in criterion_kwargs.items()},
+            **{f"optimizer__{k}": v for k, v in optimizer_kwargs.items()},
+            **{f"iterator_train__{k}": v for k, v in iterator_train.items()},
+            **_private_generator_iterator(),
+        )
+        return net
+
+    def _valid_split(self, seed):
+        """skorch's validation split; calling it again gives the same indices."""
+        return ValidSplit(self.validation_fraction, stratified=True, random_state=seed)
+
+    def _fit_net(self, module, dataset, y_enc, make_net):
+        """Train ``module`` on ``dataset`` and return the fitted skorch net.
+
+        ``make_net(module)`` builds a skorch net around any module with this
+        estimator's settings. Subclasses override this hook to change what
+        trains (the frozen ResNet-50 trains its head on cached features).
+        """
+        net = make_net(module)
+        net.fit(dataset, y_enc)
+        return net
+
+    def fit(self, X, y):
+        """Train the network on images ``X`` with labels ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width), \
+(n_samples, channels, height, width) or (n_samples,) of file paths
+            Training images (any numeric dtype, cast to float32; values are
+            used as given, so scale them consistently, e.g. to [0, 1]) or
+            paths of image files, read and resized to ``image_size`` while
+            training. A 2-D array (n_samples, n_features) is taken as
+            one-row images.
+        y : array-like of shape (n_samples,)
+            Class labels: strings such as ``"Covid-19"``, ints or bools.
+
+        Returns
+        -------
+        self : object
+            The fitted classifier.
+        """
+        self._check_params()
+        kind, X_checked = self._check_X(X, reset=True)
+        y = self._check_y(len(X_checked), y)
+        self._label_encoder = LabelEncoder().fit(y)
+        self.classes_ = self._label_encoder.classes_
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes; "
+                f"got 1 class: {self.classes_[0]!r}."
+            )
+        y_enc = self._label_encoder.transform(y).astype(np.int64)
+
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        device = self._resolve_device()
+        self.device_ = device
+        validate = self._use_validation(y_enc)
+        n_train = len(y_enc) - (math.ceil(self.validation_fraction * len(y_enc)) if validate else 0)
+        self.checkpoint_path_ = None
+        if self.checkpoint_dir is not None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self.checkpoint_path_ = str(
+                Path(self.checkpoint_dir) / f"{type(self).__name__}-{stamp}-{uuid.uuid4().hex[:8]}"
+            )
+        n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
+        criterion, criterion_kwargs = self._criterion(y_enc)
+        cuda_devices = [torch.device(device).index or 0] if device == "cuda" else []
+        # A forked RNG makes the fit reproducible from random_state (init,
+        # dropout, shuffling, augmentation) without touching the user's
+        # global torch RNG state.
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(seed)
+            module = self._build_module(tuple(self.input_shape_), n_outputs)
+
+            def make_net(module):
+                return self._make_net(
+                    module,
+                    criterion,
+                    criterion_kwargs,
+                    n_train=n_train,
+                    validate=validate,
+                    seed=seed,
+                    device=device,
+                )
+
+            dataset = self._make_dataset(kind, X_checked, y_enc)
+            # _fit_net may leave the training images' embeddings here for the
+            # OOD detector (the ResNet-50 computes them from cached features).
+            self._ood_train_embeddings = None
+            try:
+                self.net_ = self._fit_net(module, dataset, y_enc, make_net)
+                self.ood_ = self._fit_ood(dataset, y_enc, validate, seed)
+            finally:
+                del self._ood_train_embeddings
+        self.history_ = _history_records(self.net_.history)
+        self.n_iter_ = len(self.history_)
+        return self
+
+    def _fit_ood(self, dataset, y_enc, validate, seed):
+        """The out-of-distribution detector ``ood_`` (None when ``ood=False``).
+
+        Its embedding threshold is calibrated on the validation images, which
+        the network never trained on (the same indices as skorch's split).
+        """
+        if not self.ood:
+            return None
+        from skxray.ood import _fit_for_classifier
+
+        valid_idx = None
+        if validate:
+            _, valid = self._valid_split(seed)(dataset, y_enc)
+            valid_idx = valid.indices
+        return _fit_for_classifier(
+            self, dataset, y_enc, valid_idx, check_random_state(seed), self._ood_train_embeddings
+        )
+
+    # ------------------------------------------------------------- prediction
+    def _forward_logits(self, X):
+        """Logits as a float64 ndarray of shape (n, 1) or (n, k)."""
+        check_is_fitted(self)
+        kind, X_checked = self._check_X(X, reset=False)
+        dataset = self._make_dataset(kind, X_checked)
+        logits = self.net_.forward(dataset, training=False, device="cpu")
+        return logits.detach().numpy().astype(np.float64)
+
+    def decision_function(self, X):
+        """Raw scores (logits) of the network for the images in ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width), \
+(n_samples, channels, height, width) or (n_samples,) of file paths
+            Images in the same format as in ``fit``.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            For two classes, the logit of ``classes_[1]`` (positive means
+            ``classes_[1]``); otherwise one logit per class.
+        """
+        # float32 like the network: the last digits change with the batch
+        # composition (BLAS blocking), so more precision would be false.
+        logits = self._forward_logits(X).astype(np.float32)
+        return logits.reshape(-1) if len(self.classes_) == 2 else logits
+
+    def embed(self, X):
+        """Penultimate-layer features of the images in ``X``.
+
+        The representation the output layer reads: the dense layer of the
+        CNN, the last hidden layer of the FNN, the head's hidden layer of the
+        ResNet-50. Used for out-of-distribution detection.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width), \
+(n_samples, channels, height, width) or (n_samples,) of file paths
+            Images in the same format as in ``fit``.
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features)
+            Float32 features.
+        """
+        check_is_fitted(self)
+        kind, X_checked = self._check_X(X, reset=False)
+        dataset = self._make_dataset(kind, X_checked)
+        module = self.net_.module_
+        module.eval()
+        chunks = []
+        with torch.no_grad():
+            for x, _ in self.net_.get_iterator(dataset, training=False):
+                chunks.append(module.embed(x.to(self.net_.device)).cpu())
+        return torch.cat(chunks).numpy()
+
+    def predict_proba(self, X):
+        """Class probabilities of the images in ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width), \
+(n_samples, channels, height, width) or (n_samples,) of file paths
+            Images in the same format (shape, channels, scaling) as in ``fit``.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities (float32); columns follow ``classes_`` and rows
+            sum to 1.
+        """
+        logits = self._forward_logits(X)
+        if len(self.classes_) == 2:
+            p1 = 1.0 / (1.0 + np.exp(-logits.reshape(-1)))
+            proba = np.column_stack([1.0 - p1, p1])
+        else:
+            proba = np.exp(logits - logits.max(axis=1, keepdims=True))
+            proba /= proba.sum(axis=1, keepdims=True)
+        # float32 for the same reason as decision_function.
+        return proba.astype(np.float32)
+
+    def predict(self, X):
+        """Predicted class labels of the images in ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width), \
+(n_samples, channels, height, width) or (n_samples,) of file paths
+            Images in the same format as in ``fit``.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Labels taken from ``classes_``.
+        """
+        proba = self.predict_proba(X)  # checks fitted state before classes_ is read
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def ood_score(self, X):
+        """Out-of-distribution score of the images in ``X`` (see ``ood_``).
+
+        The Mahalanobis distance to the training images in units of the
+        calibrated threshold: above ``ood_.threshold_`` (1.0) an image is
+        out of distribution.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width), \
+(n_samples, channels, height, width) or (n_samples,) of file paths
+            Images in the same format as in ``fit``.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            Float64 scores, higher = less like the training images.
+
+        Raises
+        ------
+        ValueError
+            When the classifier has no detector (``ood=False``, or fitted on
+            fewer than 10 images).
+        """
+        check_is_fitted(self)
+        if self.ood_ is None:
+            raise ValueError(
+                f"This {type(self).__name__} has no out-of-distribution detector (ood_ is None): "
+                "it was fitted with ood=False or on fewer than 10 images. Fit it with ood=True, "
+                "or fit a skxray.ood.OODDetector(estimator=...) on held-out images."
+            )
+        return self.ood_.score_samples(X)
+
+    def predict_with_abstention(self, X, *, return_scores=False):
+        """Predicted labels, or ``"uncertain"`` where the model should not answer.
+
+        An image gets ``"uncertain"`` when ``ood_`` flags it as out of
+        distribution or when its top class probability is below
+        ``min_confidence``. An answered image is not guaranteed to be right,
+        and ``"uncertain"`` is not a diagnosis.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width), \
+(n_samples, channels, height, width) or (n_samples,) of file paths
+            Images in the same format as in ``fit``.
+        return_scores : bool, default=False
+            Also return the out-of-distribution scores (NaN without ``ood_``).
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,), dtype object
+            Labels from ``classes_``, or the string ``"uncertain"``.
+        scores : ndarray of shape (n_samples,)
+            Only with ``return_scores``: :meth:`ood_score` of each image; an
+            image is flagged when its score exceeds ``ood_.threshold_``.
+        """
+        proba = self.predict_proba(X)
+        y_pred = np.empty(len(proba), dtype=object)
+        y_pred[:] = list(self.classes_[np.argmax(proba, axis=1)])
+        uncertain = proba.max(axis=1) < self.min_confidence
+        scores = np.full(len(proba), np.nan)
+        if self.ood_ is not None:
+            scores = self.ood_.score_samples(X)
+            uncertain |= scores > self.ood_.threshold_
+        y_pred[uncertain] = "uncertain"
+        return (y_pred, scores) if return_scores else y_pred
+
+    @property
+    def module_(self):
+        """The trained ``torch.nn.Module`` (on the training device)."""
+        check_is_fitted(self)
+        return self.net_.module_
+
+    # ------------------------------------------------------------- persistence
+    def save(self, path):
+        """Save the fitted model to a folder without pickle.
+
+        Writes ``config.json`` (class, parameters, classes, input shape,
+        history) and ``model.safetensors`` (weights and buffers). Load it
+        with :func:`skxray.load`, which never unpickles anything.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Folder to create (or overwrite files in).
+
+        Returns
+        -------
+        path : pathlib.Path
+            The folder written.
+        """
+        from skxray.models._persistence import save_model
+
+        return save_model(self, path)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _history_records(history):
+    """skorch's history as plain per-epoch dicts (JSON-serialisable)."""
+    keys = ("epoch", "train_loss", "valid_loss", "valid_acc", "lr", "dur")
+    records = []
+    for row in history:
+        record = {}
+        for key in keys:
+            value = row.get(key, None)
+            record[key] = None if value is None else float(value) if key != "epoch" else int(value)
+        for key, value in row.items():
+            if key.endswith("_best") and key[: -len("_best")] in ("train_loss", "valid_loss"):
+                record[key] = bool(value)
+        records.append(record)
+    return records
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def dumps_json(obj):
+    """JSON with numpy scalars and paths converted (used by persistence)."""
+    return json.dumps(obj, default=_json_default, indent=2)

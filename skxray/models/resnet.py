@@ -1,0 +1,382 @@
+"""ResNet-50 pretrained on ImageNet, frozen, with a new two-layer head."""
+
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader
+
+from skxray.models._base import (
+    COMMON_PARAMETERS_DOC,
+    BaseImageClassifier,
+    _is_int,
+    _TensorImageDataset,
+)
+
+__all__ = ["ResNet50Classifier", "PretrainedWeightsError", "load_resnet50_state_dict"]
+
+_TORCHVISION_WEIGHTS = ("IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT")
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_N_FEATURES = 2048
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights could not be obtained (typically: no internet)."""
+
+
+def load_resnet50_state_dict(weights):
+    """Return the backbone state dict named by ``weights``.
+
+    Parameters
+    ----------
+    weights : {"IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT"} or path-like
+        A torchvision weight name (downloaded once into
+        ``$TORCH_HOME/hub/checkpoints``, read from there afterwards), or a
+        local ``.safetensors`` file or ``.pth``/``.pt`` state dict (read with
+        ``weights_only=True``, so a pickle payload is refused).
+
+    Returns
+    -------
+    state_dict : dict of str to torch.Tensor
+        ResNet-50 weights without the ``fc`` layer.
+
+    Raises
+    ------
+    PretrainedWeightsError
+        When torchvision cannot download the weights; the message says how to
+        supply them offline.
+    FileNotFoundError
+        When ``weights`` is neither a known name nor an existing file.
+    ValueError
+        When the file cannot be read as a ResNet-50 state dict.
+    """
+    if isinstance(weights, str) and weights in _TORCHVISION_WEIGHTS:
+        enum = torchvision.models.ResNet50_Weights[weights if weights != "DEFAULT" else "IMAGENET1K_V2"]
+        try:
+            state = enum.get_state_dict(progress=False, check_hash=True)
+        except Exception as exc:  # URLError, OSError, hash mismatch: all mean "not available"
+            filename = Path(enum.url).name
+            cache = Path(torch.hub.get_dir()) / "checkpoints"
+            raise PretrainedWeightsError(
+                f"Could not obtain the ImageNet weights {weights!r} for ResNet-50 ({exc}). "
+                "This machine is probably offline. Either copy the file "
+                f"{filename} (from {enum.url}, e.g. downloaded on a machine with internet) into "
+                f"{cache} (set TORCH_HOME to change that folder), or pass a local file: "
+                "ResNet50Classifier(weights='/path/to/resnet50.pth' or '.safetensors'). "
+                "weights=None trains from random initialisation."
+            ) from exc
+    else:
+        path = Path(os.fspath(weights))
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"ResNet-50 weights file {str(path)!r} does not exist; pass one of "
+                f"{_TORCHVISION_WEIGHTS}, None, or the path of a .safetensors/.pth state dict."
+            )
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state = load_file(str(path), device="cpu")
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(
+                f"Cannot read ResNet-50 weights from {str(path)!r}: {exc}. Only plain state dicts "
+                "(.safetensors, or .pth/.pt loadable with weights_only=True) are accepted."
+            ) from exc
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ValueError(f"{str(path)!r} does not hold a state dict (got {type(state).__name__}).")
+        # Accept our own module's keys ("backbone.<name>") as well as torchvision's.
+        if any(k.startswith("backbone.") for k in state):
+            state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+class _ResNet50Net(nn.Module):
+    """Gray or RGB images in [0, 1] -> ImageNet-normalised RGB -> ResNet-50 -> head."""
+
+    def __init__(self, n_outputs, head_units, dropout, freeze, state_dict=None):
+        super().__init__()
+        backbone = torchvision.models.resnet50(weights=None)
+        backbone.fc = nn.Identity()
+        if state_dict is not None:
+            missing, unexpected = backbone.load_state_dict(state_dict, strict=False)
+            if missing or unexpected:
+                raise ValueError(
+                    "The weights do not fit torchvision's ResNet-50: "
+                    f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
+                )
+        self.backbone = backbone
+        self.freeze = freeze
+        if freeze:
+            for param in self.backbone.parameters():
+                param.requires_grad_(False)
+        # LayerNorm first: feature scales differ wildly between pretrained and
+        # randomly initialised backbones, and it is per image, so cached and
+        # uncached training stay identical.
+        self.head = nn.Sequential(
+            nn.LayerNorm(_N_FEATURES),
+            nn.Linear(_N_FEATURES, head_units),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(head_units, n_outputs),
+        )
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
+
+    def train(self, mode=True):
+        super().train(mode)
+        # A frozen backbone stays in eval mode so its BatchNorm running
+        # statistics never move, whatever skorch does to the whole module.
+        if self.freeze:
+            self.backbone.eval()
+        return self
+
+    def features(self, x):
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.backbone((x - self.mean) / self.std)
+
+    @property
+    def gradcam_layer(self):
+        """The last bottleneck block of the backbone."""
+        return self.backbone.layer4[-1]
+
+    def embed(self, x):
+        """Penultimate-layer activations: the head's hidden ReLU layer."""
+        return self.head[:-2](self.features(x))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class ResNet50Classifier(BaseImageClassifier):
+    __doc__ = """ResNet-50 with ImageNet weights, frozen, and a new two-layer head.
+
+    Transfer learning for small X-ray sets: torchvision's ResNet-50 turns each
+    image into 2,048 features and only a new head (layer normalisation, dense ReLU
+    layer, dropout, output layer) is trained. Gray images are replicated to three channels and
+    ImageNet-normalised inside the estimator, so pass images scaled to
+    [0, 1], like :class:`skxray.preprocessing.ImageLoader` produces.
+
+    With a frozen backbone and no augmentation the backbone features are
+    computed once per ``fit`` and the head trains on them
+    (``cache_features``), which is many times faster than running the
+    backbone every epoch.
+
+    Parameters
+    ----------
+    weights : {{"IMAGENET1K_V2", "IMAGENET1K_V1", "DEFAULT"}}, path-like or None, \
+default="IMAGENET1K_V2"
+        Backbone weights: a torchvision name (downloaded once into
+        ``$TORCH_HOME/hub/checkpoints``), a local ``.safetensors`` or
+        ``.pth`` state dict (read with ``weights_only=True``), or None for a
+        random initialisation. Offline, a torchvision name raises
+        :class:`PretrainedWeightsError` explaining how to supply the file.
+
+    freeze : bool, default=True
+        Keep every backbone weight and BatchNorm statistic unchanged (the
+        backbone stays in eval mode); only the head is trained.
+
+    head_units : int, default=256
+        Units of the head's hidden layer.
+
+    cache_features : {{"auto", True, False}}, default="auto"
+        Compute backbone features once per ``fit`` and train the head on
+        them. "auto" caches when ``freeze=True`` and ``augment`` is None;
+        True requires both.
+
+{common}
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted.
+
+    input_shape_ : tuple of int
+        (channels, height, width) of the training images.
+
+    n_features_in_ : int
+        Number of features, only when fitted on 2-D (tabular) input.
+
+    net_ : skorch.NeuralNet
+        The trained skorch net; ``net_.module_`` is the full model
+        (backbone and head).
+
+    history_ : list of dict
+        Per epoch: ``epoch``, ``train_loss``, ``valid_loss``, ``valid_acc``,
+        ``lr``, ``dur`` (seconds; feature caching time not included).
+
+    n_iter_ : int
+        Number of epochs run.
+
+    features_cached_ : bool
+        Whether the head was trained on cached features.
+
+    checkpoint_path_ : str or None
+        Folder of this fit's checkpoint, when ``checkpoint_dir`` is set.
+
+    device_ : str
+        Device the model was trained on.
+
+    ood_ : skxray.ood.OODDetector or None
+        Out-of-distribution detector fitted with the network (``ood=True``;
+        None with ``ood=False`` or fewer than 10 training images); see
+        :meth:`predict_with_abstention` and the user guide's page on
+        out-of-distribution detection.
+
+    See Also
+    --------
+    CNNClassifier : Small network trained from scratch.
+
+    Examples
+    --------
+    >>> from skxray.datasets import make_phantom_cxr
+    >>> from skxray.models import ResNet50Classifier
+    >>> X, y = make_phantom_cxr(40, image_size=32, random_state=0)
+    >>> clf = ResNet50Classifier(weights=None, max_epochs=2, random_state=0).fit(X, y)
+    >>> clf.features_cached_
+    True
+    """.format(
+        common=COMMON_PARAMETERS_DOC.format(
+            lr="1e-3",
+            weight_decay="1e-4",
+            dropout="0.3",
+            batch_size="32",
+            max_epochs="20",
+            optimizer="adam",
+            image_size="224",
+        )
+    )
+
+    _rgb_input = True
+
+    def __init__(
+        self,
+        *,
+        weights="IMAGENET1K_V2",
+        freeze=True,
+        head_units=256,
+        cache_features="auto",
+        lr=1e-3,
+        weight_decay=1e-4,
+        dropout=0.3,
+        batch_size=32,
+        max_epochs=20,
+        optimizer="adam",
+        lr_schedule=None,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        class_weight=None,
+        augment=None,
+        checkpoint_dir=None,
+        device="auto",
+        image_size=224,
+        random_state=None,
+        verbose=0,
+        ood=True,
+        min_confidence=0.0,
+    ):
+        self.weights = weights
+        self.freeze = freeze
+        self.head_units = head_units
+        self.cache_features = cache_features
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.optimizer = optimizer
+        self.lr_schedule = lr_schedule
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
+        self.augment = augment
+        self.checkpoint_dir = checkpoint_dir
+        self.device = device
+        self.image_size = image_size
+        self.random_state = random_state
+        self.verbose = verbose
+        self.ood = ood
+        self.min_confidence = min_confidence
+
+    def _check_params(self):
+        super()._check_params()
+        if not _is_int(self.head_units) or self.head_units < 1:
+            raise ValueError(f"ResNet50Classifier: head_units must be an int >= 1; got {self.head_units!r}.")
+        if self.cache_features not in ("auto", True, False):
+            raise ValueError(
+                "ResNet50Classifier: cache_features must be 'auto', True or False; "
+                f"got {self.cache_features!r}."
+            )
+        if self.cache_features is True and (not self.freeze or self.augment is not None):
+            raise ValueError(
+                "ResNet50Classifier: cache_features=True needs freeze=True and augment=None "
+                "(cached features cannot be augmented or fine-tuned)."
+            )
+
+    def _caches_features(self):
+        if self.cache_features == "auto":
+            return bool(self.freeze) and self.augment is None
+        return bool(self.cache_features)
+
+    def _build_module(self, input_shape, n_outputs):
+        channels = input_shape[0]
+        if channels not in (1, 3):
+            raise ValueError(
+                f"ResNet50Classifier needs gray (1 channel) or RGB (3 channels) images; got {channels} channels."
+            )
+        state = None if self.weights is None else load_resnet50_state_dict(self.weights)
+        return _ResNet50Net(n_outputs, self.head_units, self.dropout, bool(self.freeze), state)
+
+    def _build_module_for_loading(self, input_shape, n_outputs):
+        # The saved file holds every backbone weight: no need to fetch any.
+        return _ResNet50Net(n_outputs, self.head_units, self.dropout, bool(self.freeze), None)
+
+    def _fit_net(self, module, dataset, y_enc, make_net):
+        self.features_cached_ = self._caches_features()
+        if not self.features_cached_:
+            return super()._fit_net(module, dataset, y_enc, make_net)
+        features = _extract_features(module, dataset, self.batch_size, self.device_)
+        head_net = make_net(module.head)
+        head_net.fit(_TensorImageDataset(features, dataset.y), y_enc)
+        # The returned net holds the full model (the trained head is shared),
+        # so predict, Grad-CAM and saving work on images as usual.
+        net = make_net(module).initialize()
+        net.history = head_net.history
+        if self.ood:
+            # The OOD detector's embeddings from the cached features: running
+            # the backbone again would double the cost of fit.
+            self._ood_train_embeddings = _head_embeddings(module.head, features, self.batch_size, self.device_)
+        return net
+
+
+@torch.no_grad()
+def _extract_features(module, dataset, batch_size, device):
+    module.to(device)
+    module.eval()
+    chunks = []
+    # A private generator: even an unshuffled DataLoader draws a seed from the
+    # global RNG, which would shift dropout masks against an uncached fit.
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+    for x, _ in loader:
+        chunks.append(module.features(x.to(device)).cpu())
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def _head_embeddings(head, features, batch_size, device):
+    """The head's hidden layer (``module.embed``) computed from cached backbone features."""
+    head.eval()
+    return torch.cat(
+        [
+            head[:-2](features[i : i + batch_size].to(device)).cpu()
+            for i in range(0, len(features), batch_size)
+        ]
+    ).numpy()

@@ -1,0 +1,186 @@
+"""The ``skxray`` command, run through its real entry point in a subprocess."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from skxray.datasets import make_phantom_cxr
+
+SIZE = 32
+
+
+def run(*args, cwd=None):
+    """Run ``skxray ARGS`` as a user would (the console script's module)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "skxray.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A class-per-folder data set of phantom PNGs with a manifest."""
+    root = tmp_path_factory.mktemp("xrays")
+    X, y, groups = make_phantom_cxr(48, image_size=SIZE, random_state=0, return_groups=True)
+    rows = []
+    for i, (img, label, group) in enumerate(zip(X, y, groups)):
+        (root / label).mkdir(exist_ok=True)
+        rel = f"{label}/img{i:03d}.png"
+        Image.fromarray(np.round(img * 255).astype(np.uint8)).save(root / rel)
+        rows.append({"path": rel, "label": label, "patient_id": f"p{group}", "source": "phantom"})
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    result = run("train", folder, "--model", "cnn", "--out", out, "--image-size", SIZE, "--epochs", 2)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.parametrize(
+    "command", ["explore", "train", "evaluate", "predict", "compare", "demo", "audit"]
+)
+def test_help_explains_each_command(command):
+    result = run(command, "--help")
+    assert result.returncode == 0
+    assert "usage: skxray " + command in result.stdout
+
+
+def test_help_lists_commands():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("explore", "train", "evaluate", "predict", "compare", "demo", "audit"):
+        assert command in result.stdout
+
+
+def test_explore(folder, tmp_path):
+    result = run("explore", folder, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "48 images in 2 classes" in result.stdout
+    assert "Covid-19" in result.stdout and "Normal" in result.stdout
+    assert (tmp_path / "sample_grid.png").is_file()
+    assert (tmp_path / "size_histogram.png").is_file()
+
+
+def test_train_saves_model_and_curves(model_dir):
+    assert (model_dir / "config.json").is_file()
+    assert (model_dir / "model.safetensors").is_file()
+    assert (model_dir / "learning_curves.png").is_file()
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["class"] == "CNNClassifier"
+
+
+def test_evaluate(model_dir, folder):
+    result = run("evaluate", model_dir, folder, "--json")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert 0 <= metrics["accuracy"] <= 1
+    assert set(metrics["per_class"]) == {"Covid-19", "Normal"}
+
+
+def test_predict_table_and_json(model_dir, folder):
+    images = sorted(Path(folder).glob("*/*.png"))[:3]
+    table = run("predict", model_dir, *images)
+    assert table.returncode == 0, table.stderr
+    assert "label" in table.stdout and "probability" in table.stdout
+    as_json = run("predict", model_dir, *images, "--json")
+    rows = json.loads(as_json.stdout)
+    assert [r["image"] for r in rows] == [str(p) for p in images]
+    for row in rows:
+        assert row["label"] in ("Covid-19", "Normal")
+        assert abs(sum(row["probabilities"].values()) - 1) < 1e-5
+
+
+def test_compare_writes_report(folder, tmp_path):
+    result = run(
+        "compare", folder, "--out", tmp_path, "--models", "cnn,fnn", "--cv", 2,
+        "--epochs", 1, "--image-size", SIZE,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "grouped by patient" in result.stdout
+    assert "soft-voting" in result.stdout
+    html = (tmp_path / "report.html").read_text()
+    assert "<html" in html.lower() and "data:image/png;base64," in html
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"cnn", "fnn", "soft-voting"} <= set(metrics)
+
+
+def test_demo_on_phantoms(tmp_path):
+    result = run(
+        "demo", "--out", tmp_path, "--n-samples", 40, "--cv", 2, "--epochs", 1,
+        "--image-size", SIZE, "--models", "cnn,fnn",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "synthetic phantoms" in result.stdout
+    html = (tmp_path / "report.html").read_text()
+    assert "synthetic phantoms" in html
+
+
+def test_audit_command(folder, tmp_path):
+    result = run(
+        "audit", folder, "--model", "cnn", "--out", tmp_path, "--cv", 2, "--epochs", 1,
+        "--image-size", SIZE,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "audit.json").is_file()
+    assert (tmp_path / "report.html").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["explore", "/does/not/exist"], "does not exist"),
+        (["train", "/does/not/exist", "--model", "cnn", "--out", "x"], "does not exist"),
+        (["predict", "/no/model", "a.png"], "not a saved skxray model"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(args, message):
+    result = run(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_model_is_a_usage_error(folder, tmp_path):
+    result = run("train", folder, "--model", "vgg", "--out", tmp_path)
+    assert result.returncode == 2
+    assert "invalid choice: 'vgg'" in result.stderr
+
+
+def test_one_class_and_unreadable_image(tmp_path):
+    one = tmp_path / "one"
+    (one / "Normal").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(one / "Normal" / f"{i}.png")
+    result = run("train", one, "--model", "cnn", "--out", tmp_path / "m")
+    assert result.returncode == 2 and "two classes" in result.stderr
+
+    bad = tmp_path / "bad"
+    for label in ("A", "B"):
+        (bad / label).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(bad / label / "ok.png")
+    (bad / "A" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    result = run("train", bad, "--model", "cnn", "--out", tmp_path / "m2", "--image-size", 8)
+    assert result.returncode == 2
+    assert "broken.png" in result.stderr and "Traceback" not in result.stderr
+    verbose = run("--verbose", "train", bad, "--model", "cnn", "--out", tmp_path / "m3", "--image-size", 8)
+    assert "Traceback" in verbose.stderr

@@ -1,0 +1,610 @@
+"""Tests of skxray.evaluation: metrics, plots and the cross-validated comparison."""
+
+import doctest
+import math
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import VotingClassifier
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, StratifiedKFold
+
+import skxray.evaluation
+from skxray.datasets import make_phantom_cxr
+from skxray.evaluation import (
+    classification_metrics,
+    compare_models,
+    default_positive_label,
+    evaluate,
+    plot_calibration,
+    plot_confusion_matrix,
+    plot_image_grid,
+    plot_learning_curves,
+    plot_precision_recall,
+    plot_roc,
+)
+from skxray.models import CNNClassifier, FNNClassifier
+
+C, N = "Covid-19", "Normal"
+
+
+def tiny_cnn(**kw):
+    return CNNClassifier(
+        **{**dict(filters=(4, 8), dense_units=16, max_epochs=2, random_state=0), **kw}
+    )
+
+
+def tiny_fnn(**kw):
+    return FNNClassifier(**{**dict(hidden_layer_sizes=(16,), max_epochs=2, random_state=0), **kw})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Train the tiny models on one thread (faster for them on shared CPUs); restore after."""
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+
+
+@pytest.fixture(scope="module")
+def phantoms():
+    return make_phantom_cxr(60, image_size=32, random_state=0, return_groups=True)
+
+
+@pytest.fixture(scope="module")
+def fitted_cnn(phantoms):
+    X, y, _ = phantoms
+    return tiny_cnn().fit(X, y)
+
+
+# ---------------------------------------------------------------------------
+# classification_metrics: values computed by hand
+
+# Covid-19: TP=2 (0, 1), FN=1 (2), FP=1 (5), TN=3 (3, 4, 6).
+BIN_TRUE = [C, C, C, N, N, N, N]
+BIN_PRED = [C, C, N, N, N, C, N]
+BIN_P_COVID = np.array([0.9, 0.8, 0.4, 0.3, 0.2, 0.6, 0.1])
+BIN_PROBA = np.column_stack([BIN_P_COVID, 1 - BIN_P_COVID])  # columns: sorted classes
+
+
+def test_binary_metrics_by_hand():
+    m = classification_metrics(BIN_TRUE, BIN_PRED, BIN_PROBA)
+    assert m["classes"] == [C, N]
+    assert m["positive_label"] == C
+    assert m["n_samples"] == 7
+    assert m["accuracy"] == pytest.approx(5 / 7)
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 3 / 4) / 2)
+    covid, normal = m["per_class"][C], m["per_class"][N]
+    assert covid == pytest.approx(
+        {
+            "sensitivity": 2 / 3,
+            "specificity": 3 / 4,
+            "ppv": 2 / 3,
+            "npv": 3 / 4,
+            "f1": 2 / 3,
+            "support": 3,
+        }
+    )
+    assert normal == pytest.approx(
+        {
+            "sensitivity": 3 / 4,
+            "specificity": 2 / 3,
+            "ppv": 3 / 4,
+            "npv": 2 / 3,
+            "f1": 3 / 4,
+            "support": 4,
+        }
+    )
+    # 11 of the 12 (positive, negative) pairs are ranked right: 0.4 < 0.6.
+    assert m["roc_auc"] == pytest.approx(11 / 12)
+    # (0.1² + 0.2² + 0.6² + 0.3² + 0.2² + 0.6² + 0.1²) / 7
+    assert m["brier"] == pytest.approx(0.91 / 7)
+    assert m["confusion_matrix"] == [[2, 1], [1, 3]]
+    assert isinstance(m["accuracy"], float) and isinstance(covid["support"], int)
+
+
+def test_binary_metrics_from_proba_only_and_1d_proba():
+    full = classification_metrics(BIN_TRUE, BIN_PRED, BIN_PROBA)
+    from_proba = classification_metrics(BIN_TRUE, y_proba=BIN_PROBA)
+    assert from_proba == full
+    # 1-D: probability of classes[1] (Normal).
+    assert classification_metrics(BIN_TRUE, y_proba=1 - BIN_P_COVID) == full
+
+
+def test_positive_class_in_second_column():
+    # Sorted classes put "Normal" first: the Covid column is the second one.
+    y_true = ["covid", "covid", "Normal", "Normal"]
+    proba = np.array([[0.2, 0.8], [0.7, 0.3], [0.6, 0.4], [0.9, 0.1]])  # columns: Normal, covid
+    m = classification_metrics(y_true, y_proba=proba)
+    assert m["classes"] == ["Normal", "covid"]
+    assert m["positive_label"] == "covid"
+    assert m["roc_auc"] == pytest.approx(3 / 4)  # 0.3 < 0.4 is the one wrong pair
+    assert m["brier"] == pytest.approx((0.2**2 + 0.7**2 + 0.4**2 + 0.1**2) / 4)
+
+
+def test_explicit_positive_label():
+    m = classification_metrics(BIN_TRUE, BIN_PRED, BIN_PROBA, positive_label=N)
+    assert m["positive_label"] == N
+    assert m["roc_auc"] == pytest.approx(11 / 12)  # binary AUC is symmetric
+    # The per-class figures do not depend on the positive label.
+    assert m["per_class"] == classification_metrics(BIN_TRUE, BIN_PRED, BIN_PROBA)["per_class"]
+
+
+def test_three_class_metrics_by_hand():
+    y_true = ["a", "a", "b", "b", "c", "c"]
+    y_pred = ["a", "b", "b", "b", "c", "a"]
+    m = classification_metrics(y_true, y_pred)
+    assert m["positive_label"] == "b"  # no covid: classes[1]
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+    expected = {
+        "a": {"sensitivity": 1 / 2, "specificity": 3 / 4, "ppv": 1 / 2, "npv": 3 / 4},
+        "b": {"sensitivity": 1.0, "specificity": 3 / 4, "ppv": 2 / 3, "npv": 1.0},
+        "c": {"sensitivity": 1 / 2, "specificity": 1.0, "ppv": 1.0, "npv": 4 / 5},
+    }
+    for label, values in expected.items():
+        got = {k: m["per_class"][label][k] for k in values}
+        assert got == pytest.approx(values), label
+        assert m["per_class"][label]["support"] == 2
+    assert m["per_class"]["c"]["f1"] == pytest.approx(2 / 3)
+    assert m["roc_auc"] is None and m["brier"] is None
+
+
+def test_three_class_proba_metrics_by_hand():
+    y_true = ["a", "b", "c", "a", "b", "c"]
+    uniform = np.full((6, 3), 1 / 3)
+    m = classification_metrics(y_true, y_proba=uniform)
+    assert m["roc_auc"] == pytest.approx(0.5)
+    # Each row: (2/3)² + 2 (1/3)² = 6/9 over 3 classes.
+    assert m["brier"] == pytest.approx(2 / 9)
+    perfect = np.eye(3)[[0, 1, 2, 0, 1, 2]] * 0.7 + 0.1
+    m = classification_metrics(y_true, y_proba=perfect)
+    assert m["roc_auc"] == pytest.approx(1.0)
+    assert m["brier"] == pytest.approx((0.2**2 + 2 * 0.1**2) / 3)
+    assert m["accuracy"] == 1.0
+
+
+def test_multiclass_brier_reduces_to_binary_definition():
+    # Mean over the one-hot matrix equals the positive-class Brier score for 2 classes.
+    one_hot = (np.asarray(BIN_TRUE)[:, None] == np.array([C, N])).astype(float)
+    assert np.mean((BIN_PROBA - one_hot) ** 2) == pytest.approx(
+        classification_metrics(BIN_TRUE, y_proba=BIN_PROBA)["brier"]
+    )
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
+def test_undefined_ratios_are_nan():
+    m = classification_metrics([C, C, N, N], [N, N, N, N])
+    assert math.isnan(m["per_class"][C]["ppv"])  # Covid never predicted
+    assert m["per_class"][C]["sensitivity"] == 0.0
+    m = classification_metrics([C, C], y_proba=[[0.6, 0.4], [0.7, 0.3]], classes=[C, N])
+    assert math.isnan(m["roc_auc"])
+
+
+@pytest.mark.parametrize(
+    "classes, expected",
+    [
+        (["Covid-19", "Normal"], "Covid-19"),
+        (["Normal", "covid"], "covid"),
+        (["NORMAL", "PNEUMONIA", "COVID19"], "COVID19"),
+        (["No_findings", "Pneumonia"], "Pneumonia"),
+        ([0, 1], 1),
+        (np.array(["a", "b", "c"]), "b"),
+    ],
+)
+def test_default_positive_label(classes, expected):
+    assert default_positive_label(classes) == expected
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(y_true=BIN_TRUE), "Pass y_pred, y_proba or both"),
+        (dict(y_true=BIN_TRUE, y_pred=BIN_PRED[:-1]), "y_pred has 6 labels"),
+        (dict(y_true=BIN_TRUE, y_proba=np.ones((7, 3)) / 3), "y_proba has 3 columns"),
+        (dict(y_true=BIN_TRUE, y_proba=BIN_PROBA, classes=[C, "Other"]), "y_true holds label"),
+        (dict(y_true=BIN_TRUE, y_pred=BIN_PRED, positive_label="Pneumonia"), "positive_label"),
+        (dict(y_true=BIN_TRUE, y_proba=BIN_PROBA[:5]), r"y_proba must have shape"),
+        (dict(y_true=["a", "b", "c"], y_proba=[0.1, 0.2, 0.3]), "y_proba is 1-D"),
+        (dict(y_true=BIN_TRUE, y_pred=BIN_PRED, classes=[C]), "classes must hold at least two"),
+    ],
+)
+def test_classification_metrics_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        classification_metrics(**kwargs)
+
+
+def test_default_positive_label_needs_two_classes():
+    with pytest.raises(ValueError, match="classes must hold at least two"):
+        default_positive_label(["Normal"])
+
+
+def test_evaluate_matches_classification_metrics(phantoms, fitted_cnn):
+    X, y, _ = phantoms
+    m = evaluate(fitted_cnn, X, y)
+    expected = classification_metrics(
+        y, fitted_cnn.predict(X), fitted_cnn.predict_proba(X), classes=fitted_cnn.classes_
+    )
+    np.testing.assert_equal(m, expected)  # NaN-aware, nested
+    assert m["positive_label"] == C
+    assert 0.0 <= m["roc_auc"] <= 1.0
+
+
+def test_evaluate_unfitted_raises(phantoms):
+    X, y, _ = phantoms
+    with pytest.raises(NotFittedError):
+        evaluate(tiny_fnn(), X, y)
+
+
+# ---------------------------------------------------------------------------
+# compare_models
+
+
+# Cross-validation fits many models: one epoch each, no held-out validation scoring.
+FAST = dict(max_epochs=1, validation_fraction=None)
+
+
+def voting():
+    return VotingClassifier([("cnn", tiny_cnn(**FAST)), ("fnn", tiny_fnn(**FAST))], voting="soft")
+
+
+@pytest.mark.parametrize("cv, grouped", [(2, True), (3, False)])
+def test_compare_models_cnn_fnn_voting(phantoms, cv, grouped):
+    X, y, groups = phantoms
+    models = {"CNN": tiny_cnn(**FAST), "FNN": tiny_fnn(**FAST), "Vote": voting()}
+    table, oof = compare_models(
+        models, X, y, cv=cv, groups=groups if grouped else None, return_predictions=True
+    )
+    assert table.index.tolist() == ["CNN", "FNN", "Vote"]
+    metrics = ["accuracy", "balanced_accuracy", "roc_auc", "brier"]
+    metrics += [f"{k}_{c}" for k in ("sensitivity", "ppv") for c in (C, N)]
+    metrics += ["fit_time", "predict_time"]
+    assert table.columns.tolist() == [f"{s}_{m}" for m in metrics for s in ("mean", "std")]
+    assert (table.filter(like="std_").fillna(0) >= 0).all().all()
+    assert (table["mean_fit_time"] > 0).all()
+    assert (table["mean_predict_time"] > 0).all()
+    for column in ("mean_accuracy", "mean_roc_auc", "mean_brier", f"mean_sensitivity_{C}"):
+        assert table[column].between(0, 1).all(), column
+    assert table.attrs == {"classes": [C, N], "positive_label": C, "n_splits": cv}
+    assert set(oof) == {"CNN", "FNN", "Vote"}
+    for proba in oof.values():
+        assert proba.shape == (60, 2)
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    # The estimators passed in are left unfitted (clones are fitted).
+    assert not hasattr(models["CNN"], "classes_")
+
+
+class GroupLeakProbe(ClassifierMixin, BaseEstimator):
+    """Predicts 1 in column 0 for the test rows whose patient was in the training rows.
+
+    ``X`` holds row numbers, so the probe sees which rows it was trained on.
+    """
+
+    def __init__(self, groups=None):
+        self.groups = groups
+
+    def _groups_of(self, X):
+        return np.asarray(self.groups)[np.asarray(X)[:, 0].astype(int)]
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        self.train_groups_ = set(self._groups_of(X).tolist())
+        return self
+
+    def predict_proba(self, X):
+        leak = np.array([g in self.train_groups_ for g in self._groups_of(X).tolist()], float)
+        return np.column_stack([leak, 1.0 - leak])
+
+
+@pytest.mark.parametrize("cv", [2, 3])
+def test_compare_models_groups_keep_patients_in_one_fold(phantoms, cv):
+    _, y, groups = phantoms
+    rows = np.arange(len(y))[:, None]
+    probe = {"probe": GroupLeakProbe(groups)}
+    _, grouped = compare_models(probe, rows, y, cv=cv, groups=groups, return_predictions=True)
+    assert grouped["probe"][:, 0].max() == 0.0  # no test patient seen in training
+    _, plain = compare_models(probe, rows, y, cv=cv, return_predictions=True)
+    assert plain["probe"][:, 0].max() == 1.0  # image-level folds split patients
+
+
+def test_compare_models_mean_is_mean_of_folds(phantoms):
+    X, y, groups = phantoms
+    splitter = GroupKFold(n_splits=3)
+    table, oof = compare_models(
+        {"FNN": tiny_fnn()}, X, y, cv=splitter, groups=groups, return_predictions=True
+    )
+    accs = [
+        classification_metrics(y[test], y_proba=oof["FNN"][test], classes=[C, N])["accuracy"]
+        for _, test in splitter.split(X, y, groups)
+    ]
+    assert table.loc["FNN", "mean_accuracy"] == pytest.approx(np.mean(accs))
+    assert table.loc["FNN", "std_accuracy"] == pytest.approx(np.std(accs))
+    assert table.attrs["n_splits"] == 3
+
+
+def test_compare_models_ungrouped_is_reproducible_and_three_class():
+    X, y = make_phantom_cxr(
+        30, classes=("Covid-19", "Normal", "Pneumonia"), image_size=16, random_state=1
+    )
+    first, oof1 = compare_models({"FNN": tiny_fnn()}, X, y, cv=3, return_predictions=True)
+    second, oof2 = compare_models({"FNN": tiny_fnn()}, X, y, cv=3, return_predictions=True)
+    np.testing.assert_allclose(oof1["FNN"], oof2["FNN"])
+    assert "mean_sensitivity_Pneumonia" in first.columns
+    assert first.attrs["positive_label"] == C
+    assert oof1["FNN"].shape == (30, 3)
+    cols = [c for c in first.columns if "time" not in c]
+    np.testing.assert_allclose(first[cols].to_numpy(), second[cols].to_numpy())
+    # A different random_state shuffles other folds.
+    _, oof3 = compare_models(
+        {"FNN": tiny_fnn()}, X, y, cv=3, random_state=5, return_predictions=True
+    )
+    assert not np.allclose(oof1["FNN"], oof3["FNN"])
+
+
+def test_compare_models_accepts_paths_and_splitter(tmp_path):
+    X, y = make_phantom_cxr(24, image_size=16, random_state=0)
+    paths = []
+    for i, img in enumerate(X):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray((img * 255).round().astype(np.uint8)).save(path)
+        paths.append(str(path))
+    table = compare_models(
+        {"FNN": tiny_fnn(image_size=16, max_epochs=1)},
+        paths,
+        y,
+        cv=StratifiedKFold(2, shuffle=True, random_state=0),
+    )
+    assert table.shape[0] == 1 and table["mean_fit_time"].iloc[0] > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(estimators={}), "estimators must be a non-empty dict"),
+        (dict(estimators=[tiny_fnn()]), "estimators must be a non-empty dict"),
+        (dict(estimators={"x": object()}), r"estimators\['x'\] must be a classifier"),
+        (dict(estimators={"FNN": tiny_fnn()}, cv=1), "cv must be an int >= 2"),
+        (dict(estimators={"FNN": tiny_fnn()}, cv="five"), "cv must be an int >= 2"),
+        (dict(estimators={"FNN": tiny_fnn()}, groups=[1, 2]), "groups has 2 entries"),
+        (dict(estimators={"FNN": tiny_fnn()}, positive_label="Pneumonia"), "positive_label"),
+    ],
+)
+def test_compare_models_errors(phantoms, kwargs, match):
+    X, y, _ = phantoms
+    with pytest.raises(ValueError, match=match):
+        compare_models(X=X, y=y, **kwargs)
+
+
+def test_compare_models_length_mismatch(phantoms):
+    X, y, _ = phantoms
+    with pytest.raises(ValueError, match="y has 59 labels but X has 60"):
+        compare_models({"FNN": tiny_fnn()}, X, y[:-1])
+
+
+# ---------------------------------------------------------------------------
+# plots
+
+
+def test_plot_image_grid_titles_and_colormap(phantoms):
+    X, y, _ = phantoms
+    fig = plot_image_grid(X, y, n=5, random_state=0, ncols=2)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 5
+    titles = [ax.get_title() for ax in fig.axes]
+    assert set(titles) <= {C, N}
+    for ax in fig.axes:
+        assert ax.images[0].get_cmap().name == "gray"
+        assert ax.images[0].get_array().shape == (32, 32)
+    # Same seed, same draw; the titles are the labels of the drawn images.
+    again = plot_image_grid(X, y, n=5, random_state=0, ncols=2)
+    assert [ax.get_title() for ax in again.axes] == titles
+    idx = np.random.RandomState(0).choice(60, size=5, replace=False)
+    assert titles == list(y[idx])
+
+
+def test_plot_image_grid_shows_all_when_n_too_large_and_index_titles():
+    X, _ = make_phantom_cxr(4, image_size=16, random_state=0)
+    fig = plot_image_grid(X[:, None], n=10, random_state=0)
+    assert len(fig.axes) == 4
+    assert sorted(ax.get_title() for ax in fig.axes) == ["#0", "#1", "#2", "#3"]
+
+
+def test_plot_image_grid_rgb_and_paths(tmp_path):
+    X, y = make_phantom_cxr(3, image_size=16, random_state=0)
+    rgb = np.repeat(X[:, None], 3, axis=1)
+    fig = plot_image_grid(rgb, y, n=2, random_state=0)
+    assert fig.axes[0].images[0].get_array().shape == (16, 16, 3)
+    paths = []
+    for i, img in enumerate(X):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray((img * 255).round().astype(np.uint8)).save(paths[-1])
+    fig = plot_image_grid(paths, y, n=3, random_state=0)
+    assert len(fig.axes) == 3
+    np.testing.assert_allclose(np.asarray(fig.axes[0].images[0].get_array()).std() > 0, True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n=0), "n must be an int >= 1"),
+        (dict(ncols=0), "ncols must be an int >= 1"),
+        (dict(y=["a"]), "y has 1 labels but X has 4"),
+    ],
+)
+def test_plot_image_grid_errors(kwargs, match):
+    X = np.zeros((4, 8, 8))
+    with pytest.raises(ValueError, match=match):
+        plot_image_grid(X, **kwargs)
+    with pytest.raises(ValueError, match="X must be images"):
+        plot_image_grid(np.zeros((4, 8)))
+
+
+def best_epoch_line(ax):
+    lines = [line for line in ax.lines if line.get_label().startswith("best epoch")]
+    assert len(lines) == 1
+    return lines[0]
+
+
+def test_plot_learning_curves_marks_min_valid_loss():
+    history = [
+        {"epoch": 1, "train_loss": 0.9, "valid_loss": 0.8, "valid_acc": 0.5},
+        {"epoch": 2, "train_loss": 0.7, "valid_loss": 0.5, "valid_acc": 0.7},
+        {"epoch": 3, "train_loss": 0.4, "valid_loss": 0.6, "valid_acc": 0.8},
+    ]
+    fig = plot_learning_curves(history)
+    ax_loss, ax_acc = fig.axes
+    assert (ax_loss.get_title(), ax_acc.get_title()) == ("Loss", "Validation accuracy")
+    for ax in (ax_loss, ax_acc):
+        line = best_epoch_line(ax)
+        assert list(line.get_xdata()) == [2, 2]
+        assert line.get_label() == "best epoch (2)"
+    labels = [line.get_label() for line in ax_loss.lines]
+    assert labels[:2] == ["train loss", "validation loss"]
+    np.testing.assert_allclose(ax_loss.lines[1].get_ydata(), [0.8, 0.5, 0.6])
+    np.testing.assert_allclose(ax_acc.lines[0].get_ydata(), [0.5, 0.7, 0.8])
+
+
+def test_plot_learning_curves_without_validation_uses_train_loss():
+    history = [
+        {"epoch": 1, "train_loss": 0.9, "valid_loss": None, "valid_acc": None},
+        {"epoch": 2, "train_loss": 0.6, "valid_loss": None, "valid_acc": None},
+        {"epoch": 3, "train_loss": 0.7, "valid_loss": None, "valid_acc": None},
+    ]
+    fig = plot_learning_curves(history)
+    assert list(best_epoch_line(fig.axes[0]).get_xdata()) == [2, 2]
+    assert [line.get_label() for line in fig.axes[0].lines] == ["train loss", "best epoch (2)"]
+    assert "no validation set" in [t.get_text() for t in fig.axes[1].texts]
+
+
+def test_plot_learning_curves_from_estimator(fitted_cnn):
+    fig = plot_learning_curves(fitted_cnn)
+    history = fitted_cnn.history_
+    best = min(history, key=lambda r: r["valid_loss"])["epoch"]
+    assert list(best_epoch_line(fig.axes[0]).get_xdata()) == [best, best]
+    assert len(fig.axes[0].lines[0].get_xdata()) == len(history)
+
+
+def test_plot_learning_curves_errors(fitted_cnn):
+    with pytest.raises(NotFittedError):
+        plot_learning_curves(tiny_cnn())
+    with pytest.raises(ValueError, match="history is empty"):
+        plot_learning_curves([])
+    with pytest.raises(TypeError, match="has no history_"):
+        plot_learning_curves(LogisticRegression().fit([[0], [1]], [0, 1]))
+    with pytest.raises(TypeError, match="list of per-epoch dicts"):
+        plot_learning_curves("history")
+
+
+def test_plot_confusion_matrix_forms(phantoms, fitted_cnn):
+    X, y, _ = phantoms
+    fig = plot_confusion_matrix(fitted_cnn, X, y, name="CNN")
+    ax = fig.axes[0]
+    assert ax.get_title() == "Confusion matrix: CNN"
+    assert [t.get_text() for t in ax.get_xticklabels()] == [C, N]
+    counts = sorted(int(t.get_text()) for t in ax.texts)
+    expected = classification_metrics(y, fitted_cnn.predict(X))["confusion_matrix"]
+    assert counts == sorted(np.ravel(expected).tolist())
+
+    fig = plot_confusion_matrix(y_true=BIN_TRUE, y_pred=BIN_PRED, normalize="true")
+    assert fig.axes[0].get_title() == "Confusion matrix"
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["0.25", "0.33", "0.67", "0.75"]
+
+
+@pytest.mark.parametrize("func", [plot_confusion_matrix, plot_roc, plot_calibration])
+def test_plot_input_form_errors(func, phantoms, fitted_cnn):
+    X, y, _ = phantoms
+    with pytest.raises(ValueError, match="pass estimator, X and y, or y_true"):
+        func()
+    with pytest.raises(ValueError, match="not both"):
+        func(fitted_cnn, X, y, y_true=y)
+    with pytest.raises(ValueError, match="X and y are required"):
+        func(fitted_cnn)
+
+
+THREE_TRUE = ["a", "b", "c", "a", "b", "c", "a", "b", "c"]
+THREE_PROBA = np.array(
+    [
+        [0.7, 0.2, 0.1],
+        [0.2, 0.5, 0.3],
+        [0.1, 0.3, 0.6],
+        [0.4, 0.4, 0.2],
+        [0.3, 0.3, 0.4],
+        [0.2, 0.2, 0.6],
+        [0.5, 0.1, 0.4],
+        [0.1, 0.8, 0.1],
+        [0.3, 0.5, 0.2],
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    "func, binary_title, multi_title",
+    [
+        (plot_roc, "ROC curve (positive: Covid-19)", "ROC curves (one-vs-rest)"),
+        (
+            plot_precision_recall,
+            "Precision-recall curve (positive: Covid-19)",
+            "Precision-recall curves (one-vs-rest)",
+        ),
+        (plot_calibration, "Calibration (positive: Covid-19)", "Calibration (one-vs-rest)"),
+    ],
+)
+def test_curve_plots(func, binary_title, multi_title):
+    fig = func(y_true=BIN_TRUE, y_proba=BIN_PROBA, name="CNN")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_title() == binary_title
+    labels = ax.get_legend_handles_labels()[1]
+    assert sum(label.startswith("CNN") for label in labels) == 1
+
+    fig = func(y_true=THREE_TRUE, y_proba=THREE_PROBA)
+    ax = fig.axes[0]
+    assert ax.get_title() == multi_title
+    labels = ax.get_legend_handles_labels()[1]
+    for c in "abc":
+        assert sum(label.startswith(f"{c} vs rest") for label in labels) == 1
+
+
+def test_plot_roc_curve_matches_auc():
+    fig = plot_roc(y_true=BIN_TRUE, y_proba=BIN_PROBA)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "Covid-19 (AUC = 0.92)" in labels  # 11/12
+    fig = plot_roc(y_true=BIN_TRUE, y_proba=BIN_PROBA, positive_label=N)
+    assert fig.axes[0].get_title() == "ROC curve (positive: Normal)"
+
+
+def test_plots_from_estimator_and_on_given_axes(phantoms, fitted_cnn):
+    X, y, _ = phantoms
+    fig = Figure()
+    axes = fig.subplots(1, 3)
+    assert plot_roc(fitted_cnn, X, y, ax=axes[0]) is fig
+    assert plot_calibration(fitted_cnn, X, y, ax=axes[1], n_bins=3) is fig
+    assert plot_confusion_matrix(fitted_cnn, X, y, ax=axes[2]) is fig
+    assert axes[0].get_title() == "ROC curve (positive: Covid-19)"
+
+
+def test_curve_plot_errors():
+    with pytest.raises(ValueError, match="y_proba has 3 columns"):
+        plot_roc(y_true=BIN_TRUE, y_proba=np.ones((7, 3)) / 3)
+    with pytest.raises(ValueError, match="at least two classes"):
+        plot_roc(y_true=[C, C], y_proba=[[0.5, 0.5], [0.4, 0.6]], classes=[C, N])
+    with pytest.raises(ValueError, match="n_bins must be an int >= 2"):
+        plot_calibration(y_true=BIN_TRUE, y_proba=BIN_PROBA, n_bins=1)
+    with pytest.raises(ValueError, match="positive_label"):
+        plot_roc(y_true=BIN_TRUE, y_proba=BIN_PROBA, positive_label="Pneumonia")
+
+
+# ---------------------------------------------------------------------------
+# Documentation examples
+
+
+def test_docstring_examples():
+    result = doctest.testmod(skxray.evaluation, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0

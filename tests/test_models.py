@@ -1,0 +1,547 @@
+"""Tests of the three classifiers: scikit-learn API, training aids, persistence."""
+
+import pickle
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.base import clone
+from sklearn.ensemble import VotingClassifier
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import skxray
+from skxray.datasets import make_phantom_cxr
+from skxray.models import (
+    CNNClassifier,
+    FNNClassifier,
+    PretrainedWeightsError,
+    ResNet50Classifier,
+    load,
+)
+from skxray.preprocessing import ImageLoader
+
+SIZE = 32
+
+
+def tiny_cnn(**kw):
+    params = dict(filters=(8, 16), dense_units=16, max_epochs=3, random_state=0)
+    return CNNClassifier(**{**params, **kw})
+
+
+def tiny_fnn(**kw):
+    params = dict(hidden_layer_sizes=(32,), max_epochs=3, random_state=0)
+    return FNNClassifier(**{**params, **kw})
+
+
+def tiny_resnet(**kw):
+    params = dict(weights=None, head_units=16, max_epochs=3, random_state=0)
+    return ResNet50Classifier(**{**params, **kw})
+
+
+@pytest.fixture(scope="module")
+def phantoms():
+    X, y, groups = make_phantom_cxr(
+        160, image_size=SIZE, random_state=0, return_groups=True
+    )
+    return X, y, groups
+
+
+@pytest.fixture(scope="module")
+def phantom_split():
+    X, y = make_phantom_cxr(300, image_size=SIZE, random_state=1)
+    return X[:200], y[:200], X[200:], y[200:]
+
+
+# -------------------------------------------------------------- scikit-learn checks
+# No check needs to be declared as failing: 2-D input is taken as one-row
+# images, so the generic checks exercise the real training loop. The empty
+# lists stay strict: a check that starts failing fails the suite.
+EXPECTED_FAILED_CHECKS = {"CNNClassifier": {}, "FNNClassifier": {}, "ResNet50Classifier": {}}
+
+
+@parametrize_with_checks(
+    [
+        FNNClassifier(max_epochs=20, random_state=0),
+        CNNClassifier(filters=(4, 8), dense_units=16, max_epochs=20, random_state=0),
+        ResNet50Classifier(weights=None, head_units=16, max_epochs=5, random_state=0),
+    ],
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS[type(est).__name__],
+    xfail_strict=True,
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+# -------------------------------------------------------------- accuracy on phantoms
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tiny_cnn(max_epochs=10),
+        lambda: tiny_fnn(max_epochs=30, hidden_layer_sizes=(64,)),
+        lambda: tiny_resnet(
+            freeze=False, max_epochs=3, batch_size=16, head_units=256, validation_fraction=None
+        ),
+    ],
+    ids=["cnn", "fnn", "resnet-unfrozen"],
+)
+def test_learns_phantoms(make, phantom_split):
+    X_train, y_train, X_test, y_test = phantom_split
+    clf = make().fit(X_train, y_train)
+    assert clf.score(X_test, y_test) >= 0.9
+
+
+def test_frozen_random_resnet_beats_chance(phantom_split):
+    X_train, y_train, X_test, y_test = phantom_split
+    clf = tiny_resnet(max_epochs=30, head_units=64, lr=3e-3).fit(X_train, y_train)
+    assert clf.score(X_test, y_test) >= 0.75
+
+
+# -------------------------------------------------------------- labels, dtypes, shapes
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.array(["Covid-19", "Normal"]),
+        np.array([3, 7]),
+        np.array([False, True]),
+    ],
+)
+def test_labels_round_trip(labels, phantoms):
+    X, y, _ = phantoms
+    y_mapped = np.where(y == "Covid-19", labels[0], labels[1])
+    clf = tiny_fnn().fit(X, y_mapped)
+    assert list(clf.classes_) == sorted(labels.tolist())
+    proba = clf.predict_proba(X)
+    assert proba.shape == (len(X), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
+
+
+def test_three_classes_softmax():
+    X, y = make_phantom_cxr(
+        90, classes=("Covid-19", "Normal", "Pneumonia"), image_size=SIZE, random_state=0
+    )
+    clf = tiny_cnn().fit(X, y)
+    proba = clf.predict_proba(X)
+    assert proba.shape == (90, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert clf.module_.classifier[-1].out_features == 3
+    assert clf.decision_function(X).shape == (90, 3)
+    assert clf.embed(X).shape == (90, 16)
+
+
+def test_dtypes_give_same_model(phantoms):
+    X, y, _ = phantoms
+    X8 = np.round(X * 255).astype(np.uint8)
+    y_int = (y == "Covid-19").astype(np.int32)
+    p_float32 = tiny_cnn().fit(X8.astype(np.float32), y_int).predict_proba(X8[:10])
+    p_float64 = tiny_cnn().fit(X8.astype(np.float64), y_int.astype(bool)).predict_proba(X8[:10])
+    p_uint8 = tiny_cnn().fit(X8, y_int.astype(np.int64)).predict_proba(X8[:10])
+    np.testing.assert_array_equal(p_float32, p_float64)
+    np.testing.assert_array_equal(p_float32, p_uint8)
+
+
+@pytest.mark.parametrize(
+    "X, message",
+    [
+        (np.full((4, 8, 8), np.nan), "NaN or infinite"),
+        (np.full((4, 8, 8), np.inf), "NaN or infinite"),
+        (np.zeros((0, 8, 8)), "empty"),
+        (np.zeros((4, 1, 1, 8, 8)), "must have shape"),
+        (np.array([["a", "b"], ["c", "d"]], dtype=object), "could not convert|dtype"),
+    ],
+)
+def test_bad_X_raises(X, message):
+    y = np.array(["a", "b"] * (max(len(X), 2) // 2))[: len(X)]
+    with pytest.raises(ValueError, match=message):
+        tiny_cnn().fit(X, y)
+
+
+def test_bad_y_raises(phantoms):
+    X, y, _ = phantoms
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        tiny_cnn().fit(X, np.full(len(X), "Normal"))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        tiny_cnn().fit(X, y[:-1])
+    with pytest.raises(ValueError, match="Unknown label type"):
+        tiny_cnn().fit(X, np.linspace(0, 1, len(X)))
+
+
+def test_predict_checks_fitted_and_shape(phantoms):
+    X, y, _ = phantoms
+    with pytest.raises(NotFittedError):
+        tiny_cnn().predict(X)
+    clf = tiny_cnn(max_epochs=1).fit(X, y)
+    assert clf.input_shape_ == (1, SIZE, SIZE)
+    with pytest.raises(ValueError, match=r"fitted on images of shape .*\(1, 32, 32\)"):
+        clf.predict(X[:, :16, :16])
+    with pytest.raises(ValueError, match="fitted on images"):
+        clf.predict(np.repeat(X[:, None], 3, axis=1))
+
+
+@pytest.mark.parametrize(
+    "param, value, message",
+    [
+        ("lr", -1.0, "lr must be a positive float"),
+        ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
+        ("optimizer", "rmsprop", "optimizer must be one of"),
+        ("lr_schedule", "step", "lr_schedule must be one of"),
+        ("batch_size", 0, "batch_size must be an int >= 1"),
+        ("class_weight", "auto", "class_weight must be"),
+        ("augment", "flip", "augment must be None or a callable"),
+        ("device", "tpu", "device must be one of"),
+        ("filters", (), "filters must be a non-empty tuple"),
+    ],
+)
+def test_invalid_params_name_the_parameter(param, value, message, phantoms):
+    X, y, _ = phantoms
+    with pytest.raises(ValueError, match=message):
+        tiny_cnn(**{param: value}).fit(X, y)
+
+
+def test_early_stopping_needs_validation(phantoms):
+    X, y, _ = phantoms
+    with pytest.raises(ValueError, match="early_stopping=True needs a validation set"):
+        tiny_cnn(early_stopping=True, validation_fraction=None).fit(X, y)
+
+
+def test_fnn_accepts_flat_input(phantoms):
+    X, y, _ = phantoms
+    flat = X.reshape(len(X), -1)
+    clf = tiny_fnn().fit(flat, y)
+    assert clf.n_features_in_ == SIZE * SIZE
+    assert clf.predict(flat).shape == (len(X),)
+    with pytest.raises(ValueError, match="features"):
+        clf.predict(flat[:, :10])
+
+
+# -------------------------------------------------------------- reproducibility
+def test_same_random_state_same_model_and_global_rng_untouched(phantoms):
+    X, y, _ = phantoms
+    torch.manual_seed(123)
+    state_before = torch.random.get_rng_state()
+    p1 = tiny_cnn(random_state=7).fit(X, y).predict_proba(X)
+    assert torch.equal(torch.random.get_rng_state(), state_before)
+    p2 = tiny_cnn(random_state=7).fit(X, y).predict_proba(X)
+    p3 = tiny_cnn(random_state=8).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(p1, p2)
+    assert not np.allclose(p1, p3)
+
+
+# -------------------------------------------------------------- augmentation hook
+class CountingAugment:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x):
+        assert x.ndim == 3 and x.dtype == torch.float32
+        self.calls += 1
+        return x
+
+
+def test_augment_called_only_on_training_images(phantoms):
+    X, y, _ = phantoms
+    augment = CountingAugment()
+    clf = tiny_cnn(augment=augment, max_epochs=2, validation_fraction=0.25)
+    # clone would copy the counter; fit the instance itself to count calls.
+    clf.fit(X, y)
+    counter = clf.augment
+    n_train = len(X) - int(np.ceil(0.25 * len(X)))
+    assert counter.calls == n_train * 2
+    clf.predict_proba(X)
+    clf.predict(X)
+    assert counter.calls == n_train * 2
+
+
+def test_augmentation_presets_train(phantoms):
+    from skxray.augmentation import xray_augmentation
+
+    X, y, _ = phantoms
+    clf = tiny_cnn(augment=xray_augmentation("light"), max_epochs=2).fit(X, y)
+    assert clf.n_iter_ == 2
+
+
+# -------------------------------------------------------------- frozen ResNet-50
+def test_frozen_resnet_backbone_unchanged(phantoms):
+    X, y, _ = phantoms
+    clf = tiny_resnet(cache_features=False, max_epochs=2)
+    before = {}
+
+    original = ResNet50Classifier._build_module
+
+    def capture(self, input_shape, n_outputs):
+        module = original(self, input_shape, n_outputs)
+        before.update({k: v.clone() for k, v in module.backbone.state_dict().items()})
+        return module
+
+    ResNet50Classifier._build_module = capture
+    try:
+        clf.fit(X, y)
+    finally:
+        ResNet50Classifier._build_module = original
+    after = clf.module_.backbone.state_dict()
+    assert any("running_mean" in k for k in after)
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), key
+    assert not clf.module_.backbone.training
+
+
+def test_resnet_cached_and_uncached_train_the_same_head(phantoms):
+    X, y, _ = phantoms
+    cached = tiny_resnet(cache_features=True).fit(X, y)
+    uncached = tiny_resnet(cache_features=False).fit(X, y)
+    assert cached.features_cached_ and not uncached.features_cached_
+    np.testing.assert_allclose(
+        [h["train_loss"] for h in cached.history_],
+        [h["train_loss"] for h in uncached.history_],
+        rtol=1e-4,
+    )
+    np.testing.assert_allclose(cached.predict_proba(X), uncached.predict_proba(X), atol=1e-5)
+
+
+def test_resnet_cache_features_true_needs_frozen_unaugmented(phantoms):
+    X, y, _ = phantoms
+    with pytest.raises(ValueError, match="cache_features=True needs freeze=True"):
+        tiny_resnet(cache_features=True, freeze=False).fit(X, y)
+
+
+def test_resnet_offline_weights_error_says_how(monkeypatch, tmp_path, phantoms):
+    import torchvision
+
+    def offline(self, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
+    X, y, _ = phantoms
+    with pytest.raises(PretrainedWeightsError, match="TORCH_HOME") as info:
+        ResNet50Classifier(max_epochs=1).fit(X, y)
+    assert "resnet50-11ad3fa6.pth" in str(info.value)
+    assert str(tmp_path) in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_resnet_loads_local_weights(suffix, tmp_path, phantoms):
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet50(weights=None)
+    path = tmp_path / f"resnet50{suffix}"
+    state = reference.state_dict()
+    if suffix == ".pth":
+        torch.save(state, path)
+    else:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    X, y, _ = phantoms
+    clf = ResNet50Classifier(weights=str(path), head_units=8, max_epochs=1, random_state=0)
+    clf.fit(X, y)
+    assert torch.equal(clf.module_.backbone.conv1.weight, reference.conv1.weight)
+
+
+def test_resnet_refuses_pickled_code_in_pth(tmp_path, phantoms):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as fh:
+        pickle.dump({"conv1.weight": Payload()}, fh)
+    X, y, _ = phantoms
+    with pytest.raises(ValueError, match="weights_only=True"):
+        ResNet50Classifier(weights=str(path), max_epochs=1).fit(X, y)
+
+
+def test_resnet_missing_weights_file(phantoms):
+    X, y, _ = phantoms
+    with pytest.raises(FileNotFoundError, match="does-not-exist.pth"):
+        ResNet50Classifier(weights="does-not-exist.pth").fit(X, y)
+
+
+# -------------------------------------------------------------- training aids
+@pytest.mark.parametrize("schedule", [None, "plateau", "cosine", "onecycle"])
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_optimizers_and_schedules_run(schedule, optimizer, phantoms):
+    X, y, _ = phantoms
+    clf = tiny_fnn(lr_schedule=schedule, optimizer=optimizer, max_epochs=3).fit(X, y)
+    lrs = [h["lr"] for h in clf.history_]
+    assert len(lrs) == 3
+    if schedule in ("cosine", "onecycle"):
+        assert lrs[-1] < lrs[0]
+    if schedule is None:
+        assert lrs == [clf.lr] * 3
+
+
+def test_history_records(phantoms):
+    X, y, _ = phantoms
+    clf = tiny_fnn(max_epochs=2).fit(X, y)
+    assert [h["epoch"] for h in clf.history_] == [1, 2]
+    for h in clf.history_:
+        assert {"train_loss", "valid_loss", "valid_acc", "lr", "dur"} <= set(h)
+        assert 0 <= h["valid_acc"] <= 1
+    no_valid = tiny_fnn(max_epochs=1, validation_fraction=None).fit(X, y)
+    assert no_valid.history_[0]["valid_loss"] is None
+
+
+def test_early_stopping_restores_best(phantoms):
+    X, y, _ = phantoms
+    clf = tiny_fnn(
+        early_stopping=True, n_iter_no_change=2, max_epochs=60, lr=0.05, validation_fraction=0.3
+    ).fit(X, y)
+    losses = [h["valid_loss"] for h in clf.history_]
+    assert clf.n_iter_ < 60
+    best = int(np.argmin(losses))
+    assert clf.n_iter_ == best + 1 + 2
+    # The restored weights are those of the best epoch.
+    X_valid_loss = clf.net_.history[best, "valid_loss"]
+    assert X_valid_loss == min(losses)
+
+
+def test_checkpoints_unique_per_fit(tmp_path, phantoms):
+    X, y, _ = phantoms
+    a = tiny_fnn(checkpoint_dir=tmp_path, max_epochs=2).fit(X, y)
+    b = clone(a).fit(X, y)
+    assert a.checkpoint_path_ != b.checkpoint_path_
+    for path in (a.checkpoint_path_, b.checkpoint_path_):
+        files = {p.name for p in (tmp_path / path).iterdir()}
+        assert {"params.pt", "optimizer.pt", "history.json"} <= files
+
+
+def test_class_weight_balanced_changes_training(phantoms):
+    X, y, _ = phantoms
+    keep = np.r_[np.flatnonzero(y == "Covid-19")[:20], np.flatnonzero(y == "Normal")]
+    plain = tiny_fnn().fit(X[keep], y[keep]).predict_proba(X)
+    weighted = tiny_fnn(class_weight="balanced").fit(X[keep], y[keep]).predict_proba(X)
+    assert weighted[:, 0].mean() > plain[:, 0].mean()
+
+
+def test_verbose_shows_progress(capsys, phantoms):
+    X, y, _ = phantoms
+    tiny_fnn(verbose=1, max_epochs=1).fit(X, y)
+    captured = capsys.readouterr()
+    assert "train_loss" in captured.out
+    tiny_fnn(verbose=0, max_epochs=1).fit(X, y)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+# -------------------------------------------------------------- scikit-learn tools
+def write_pngs(folder, X):
+    paths = []
+    for i, img in enumerate(X):
+        path = folder / f"img{i:03d}.png"
+        Image.fromarray(np.round(img * 255).astype(np.uint8)).save(path)
+        paths.append(str(path))
+    return np.array(paths, dtype=object)
+
+
+def test_pipeline_on_paths(tmp_path, phantom_split):
+    X_train, y_train, X_test, y_test = phantom_split
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    train_paths = write_pngs(tmp_path / "train", X_train[:120])
+    test_paths = write_pngs(tmp_path / "test", X_test)
+    pipe = Pipeline(
+        [("load", ImageLoader(image_size=SIZE)), ("clf", tiny_cnn(max_epochs=8))]
+    ).fit(train_paths, y_train[:120])
+    assert pipe.score(test_paths, y_test) >= 0.85
+
+
+def test_estimator_streams_paths(tmp_path, phantoms):
+    X, y, _ = phantoms
+    paths = write_pngs(tmp_path, X)
+    clf = tiny_cnn(image_size=SIZE, max_epochs=2).fit(paths, y)
+    assert clf.input_shape_ == (1, SIZE, SIZE)
+    from_paths = clf.predict_proba(paths)
+    from_arrays = clf.predict_proba(np.round(X * 255).astype(np.float32) / 255)
+    np.testing.assert_allclose(from_paths, from_arrays, atol=1e-5)
+
+
+def test_grid_search_over_dropout_and_lr(phantoms):
+    X, y, _ = phantoms
+    pipe = Pipeline([("clf", tiny_fnn(max_epochs=2))])
+    search = GridSearchCV(
+        pipe, {"clf__dropout": [0.0, 0.5], "clf__lr": [1e-3, 1e-2]}, cv=2
+    ).fit(X, y)
+    assert set(search.best_params_) == {"clf__dropout", "clf__lr"}
+    assert len(search.cv_results_["mean_test_score"]) == 4
+
+
+def test_cross_val_score_grouped_string_labels(phantoms):
+    X, y, groups = phantoms
+    scores = cross_val_score(
+        tiny_cnn(max_epochs=5), X, y, groups=groups, cv=StratifiedGroupKFold(3)
+    )
+    assert scores.shape == (3,)
+    assert scores.mean() > 0.7
+
+
+def test_soft_voting_over_three(phantoms):
+    X, y, _ = phantoms
+    voting = VotingClassifier(
+        [("cnn", tiny_cnn()), ("fnn", tiny_fnn()), ("resnet", tiny_resnet())], voting="soft"
+    ).fit(X, y)
+    proba = voting.predict_proba(X)
+    assert proba.shape == (len(X), 2)
+    assert set(voting.predict(X)) <= {"Covid-19", "Normal"}
+
+
+def test_clone_is_unfitted_with_equal_params(phantoms):
+    X, y, _ = phantoms
+    clf = tiny_cnn(dropout=0.1).fit(X, y)
+    copy = clone(clf)
+    assert copy.get_params() == clf.get_params()
+    assert not hasattr(copy, "net_")
+    assert not [k for k in copy.get_params() if k.startswith("_")]
+    with pytest.raises(NotFittedError):
+        copy.predict(X)
+
+
+def test_set_params_then_fit_equals_fresh(phantoms):
+    X, y, _ = phantoms
+    a = tiny_cnn().set_params(dropout=0.4, lr=5e-3).fit(X, y).predict_proba(X)
+    b = tiny_cnn(dropout=0.4, lr=5e-3).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+
+
+# -------------------------------------------------------------- persistence
+@pytest.mark.parametrize("make", [tiny_cnn, tiny_fnn, tiny_resnet], ids=["cnn", "fnn", "resnet"])
+def test_pickle_and_safe_save_round_trip(make, tmp_path, phantoms):
+    X, y, _ = phantoms
+    clf = make().fit(X, y)
+    expected = clf.predict_proba(X)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(X), expected)
+    folder = clf.save(tmp_path / "model")
+    loaded = skxray.load(folder)
+    assert type(loaded) is type(clf)
+    np.testing.assert_array_equal(loaded.predict_proba(X), expected)
+    assert loaded.get_params() == clf.get_params()
+    assert loaded.history_ == clf.history_
+
+
+def test_load_never_unpickles(tmp_path, phantoms):
+    X, y, _ = phantoms
+    folder = tiny_fnn().fit(X, y).save(tmp_path / "model")
+    marker = tmp_path / "executed"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (folder / "model.safetensors").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        load(folder)
+    assert not marker.exists()
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        load(tmp_path)
+    (tmp_path / "config.json").write_text('{"class": "os.system"}')
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="names class 'os.system'"):
+        load(tmp_path)

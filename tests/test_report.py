@@ -1,0 +1,462 @@
+"""Tests of skxray.report: a self-contained HTML report and its metrics.json."""
+
+import base64
+import doctest
+import html
+import io
+import json
+import sys
+from html.parser import HTMLParser
+from types import SimpleNamespace
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+from sklearn.ensemble import VotingClassifier
+
+import skxray.explain
+import skxray.report
+from skxray.datasets import make_phantom_cxr
+from skxray.evaluation import classification_metrics, compare_models
+from skxray.models import CNNClassifier, FNNClassifier
+from skxray.report import Report
+
+C, N = "Covid-19", "Normal"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class PageParser(HTMLParser):
+    """Collect what the tests check: sections, headings, images, links, scripts."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.sections = []  # (id, h2 text)
+        self.images = []  # src of each <img>
+        self.urls = []  # every href / src value
+        self.tags = []
+        self.title = ""
+        self._in = None
+        self._text = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        if tag == "section":
+            self.sections.append([attrs.get("id"), None])
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        for key in ("href", "src"):
+            if key in attrs:
+                self.urls.append(attrs[key])
+        if tag in ("h2", "title"):
+            self._in, self._text = tag, []
+
+    def handle_data(self, data):
+        if self._in:
+            self._text.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == self._in:
+            text = "".join(self._text)
+            if tag == "h2":
+                self.sections[-1][1] = text
+            else:
+                self.title = text
+            self._in = None
+
+
+def parse(html_text):
+    parser = PageParser()
+    parser.feed(html_text)
+    parser.close()
+    return parser
+
+
+def decode_png(src):
+    prefix = "data:image/png;base64,"
+    assert src.startswith(prefix), src[:40]
+    raw = base64.b64decode(src[len(prefix) :], validate=True)
+    assert raw.startswith(PNG_MAGIC)
+    with Image.open(io.BytesIO(raw)) as im:
+        im.load()
+        assert im.format == "PNG"
+        return im.size
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Train the tiny models on one thread (faster for them on shared CPUs); restore after."""
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+
+
+@pytest.fixture(scope="module")
+def phantoms():
+    return make_phantom_cxr(40, image_size=32, random_state=0, return_groups=True)
+
+
+@pytest.fixture(scope="module")
+def models(phantoms):
+    X, y, _ = phantoms
+    cnn = CNNClassifier(filters=(4, 8), dense_units=16, max_epochs=2, random_state=0).fit(X, y)
+    fnn = FNNClassifier(hidden_layer_sizes=(16,), max_epochs=2, random_state=0).fit(X, y)
+    return cnn, fnn
+
+
+@pytest.fixture(scope="module")
+def full_report(phantoms, models, tmp_path_factory):
+    """A report with every kind of section, saved once for the tests below."""
+    X, y, groups = phantoms
+    cnn, fnn = models
+    table, oof = compare_models(
+        {"FNN": FNNClassifier(hidden_layer_sizes=(8,), max_epochs=1, random_state=0)},
+        X,
+        y,
+        cv=2,
+        groups=groups,
+        return_predictions=True,
+    )
+    classes = table.attrs["classes"]
+    y_oof = np.asarray(classes)[oof["FNN"].argmax(axis=1)]
+    metrics = classification_metrics(y, y_proba=oof["FNN"], classes=classes)
+    fig = Figure()
+    fig.subplots().plot([0, 1], [1, 0])
+
+    report = Report("Phantom study", note="Run on synthetic phantoms, not real X-rays.")
+    report.add_dataset_summary(X, y, groups=groups)
+    report.add_learning_curves("CNN", cnn)
+    report.add_comparison(table)
+    report.add_confusion_matrix("FNN", y, y_oof)
+    report.add_roc("FNN", y, oof["FNN"], classes)
+    report.add_calibration("FNN", y, oof["FNN"], classes, n_bins=3)
+    report.add_gradcam("CNN", cnn, X[:3], y[:3], n=3)
+    report.add_gradcam("FNN", fnn, X[:3], y[:3])
+    report.add_text("Notes", "First paragraph.\n\nSecond <b>paragraph</b> & more.")
+    report.add_figure("A line", fig, caption="A decreasing line.")
+    report.add_table(
+        "Hyper-parameters tried", pd.DataFrame({"lr": [1e-3, 1e-2], "acc": [0.5, 0.6]})
+    )
+    report.add_table("Counts", {"train": 30, "test": np.int64(10)})
+    report.add_metrics("FNN (cross-validated)", metrics)
+    report.add_parameters("CNN", cnn)
+    path = report.save(tmp_path_factory.mktemp("out") / "nested" / "folder" / "report.html")
+    return SimpleNamespace(report=report, path=path, metrics=metrics, cnn=cnn, table=table)
+
+
+EXPECTED_SECTIONS = [
+    ("dataset-summary", "Dataset summary"),
+    ("learning-curves-cnn", "Learning curves: CNN"),
+    ("model-comparison", "Model comparison"),
+    ("confusion-matrix-fnn", "Confusion matrix: FNN"),
+    ("roc-curve-fnn", "ROC curve: FNN"),
+    ("calibration-fnn", "Calibration: FNN"),
+    ("grad-cam-cnn", "Grad-CAM: CNN"),
+    ("grad-cam-fnn", "Grad-CAM: FNN"),
+    ("notes", "Notes"),
+    ("a-line", "A line"),
+    ("hyper-parameters-tried", "Hyper-parameters tried"),
+    ("counts", "Counts"),
+    ("metrics-fnn-cross-validated", "Metrics: FNN (cross-validated)"),
+    ("parameters-cnn", "Parameters: CNN"),
+    ("software-versions", "Software versions"),
+]
+
+
+def section_html(html_text, section_id):
+    start = html_text.index(f'<section id="{section_id}">')
+    return html_text[start : html_text.index("</section>", start)]
+
+
+def test_every_section_is_present(full_report):
+    report, path = full_report.report, full_report.path
+    assert path.name == "report.html" and path.is_file()
+    page = parse(path.read_text(encoding="utf-8"))
+    assert [tuple(s) for s in page.sections] == EXPECTED_SECTIONS
+    assert report.sections == EXPECTED_SECTIONS
+    assert page.title == "Phantom study"
+
+
+def test_images_are_embedded_pngs(full_report):
+    path = full_report.path
+    text = path.read_text(encoding="utf-8")
+    page = parse(text)
+    # dataset grid, learning curves, confusion, ROC, calibration, Grad-CAM CNN, the figure
+    assert len(page.images) == 7
+    for src in page.images:
+        width, height = decode_png(src)
+        assert width > 50 and height > 50
+    # Sections with figures hold exactly their image(s).
+    for sid in ("learning-curves-cnn", "roc-curve-fnn", "grad-cam-cnn", "a-line"):
+        assert section_html(text, sid).count("<img ") == 1, sid
+
+
+def test_page_is_self_contained(full_report):
+    path = full_report.path
+    text = path.read_text(encoding="utf-8")
+    assert "http://" not in text and "https://" not in text
+    page = parse(text)
+    assert "script" not in page.tags and "link" not in page.tags
+    for url in page.urls:
+        assert url.startswith(("data:image/png;base64,", "#")), url[:60]
+    assert "@import" not in text and "url(" not in text
+
+
+def test_metrics_json(full_report):
+    report, path, metrics = full_report.report, full_report.path, full_report.metrics
+    saved = json.loads((path.parent / "metrics.json").read_text(encoding="utf-8"))
+    assert list(saved) == ["FNN (cross-validated)"]
+    got = saved["FNN (cross-validated)"]
+    assert got["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert got["roc_auc"] == pytest.approx(metrics["roc_auc"])
+    assert got["per_class"][C]["support"] == 20
+    assert got["classes"] == [C, N]
+    assert report.metrics == saved
+
+
+def test_section_contents(full_report):
+    path, metrics, cnn = full_report.path, full_report.metrics, full_report.cnn
+    text = path.read_text(encoding="utf-8")
+    summary = section_html(text, "dataset-summary")
+    assert "40 images in 2 classes from" in summary
+    assert "all images are 32 x 32 pixels" in summary
+    assert "<th>Covid-19</th>" in summary and "<th>total</th>" in summary
+    assert "Run on synthetic phantoms, not real X-rays." in text
+    comparison = section_html(text, "model-comparison")
+    assert "<th>sensitivity_Covid-19</th>" in comparison and "2 folds" in comparison
+    table = full_report.table
+    acc = f"{table.loc['FNN', 'mean_accuracy']:.4g} ± {table.loc['FNN', 'std_accuracy']:.4g}"
+    assert f"<td>{acc}</td>" in comparison
+    assert "mean_accuracy" not in comparison
+    assert "Skipped" in section_html(text, "grad-cam-fnn")
+    assert "<img" not in section_html(text, "grad-cam-fnn")
+    params = section_html(text, "parameters-cnn")
+    for key, value in cnn.get_params().items():
+        assert f'<th class="text">{key}</th>' in params
+        assert f"<code>{html.escape(repr(value))}</code>" in params
+    versions = section_html(text, "software-versions")
+    for name in ("python", "skxray", "torch", "torchvision", "skorch", "scikit-learn", "numpy"):
+        assert f">{name}</th>" in versions
+    assert "platform" in versions
+    metric_section = section_html(text, "metrics-fnn-cross-validated")
+    assert f"{metrics['accuracy']:.4g}" in metric_section
+    assert "Per class (one-vs-rest)" in metric_section
+    notes = section_html(text, "notes")
+    assert notes.count("<p>") == 2
+    assert "Second &lt;b&gt;paragraph&lt;/b&gt; &amp; more." in notes
+
+
+def test_html_is_escaped(tmp_path):
+    evil = '<script>alert("x")</script>'
+    report = Report(title=f"Title {evil}", note=f"Note {evil}")
+    report.add_text(f"Section {evil}", f"Body {evil}")
+    report.add_table("Table", pd.DataFrame({evil: [evil]}, index=[evil]))
+    report.add_metrics(evil, {"accuracy": 1.0, evil: evil})
+    report.add_parameters(evil, FNNClassifier(hidden_layer_sizes=(3,)))
+    text = report.save(tmp_path / "r.html").read_text(encoding="utf-8")
+    page = parse(text)
+    assert "script" not in page.tags
+    assert "<script>" not in text
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
+    assert page.title == f"Title {evil}"
+    assert ("section-script-alert-x-script", f"Section {evil}") in [tuple(s) for s in page.sections]
+    assert json.loads((tmp_path / "metrics.json").read_text())[evil][evil] == evil
+
+
+def test_numpy_and_nan_metrics_are_json(tmp_path):
+    report = Report()
+    report.add_metrics(
+        "m",
+        {
+            "acc": np.float32(0.5),
+            "n": np.int64(3),
+            "auc": float("nan"),
+            "by_class": {np.str_("a"): np.array([1, 2])},
+            "ok": np.bool_(True),
+        },
+    )
+    report.save(tmp_path / "r.html")
+    text = (tmp_path / "metrics.json").read_text()
+    assert "NaN" not in text
+    assert json.loads(text) == {
+        "m": {"acc": 0.5, "n": 3, "auc": None, "by_class": {"a": [1, 2]}, "ok": True}
+    }
+
+
+def test_empty_report_writes_versions_and_empty_metrics(tmp_path):
+    path = Report().save(tmp_path / "report.html")
+    page = parse(path.read_text(encoding="utf-8"))
+    assert [tuple(s) for s in page.sections] == [("software-versions", "Software versions")]
+    assert page.title == "skxray report"
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {}
+
+
+def test_duplicate_titles_get_unique_ids():
+    report = Report()
+    for _ in range(3):
+        report.add_text("Software versions", "x")
+    report.add_text("Überblick", "non-ASCII titles still get an id")
+    ids = [sid for sid, _ in report.sections]
+    assert ids == [
+        "software-versions-2",
+        "software-versions-3",
+        "software-versions-4",
+        "berblick",
+        "software-versions",
+    ]
+    assert len(set(ids)) == len(ids)
+
+
+def test_add_figure_closes_pyplot_figures():
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    plt.plot([0, 1])
+    assert plt.fignum_exists(fig.number)
+    Report().add_figure("Plot", fig)
+    assert not plt.fignum_exists(fig.number)
+
+
+def test_dataset_summary_of_paths_with_varying_sizes(tmp_path):
+    X, y = make_phantom_cxr(6, image_size=16, random_state=0)
+    paths = []
+    for i, img in enumerate(X):
+        size = 16 + 4 * i
+        pil = Image.fromarray((img * 255).round().astype(np.uint8)).resize((size + 2, size))
+        paths.append(str(tmp_path / f"{i}.png"))
+        pil.save(paths[-1])
+    report = Report().add_dataset_summary(paths, y, n_images=4)
+    text = report.to_html()
+    summary = section_html(text, "dataset-summary")
+    assert "6 distinct image sizes" in summary
+    assert summary.count("<img ") == 2  # the size histogram and the sample grid
+    assert "<td>16</td>" in summary and "<td>36</td>" in summary  # min / max height
+
+
+def test_dataset_summary_given_sizes_without_grid(phantoms):
+    X, y, _ = phantoms
+    sizes = np.column_stack([np.arange(40) + 100, np.full(40, 200)])
+    text = Report().add_dataset_summary(X, y, image_sizes=sizes, n_images=0).to_html()
+    assert "40 distinct image sizes" in text
+    assert section_html(text, "dataset-summary").count("<img ") == 1  # histogram only
+
+
+def test_gradcam_skips_without_explain_module(monkeypatch, models, phantoms):
+    X, y, _ = phantoms
+    monkeypatch.setitem(sys.modules, "skxray.explain", None)  # import fails
+    report = Report().add_gradcam("CNN", models[0], X[:2])
+    assert "Grad-CAM is unavailable" in section_html(report.to_html(), "grad-cam-cnn")
+
+
+def test_gradcam_images_alternate_between_classes(models, phantoms, monkeypatch):
+    X, y, _ = phantoms
+    picked = skxray.report._round_robin_by_class(np.array([N, N, N, C, C]), 4)
+    assert picked.tolist() == [3, 0, 4, 1]
+    seen = {}
+
+    def fake_plot_gradcam(estimator, X, target=None, *, y=None, n=None, method="gradcam"):
+        seen.update(X=X, y=y, n=n)
+        fig = Figure()
+        fig.subplots()
+        return fig
+
+    monkeypatch.setattr(skxray.explain, "plot_gradcam", fake_plot_gradcam)
+    order = np.argsort(y != C, kind="stable")  # every Covid-19 image first
+    Report().add_gradcam("CNN", models[0], X[order], y[order], n=4)
+    assert seen["y"].tolist() == [C, N, C, N]
+    assert seen["n"] == 4 and len(seen["X"]) == 4
+    with pytest.raises(ValueError, match="y has 3 labels but X has 40"):
+        Report().add_gradcam("CNN", models[0], X, y[:3])
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        Report().add_gradcam("CNN", models[0], X, n=0)
+
+
+def test_add_audit_unwraps_the_audit_section():
+    from skxray.audit import AuditReport, Finding
+
+    finding = Finding(
+        "leakage",
+        "warning",
+        "No patient ids <groups>: leakage cannot be checked.",
+        figures={"gap": 0.1},
+        title="1. Patient leakage",
+        summary="gap 0.10",
+        details={"pairs": pd.DataFrame({"a": [1, 2]})},
+    )
+    result = AuditReport([finding], info={"estimator": "CNN", "n_samples": 10})
+    report = Report().add_audit(result).add_audit(result, title="Audit again")
+    assert report.sections[:2] == [
+        ("shortcut-and-leakage-audit", "Shortcut and leakage audit"),
+        ("audit-again", "Audit again"),
+    ]
+    text = report.to_html()
+    page = parse(text)
+    assert [s[0] for s in page.sections] == [sid for sid, _ in report.sections]  # not nested
+    assert page.tags.count("h2") == 3
+    body = section_html(text, "shortcut-and-leakage-audit")
+    assert "WARNING" in body and "No patient ids &lt;groups&gt;" in body
+    assert "http://" not in text and "https://" not in text
+    with pytest.raises(TypeError, match="result must be a skxray.audit.AuditReport"):
+        Report().add_audit({"verdict": "ok"})
+
+
+def test_gradcam_skips_ensembles(phantoms):
+    X, y, _ = phantoms
+    voting = VotingClassifier(
+        [("fnn", FNNClassifier(hidden_layer_sizes=(4,), max_epochs=1, random_state=0))],
+        voting="soft",
+    ).fit(X, y)
+    text = Report().add_gradcam("Vote", voting, X[:2]).to_html()
+    assert "Skipped: " in section_html(text, "grad-cam-vote")
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda r: r.add_text("", "x"), ValueError, "title must be a non-empty string"),
+        (lambda r: r.add_metrics("m", [1, 2]), TypeError, "metrics must be a dict"),
+        (lambda r: r.add_metrics("m", {"f": object()}), TypeError, r"metrics of 'm'\['f'\]"),
+        (lambda r: r.add_table("t", [1, 2]), TypeError, "table must be a pandas DataFrame"),
+        (lambda r: r.add_figure("f", "not a figure"), TypeError, "fig must be a matplotlib"),
+        (lambda r: r.add_comparison({"a": 1}), TypeError, "table must be a pandas DataFrame"),
+        (lambda r: r.add_parameters("p", object()), TypeError, "estimator must have get_params"),
+        (lambda r: r.add_roc("", [C, N], [[1, 0], [0, 1]]), ValueError, "name must be"),
+        (
+            lambda r: r.add_dataset_summary(np.zeros((3, 8, 8)), ["a", "b"]),
+            ValueError,
+            "y has 2 labels but X has 3",
+        ),
+        (
+            lambda r: r.add_dataset_summary(np.zeros((3, 8, 8)), ["a"] * 3, image_sizes=[[1, 2]]),
+            ValueError,
+            "image_sizes must have shape",
+        ),
+    ],
+)
+def test_errors(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call(Report())
+
+
+def test_duplicate_metrics_name_is_refused():
+    report = Report().add_metrics("CNN", {"accuracy": 0.5})
+    with pytest.raises(ValueError, match="already added under 'CNN'"):
+        report.add_metrics("CNN", {"accuracy": 0.6})
+
+
+def test_backend_untouched():
+    # Building reports never switches the user's matplotlib backend.
+    backend = matplotlib.get_backend()
+    Report().add_text("t", "x").to_html()
+    assert matplotlib.get_backend() == backend
+
+
+def test_docstring_examples():
+    result = doctest.testmod(skxray.report, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
