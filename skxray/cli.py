@@ -486,7 +486,6 @@ def main(argv=None):
             return args.func(args)
     except Exception as exc:
         from skxray.io import ImageReadError
-
         from skxray.models import PretrainedWeightsError
 
         user_errors = (
