@@ -22,7 +22,8 @@ lint: setup
 	$(BIN)/ruff check skxray tests benchmarks
 
 test: setup lint
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 --doctest-modules skxray tests
+	$(MAKE) docs
 
 docs: setup
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
