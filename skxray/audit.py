@@ -681,7 +681,10 @@ def _run_cv(
 
             try:
                 clf, Xt = _gradcam_parts(model, X[test])
-                heat = _gradcam(clf, Xt)
+                # HiResCAM: faithful for the CNN's flatten head, where plain
+                # Grad-CAM's averaged gradients can cancel out; identical to
+                # Grad-CAM after the ResNet's global pooling.
+                heat = _gradcam(clf, Xt, method="hirescam")
             except (TypeError, ValueError, AttributeError) as exc:
                 # No Grad-CAM for this model (e.g. no convolutional layer):
                 # report it as unavailable rather than from some folds only.
