@@ -135,6 +135,10 @@ def cmd_explore(args):
 def cmd_train(args):
     from skxray.evaluation import plot_learning_curves
 
+    # Refuse a bad destination before minutes of training, not after.
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} exists and is not a folder")
     bunch = _load_folder(args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes))
     weights = args.weights
     if args.model == "resnet50" and str(weights).lower() == "none":
@@ -492,8 +496,7 @@ def main(argv=None):
             UserError,
             ImageReadError,
             PretrainedWeightsError,
-            FileNotFoundError,
-            NotADirectoryError,
+            OSError,  # unreadable inputs, unwritable outputs
             ValueError,
         )
         user_error = isinstance(exc, user_errors)

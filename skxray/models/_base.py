@@ -319,6 +319,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             return "paths", paths
         arr = np.asarray(X) if not hasattr(X, "toarray") else X
         ndim = getattr(arr, "ndim", None)
+        if ndim == 1:
+            _raise_for_1d(arr)
         if ndim is not None and ndim <= 2 or hasattr(X, "toarray"):
             arr = validate_data(self, X, reset=reset, dtype=np.float32)
             if not arr.flags.writeable:
@@ -355,6 +357,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"{name} requires y to be passed, but the target y is None."
             )
+        _check_label_types(y)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if len(y) != X_len:
@@ -586,6 +589,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 self.ood_ = self._fit_ood(dataset, y_enc, validate, seed)
             finally:
                 del self._ood_train_embeddings
+        _drop_cached_predictions(self.net_)
+        _keep_one_copy_of_module(self.net_)
         self.history_ = _history_records(self.net_.history)
         self.n_iter_ = len(self.history_)
         return self
@@ -776,6 +781,38 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         y_pred[uncertain] = "uncertain"
         return (y_pred, scores) if return_scores else y_pred
 
+    def score(self, X, y, sample_weight=None):
+        """Accuracy of ``predict(X)`` against ``y``.
+
+        Parameters
+        ----------
+        X : array-like of images or file paths
+            Images in the same format as in ``fit``.
+        y : array-like of shape (n_samples,)
+            True labels; each must be one of ``classes_``.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            Mean accuracy.
+
+        Raises
+        ------
+        ValueError
+            If ``y`` holds labels never seen in ``fit``: the model cannot
+            predict them, so an accuracy would silently count them as errors.
+        """
+        check_is_fitted(self)
+        unseen = sorted(set(np.asarray(y, dtype=object).tolist()) - set(self.classes_.tolist()), key=str)
+        if unseen:
+            raise ValueError(
+                f"y holds labels never seen in fit: {unseen}; {type(self).__name__} was "
+                f"trained on {self.classes_.tolist()}."
+            )
+        return super().score(X, y, sample_weight=sample_weight)
+
     @property
     def module_(self):
         """The trained ``torch.nn.Module`` (on the training device)."""
@@ -808,6 +845,66 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
+
+
+def _raise_for_1d(arr):
+    """A 1-D X is either paths with a bad item or numbers: say which."""
+    if arr.dtype.kind == "O" and any(isinstance(v, (str, os.PathLike)) for v in arr):
+        bad = [(i, v) for i, v in enumerate(arr) if not isinstance(v, (str, os.PathLike))]
+        index, value = bad[0]
+        raise ValueError(
+            f"X looks like file paths, but item {index} is {value!r} "
+            f"({len(bad)} item(s) are not paths)."
+        )
+    raise ValueError(
+        f"X is a 1-D array of numbers (shape {arr.shape}), not images or file paths. "
+        "Reshape your data: one image needs shape (1, height, width); tabular rows "
+        "need (n_samples, n_features); file paths must be strings."
+    )
+
+
+def _check_label_types(y):
+    """Refuse labels that mix strings with other types (e.g. "Covid-19" and 1).
+
+    numpy would turn them all into strings, so predict would return "1" where
+    the user wrote 1.
+    """
+    values = y.tolist() if isinstance(y, np.ndarray) and y.dtype.kind == "O" else y
+    if isinstance(values, (list, tuple)) and values:
+        flat = [v for row in values for v in (row if isinstance(row, (list, tuple)) else [row])]
+        kinds = {isinstance(v, str) for v in flat}
+        if len(kinds) > 1:
+            others = sorted({type(v).__name__ for v in flat if not isinstance(v, str)})
+            raise ValueError(
+                f"y mixes label types (str and {', '.join(others)}); use one type for all labels."
+            )
+
+
+def _drop_cached_predictions(net):
+    """Empty the scoring callbacks' caches of the last epoch's outputs.
+
+    They hold tensors on the training device outside the attributes skorch
+    maps to the CPU when unpickling, so a model trained on CUDA would not
+    unpickle on a machine without it; they also waste memory.
+    """
+    for _, callback in getattr(net, "callbacks_", []):
+        if hasattr(callback, "y_preds_"):
+            callback.y_preds_ = []
+            callback.y_trues_ = []
+
+
+def _keep_one_copy_of_module(net):
+    """Replace the net's ``module`` parameter (an instance) by its class.
+
+    skorch keeps the instance passed as ``module`` besides the trained
+    ``module_``; only ``module_`` is mapped to the CPU when a CUDA-trained net
+    is unpickled, so the instance would make such a model unloadable without a
+    GPU. The class keeps the parameter meaningful without a second reference.
+    ``__dict__`` is written directly because skorch forbids setting torch
+    components outside ``initialize``; the net is never re-initialised.
+    """
+    if isinstance(net.__dict__.get("module"), nn.Module):
+        net.__dict__["module"] = type(net.__dict__["module"])
 
 
 def _is_int(value):

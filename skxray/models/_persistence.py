@@ -93,8 +93,13 @@ def save_model(estimator, path):
     # half-written model under the real names.
     tmp_weights = path / (WEIGHTS_NAME + ".tmp")
     tmp_config = path / (CONFIG_NAME + ".tmp")
-    save_file(state, str(tmp_weights))
-    tmp_config.write_text(dumps_json(config))
+    try:
+        save_file(state, str(tmp_weights))
+        tmp_config.write_text(dumps_json(config))
+    except BaseException:
+        for tmp in (tmp_weights, tmp_config):
+            tmp.unlink(missing_ok=True)
+        raise
     tmp_weights.replace(path / WEIGHTS_NAME)
     tmp_config.replace(path / CONFIG_NAME)
     return path
@@ -152,6 +157,10 @@ def load(path):
             f"{str(config_path)!r} names class {name!r}; expected one of {sorted(registry)}."
         )
     cls = registry[name]
+    required = ("params", "classes", "classes_dtype", "input_shape", "input_kind", "history")
+    missing_keys = [key for key in required if key not in config]
+    if missing_keys:
+        raise ValueError(f"{str(config_path)!r} lacks the entries {missing_keys}: not a complete skxray model.")
     params = {
         k: tuple(v) if isinstance(v, list) else v
         for k, v in config["params"].items()
@@ -177,7 +186,13 @@ def load(path):
     ood_arrays = {
         k[len(OOD_PREFIX) :]: state.pop(k).numpy() for k in list(state) if k.startswith(OOD_PREFIX)
     }
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensors of the wrong shape
+        raise ValueError(
+            f"{str(weights_path)!r} does not fit a {name} with input shape "
+            f"{estimator.input_shape_} (config.json): {exc}"
+        ) from exc
     if missing or unexpected:
         raise ValueError(
             f"{str(weights_path)!r} does not fit a {name} with input shape "

@@ -1,0 +1,246 @@
+"""Scale beyond one machine.
+
+- A grid search distributed on Dask (an existing engine: joblib's "dask"
+  backend on a ``distributed.LocalCluster``) finds the same ``best_params_``
+  and scores as the serial one, and what travels to the workers is small:
+  the pipeline and the file paths, not pixel arrays.
+- Training from a 1-D array of file paths streams the images from disk: the
+  peak memory of ``fit`` does not grow with the number of files, unlike
+  loading the images into memory first (the control).
+
+Timings and memory figures are printed (run with ``-s`` to see them); only
+equality of results and the memory growth are asserted.
+"""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import joblib
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+
+from skxray.datasets import make_phantom_cxr
+from skxray.models import FNNClassifier
+from skxray.preprocessing import ImageLoader
+
+GRID_SIZE = 16
+GRID = {"clf__lr": [1e-3, 1e-2], "clf__dropout": [0.0, 0.3]}
+
+
+def _write_pngs(folder, X, start=0):
+    paths = []
+    for i, img in enumerate(X, start=start):
+        path = folder / f"{i:05d}.png"
+        Image.fromarray(np.round(img * 255).astype(np.uint8)).save(path, compress_level=1)
+        paths.append(str(path))
+    return paths
+
+
+# ------------------------------------------------------------------ Dask
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    try:
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def grid_paths(tmp_path_factory):
+    X, y = make_phantom_cxr(60, image_size=GRID_SIZE, random_state=0)
+    paths = np.array(_write_pngs(tmp_path_factory.mktemp("grid_pngs"), X), dtype=object)
+    return paths, y, X
+
+
+def _pipeline():
+    # Ten epochs in small batches so that the four candidates score differently:
+    # equal scores would make the comparison of best_params_ meaningless.
+    clf = FNNClassifier(
+        hidden_layer_sizes=(8,),
+        max_epochs=10,
+        batch_size=8,
+        validation_fraction=None,
+        random_state=0,
+    )
+    return Pipeline([("load", ImageLoader(image_size=GRID_SIZE)), ("clf", clf)])
+
+
+@pytest.mark.slow
+def test_grid_search_on_dask_matches_serial(dask_client, grid_paths):
+    from distributed import get_task_stream
+
+    paths, y, _ = grid_paths
+    # Import torch and skxray on the workers first, so the timing is the search's.
+    start = time.perf_counter()
+    dask_client.run(lambda: __import__("skxray.models") and None)
+    t_warm = time.perf_counter() - start
+
+    start = time.perf_counter()
+    serial = GridSearchCV(_pipeline(), GRID, cv=2, n_jobs=1).fit(paths, y)
+    t_serial = time.perf_counter() - start
+
+    start = time.perf_counter()
+    with get_task_stream(dask_client) as stream, joblib.parallel_backend("dask"):
+        on_dask = GridSearchCV(_pipeline(), GRID, cv=2, n_jobs=2).fit(paths, y)
+    t_dask = time.perf_counter() - start
+
+    print(
+        f"\nGridSearchCV, 4 candidates x 2 folds on {len(paths)} PNG paths: "
+        f"n_jobs=1 {t_serial:.1f} s; n_jobs=2 on Dask (LocalCluster, 2 worker processes) "
+        f"{t_dask:.1f} s (importing skxray on the workers took {t_warm:.1f} s before that)"
+    )
+    print("mean_test_score:", serial.cv_results_["mean_test_score"])
+
+    # The fits did run on the Dask workers ...
+    assert len(stream.data) >= 4 * 2
+    # ... and gave the same results as in this process.
+    assert on_dask.best_params_ == serial.best_params_
+    np.testing.assert_allclose(
+        on_dask.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"]
+    )
+    np.testing.assert_allclose(
+        on_dask.cv_results_["split0_test_score"], serial.cv_results_["split0_test_score"]
+    )
+    assert np.ptp(serial.cv_results_["mean_test_score"]) > 0, "candidates tie: nothing compared"
+    np.testing.assert_array_equal(on_dask.predict(paths), serial.predict(paths))
+
+
+def test_pipeline_and_paths_pickle_cheaply(grid_paths):
+    paths, y, X = grid_paths
+    pipe_bytes = len(pickle.dumps(_pipeline()))
+    paths_bytes = len(pickle.dumps(paths))
+    task_bytes = len(pickle.dumps((_pipeline(), paths, y)))
+    print(
+        f"\npickled: pipeline {pipe_bytes} B, {len(paths)} paths {paths_bytes} B, "
+        f"pipeline + paths + labels {task_bytes} B; the pixels would be {X.nbytes} B "
+        f"at {GRID_SIZE} px ({X.nbytes * (224 // GRID_SIZE) ** 2} B at 224 px)"
+    )
+    # Unfitted estimators hold parameters only.
+    assert pipe_bytes < 4_000
+    # A path costs about its length; the pixels cost height x width x 4 bytes.
+    assert paths_bytes * 10 < X.nbytes
+    assert task_bytes * 5 < X.nbytes
+
+
+# ------------------------------------------------------------------ memory
+
+MEM_SIZE = 128  # 2,000 images of 128 x 128 float32 = 131 MB if held in memory
+MEM_N = (200, 2_000)
+MB = 2**20
+
+# Runs in a fresh interpreter, so each measurement starts from the same state.
+# RSS is sampled every 2 ms during fit: ru_maxrss cannot be used, because
+# importing torch peaks higher than fitting a small CNN, so it would not move.
+_CHILD = r"""
+import json, sys, threading, time
+import numpy as np
+import psutil
+import torch
+
+torch.set_num_threads(1)
+from skxray.models import CNNClassifier
+from skxray.preprocessing import ImageLoader
+
+paths_file, n, mode, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+paths = np.array(json.load(open(paths_file))[:n], dtype=object)
+y = np.array(["Covid-19", "Normal"] * (n // 2), dtype=object)  # any two classes will do
+clf = CNNClassifier(filters=(4, 8), dense_units=8, max_epochs=1, image_size=size, random_state=0)
+
+proc = psutil.Process()
+peak = [proc.memory_info().rss]
+done = threading.Event()
+
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], proc.memory_info().rss)
+        time.sleep(0.002)
+
+rss0 = proc.memory_info().rss
+sampler = threading.Thread(target=sample)
+sampler.start()
+start = time.perf_counter()
+if mode == "paths":
+    clf.fit(paths, y)  # the estimator reads the files batch by batch
+else:
+    clf.fit(ImageLoader(image_size=size).transform(paths), y)  # all pixels in memory
+seconds = time.perf_counter() - start
+done.set()
+sampler.join()
+peak[0] = max(peak[0], proc.memory_info().rss)
+print(json.dumps({"n": n, "mode": mode, "seconds": seconds, "rss0": rss0,
+                  "peak_growth": peak[0] - rss0}))
+"""
+
+
+@pytest.fixture(scope="module")
+def mem_paths_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp(f"mem_pngs_{MEM_SIZE}")
+    paths = []
+    chunk = 250  # phantoms in chunks: 2,000 at once would need ~1 GB of intermediates
+    for k in range(0, MEM_N[-1], chunk):
+        X, _ = make_phantom_cxr(chunk, image_size=MEM_SIZE, random_state=k)
+        paths += _write_pngs(folder, X, start=k)
+    out = folder / "paths.json"
+    out.write_text(json.dumps(paths))
+    return out
+
+
+def _measure(paths_file, n, mode):
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(paths_file), str(n), mode, str(MEM_SIZE)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_fit_on_paths_keeps_memory_flat(mem_paths_file):
+    pytest.importorskip("psutil")
+    runs = [(n, mode) for mode in ("paths", "memory") for n in MEM_N]
+    # Each run is its own process, so RSS figures do not mix; two at a time.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(runs, pool.map(lambda r: _measure(mem_paths_file, *r), runs)))
+
+    print(f"\npeak RSS growth during fit, CNNClassifier on {MEM_SIZE}x{MEM_SIZE} PNG phantoms:")
+    for (n, mode), r in results.items():
+        print(
+            f"  {mode:6s} N={n:5d}: peak +{r['peak_growth'] / MB:6.1f} MB "
+            f"over {r['rss0'] / MB:.0f} MB before fit, fit {r['seconds']:.1f} s"
+        )
+    small, large = MEM_N
+    pixels_delta = (large - small) * MEM_SIZE * MEM_SIZE * 4
+    print(f"  pixels of the {large - small} extra images: {pixels_delta / MB:.1f} MB")
+
+    paths_small = results[(small, "paths")]["peak_growth"]
+    paths_large = results[(large, "paths")]["peak_growth"]
+    memory_small = results[(small, "memory")]["peak_growth"]
+    memory_large = results[(large, "memory")]["peak_growth"]
+    # The control: holding the images in memory does grow with N ...
+    assert memory_large - memory_small > 0.75 * pixels_delta
+    # ... streaming them from disk does not.
+    assert paths_large < 1.5 * paths_small + 16 * MB
+    assert paths_large - paths_small < 0.5 * pixels_delta
