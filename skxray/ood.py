@@ -1,0 +1,823 @@
+"""Out-of-distribution (OOD) detection: know when not to answer.
+
+A classifier trained on the X-rays of some hospitals answers, with
+confidence, about any image it is given: an X-ray from another scanner, a
+photograph, a blank frame. :class:`OODDetector` scores how unlike the training
+images an image is and flags those too far away to be answered; every skxray
+classifier fits one in ``fit`` (``ood=True``) and offers
+``predict_with_abstention``, which answers ``"uncertain"`` for them.
+
+Three methods. ``"mahalanobis"`` (Lee et al., NeurIPS 2018, the default)
+fits a Gaussian with a Ledoit-Wolf shrunk covariance, class means and a
+shared covariance, to features of the training images: the classifier's
+embedding (penultimate layer of the CNN and ResNet-50, last hidden layer of
+the FNN) and/or a cheap image descriptor (intensity histogram, 8 x 8
+thumbnail, noise texture). It sees any systematic difference in those
+features, including those the label does not depend on (a scanner's
+intensity curve, a burnt-in text marker), which a network trained to ignore
+them cannot see. ``"energy"`` (Liu et al., NeurIPS 2020) and ``"msp"``
+(Hendrycks & Gimpel, ICLR 2017) read the fitted classifier's logits: nothing
+more is trained, but they only see what moves the logits, so an image the
+network maps confidently to a class passes however strange it is. They are
+the better choice only when there are too few images for a covariance, or
+when "unusual" should mean "the model is unsure".
+
+A flagged image is not a diagnosis, and not necessarily a bad image: it only
+differs from the training images in a way the features can see. An
+unflagged image is not a guarantee: a shift the features are blind to passes
+unflagged, and a classifier can be wrong on in-distribution images too.
+"""
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+import torch
+from scipy.special import logsumexp, ndtri
+from sklearn.base import BaseEstimator
+from sklearn.covariance import LedoitWolf
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from skxray._validation import check_image_array, is_path_array
+
+__all__ = ["OODDetector", "ood_rate"]
+
+_METHODS = ("mahalanobis", "energy", "msp")
+_FEATURES = ("auto", "embedding", "image", "both")
+#: Fewest images :meth:`OODDetector.fit` accepts: with fewer, a covariance and
+#: a 99% quantile are guesses. A classifier fitted on fewer has ``ood_ = None``.
+MIN_SAMPLES = 10
+_N_BINS = 16
+_THUMBNAIL = 8
+_EDGE_SAMPLE_IMAGES = 256
+_EDGE_SAMPLE_PIXELS = 200_000
+_BATCH = 64
+
+
+# --------------------------------------------------------------------------
+# Image descriptor
+
+
+class _ImageDescriptor:
+    """A cheap, label-agnostic summary of an image's appearance.
+
+    Per image (channels averaged to gray): the square roots of the fractions
+    of pixels in 16 intensity bins spanning the training images' 0.5-99.5%
+    pixel range plus one bin below and one above it (the intensity curve,
+    black level, saturation); an 8 x 8 block-average thumbnail (layout, field
+    of view, burnt-in markers); the logarithms of the mean absolute
+    difference between neighbouring pixels along each axis, at full and half
+    resolution (noise level and grain); mean and standard deviation.
+    The bin edges are the only fitted state.
+    """
+
+    def __init__(self, edges=None, thumbnail=None):
+        self.edges = edges
+        self.thumbnail = thumbnail
+
+    def fit(self, images, rng):
+        pixels = images.mean(axis=1).reshape(-1)
+        if pixels.size > _EDGE_SAMPLE_PIXELS:
+            pixels = pixels[rng.choice(pixels.size, _EDGE_SAMPLE_PIXELS, replace=False)]
+        lo, hi = np.quantile(pixels.astype(np.float64), [0.005, 0.995])
+        if not hi > lo:  # constant training images: any unit span will do
+            hi = lo + 1.0
+        self.edges = np.linspace(lo, hi, _N_BINS + 1)
+        height, width = images.shape[-2:]
+        self.thumbnail = (min(_THUMBNAIL, height), min(_THUMBNAIL, width))
+        return self
+
+    def transform(self, images):
+        """Descriptors (n, n_features) of float (n, C, H, W) images."""
+        gray = images.mean(axis=1, dtype=np.float64)
+        n, height, width = gray.shape
+        lo, hi = self.edges[0], self.edges[-1]
+        span = hi - lo
+        # Bin 0 is below the range, bin _N_BINS + 1 above it.
+        bins = np.searchsorted(self.edges, gray.reshape(n, -1), side="right")
+        bins = np.minimum(bins, _N_BINS + 1)
+        bins[gray.reshape(n, -1) == hi] = _N_BINS  # the top edge belongs to the last bin
+        offsets = (np.arange(n) * (_N_BINS + 2))[:, None]
+        counts = np.bincount((bins + offsets).reshape(-1), minlength=n * (_N_BINS + 2))
+        hist = np.sqrt(counts.reshape(n, _N_BINS + 2) / (height * width))
+        thumb = F.adaptive_avg_pool2d(torch.from_numpy(gray[:, None]), self.thumbnail)
+        thumb = (thumb.reshape(n, -1).numpy() - lo) / span
+        texture = []
+        for scale in (1, 2):
+            g = gray
+            if scale == 2 and height >= 2 and width >= 2:
+                g = F.avg_pool2d(torch.from_numpy(gray[:, None]), 2).numpy()[:, 0]
+            for axis in (1, 2):
+                if g.shape[axis] >= 2:
+                    diff = np.abs(np.diff(g, axis=axis)).mean(axis=(1, 2)) / span
+                else:
+                    diff = np.zeros(n)
+                texture.append(np.log(diff + 1e-4))
+        moments = [(gray.mean(axis=(1, 2)) - lo) / span, gray.std(axis=(1, 2)) / span]
+        return np.column_stack([hist, thumb, *texture, *moments])
+
+    def state(self):
+        return {"thumbnail": list(self.thumbnail)}, {"edges": self.edges}
+
+    @classmethod
+    def from_state(cls, config, arrays):
+        return cls(np.asarray(arrays["edges"], dtype=np.float64), tuple(config["thumbnail"]))
+
+
+# --------------------------------------------------------------------------
+# Gaussian with class means and a shared shrunk covariance
+
+
+class _Gaussian:
+    """Standardised features, class-conditional means, shared Ledoit-Wolf covariance.
+
+    ``threshold`` is the block's calibrated distance: an image is out of
+    distribution for this block when its distance exceeds it.
+    """
+
+    def __init__(self, center=None, scale=None, means=None, precision=None, threshold=1.0):
+        self.center = center
+        self.scale = scale
+        self.means = means
+        self.precision = precision
+        self.threshold = threshold
+
+    def fit(self, Z, y_codes):
+        self.center = Z.mean(axis=0)
+        std = Z.std(axis=0)
+        # Constant features keep their raw scale; the shrinkage gives them a
+        # small variance, so an image that moves them is far away.
+        self.scale = np.where(std > 1e-12, std, 1.0)
+        S = (Z - self.center) / self.scale
+        codes = np.unique(y_codes)
+        self.means = np.stack([S[y_codes == c].mean(axis=0) for c in codes])
+        residuals = S - self.means[np.searchsorted(codes, y_codes)]
+        self.precision = LedoitWolf(assume_centered=True).fit(residuals).precision_
+        return self
+
+    def distance(self, Z):
+        """Mahalanobis distance to the nearest class mean."""
+        S = (Z - self.center) / self.scale
+        best = np.full(len(S), np.inf)
+        for mean in self.means:
+            diff = S - mean
+            best = np.minimum(best, ((diff @ self.precision) * diff).sum(axis=1))
+        return np.sqrt(np.maximum(best, 0.0))
+
+    def state(self):
+        return {"threshold": float(self.threshold)}, {
+            "center": self.center,
+            "scale": self.scale,
+            "means": self.means,
+            "precision": self.precision,
+        }
+
+    @classmethod
+    def from_state(cls, config, arrays):
+        return cls(
+            *(np.asarray(arrays[k], dtype=np.float64) for k in ("center", "scale", "means", "precision")),
+            threshold=float(config["threshold"]),
+        )
+
+
+def _folds(n_eligible, y_codes, n_folds, rng):
+    """Fold number of each eligible image: stratified by class where possible."""
+    n_folds = max(2, min(n_folds, n_eligible))
+    seed = int(rng.randint(np.iinfo(np.int32).max))
+    counts = None if y_codes is None else np.bincount(y_codes)
+    if counts is not None and counts[counts > 0].min() >= n_folds:
+        cv = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
+        splits = cv.split(np.zeros(n_eligible), y_codes)
+    else:
+        splits = KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n_eligible))
+    fold = np.empty(n_eligible, dtype=np.int64)
+    for k, (_, test) in enumerate(splits):
+        fold[test] = k
+    return fold
+
+
+def _cross_fitted_distances(Z, y_codes, eligible, n_folds, rng):
+    """Out-of-fold distances of the ``eligible`` images and the Gaussian on all.
+
+    The eligible images are split into folds; each fold is scored by a
+    Gaussian fitted on every other image (the other folds and the images
+    that are not eligible, e.g. those the network trained on). The returned
+    Gaussian is fitted on all images.
+    """
+    n = len(Z)
+    codes = np.zeros(n, dtype=np.int64) if y_codes is None else y_codes
+    fold = _folds(len(eligible), None if y_codes is None else codes[eligible], n_folds, rng)
+    distances = np.empty(len(eligible))
+    for k in np.unique(fold):
+        held = eligible[fold == k]
+        keep = np.ones(n, dtype=bool)
+        keep[held] = False
+        distances[fold == k] = _Gaussian().fit(Z[keep], codes[keep]).distance(Z[held])
+    return distances, _Gaussian().fit(Z, codes)
+
+
+# --------------------------------------------------------------------------
+# Where images and features come from
+
+
+def _is_skxray_classifier(estimator):
+    from skxray.models._base import BaseImageClassifier
+
+    return isinstance(estimator, BaseImageClassifier)
+
+
+class _Source:
+    """The images of ``X`` as seen by the estimator: random access and batches.
+
+    For a skxray classifier, ``X`` goes through its own input checks and
+    dataset (file paths are read and resized as in ``fit``); otherwise ``X``
+    must be an image array, (n, H, W), (n, C, H, W) or 2-D (n, n_features)
+    taken as one-row images. Iteration never touches the global torch RNG.
+    """
+
+    def __init__(self, dataset, batch_size=_BATCH):
+        self.dataset = dataset
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_X(cls, X, estimator):
+        if estimator is not None and _is_skxray_classifier(estimator):
+            kind, X_checked = estimator._check_X(X, reset=False)
+            return cls(estimator._make_dataset(kind, X_checked), estimator.batch_size)
+        if is_path_array(X):
+            raise ValueError(
+                "OODDetector reads file paths only through a fitted skxray classifier "
+                "(estimator=...); otherwise pass image arrays, e.g. from "
+                "skxray.preprocessing.ImageLoader."
+            )
+        from skxray.models._base import _TensorImageDataset
+
+        arr = check_image_array(X, name="X", allow_2d=True, dtype=np.float32)
+        arr = arr[:, None, None, :] if arr.ndim == 2 else arr[:, None] if arr.ndim == 3 else arr
+        return cls(_TensorImageDataset(torch.from_numpy(arr), None))
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def take(self, indices):
+        X = getattr(self.dataset, "X", None)
+        if X is not None:
+            return X[torch.as_tensor(indices, dtype=torch.long)].numpy()
+        return torch.stack([self.dataset[int(i)][0] for i in indices]).numpy()
+
+    def batches(self):
+        loader = DataLoader(
+            self.dataset, batch_size=self.batch_size, shuffle=False, generator=torch.Generator()
+        )
+        for x, _ in loader:
+            yield x
+
+
+def _binary_logits(z):
+    """Two symmetric logits ``[-z/2, z/2]`` for one binary logit ``z``.
+
+    Same softmax as ``[0, z]`` (the sigmoid), but the energy
+    ``-log(2 cosh(z / 2))`` is symmetric: with ``[0, z]`` an image that is
+    confidently ``classes_[0]`` would get the energy of an unsure one.
+    """
+    z = np.asarray(z, dtype=np.float64).reshape(-1, 1)
+    return np.hstack([-z / 2, z / 2])
+
+
+def _logit_scores(method, logits):
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim == 1 or logits.shape[1] == 1:
+        logits = _binary_logits(logits)
+    if method == "energy":
+        return -logsumexp(logits, axis=1)
+    proba = np.exp(logits - logsumexp(logits, axis=1, keepdims=True))
+    return 1.0 - proba.max(axis=1)
+
+
+# --------------------------------------------------------------------------
+# Threshold
+
+
+def _threshold(scores, quantile, parametric):
+    """An estimate of the ``quantile`` of held-out in-distribution scores.
+
+    The empirical part is the conformal quantile: the ``ceil((n + 1) q)``-th
+    smallest of ``n`` held-out scores, which a new exchangeable score exceeds
+    with probability at most ``1 - q``; with fewer than ``q / (1 - q)``
+    scores (99 at ``q=0.99``) that rank does not exist and the largest score
+    is used. For distances (``parametric``) the threshold is the larger of
+    that and the ``quantile`` of a log-normal fitted to the scores, so that a
+    small calibration set does not give a threshold that is merely the
+    largest of a few scores.
+    """
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
+    n = len(scores)
+    rank = math.ceil((n + 1) * quantile)
+    empirical = scores[rank - 1] if rank <= n else scores[-1]
+    if not parametric or n < 3:
+        return float(empirical)
+    logs = np.log(np.maximum(scores, 1e-12))
+    lognormal = float(np.exp(logs.mean() + ndtri(quantile) * logs.std(ddof=1)))
+    return float(max(empirical, lognormal))
+
+
+# --------------------------------------------------------------------------
+# The estimator
+
+
+def _check_fraction(name, value, owner="OODDetector"):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(value)
+        or not 0 < value < 1
+    ):
+        raise ValueError(f"{owner}: {name} must be a float in (0, 1); got {value!r}.")
+    return float(value)
+
+
+class OODDetector(BaseEstimator):
+    """Flag images unlike the training images (out of distribution).
+
+    ``score_samples`` gives a distance per image, higher meaning less like
+    the training images; ``predict`` is True where it exceeds ``threshold_``,
+    set from held-out training images at ``quantile``, so that at most about
+    ``1 - quantile`` of new in-distribution images are flagged.
+
+    Read more in the :doc:`user guide </ood>`.
+
+    Parameters
+    ----------
+    method : {"mahalanobis", "energy", "msp"}, default="mahalanobis"
+        ``"mahalanobis"``: distance to the nearest class mean of a Gaussian
+        with a shared Ledoit-Wolf covariance fitted on ``features`` (Lee et
+        al., 2018). ``"energy"``: ``-logsumexp`` of the classifier's logits
+        (Liu et al., 2020). ``"msp"``: one minus the classifier's maximum
+        softmax probability (Hendrycks & Gimpel, 2017). The last two need
+        ``estimator`` and no other training; the Mahalanobis distance also
+        sees differences the classifier ignores (see the user guide).
+
+    quantile : float in (0, 1), default=0.99
+        Share of in-distribution images the threshold should let through;
+        ``1 - quantile`` is the false-alarm rate aimed at.
+
+    estimator : fitted classifier or None, default=None
+        A fitted skxray classifier (or any classifier with ``embed`` for
+        the embedding, ``decision_function`` for ``"energy"``,
+        ``predict_proba`` for ``"msp"``). Not cloned or refitted. File paths
+        in ``X`` are read through it.
+
+    features : {"auto", "embedding", "image", "both"}, default="auto"
+        Features of the Mahalanobis distance: ``"embedding"`` the
+        estimator's ``embed`` (penultimate layer), ``"image"`` a cheap image
+        descriptor (intensity histogram, 8 x 8 thumbnail, noise texture),
+        ``"both"`` one Gaussian for each. ``"auto"`` is ``"both"`` with an
+        estimator and ``"image"`` without. Ignored by ``"energy"`` and
+        ``"msp"``.
+
+    cv : int, default=5
+        Number of folds of the cross-fitting that sets the threshold of the
+        Mahalanobis distance: each fold is scored by a Gaussian fitted on
+        the other folds, so every image of ``fit`` is a held-out image once
+        (see Notes). At least 2.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the folds and the pixel sample of the histogram range.
+
+    Attributes
+    ----------
+    threshold_ : float
+        Scores above it are out of distribution. 1.0 for the Mahalanobis
+        distance, whose scores are in units of the calibrated threshold.
+
+    features_ : tuple of str
+        The features used: ``("embedding",)``, ``("image",)``,
+        ``("embedding", "image")``, or ``()`` for energy and msp.
+
+    block_thresholds_ : dict of str to float
+        Calibrated Mahalanobis distance of each feature block (empty for
+        energy and msp).
+
+    calibration_scores_ : ndarray of shape (n_calibration,)
+        Held-out scores of the images that set the threshold.
+
+    n_samples_fit_ : int
+        Number of images of ``fit``.
+
+    Notes
+    -----
+    **The threshold.** The Mahalanobis distance of each feature block is
+    calibrated on held-out distances: the images are split into ``cv``
+    folds, each scored by a Gaussian fitted without it (the final Gaussian
+    is fitted on all images). With two blocks, each gets the level
+    ``1 - (1 - quantile) / 2``, so that the union of the two flags still
+    aims at ``1 - quantile`` false alarms. A block's threshold is the larger
+    of the conformal quantile of its held-out distances (exceeded by a new
+    exchangeable in-distribution image with probability at most one minus
+    the level; the largest distance when there are too few, fewer than 199
+    at 0.995) and the quantile of a log-normal fitted to them, which keeps
+    a small calibration set from giving a threshold that is merely the
+    largest of a few distances. The score is the largest ratio of a block's
+    distance to its threshold, so ``threshold_`` is 1. For ``"energy"`` and
+    ``"msp"``, nothing is fitted and the threshold is the conformal
+    quantile of the scores of all images of ``fit``.
+
+    The images of ``fit`` must be unseen by whatever produced the features:
+    when ``estimator`` was trained on them, their embeddings and logits are
+    closer to the training ones than those of new images, so the threshold
+    is too low and more than ``1 - quantile`` of new in-distribution images
+    get flagged. A classifier fitted with ``ood=True`` avoids this by
+    calibrating the embedding on its validation split.
+
+    **Deviation from scikit-learn's outlier detectors.** ``score_samples``
+    is a distance (higher = more unusual) and ``predict`` returns booleans
+    (True = out of distribution).
+
+    A flagged image is not a diagnosis; an unflagged one is not a guarantee
+    that the classifier is right.
+
+    Examples
+    --------
+    >>> from skxray.datasets import make_phantom_cxr
+    >>> from skxray.ood import OODDetector
+    >>> X, _ = make_phantom_cxr(200, image_size=32, random_state=0)
+    >>> X_other, _ = make_phantom_cxr(20, image_size=32, scanner="B", random_state=1)
+    >>> detector = OODDetector(random_state=0).fit(X)
+    >>> bool(detector.predict(X_other).all())
+    True
+    """
+
+    def __init__(
+        self,
+        method="mahalanobis",
+        quantile=0.99,
+        *,
+        estimator=None,
+        features="auto",
+        cv=5,
+        random_state=None,
+    ):
+        self.method = method
+        self.quantile = quantile
+        self.estimator = estimator
+        self.features = features
+        self.cv = cv
+        self.random_state = random_state
+
+    # ------------------------------------------------------------ parameters
+    def _check_params(self):
+        if self.method not in _METHODS:
+            raise ValueError(f"OODDetector: method must be one of {_METHODS}; got {self.method!r}.")
+        _check_fraction("quantile", self.quantile)
+        if self.features not in _FEATURES:
+            raise ValueError(
+                f"OODDetector: features must be one of {_FEATURES}; got {self.features!r}."
+            )
+        if isinstance(self.cv, bool) or not isinstance(self.cv, numbers.Integral) or self.cv < 2:
+            raise ValueError(f"OODDetector: cv must be an int >= 2; got {self.cv!r}.")
+        needs = None
+        if self.method in ("energy", "msp"):
+            needs = f"method={self.method!r} reads the classifier's logits"
+        elif self.features in ("embedding", "both"):
+            needs = f"features={self.features!r} uses the classifier's embedding"
+        if needs and self.estimator is None:
+            raise ValueError(
+                f"OODDetector: {needs}; pass a fitted classifier as estimator=..., "
+                "or use method='mahalanobis' with features='image'."
+            )
+        if self.estimator is not None:
+            check_is_fitted(self.estimator)
+
+    def _resolve_features(self):
+        if self.method != "mahalanobis":
+            return ()
+        features = self.features
+        if features == "auto":
+            features = "both" if self.estimator is not None else "image"
+        if features == "both":
+            return ("embedding", "image")
+        return (features,)
+
+    # ------------------------------------------------------------ features
+    def _raw_features(self, source, X):
+        """Per-image features by block (and logits), from one pass over the images."""
+        features = self.features_
+        est = self.estimator
+        need_logits = self.method != "mahalanobis"
+        if est is not None and _is_skxray_classifier(est) and (need_logits or "embedding" in features):
+            out = {name: [] for name in (*features, "logits")}
+            module = est.net_.module_
+            module.eval()
+            device = est.net_.device
+            with torch.no_grad():
+                for x in source.batches():
+                    if "embedding" in features:
+                        out["embedding"].append(module.embed(x.to(device)).cpu().double().numpy())
+                    if need_logits:
+                        out["logits"].append(module(x.to(device)).cpu().double().numpy())
+                    if "image" in features:
+                        out["image"].append(self._descriptor.transform(x.numpy()))
+            return {k: np.concatenate(v) for k, v in out.items() if v}
+        result = {}
+        if "image" in features:
+            result["image"] = np.concatenate(
+                [self._descriptor.transform(x.numpy()) for x in source.batches()]
+            )
+        if "embedding" in features:
+            if not hasattr(est, "embed"):
+                raise ValueError(
+                    "OODDetector: features='embedding' or 'both' needs an estimator with an "
+                    f"embed method; {type(est).__name__} has none. Use features='image'."
+                )
+            result["embedding"] = np.asarray(est.embed(X), dtype=np.float64).reshape(len(source), -1)
+        if self.method == "energy":
+            result["logits"] = np.asarray(est.decision_function(X), dtype=np.float64)
+        elif self.method == "msp":
+            # Log-probabilities are logits whose softmax is the probabilities.
+            proba = np.asarray(est.predict_proba(X), dtype=np.float64)
+            result["logits"] = np.log(np.maximum(proba, 1e-300))
+        return result
+
+    def _scores_from_raw(self, raw):
+        if self.method != "mahalanobis":
+            return _logit_scores(self.method, raw["logits"])
+        ratios = [
+            self._gaussians[name].distance(raw[name]) / self._gaussians[name].threshold
+            for name in self.features_
+        ]
+        return np.max(ratios, axis=0)
+
+    # ------------------------------------------------------------ fitting
+    def fit(self, X, y=None):
+        """Fit the feature statistics and set the threshold.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width), \
+(n_samples, channels, height, width), (n_samples, n_features) or \
+(n_samples,) of file paths
+            In-distribution images, at least 10, ideally ones ``estimator``
+            did not train on (see Notes). Paths need a skxray classifier as
+            ``estimator``.
+        y : array-like of shape (n_samples,), default=None
+            Labels, optional: class-conditional means for the Mahalanobis
+            distance and folds stratified by class.
+
+        Returns
+        -------
+        self : OODDetector
+            The fitted detector.
+        """
+        self._check_params()
+        self.features_ = self._resolve_features()
+        source = _Source.from_X(X, self.estimator)
+        n = len(source)
+        if n < MIN_SAMPLES:
+            raise ValueError(
+                f"OODDetector needs at least {MIN_SAMPLES} images to fit and calibrate; got {n}."
+            )
+        codes = None
+        if y is not None:
+            y = np.asarray(y)
+            if y.shape != (n,):
+                raise ValueError(f"y must have shape ({n},) like X; got {y.shape}.")
+            codes = np.unique(y, return_inverse=True)[1].astype(np.int64)
+        rng = check_random_state(self.random_state)
+        if "image" in self.features_:
+            self._descriptor = _fit_descriptor(source, np.arange(n), rng)
+        raw = self._raw_features(source, X)
+        everyone = np.arange(n)
+        return self._fit_from_raw(raw, codes, {name: everyone for name in raw}, rng)
+
+    def _fit_from_raw(self, raw, y_codes, eligible, rng):
+        """Fit the Gaussians and calibrate each block on its ``eligible`` images.
+
+        ``eligible[name]`` lists the images whose held-out scores are fair
+        for block ``name`` (all images, or only the validation images for a
+        classifier's own embedding).
+        """
+        n = len(next(iter(raw.values())))
+        self.n_samples_fit_ = n
+        self._gaussians = {}
+        self.block_thresholds_ = {}
+        if self.method != "mahalanobis":
+            self.calibration_scores_ = _logit_scores(self.method, raw["logits"][eligible["logits"]])
+            self.threshold_ = _threshold(self.calibration_scores_, self.quantile, parametric=False)
+            return self
+        level = 1.0 - (1.0 - self.quantile) / len(self.features_)
+        held_out = {}
+        for name in self.features_:
+            distances, gaussian = _cross_fitted_distances(
+                raw[name], y_codes, eligible[name], self.cv, rng
+            )
+            gaussian.threshold = _threshold(distances, level, parametric=True)
+            self._gaussians[name] = gaussian
+            self.block_thresholds_[name] = gaussian.threshold
+            held_out[name] = dict(zip(eligible[name].tolist(), distances / gaussian.threshold))
+        common = sorted(set.intersection(*(set(h) for h in held_out.values())))
+        self.calibration_scores_ = np.array(
+            [max(held_out[name][i] for name in self.features_) for i in common], dtype=np.float64
+        )
+        self.threshold_ = 1.0
+        return self
+
+    # ------------------------------------------------------------ prediction
+    def score_samples(self, X):
+        """Out-of-distribution score of each image; higher = less like training.
+
+        For ``"mahalanobis"``, the Mahalanobis distance to the nearest class
+        mean divided by its calibrated threshold (1 is the edge of the
+        training distribution); with two feature blocks, the larger of the
+        two ratios. For ``"energy"``, ``-logsumexp(logits)``; for ``"msp"``,
+        one minus the top probability.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in the format of ``fit``.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            Float64 scores.
+        """
+        check_is_fitted(self, "threshold_")
+        source = _Source.from_X(X, self.estimator)
+        return self._scores_from_raw(self._raw_features(source, X))
+
+    def decision_function(self, X):
+        """``score_samples(X) - threshold_``: positive means out of distribution.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in the format of ``fit``.
+
+        Returns
+        -------
+        margin : ndarray of shape (n_samples,)
+            Float64 margins.
+        """
+        return self.score_samples(X) - self.threshold_
+
+    def predict(self, X):
+        """True for the images that are out of distribution.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in the format of ``fit``.
+
+        Returns
+        -------
+        is_ood : ndarray of shape (n_samples,)
+            Boolean flags.
+        """
+        return self.score_samples(X) > self.threshold_
+
+    # ------------------------------------------------------------ persistence
+    def _get_state(self):
+        """``(config, arrays)``: JSON-able settings and float64 arrays, no pickle."""
+        check_is_fitted(self, "threshold_")
+        random_state = self.random_state
+        config = {
+            "params": {
+                "method": self.method,
+                "quantile": float(self.quantile),
+                "features": self.features,
+                "cv": int(self.cv),
+                "random_state": random_state if isinstance(random_state, numbers.Integral) else None,
+            },
+            "features_": list(self.features_),
+            "threshold_": float(self.threshold_),
+            "n_samples_fit_": int(self.n_samples_fit_),
+            "gaussians": {},
+        }
+        arrays = {"calibration_scores_": np.asarray(self.calibration_scores_, dtype=np.float64)}
+        for name, gaussian in self._gaussians.items():
+            cfg, arr = gaussian.state()
+            config["gaussians"][name] = cfg
+            arrays.update({f"{name}.{k}": np.asarray(v, dtype=np.float64) for k, v in arr.items()})
+        if "image" in self.features_:
+            cfg, arr = self._descriptor.state()
+            config["descriptor"] = cfg
+            arrays.update({f"descriptor.{k}": v for k, v in arr.items()})
+        return config, arrays
+
+    @classmethod
+    def _from_state(cls, config, arrays, estimator=None):
+        params = dict(config["params"])
+        if params["random_state"] is not None:
+            params["random_state"] = int(params["random_state"])
+        detector = cls(**params, estimator=estimator)
+        detector.features_ = tuple(config["features_"])
+        detector.threshold_ = float(config["threshold_"])
+        detector.n_samples_fit_ = int(config["n_samples_fit_"])
+        detector.calibration_scores_ = np.asarray(arrays["calibration_scores_"], dtype=np.float64)
+        detector._gaussians = {}
+        for name in detector.features_:
+            prefix = f"{name}."
+            detector._gaussians[name] = _Gaussian.from_state(
+                config["gaussians"][name],
+                {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)},
+            )
+        detector.block_thresholds_ = {k: g.threshold for k, g in detector._gaussians.items()}
+        if "image" in detector.features_:
+            detector._descriptor = _ImageDescriptor.from_state(
+                config["descriptor"], {"edges": arrays["descriptor.edges"]}
+            )
+        return detector
+
+
+def _fit_descriptor(source, indices, rng):
+    if len(indices) > _EDGE_SAMPLE_IMAGES:
+        indices = np.sort(rng.choice(indices, _EDGE_SAMPLE_IMAGES, replace=False))
+    return _ImageDescriptor().fit(source.take(indices), rng)
+
+
+# --------------------------------------------------------------------------
+# Classifier integration
+
+
+def _fit_for_classifier(clf, dataset, y_enc, valid_idx, rng, train_embeddings=None):
+    """The detector a classifier fits at the end of ``fit`` (``ood=True``).
+
+    Mahalanobis distance on the embedding and on the image descriptor, with
+    class means from ``y_enc``. The image descriptor owes nothing to the
+    network, so it is cross-fitted on all the images. The embedding's
+    threshold comes from ``valid_idx``, the validation images the network
+    never trained on (cross-fitted among themselves, the training images
+    always in the Gaussian). Without a validation split
+    (``validation_fraction`` None or 0, or too few images to stratify) it
+    comes from the training images themselves: the network fitted them, so
+    their embeddings are closer than those of new images and the threshold
+    is too low, flagging more than ``1 - quantile`` of new in-distribution
+    images.
+
+    ``train_embeddings`` (all images, in order) spares the pass over the
+    images when the embeddings are at hand (the ResNet-50's cached
+    features). Returns None, with a warning, below :data:`MIN_SAMPLES`
+    images.
+    """
+    n = len(dataset)
+    if n < MIN_SAMPLES:
+        warnings.warn(
+            f"{type(clf).__name__}: {n} training images are too few to calibrate an "
+            f"out-of-distribution detector (at least {MIN_SAMPLES}); ood_ is None and "
+            "predict_with_abstention only applies min_confidence.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    detector = OODDetector(estimator=clf)
+    detector.features_ = detector._resolve_features()
+    everyone = np.arange(n)
+    source = _Source(dataset, clf.batch_size)
+    detector._descriptor = _fit_descriptor(source, everyone, rng)
+    if train_embeddings is None:
+        raw = detector._raw_features(source, None)
+    else:
+        X = getattr(dataset, "X", None)
+        images = (
+            (X[i : i + _BATCH].numpy() for i in range(0, n, _BATCH))
+            if X is not None
+            else (x.numpy() for x in source.batches())
+        )
+        raw = {
+            "embedding": np.asarray(train_embeddings, dtype=np.float64),
+            "image": np.concatenate([detector._descriptor.transform(x) for x in images]),
+        }
+    valid_idx = None if valid_idx is None else np.sort(np.asarray(valid_idx, dtype=np.int64))
+    calibrate_embedding = valid_idx if valid_idx is not None and len(valid_idx) >= 2 else everyone
+    eligible = {"embedding": calibrate_embedding, "image": everyone}
+    return detector._fit_from_raw(raw, np.asarray(y_enc, dtype=np.int64), eligible, rng)
+
+
+def ood_rate(estimator, X):
+    """Share of the images in ``X`` flagged as out of distribution.
+
+    For reports: the OOD rate of an evaluated set.
+
+    Parameters
+    ----------
+    estimator : fitted skxray classifier or OODDetector
+        A classifier uses its ``ood_`` detector.
+    X : array-like
+        Images in the format the estimator was fitted on.
+
+    Returns
+    -------
+    rate : float
+        Fraction flagged, in [0, 1]; NaN when the classifier has no detector
+        (``ood=False``, or fitted on fewer than 10 images).
+    """
+    detector = estimator if isinstance(estimator, OODDetector) else getattr(estimator, "ood_", None)
+    if detector is None:
+        check_is_fitted(estimator)
+        return float("nan")
+    return float(np.mean(detector.predict(X)))

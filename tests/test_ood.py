@@ -1,0 +1,386 @@
+"""Out-of-distribution detection and abstention (skxray.ood, ood_ of the classifiers).
+
+Statistical tolerance of the flag-rate tests. At ``quantile=0.99`` a new
+in-distribution image is flagged with probability about 1% (the threshold is
+the larger of a conformal and a log-normal estimate of the 99% quantile of
+held-out scores; over eight training sets the rate on 2,000 fresh phantoms
+was 0.4-2.2%). With n = 400 held-out phantoms the number flagged is
+Binomial(400, p): for p = 0.01 the bound of 5% (20 images) lies 8 standard
+deviations above the mean, P(X > 20) < 1e-8; even for p = 0.02 it is
+P(X > 20) < 3e-4. The scanner-B phantoms differ in intensity curve, noise,
+field of view and a burnt-in text block, and score about 15 times the
+threshold, so the 90% bound has a wide margin too. The data are seeded, so
+each test is deterministic; the tolerance says how unlikely a pass by luck of
+the seed would be for a detector that is no better than the bound.
+"""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import StratifiedGroupKFold
+from torch.nn import functional as F
+
+import skxray
+from skxray.datasets import get_data_home, make_phantom_cxr
+from skxray.models import CNNClassifier, FNNClassifier, ResNet50Classifier
+from skxray.ood import OODDetector, _logit_scores, _threshold, ood_rate
+
+SIZE = 32
+
+
+def tiny_cnn(**kw):
+    params = dict(filters=(4, 8), dense_units=16, max_epochs=5, random_state=0)
+    return CNNClassifier(**{**params, **kw})
+
+
+@pytest.fixture(scope="module")
+def train():
+    return make_phantom_cxr(300, image_size=SIZE, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    # Another seed: unseen patients of the same scanner.
+    return make_phantom_cxr(400, image_size=SIZE, random_state=1)
+
+
+@pytest.fixture(scope="module")
+def scanner_b():
+    return make_phantom_cxr(200, image_size=SIZE, scanner="B", random_state=2)[0]
+
+
+def _natural_images():
+    from sklearn.datasets import load_sample_images
+
+    crops = []
+    for img in load_sample_images().images:  # china.jpg, flower.jpg: 427 x 640 RGB
+        gray = torch.from_numpy(img.mean(axis=-1, dtype=np.float32) / 255)[None, None]
+        for i in range(5):
+            crop = gray[..., 20 * i : 20 * i + 400, 60 * i : 60 * i + 400]
+            crops.append(F.interpolate(crop, size=(SIZE, SIZE), mode="bilinear", antialias=True))
+    return torch.cat(crops)[:, 0].numpy()
+
+
+def _strange_images():
+    rng = np.random.default_rng(0)
+    return {
+        "natural": _natural_images(),
+        "constant": np.stack([np.full((SIZE, SIZE), v, np.float32) for v in np.linspace(0, 1, 11)]),
+        "uniform noise": rng.uniform(0, 1, (20, SIZE, SIZE)).astype(np.float32),
+    }
+
+
+STRANGE = ["natural", "constant", "uniform noise"]
+
+
+@pytest.fixture(scope="module")
+def detector(train):
+    X, y = train
+    return OODDetector(random_state=0).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def cnn(train):
+    X, y = train
+    return tiny_cnn().fit(X, y)
+
+
+# -------------------------------------------------------------- the evidence
+@pytest.mark.parametrize("who", ["detector", "cnn"])
+def test_flags_second_scanner_not_held_out_phantoms(who, request, held_out, scanner_b):
+    model = request.getfixturevalue(who)
+    flag = model.predict if who == "detector" else model.ood_.predict
+    X_in, _ = held_out
+    in_rate = flag(X_in).mean()
+    b_rate = flag(scanner_b).mean()
+    print(f"{who}: held-out scanner A flagged {in_rate:.1%}, scanner B flagged {b_rate:.1%}")
+    assert in_rate <= 0.05  # binomial tolerance: see the module docstring
+    assert b_rate >= 0.90
+
+
+@pytest.mark.parametrize("kind", STRANGE)
+@pytest.mark.parametrize("who", ["detector", "cnn"])
+def test_flags_natural_constant_and_noise_images(who, kind, request):
+    model = request.getfixturevalue(who)
+    flag = model.predict if who == "detector" else model.ood_.predict
+    assert flag(_strange_images()[kind]).all()
+
+
+def test_detector_api(detector, train, scanner_b):
+    X, _ = train
+    assert detector.features_ == ("image",)
+    assert detector.threshold_ == 1.0
+    assert set(detector.block_thresholds_) == {"image"}
+    assert detector.n_samples_fit_ == len(X)
+    # Cross-fitted: every image of fit is held out once.
+    assert detector.calibration_scores_.shape == (len(X),)
+    scores = detector.score_samples(scanner_b)
+    assert scores.dtype == np.float64 and scores.shape == (len(scanner_b),)
+    np.testing.assert_array_equal(detector.decision_function(scanner_b), scores - 1.0)
+    flags = detector.predict(scanner_b)
+    assert flags.dtype == bool
+    np.testing.assert_array_equal(flags, scores > detector.threshold_)
+    assert ood_rate(detector, scanner_b) == flags.mean()
+
+
+def test_detector_reproducible_and_clonable(train):
+    X, y = train
+    a = OODDetector(random_state=3).fit(X[:100], y[:100])
+    b = clone(a).fit(X[:100], y[:100])
+    np.testing.assert_array_equal(a.score_samples(X[100:150]), b.score_samples(X[100:150]))
+    assert a.block_thresholds_ == b.block_thresholds_
+
+
+def test_detector_accepts_uint8_and_tabular_input(train):
+    X, y = train
+    X8 = np.round(X[:120] * 255).astype(np.uint8)
+    det = OODDetector(random_state=0).fit(X8, y[:120])
+    assert not det.predict(X8[:20]).all()
+    assert det.predict(255 - X8[:20]).all()  # negatives: the intensity curve inverted
+    flat = X[:120].reshape(120, -1)
+    det = OODDetector(random_state=0).fit(flat)
+    assert det.score_samples(flat).shape == (120,)
+
+
+def test_detector_on_embedding_of_classifier(cnn, held_out, scanner_b):
+    X_in, y_in = held_out
+    # Fitted on images the network did not train on: a fair threshold.
+    det = OODDetector(estimator=cnn, features="embedding", random_state=0).fit(X_in[:200], y_in[:200])
+    assert det.features_ == ("embedding",)
+    assert det.predict(X_in[200:]).mean() <= 0.05
+    both = OODDetector(estimator=cnn, random_state=0).fit(X_in[:200], y_in[:200])
+    assert both.features_ == ("embedding", "image")
+    assert both.predict(scanner_b).mean() >= 0.9
+
+
+@pytest.mark.parametrize("method", ["energy", "msp"])
+def test_logit_methods(method, cnn, held_out, scanner_b):
+    X_in, _ = held_out
+    det = OODDetector(method, estimator=cnn).fit(X_in[:200])
+    assert det.features_ == ()
+    scores = det.score_samples(X_in[200:])
+    assert scores.shape == (200,) and np.isfinite(scores).all()
+    if method == "msp":
+        assert ((scores >= 0) & (scores <= 0.5)).all()  # two classes
+        proba = cnn.predict_proba(X_in[200:]).astype(np.float64)
+        np.testing.assert_allclose(scores, 1 - proba.max(axis=1), atol=1e-6)
+    else:
+        assert (scores < 0).all()
+    # Calibrated on images the network did not see: conformal bound.
+    assert det.predict(X_in[200:]).mean() <= 0.05
+    assert det.predict(scanner_b).dtype == bool
+
+
+def test_binary_energy_is_symmetric():
+    z = np.array([-8.0, -1.0, 0.0, 1.0, 8.0])
+    energy = _logit_scores("energy", z)
+    np.testing.assert_allclose(energy, energy[::-1])
+    assert energy[2] == energy.max()  # the unsure image has the highest energy
+    np.testing.assert_allclose(_logit_scores("msp", z), 1 - 1 / (1 + np.exp(-np.abs(z))))
+    multi = np.array([[2.0, 0.0, -1.0]])
+    np.testing.assert_allclose(_logit_scores("energy", multi), -np.log(np.exp(multi).sum()))
+
+
+def test_threshold_estimate():
+    scores = np.arange(1.0, 201.0)
+    # Conformal: the ceil(201 * 0.9) = 181st smallest of 200.
+    assert _threshold(scores, 0.9, parametric=False) == 181.0
+    # Too few scores for the rank: the largest.
+    assert _threshold(scores[:10], 0.99, parametric=False) == 10.0
+    # The log-normal estimate extrapolates beyond the largest of few scores.
+    rng = np.random.default_rng(0)
+    few = np.exp(rng.normal(0, 0.1, 20))
+    assert _threshold(few, 0.99, parametric=True) > few.max()
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"method": "knn"}, "method must be one of"),
+        ({"quantile": 1.0}, r"quantile must be a float in \(0, 1\)"),
+        ({"quantile": 0}, r"quantile must be a float in \(0, 1\)"),
+        ({"quantile": "0.99"}, r"quantile must be a float in \(0, 1\)"),
+        ({"features": "pixels"}, "features must be one of"),
+        ({"cv": 1}, "cv must be an int >= 2"),
+        ({"method": "energy"}, "estimator"),
+        ({"method": "msp"}, "estimator"),
+        ({"features": "embedding"}, "estimator"),
+        ({"features": "both"}, "estimator"),
+    ],
+)
+def test_detector_bad_params(params, message, train):
+    X, _ = train
+    with pytest.raises(ValueError, match=message):
+        OODDetector(**params).fit(X[:50])
+
+
+def test_detector_bad_input(train):
+    X, y = train
+    with pytest.raises(ValueError, match="at least 10 images"):
+        OODDetector().fit(X[:9])
+    with pytest.raises(ValueError, match="through a fitted skxray classifier"):
+        OODDetector().fit(np.array(["a.png"] * 20, dtype=object))
+    with pytest.raises(ValueError, match="y must have shape"):
+        OODDetector().fit(X[:20], y[:19])
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        OODDetector().score_samples(X[:5])
+    with pytest.raises(NotFittedError):
+        OODDetector(estimator=tiny_cnn()).fit(X[:20])
+
+
+# -------------------------------------------------------------- classifier integration
+def test_classifier_ood_calibrated_on_validation_split(cnn, train):
+    X, _ = train
+    det = cnn.ood_
+    assert isinstance(det, OODDetector) and det.estimator is cnn
+    assert det.features_ == ("embedding", "image")
+    # The validation split of skorch: ceil(0.1 * 300) images, the only ones
+    # with a held-out embedding distance.
+    assert det.calibration_scores_.shape == (30,)
+    assert det.n_samples_fit_ == len(X)
+    np.testing.assert_array_equal(cnn.ood_score(X[:10]), det.score_samples(X[:10]))
+
+
+def test_predict_with_abstention(cnn, held_out, scanner_b):
+    X_in, _ = held_out
+    X = np.concatenate([X_in[:50], scanner_b[:20]])
+    y_pred, scores = cnn.predict_with_abstention(X, return_scores=True)
+    assert y_pred.dtype == object and y_pred.shape == (70,)
+    assert (y_pred[50:] == "uncertain").all()
+    answered = y_pred[:50] != "uncertain"
+    assert answered.mean() >= 0.9
+    np.testing.assert_array_equal(y_pred[:50][answered], cnn.predict(X_in[:50])[answered])
+    np.testing.assert_array_equal(y_pred == "uncertain", scores > cnn.ood_.threshold_)
+    np.testing.assert_array_equal(cnn.predict_with_abstention(X), y_pred)
+
+
+def test_min_confidence(cnn, held_out):
+    X_in, _ = held_out
+    top = cnn.predict_proba(X_in[:50]).max(axis=1)
+    assert top.max() < 1.0  # not saturated, or min_confidence=1 would answer
+    strict = pickle.loads(pickle.dumps(cnn)).set_params(min_confidence=1.0)
+    assert (strict.predict_with_abstention(X_in[:50]) == "uncertain").all()
+    cut = float(np.median(top))
+    strict.min_confidence = cut
+    y_pred = strict.predict_with_abstention(X_in[:50])
+    assert ((y_pred == "uncertain") >= (top < cut)).all()
+
+
+def test_ood_false_and_tiny_fits(train):
+    X, y = train
+    clf = tiny_cnn(max_epochs=1, ood=False).fit(X[:40], y[:40])
+    assert clf.ood_ is None
+    with pytest.raises(ValueError, match="no out-of-distribution detector"):
+        clf.ood_score(X[:5])
+    assert set(clf.predict_with_abstention(X[:5])) <= set(clf.classes_)
+    assert np.isnan(ood_rate(clf, X[:5]))
+    with pytest.warns(UserWarning, match="too few to calibrate"):
+        tiny = tiny_cnn(max_epochs=1).fit(X[:6], y[:6])
+    assert tiny.ood_ is None
+    _, scores = tiny.predict_with_abstention(X[:3], return_scores=True)
+    assert np.isnan(scores).all()
+
+
+@pytest.mark.parametrize(
+    "param, value, message",
+    [
+        ("ood", "yes", "ood must be True or False"),
+        ("min_confidence", 1.5, r"min_confidence must be a float in \[0, 1\]"),
+        ("min_confidence", -0.1, r"min_confidence must be a float in \[0, 1\]"),
+    ],
+)
+def test_classifier_bad_ood_params(param, value, message, train):
+    X, y = train
+    with pytest.raises(ValueError, match=message):
+        tiny_cnn(**{param: value}).fit(X[:20], y[:20])
+
+
+def test_fnn_tabular_and_no_validation(train):
+    X, y = train
+    flat = X.reshape(len(X), -1)
+    clf = FNNClassifier(hidden_layer_sizes=(32,), max_epochs=5, validation_fraction=None, random_state=0)
+    clf.fit(flat, y)
+    # Without a validation split the embedding is calibrated on every image.
+    assert clf.ood_.calibration_scores_.shape == (len(X),)
+    assert clf.ood_score(flat[:5]).shape == (5,)
+    assert clf.ood_.predict(np.ones_like(flat[:5])).all()
+
+
+def test_resnet_cached_embeddings_match_a_backbone_pass(train):
+    X, y = train
+    params = dict(weights=None, head_units=8, max_epochs=1, random_state=0)
+    cached = ResNet50Classifier(**params).fit(X[:60], y[:60])
+    uncached = ResNet50Classifier(cache_features=False, **params).fit(X[:60], y[:60])
+    assert cached.features_cached_ and not uncached.features_cached_
+    assert not hasattr(cached, "_ood_train_embeddings")
+    for name in ("embedding", "image"):
+        np.testing.assert_allclose(
+            cached.ood_.block_thresholds_[name], uncached.ood_.block_thresholds_[name], rtol=1e-4
+        )
+
+
+# -------------------------------------------------------------- persistence
+@pytest.mark.parametrize("method", ["mahalanobis", "energy"])
+def test_save_load_keeps_detector(method, cnn, held_out, scanner_b, tmp_path):
+    X_in, y_in = held_out
+    X = np.concatenate([X_in[:30], scanner_b[:10]])
+    if method != "mahalanobis":
+        # A detector assigned by hand is saved as well.
+        cnn = pickle.loads(pickle.dumps(cnn))
+        cnn.ood_ = OODDetector(method, estimator=cnn).fit(X_in[:100])
+    folder = cnn.save(tmp_path / "model")
+    loaded = skxray.load(folder)
+    assert loaded.ood_.estimator is loaded
+    for attr in ("threshold_", "features_", "block_thresholds_", "n_samples_fit_", "method", "quantile"):
+        assert getattr(loaded.ood_, attr) == getattr(cnn.ood_, attr), attr
+    np.testing.assert_array_equal(loaded.ood_.calibration_scores_, cnn.ood_.calibration_scores_)
+    np.testing.assert_array_equal(loaded.ood_score(X), cnn.ood_score(X))
+    np.testing.assert_array_equal(loaded.predict_with_abstention(X), cnn.predict_with_abstention(X))
+    unpickled = pickle.loads(pickle.dumps(cnn))
+    assert unpickled.ood_.estimator is unpickled
+    np.testing.assert_array_equal(unpickled.ood_score(X), cnn.ood_score(X))
+
+
+def test_load_without_detector(train, tmp_path):
+    X, y = train
+    clf = tiny_cnn(max_epochs=1, ood=False).fit(X[:40], y[:40])
+    loaded = skxray.load(clf.save(tmp_path / "m"))
+    assert loaded.ood_ is None and loaded.ood is False
+
+
+# -------------------------------------------------------------- real data
+@pytest.mark.realdata
+def test_darkcovidnet_held_out_and_pneumonia():
+    from skxray.datasets import load_image_folder
+
+    root = get_data_home() / "darkcovidnet"
+    if not root.is_dir():
+        pytest.skip(f"darkcovidnet not found under {root.parent}; set SKXRAY_DATA")
+    bunch = load_image_folder(root, image_size=64, n_jobs=2)
+    X, y, groups = bunch.data, bunch.target, bunch.groups
+    two = y != "Pneumonia"
+    # Patient-grouped split: no patient in both training and held-out images.
+    train_idx, test_idx = next(
+        StratifiedGroupKFold(5, shuffle=True, random_state=0).split(X[two], y[two], groups[two])
+    )
+    X2, y2, g2 = X[two], y[two], groups[two]
+    clf = CNNClassifier(
+        filters=(8, 16, 32), dense_units=32, max_epochs=6, image_size=64, random_state=0
+    ).fit(X2[train_idx], y2[train_idx])
+    held = clf.ood_.predict(X2[test_idx])
+    # Pneumonia images of patients not in the training set (21 patients also
+    # have No_findings images).
+    pneumonia = ~two & ~np.isin(groups, g2[train_idx])
+    pneumonia_rate = clf.ood_.predict(X[pneumonia]).mean()
+    print(
+        f"darkcovidnet 64 px: held-out Covid-19/No_findings flagged {held.mean():.1%} "
+        f"({held.sum()}/{len(held)}), accuracy {clf.score(X2[test_idx], y2[test_idx]):.1%}; "
+        f"held-out Pneumonia flagged {pneumonia_rate:.1%} of {pneumonia.sum()} (for information)"
+    )
+    # n = 125 held-out images: at a true rate of 1%, P(more than 6 flagged) < 1e-3.
+    assert held.mean() <= 0.05
