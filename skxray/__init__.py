@@ -3,6 +3,7 @@
 The public API is re-exported here; see the documentation for a guided tour.
 """
 
+from skxray.audit import AuditReport, audit
 from skxray.datasets import load_image_folder, make_phantom_cxr
 from skxray.io import ImageReadError, read_image
 from skxray.models import (
@@ -12,15 +13,19 @@ from skxray.models import (
     ResNet50Classifier,
     load,
 )
+from skxray.ood import OODDetector
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AuditReport",
     "CNNClassifier",
+    "OODDetector",
     "FNNClassifier",
     "ImageReadError",
     "PretrainedWeightsError",
     "ResNet50Classifier",
+    "audit",
     "load",
     "load_image_folder",
     "make_phantom_cxr",

@@ -670,6 +670,10 @@ def _run_cv(
         model = clone(estimator).fit(X[train], y[train])
         out["n_fits"] += 1
         out["proba"][test] = _proba_in_order(model, X[test], classes)
+        out.setdefault("ood_flags", np.full(n, np.nan))
+        clf, X_seen = _gradcam_parts(model, X[test])
+        if getattr(clf, "ood_", None) is not None:
+            out["ood_flags"][test] = clf.ood_.predict(X_seen)
         if masks:
             out["proba_lungs"][test] = _proba_in_order(model, _mask_lungs(X[test], lung), classes)
             out["proba_borders"][test] = _proba_in_order(
@@ -1345,6 +1349,13 @@ def _check_calibration(ctx, grouped, splits):
         "class_proportions": {str(c): _r(p) for c, p in zip(classes, overall)},
         "max_fold_proportion_deviation": _r(deviation),
         "fold_missing_a_class": missing,
+        # Share of held-out images the fold models' detectors call out of
+        # distribution (None when the model has no detector).
+        "ood_rate": (
+            None
+            if np.isnan(grouped.get("ood_flags", np.array([np.nan]))).all()
+            else _r(float(np.nanmean(grouped["ood_flags"])))
+        ),
     }
     details = {"calibration_curve": curve, "class_proportions": proportions}
     reasons = []

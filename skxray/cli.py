@@ -225,11 +225,10 @@ def cmd_predict(args):
     X = np.stack(images)
     proba = model.predict_proba(X)
     best = proba.argmax(axis=1)
-    ood = getattr(model, "ood_", None)
-    scores = flags = None
-    if ood is not None:
-        scores = ood.score_samples(X) if not hasattr(model, "ood_score") else model.ood_score(X)
-        flags = ood.predict(X) if not hasattr(model, "ood_predict") else model.ood_predict(X)
+    scores = flags = decisions = None
+    if getattr(model, "ood_", None) is not None:
+        decisions, scores = model.predict_with_abstention(X, return_scores=True)
+        flags = scores > model.ood_.threshold_
     rows = []
     for i, file in enumerate(args.images):
         row = {
@@ -241,13 +240,14 @@ def cmd_predict(args):
         if flags is not None:
             row["out_of_distribution"] = bool(flags[i])
             row["ood_distance"] = float(scores[i])
+            row["answer"] = _jsonable(decisions[i])
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         headers = ["image", "label", "probability"]
         if flags is not None:
-            headers += ["out_of_distribution", "ood_distance"]
+            headers += ["out_of_distribution", "ood_distance", "answer"]
         _print_table(
             [[r[h] if not isinstance(r[h], float) else f"{r[h]:.3f}" for h in headers] for r in rows], headers
         )

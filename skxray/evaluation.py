@@ -1117,7 +1117,20 @@ def _fit_and_predict(estimator, X, y, train, test):
     start = time.perf_counter()
     y_pred, proba, classes = _predict_with_proba(estimator, X[test])
     predict_time = time.perf_counter() - start
-    return fit_time, predict_time, y_pred, proba, classes
+    return fit_time, predict_time, y_pred, proba, classes, _fold_ood_rate(estimator, X[test])
+
+
+def _fold_ood_rate(estimator, X_test):
+    """Share of test images the fitted model's detector flags (NaN without one)."""
+    from skxray.ood import ood_rate
+
+    model = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    if getattr(model, "ood_", None) is None:
+        return math.nan
+    if hasattr(estimator, "steps"):
+        for _, step in estimator.steps[:-1]:
+            X_test = step.transform(X_test)
+    return float(ood_rate(model, X_test))
 
 
 def compare_models(
@@ -1186,7 +1199,9 @@ def compare_models(
         folds), for ``m`` in: ``accuracy``, ``balanced_accuracy``,
         ``roc_auc``, ``brier`` (see :func:`classification_metrics`),
         ``sensitivity_<class>`` and ``ppv_<class>`` for every class (e.g.
-        ``mean_sensitivity_Covid-19``), ``fit_time`` and ``predict_time``
+        ``mean_sensitivity_Covid-19``), ``ood_rate`` (share of the test
+        fold flagged out of distribution by the fold's model; NaN for
+        models without a detector, such as a VotingClassifier), ``fit_time`` and ``predict_time``
         (seconds per fold). The standard deviation is the population one
         (``ddof=0``, as in scikit-learn's ``cv_results_``). Folds where a
         metric is undefined (e.g. the PPV of a class never predicted in that
@@ -1262,11 +1277,11 @@ def compare_models(
     metric_names = list(_OVERALL_METRICS)
     for key in _PER_CLASS_COLUMNS:
         metric_names += [f"{key}_{c}" for c in class_list]
-    metric_names += ["fit_time", "predict_time"]
+    metric_names += ["ood_rate", "fit_time", "predict_time"]
 
     per_fold = {name: {m: [] for m in metric_names} for name in names}
     oof = {name: np.full((len(y), len(classes)), np.nan) for name in names}
-    for (name, fold), (fit_time, predict_time, y_pred, proba, est_classes) in zip(
+    for (name, fold), (fit_time, predict_time, y_pred, proba, est_classes, ood) in zip(
         jobs, results, strict=True
     ):
         test = splits[fold][1]
@@ -1284,6 +1299,7 @@ def compare_models(
         for key in _PER_CLASS_COLUMNS:
             for c in class_list:
                 row[f"{key}_{c}"].append(m["per_class"][c][key])
+        row["ood_rate"].append(ood)
         row["fit_time"].append(fit_time)
         row["predict_time"].append(predict_time)
 

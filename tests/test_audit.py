@@ -67,6 +67,8 @@ def test_clean_phantoms_raise_no_failure(clean_report):
     assert sources["label_from_source_balanced_accuracy"] == pytest.approx(0.5)
     assert sources["loso_sources_tested"] == 3
     assert clean_report["duplicates"].figures["n_pairs"] == 0
+    # In-distribution held-out phantoms: few flagged out of distribution.
+    assert 0 <= clean_report["calibration"].figures["ood_rate"] <= 0.2
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -107,6 +107,8 @@ def test_predict_table_and_json(model_dir, folder):
     for row in rows:
         assert row["label"] in ("Covid-19", "Normal")
         assert abs(sum(row["probabilities"].values()) - 1) < 1e-5
+        assert isinstance(row["out_of_distribution"], bool) and row["ood_distance"] >= 0
+        assert row["answer"] in ("Covid-19", "Normal", "uncertain")
 
 
 def test_compare_writes_report(folder, tmp_path):
