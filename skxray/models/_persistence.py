@@ -198,8 +198,14 @@ def load(path):
             f"{str(weights_path)!r} does not fit a {name} with input shape "
             f"{estimator.input_shape_}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
         )
+    # The same batch size as the fitted net: BLAS results depend on it in the
+    # last digits, and a reloaded model must predict exactly the same.
     estimator.net_ = NeuralNet(
-        module=module, criterion=nn.Identity, device="cpu", **_private_generator_iterator()
+        module=module,
+        criterion=nn.Identity,
+        device="cpu",
+        batch_size=estimator.batch_size,
+        **_private_generator_iterator(),
     ).initialize()
     if hasattr(estimator, "cache_features"):
         estimator.features_cached_ = False
