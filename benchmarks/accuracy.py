@@ -1,0 +1,754 @@
+"""Cross-validated accuracy of the skxray classifiers on the darkcovidnet images.
+
+The DarkCovidNet paper (Ozturk et al. 2020) reports, on the same 1,124 images
+with 5-fold image-level cross-validation, 98.08% accuracy for Covid-19 vs
+No_findings and 87.02% for the three classes. This script runs stratified
+k-fold cross-validation (fixed seeds) of CNNClassifier, FNNClassifier,
+ResNet50Classifier and their soft-voting ensemble, on both tasks, with two
+protocols:
+
+``image``
+    ``StratifiedKFold(shuffle=True, random_state=0)`` over images: the
+    paper's protocol (images of one patient can sit on both sides), so its
+    figures compare with 98.08 / 87.02;
+``patient``
+    ``StratifiedGroupKFold(shuffle=True, random_state=0)`` grouped by the
+    manifest's ``patient_id``: no patient in both training and test folds,
+    the honest figure.
+
+Per model it reports the mean and standard deviation over the folds of
+accuracy, balanced accuracy, ROC AUC (one-vs-rest macro for three classes),
+Covid-19 sensitivity (recall) and PPV (precision), and the fit time. With
+``--masking`` it also predicts every test fold twice more, with the central
+lung fields hidden (replaced by the image's mean grey, as
+:mod:`skxray.audit` does) and with only a border band hidden (12% of each
+side set to 0), and reports the out-of-fold balanced accuracy of each, for
+every model (the best one is flagged).
+
+The ensemble ("voting") is soft voting: on each test fold, the unweighted mean
+of the members' ``predict_proba`` (the same fitted models), which is what
+``sklearn.ensemble.VotingClassifier(voting="soft")`` computes; its fit time is
+the sum of the members'.
+
+Results are written after every model (a crash keeps what finished) to
+``benchmarks/results/accuracy.json`` (``--quick``: ``results/quick/``), and a
+Markdown table is printed at the end.
+
+Examples
+--------
+Full grid on a GPU::
+
+    python benchmarks/accuracy.py --device cuda --masking
+
+The CPU run kept in the repository::
+
+    python benchmarks/accuracy.py --models cnn --tasks binary --device cpu --masking
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    CLASSES_3,
+    CLASSES_BINARY,
+    POSITIVE,
+    Stopwatch,
+    configure_threads,
+    default_out,
+    load_metadata,
+    load_pixels,
+    log,
+    lung_mask,
+    machine_info,
+    phantom_bunch,
+    require_data,
+    resolve_device,
+    write_json,
+)
+
+PAPER_ACCURACY = {"binary": 0.9808, "3class": 0.8702}
+TARGET_ACCURACY = {"binary": 0.99, "3class": 0.90}
+TARGET_MINUTES_PER_MODEL = 60  # whole k-fold run of one model, 2 CPU cores
+LUNGS_MASKED_TARGET = 0.65  # balanced accuracy on the two-class scale, as skxray.audit
+BORDER_FRACTION = 0.12  # the audit's border band
+MEMBERS = ("cnn", "fnn", "resnet50")  # of the soft-voting ensemble
+# "cnn_lungcrop": the CNN on the central 75% of the image (lungs, no borders
+# or corners), the variant that passes the lungs-masked check (NOTES.md).
+ALL_MODELS = (*MEMBERS, "voting", "cnn_lungcrop")
+
+# The settings chosen for this task (see benchmarks/NOTES.md for what was
+# tried). Everything not listed keeps the estimator's default. ``ood`` is off
+# (the detector is not evaluated here and costs one more pass) and the whole
+# training fold is used for training (no validation split: no early stopping).
+MODEL_SETTINGS = {
+    "cnn": {
+        "image_size": 128,
+        "max_epochs": 15,
+        "preprocess": "none",
+        "augment": "none",
+        "params": {
+            "filters": (32, 64, 128),
+            "dense_units": 64,
+            "lr": 2e-3,
+            "lr_schedule": "onecycle",
+            "class_weight": "balanced",
+            "batch_size": 32,
+        },
+    },
+    "fnn": {
+        "image_size": 64,
+        "max_epochs": 30,
+        "preprocess": "none",
+        "augment": "none",
+        "params": {"hidden_layer_sizes": (256, 64), "lr_schedule": "cosine", "class_weight": "balanced"},
+    },
+    "resnet50": {
+        "image_size": 224,
+        "max_epochs": 30,
+        "preprocess": "none",
+        "augment": "none",
+        "params": {"head_units": 256, "lr_schedule": "cosine", "class_weight": "balanced"},
+    },
+}
+MODEL_SETTINGS["cnn_lungcrop"] = {**MODEL_SETTINGS["cnn"], "preprocess": "lungcrop"}
+COMMON_PARAMS = {"validation_fraction": None, "ood": False, "random_state": 0, "verbose": 0}
+
+PREPROCESS_CHOICES = ("none", "histeq", "border", "histeq+border", "lungcrop", "lungsonly")
+AUGMENT_CHOICES = ("none", "light", "strong", "bordermask", "cutout", "jitter")
+
+
+# --------------------------------------------------------------------------
+# estimators
+
+
+def keep_lungs(X):
+    """Zero everything outside the central lung fields (a geometric prior)."""
+    X = np.asarray(X, dtype=np.float32)
+    mask, _ = lung_mask(*X.shape[-2:])
+    return X * mask
+
+
+def make_preprocess(name, image_size):
+    """List of (name, transformer) steps put before the classifier."""
+    from sklearn.preprocessing import FunctionTransformer
+
+    from skxray.preprocessing import BorderMask, CenterCrop, HistogramEqualization, Resize
+
+    steps = []
+    for part in [] if name == "none" else name.split("+"):
+        if part == "histeq":
+            steps.append(("histeq", HistogramEqualization()))
+        elif part == "border":
+            steps.append(("border", BorderMask(fraction=0.1)))
+        elif part == "lungcrop":
+            # The lung fields span about the middle 65% x 66% of the image:
+            # crop the central 75% and scale back to the model's size.
+            steps.append(("crop", CenterCrop(size=max(1, round(0.75 * image_size)))))
+            steps.append(("resize", Resize(size=image_size)))
+        elif part == "lungsonly":
+            steps.append(("lungsonly", FunctionTransformer(keep_lungs)))
+        else:
+            raise ValueError(f"unknown preprocessing {part!r}; choose from {PREPROCESS_CHOICES}")
+    return steps
+
+
+def make_augment(name):
+    from skxray.augmentation import (
+        Compose,
+        RandomBorderMask,
+        RandomBrightnessContrast,
+        RandomErasing,
+        RandomGamma,
+        xray_augmentation,
+    )
+
+    if name == "none":
+        return None
+    if name in ("light", "strong"):
+        return xray_augmentation(name)
+    light = list(xray_augmentation("light").transforms)
+    if name == "bordermask":
+        return Compose([*light, RandomBorderMask(max_fraction=0.15, p=0.5)])
+    if name == "cutout":
+        return Compose([*light, RandomErasing(p=0.5, scale=(0.02, 0.1))])
+    if name == "jitter":
+        return Compose(
+            [RandomGamma(gamma=(0.7, 1.4)), RandomBrightnessContrast(brightness=0.2, contrast=0.2)]
+        )
+    raise ValueError(f"unknown augmentation {name!r}; choose from {AUGMENT_CHOICES}")
+
+
+def resolve_resnet_weights(requested):
+    """The weights to use and a note saying what happened (offline: random init)."""
+    from skxray.models import PretrainedWeightsError
+    from skxray.models.resnet import load_resnet50_state_dict
+
+    if requested in (None, "none", "None"):
+        return None, "random initialisation (requested)"
+    try:
+        load_resnet50_state_dict(requested)
+    except (PretrainedWeightsError, FileNotFoundError, ValueError) as exc:
+        first = str(exc).split(". ")[0]
+        note = (
+            f"RANDOM INITIALISATION: the ImageNet weights {requested!r} could not be loaded "
+            f"({type(exc).__name__}: {first}); figures are for an untrained frozen backbone, "
+            "not for transfer learning"
+        )
+        log("WARNING:", note)
+        return None, note
+    return requested, f"pretrained weights {requested!r}"
+
+
+def model_config(model, args):
+    """The settings of ``model`` after the command-line overrides."""
+    spec = MODEL_SETTINGS[model]
+    cfg = {
+        "image_size": args.image_size or spec["image_size"],
+        "max_epochs": args.epochs or spec["max_epochs"],
+        "preprocess": args.preprocess or spec["preprocess"],
+        "augment": args.augment or spec["augment"],
+        "params": dict(spec["params"]),
+    }
+    if args.quick:
+        cfg["image_size"] = args.image_size or 32
+        cfg["max_epochs"] = args.epochs or 4
+    for key in ("lr", "lr_schedule", "class_weight", "batch_size"):
+        value = getattr(args, key)
+        if value is not None:
+            cfg["params"][key] = None if value == "none" else value
+    if args.filters and model.startswith("cnn"):
+        cfg["params"]["filters"] = tuple(int(f) for f in args.filters.split(","))
+    return cfg
+
+
+def make_estimator(model, cfg, device, resnet_weights):
+    from sklearn.pipeline import Pipeline
+
+    from skxray.models import CNNClassifier, FNNClassifier, ResNet50Classifier
+
+    cls = {"cnn": CNNClassifier, "cnn_lungcrop": CNNClassifier, "fnn": FNNClassifier,
+           "resnet50": ResNet50Classifier}[model]
+    params = {
+        **COMMON_PARAMS,
+        **cfg["params"],
+        "max_epochs": cfg["max_epochs"],
+        "image_size": cfg["image_size"],
+        "device": device,
+        "augment": make_augment(cfg["augment"]),
+    }
+    if model == "resnet50":
+        params["weights"] = resnet_weights
+    clf = cls(**params)
+    steps = make_preprocess(cfg["preprocess"], cfg["image_size"])
+    return Pipeline([*steps, ("clf", clf)]) if steps else clf
+
+
+def describe_estimator(est):
+    """Flat, JSON-friendly description of an estimator or pipeline."""
+    from sklearn.pipeline import Pipeline
+
+    out = {}
+    if isinstance(est, Pipeline):
+        out["preprocessing"] = " -> ".join(repr(step) for _, step in est.steps[:-1])
+        est = est.steps[-1][1]
+    out["estimator"] = type(est).__name__
+    for key, value in est.get_params(deep=False).items():
+        out[key] = value if isinstance(value, (int, float, str, bool, type(None))) else repr(value)
+    return out
+
+
+# --------------------------------------------------------------------------
+# metrics
+
+
+def proba_in_order(est, X, classes):
+    proba = np.asarray(est.predict_proba(X), dtype=np.float64)
+    out = np.zeros((len(X), len(classes)))
+    for j, c in enumerate(est.classes_):
+        out[:, classes.index(c)] = proba[:, j]
+    return out
+
+
+def scores(y, proba, classes):
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    classes = list(classes)
+    pred = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+    out = {
+        "accuracy": accuracy_score(y, pred),
+        "balanced_accuracy": balanced_accuracy_score(y, pred),
+        "roc_auc": None,
+        "covid_sensitivity": recall_score(y, pred, labels=[POSITIVE], average="macro", zero_division=0),
+        "covid_ppv": precision_score(y, pred, labels=[POSITIVE], average="macro", zero_division=0),
+    }
+    try:
+        if len(classes) == 2:
+            out["roc_auc"] = roc_auc_score(y == POSITIVE, proba[:, classes.index(POSITIVE)])
+        else:
+            out["roc_auc"] = roc_auc_score(y, proba, multi_class="ovr", labels=classes)
+    except ValueError:
+        pass
+    return {k: (None if v is None else float(v)) for k, v in out.items()}
+
+
+def two_class_scale(balanced_accuracy, k):
+    """The audit's rescaling: chance 1/k maps to 0.5, perfect stays 1."""
+    return 0.5 + 0.5 * (balanced_accuracy - 1.0 / k) / (1.0 - 1.0 / k)
+
+
+def mask_lungs(X, mask):
+    Xm = X.copy()
+    mean = X.mean(axis=(-2, -1), keepdims=True)
+    Xm[..., mask] = np.broadcast_to(mean, X.shape)[..., mask]
+    return Xm
+
+
+def mask_borders(X, fraction=BORDER_FRACTION):
+    h, w = X.shape[-2:]
+    bh, bw = int(fraction * h), int(fraction * w)
+    Xm = np.zeros_like(X)
+    Xm[..., bh : h - bh, bw : w - bw] = X[..., bh : h - bh, bw : w - bw]
+    return Xm
+
+
+def summarise(task, protocol, model, fold_scores, oof, y, classes, extra):
+    row = {"task": task, "protocol": protocol, "model": model}
+    row.update(extra)
+    for key in ("accuracy", "balanced_accuracy", "roc_auc", "covid_sensitivity", "covid_ppv"):
+        values = [s[key] for s in fold_scores if s[key] is not None]
+        row[f"{key}_mean"] = float(np.mean(values)) if values else None
+        row[f"{key}_std"] = float(np.std(values)) if values else None
+    pooled = scores(y, oof["proba"], classes)
+    row["oof_accuracy"] = pooled["accuracy"]
+    row["oof_balanced_accuracy"] = pooled["balanced_accuracy"]
+    if protocol == "image":
+        row["paper_accuracy"] = PAPER_ACCURACY[task]
+    row["target_accuracy"] = TARGET_ACCURACY[task]
+    row["meets_accuracy_target"] = bool(
+        protocol == "image" and row["accuracy_mean"] >= TARGET_ACCURACY[task]
+    )
+    if "proba_lungs" in oof:
+        k = len(classes)
+        lungs = scores(y, oof["proba_lungs"], classes)["balanced_accuracy"]
+        borders = scores(y, oof["proba_borders"], classes)["balanced_accuracy"]
+        row["lungs_masked_balanced_accuracy"] = lungs
+        row["borders_masked_balanced_accuracy"] = borders
+        row["lungs_masked_balanced_accuracy_2class_scale"] = two_class_scale(lungs, k)
+        row["meets_lungs_masked_target"] = bool(two_class_scale(lungs, k) <= LUNGS_MASKED_TARGET)
+    return row
+
+
+# --------------------------------------------------------------------------
+# data
+
+
+class Data:
+    """Images of all three classes, decoded once per image size."""
+
+    def __init__(self, args):
+        self.phantom = args.phantom
+        self.load = args.load
+        self.cache = {}
+        self.quick = args.quick
+        if self.phantom:
+            meta = phantom_bunch(64, n_samples=args.subset or 1124)
+            self.phantom_X = meta.data
+            self.root = "phantom (skxray.datasets.make_phantom_cxr)"
+        else:
+            self.root = require_data()
+            meta = load_metadata(self.root)
+        self.y = np.asarray(meta.target, dtype=object)
+        self.groups = np.asarray(meta.groups, dtype=object)
+        self.paths = None if self.phantom else np.asarray(meta.filenames, dtype=object)
+        self.index = np.arange(len(self.y))
+        if args.subset and not self.phantom and args.subset < len(self.y):
+            from sklearn.model_selection import train_test_split
+
+            self.index, _ = train_test_split(
+                self.index, train_size=args.subset, stratify=self.y, random_state=0
+            )
+            self.index = np.sort(self.index)
+        self.y = self.y[self.index]
+        self.groups = self.groups[self.index]
+
+    def X(self, image_size):
+        if image_size not in self.cache:
+            with Stopwatch() as t:
+                if self.load == "squarecrop" and not self.phantom:
+                    X = load_square_cropped(self.paths[self.index], image_size)
+                elif self.phantom:
+                    from skxray.preprocessing import resize_images
+
+                    X = resize_images(self.phantom_X, image_size)
+                elif len(self.index) < len(self.paths):
+                    # A subset (quick runs): decode only those files.
+                    from skxray.preprocessing import ImageLoader
+
+                    X = ImageLoader(image_size=image_size, n_jobs=-1).fit_transform(
+                        list(self.paths[self.index])
+                    )
+                else:
+                    X = load_pixels(self.root, image_size).data
+            log(f"loaded {len(X)} images at {image_size} px in {t.seconds:.1f} s")
+            self.cache[image_size] = X
+        return self.cache[image_size]
+
+
+def _square_crop_one(path, image_size):
+    from skxray.io import read_image
+    from skxray.preprocessing import resize_image
+
+    img = read_image(path, as_gray=True)
+    h, w = img.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return resize_image(img[top : top + side, left : left + side], image_size)
+
+
+def load_square_cropped(paths, image_size):
+    """Centre square crop of each file, then resize: no aspect-ratio distortion.
+
+    ``load_image_folder`` stretches every image to a square. All 500
+    No_findings and Pneumonia files are square (NIH, 320 x 320) and 122 of
+    the 124 Covid-19 files are not, so stretching leaves a label-revealing
+    distortion in every pixel; cropping removes it.
+    """
+    from joblib import Parallel, delayed
+
+    images = Parallel(n_jobs=-1, prefer="threads")(
+        delayed(_square_crop_one)(p, image_size) for p in paths
+    )
+    return np.stack(images).astype(np.float32)
+
+
+def task_index(y, task):
+    classes = CLASSES_BINARY if task == "binary" else CLASSES_3
+    return np.flatnonzero(np.isin(y, classes)), classes
+
+
+def make_splits(y, groups, protocol, n_folds):
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if protocol == "image":
+        cv = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=0)
+        return list(cv.split(np.zeros(len(y)), y))
+    cv = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=0)
+    return list(cv.split(np.zeros(len(y)), y, groups))
+
+
+# --------------------------------------------------------------------------
+# main
+
+
+def run_model(model, est_template, X, y, classes, splits, masking, cuda):
+    from sklearn.base import clone
+
+    n, k = len(y), len(classes)
+    oof = {"proba": np.zeros((n, k))}
+    if masking:
+        lungs, _ = lung_mask(*X.shape[-2:])
+        oof["proba_lungs"] = np.zeros((n, k))
+        oof["proba_borders"] = np.zeros((n, k))
+    fold_rows, fit_times, predict_times = [], [], []
+    for i, (train, test) in enumerate(splits):
+        est = clone(est_template)
+        with Stopwatch(cuda) as t_fit:
+            est.fit(X[train], y[train])
+        with Stopwatch(cuda) as t_pred:
+            oof["proba"][test] = proba_in_order(est, X[test], classes)
+        if masking:
+            oof["proba_lungs"][test] = proba_in_order(est, mask_lungs(X[test], lungs), classes)
+            oof["proba_borders"][test] = proba_in_order(est, mask_borders(X[test]), classes)
+        s = scores(y[test], oof["proba"][test], classes)
+        fit_times.append(t_fit.seconds)
+        predict_times.append(t_pred.seconds)
+        fold_rows.append({"fold": i, "n_train": len(train), "n_test": len(test), **s,
+                          "fit_time_s": t_fit.seconds, "predict_time_s": t_pred.seconds})
+        log(
+            f"  {model} fold {i + 1}/{len(splits)}: accuracy {s['accuracy']:.4f}, "
+            f"balanced {s['balanced_accuracy']:.4f}, fit {t_fit.seconds:.1f} s"
+        )
+    return oof, fold_rows, fit_times, predict_times
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", default="binary,3class", help="comma list of binary, 3class")
+    p.add_argument("--protocols", default="image,patient", help="comma list of image, patient")
+    p.add_argument("--models", default=",".join(ALL_MODELS), help="comma list of cnn, fnn, resnet50, voting")
+    p.add_argument("--image-size", type=int, default=None, help="override every model's image size")
+    p.add_argument("--epochs", type=int, default=None, help="override every model's max_epochs")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--quick", action="store_true", help="2 folds, 32 px, 4 epochs, 240 images")
+    p.add_argument("--subset", type=int, default=None, help="use a stratified subset of N images")
+    p.add_argument("--masking", action="store_true", help="lungs-masked and borders-masked figures")
+    p.add_argument("--out", default=None, help="JSON file (default results/accuracy.json)")
+    p.add_argument("--oof", default=None,
+                   help="also save out-of-fold probabilities and file names to this .npz")
+    p.add_argument("--phantom", action="store_true", help="synthetic images (smoke test only)")
+    p.add_argument("--load", choices=("stretch", "squarecrop"), default="stretch",
+                   help="stretch: load_image_folder (default); squarecrop: centre square crop "
+                        "of each file before resizing (removes the aspect-ratio cue)")
+    p.add_argument("--threads", default="auto",
+                   help="torch intra-op threads: an int, 'default', or 'auto' (calibrated)")
+    p.add_argument("--resnet-weights", default="IMAGENET1K_V2",
+                   help="torchvision name, local .pth/.safetensors file, or none")
+    tuning = p.add_argument_group("overrides of the chosen settings (tuning)")
+    tuning.add_argument("--preprocess", choices=PREPROCESS_CHOICES, default=None)
+    tuning.add_argument("--augment", choices=AUGMENT_CHOICES, default=None)
+    tuning.add_argument("--lr", type=float, default=None)
+    tuning.add_argument("--lr-schedule", dest="lr_schedule", default=None,
+                        choices=("none", "plateau", "cosine", "onecycle"))
+    tuning.add_argument("--class-weight", dest="class_weight", default=None, choices=("none", "balanced"))
+    tuning.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    tuning.add_argument("--filters", default=None, help="CNN filters, e.g. 32,64,128")
+    tuning.add_argument("--label", default=None, help="free text stored with the results")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.folds = 2 if args.folds == 5 else args.folds
+        args.subset = args.subset or 240
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    tasks = [t for t in args.tasks.split(",") if t]
+    protocols = [p for p in args.protocols.split(",") if p]
+    models = [m for m in args.models.split(",") if m]
+    for name, values, allowed in (
+        ("tasks", tasks, ("binary", "3class")),
+        ("protocols", protocols, ("image", "patient")),
+        ("models", models, ALL_MODELS),
+    ):
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise SystemExit(f"--{name}: unknown {bad}; choose from {allowed}")
+    device = resolve_device(args.device)
+    cuda = device == "cuda"
+    threads = configure_threads(args.threads)
+    out = Path(args.out) if args.out else default_out("accuracy.json", args.quick or args.phantom)
+    members = [m for m in MEMBERS if m in models]
+    fitted = [m for m in MODEL_SETTINGS if m in models]
+    if "voting" in models and len(members) < 2:
+        log("voting needs at least two of cnn, fnn, resnet50 in --models; skipped")
+        models.remove("voting")
+
+    data = Data(args)
+    resnet_weights, resnet_note = (None, None)
+    if "resnet50" in members:
+        resnet_weights, resnet_note = resolve_resnet_weights(args.resnet_weights)
+    configs = {m: model_config(m, args) for m in fitted}
+    _, mask_source = lung_mask(8, 8)
+
+    payload = {
+        "machine": machine_info(device),
+        "settings": {
+            "dataset": "phantom (synthetic, NOT comparable)" if args.phantom else str(data.root),
+            "n_images": int(len(data.y)),
+            "subset": args.subset,
+            "loading": (
+                "centre square crop of each file, then skxray.preprocessing.resize_image"
+                if args.load == "squarecrop"
+                else "skxray.datasets.load_image_folder(image_size=N): stretched to a square"
+            ),
+            "tasks": tasks,
+            "protocols": protocols,
+            "models": models,
+            "folds": args.folds,
+            "cv_image": "StratifiedKFold(shuffle=True, random_state=0)",
+            "cv_patient": "StratifiedGroupKFold(shuffle=True, random_state=0), groups=patient_id",
+            "estimator_random_state": 0,
+            **threads,
+            "quick": args.quick,
+            "label": args.label,
+            "resnet50_weights": resnet_note,
+            "voting": "unweighted mean of the members' predict_proba on each test fold",
+            "masking": (
+                f"lungs: pixels inside {mask_source} replaced by the image mean; borders: a band "
+                f"of {BORDER_FRACTION:.0%} of each side set to 0 (as skxray.audit); out-of-fold "
+                "balanced accuracy, same fitted models" if args.masking else None
+            ),
+            "lungs_masked_target": (
+                f"balanced accuracy on the two-class scale <= {LUNGS_MASKED_TARGET}"
+            ),
+            "paper_accuracy": PAPER_ACCURACY,
+            "target_accuracy_image_level": TARGET_ACCURACY,
+            "models_settings": {
+                m: {
+                    "image_size": c["image_size"],
+                    "preprocess": c["preprocess"],
+                    "augment": c["augment"],
+                    **describe_estimator(make_estimator(m, c, device, resnet_weights)),
+                }
+                for m, c in configs.items()
+            },
+            "command": " ".join(sys.argv),
+        },
+        "results": [],
+        "folds": [],
+    }
+    write_json(out, payload)
+    log(f"writing {out}")
+
+    t_start = time.perf_counter()
+    oof_store = {}
+    for task in tasks:
+        idx, classes = task_index(data.y, task)
+        y, groups = data.y[idx], data.groups[idx]
+        for protocol in protocols:
+            splits = make_splits(y, groups, protocol, args.folds)
+            log(f"== {task}, {protocol}-level folds: {len(y)} images, {len(splits)} folds")
+            member_oof, member_fit = {}, {}
+            for model in fitted:
+                cfg = configs[model]
+                X = data.X(cfg["image_size"])[idx]
+                est = make_estimator(model, cfg, device, resnet_weights)
+                oof, fold_rows, fit_times, predict_times = run_model(
+                    model, est, X, y, classes, splits, args.masking, cuda
+                )
+                member_oof[model], member_fit[model] = oof, sum(fit_times)
+                if args.oof:
+                    oof_store[f"{task}/{protocol}/{model}"] = oof["proba"]
+                    oof_store[f"{task}/rows"] = idx  # rows of filenames and y
+                    oof_store[f"{task}/classes"] = np.asarray(classes, dtype=str)
+                    save_oof(args.oof, oof_store, data)
+                extra = {
+                    "image_size": cfg["image_size"],
+                    "epochs": cfg["max_epochs"],
+                    "preprocess": cfg["preprocess"],
+                    "augment": cfg["augment"],
+                    "n_images": len(y),
+                    "n_folds": len(splits),
+                    "fit_time_total_s": sum(fit_times),
+                    "fit_time_per_fold_s": float(np.mean(fit_times)),
+                    "predict_time_per_fold_s": float(np.mean(predict_times)),
+                    "within_60_min": sum(fit_times) <= TARGET_MINUTES_PER_MODEL * 60,
+                    "device": device,
+                }
+                if model == "resnet50":
+                    extra["weights"] = "imagenet" if resnet_weights else "random init"
+                row = summarise(task, protocol, model, fold_rows, oof, y, classes, extra)
+                payload["results"].append(row)
+                payload["folds"].extend(
+                    {"task": task, "protocol": protocol, "model": model, **r} for r in fold_rows
+                )
+                write_json(out, payload)
+                log(
+                    f"{task}/{protocol}/{model}: accuracy {row['accuracy_mean']:.4f} "
+                    f"+- {row['accuracy_std']:.4f}, fit {row['fit_time_total_s']:.0f} s"
+                )
+            if "voting" in models:
+                oof = {
+                    key: np.mean([member_oof[m][key] for m in members], axis=0)
+                    for key in member_oof[members[0]]
+                }
+                fold_scores = [scores(y[test], oof["proba"][test], classes) for _, test in splits]
+                extra = {
+                    "members": "+".join(members),
+                    "n_images": len(y),
+                    "n_folds": len(splits),
+                    "fit_time_total_s": sum(member_fit[m] for m in members),
+                    "within_60_min": sum(member_fit[m] for m in members) <= TARGET_MINUTES_PER_MODEL * 60,
+                    "device": device,
+                }
+                row = summarise(task, protocol, "voting", fold_scores, oof, y, classes, extra)
+                payload["results"].append(row)
+                payload["folds"].extend(
+                    {"task": task, "protocol": protocol, "model": "voting", "fold": i, **s}
+                    for i, s in enumerate(fold_scores)
+                )
+                write_json(out, payload)
+                log(f"{task}/{protocol}/voting: accuracy {row['accuracy_mean']:.4f}")
+    flag_best(payload["results"])
+    payload["settings"]["total_time_s"] = time.perf_counter() - t_start
+    write_json(out, payload)
+    print()
+    print(markdown_table(payload))
+    log(f"done in {payload['settings']['total_time_s']:.0f} s; results in {out}")
+    return payload
+
+
+def save_oof(path, store, data):
+    """Out-of-fold probabilities (columns: ``<task>/classes``), labels and file names."""
+    names = data.paths[data.index] if data.paths is not None else np.arange(len(data.y))
+    np.savez_compressed(
+        path,
+        filenames=np.asarray([str(p) for p in names]),
+        y=np.asarray(data.y, dtype=str),
+        **{k.replace("/", "__"): v for k, v in store.items()},
+    )
+
+
+def flag_best(results):
+    """Mark the best model of each task: highest image-level mean accuracy."""
+    for task in {r["task"] for r in results}:
+        rows = [r for r in results if r["task"] == task and r["protocol"] == "image"]
+        if not rows:
+            rows = [r for r in results if r["task"] == task]
+        best = max(rows, key=lambda r: r["accuracy_mean"])["model"]
+        for r in results:
+            if r["task"] == task:
+                r["best_model"] = r["model"] == best
+
+
+def _pct(mean, std=None):
+    if mean is None:
+        return "n/a"
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def _duration(seconds):
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def markdown_table(payload):
+    """Markdown summary of an accuracy.json payload."""
+    s = payload["settings"]
+    m = payload["machine"]
+    lines = [
+        f"Accuracy, {s['folds']}-fold stratified CV on {s['dataset']} ({s['n_images']} images); "
+        f"device {m['device']} ({m.get('gpu') or m['cpu_model']}); mean ± std over folds, in %.",
+        "Paper (DarkCovidNet, image-level folds): 98.08 (binary), 87.02 (3-class).",
+        "",
+        "| task | folds by | model | px | epochs | accuracy | balanced acc. | ROC AUC | Covid sens. "
+        "| Covid PPV | fit (all folds) | lungs masked (bal.) | borders masked (bal.) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in payload["results"]:
+        best = " (best)" if r.get("best_model") else ""
+        lungs = r.get("lungs_masked_balanced_accuracy")
+        borders = r.get("borders_masked_balanced_accuracy")
+        lines.append(
+            f"| {r['task']} | {r['protocol']} | {r['model']}{best} | {r.get('image_size', '')} "
+            f"| {r.get('epochs', '')} | {_pct(r['accuracy_mean'], r['accuracy_std'])} "
+            f"| {_pct(r['balanced_accuracy_mean'], r['balanced_accuracy_std'])} "
+            f"| {_pct(r['roc_auc_mean'], r['roc_auc_std'])} "
+            f"| {_pct(r['covid_sensitivity_mean'], r['covid_sensitivity_std'])} "
+            f"| {_pct(r['covid_ppv_mean'], r['covid_ppv_std'])} "
+            f"| {_duration(r['fit_time_total_s'])} "
+            f"| {'' if lungs is None else f'{lungs:.3f}'} "
+            f"| {'' if borders is None else f'{borders:.3f}'} |"
+        )
+    if s.get("resnet50_weights"):
+        lines.append("")
+        lines.append(f"ResNet-50 backbone: {s['resnet50_weights']}.")
+    lines.append("")
+    lines.append(m["timing_note"])
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,780 @@
+"""Speed of skxray on the darkcovidnet images, as ratios measured in one run.
+
+Every comparison runs its variants in the same process (or in child
+processes started one after the other), interleaved (A, B, A, B, ...), and
+keeps the best (shortest) time of each: on a machine shared with other jobs
+only such ratios mean something; absolute images/s do not.
+
+Sections (``--sections``, all by default):
+
+``overhead``
+    training images/s of ``CNNClassifier.fit`` vs a hand-written PyTorch
+    loop with the same module (``skxray.models.cnn._ConvNet``), the same
+    images, batch size, optimizer (Adam, lr 1e-3, weight decay 1e-4) and
+    loss; the loop either uses a ``DataLoader`` over a ``TensorDataset`` or
+    slices a shuffled index. Target: ratio >= 0.95.
+``resnet_cache``
+    fit time of a frozen ``ResNet50Classifier`` for 10 epochs with
+    ``cache_features=True`` vs ``False``. Target: >= 8x faster.
+``loading``
+    ``ImageLoader(image_size=128)`` images/s with ``n_jobs=1`` vs ``2``
+    (page cache warmed first).
+``streaming``
+    ``CNNClassifier`` (128 px) trained on file paths read during training
+    vs on arrays already in memory: training images/s and peak RSS, each in
+    a fresh child process so that peak RSS is its own.
+``inference``
+    ``predict_proba`` images/s of each model at its benchmark image size
+    (``accuracy.MODEL_SETTINGS``), and of the three together (soft voting).
+``roofline``
+    achieved GFLOP/s of CNN training (FLOPs counted with
+    ``torch.utils.flop_counter.FlopCounterMode``) as a fraction of float32
+    matmul GFLOP/s measured in the same run, for variants: thread counts
+    (and ``OMP_WAIT_POLICY=PASSIVE``), ``channels_last``, larger batches,
+    ``torch.compile``.
+
+Writes ``benchmarks/results/speed.json`` (``--quick``: ``results/quick/``).
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    CLASSES_BINARY,
+    Stopwatch,
+    configure_threads,
+    default_out,
+    load_metadata,
+    log,
+    machine_info,
+    phantom_bunch,
+    require_data,
+    resolve_device,
+    write_json,
+)
+
+SECTIONS = ("overhead", "resnet_cache", "loading", "streaming", "inference", "roofline")
+SEED = 0
+
+# Sizes of each measurement: (full, quick).
+SIZES = {
+    "overhead": {"n": (256, 96), "epochs": (2, 1), "reps": (5, 2), "image_size": (64, 64)},
+    "resnet_cache": {"n": (128, 32), "epochs": (10, 10), "image_size": (224, 64)},
+    "loading": {"n": (1124, 150), "reps": (2, 1)},
+    "streaming": {"n": (1124, 48), "epochs": (1, 1), "image_size": (128, 64)},
+    "inference": {"n": (512, 64), "n_resnet": (128, 16), "reps": (2, 1)},
+    "roofline": {"n": (384, 48), "epochs": (2, 1), "reps": (2, 1), "image_size": (64, 64)},
+}
+
+
+# On a GPU the CPU-sized runs last milliseconds: more epochs or images there
+# (the binary task has 624 images, so epochs scale where images cannot).
+CUDA_SCALE = {
+    ("overhead", "epochs"): 10,
+    ("roofline", "epochs"): 10,
+    ("resnet_cache", "n"): 4,
+    ("inference", "n_resnet"): 4,
+}
+_SCALE = {"factor": {}}
+
+
+def size(section, key, quick):
+    value = SIZES[section][key][1 if quick else 0]
+    return value * _SCALE["factor"].get((section, key), 1)
+
+
+# --------------------------------------------------------------------------
+# data
+
+
+class Images:
+    """Real images (or phantoms), decoded on demand per size, binary task."""
+
+    def __init__(self, phantom):
+        self.phantom = phantom
+        self._cache = {}
+        if phantom:
+            base = phantom_bunch(64)
+            self._base = base.data
+            self.y = base.target
+            self.paths = None
+        else:
+            meta = load_metadata(require_data())
+            self.y = np.asarray(meta.target, dtype=object)
+            self.paths = np.asarray(meta.filenames, dtype=object)
+        # A fixed shuffled order, so that "the first n" mixes the classes.
+        self.order = np.random.default_rng(SEED).permutation(len(self.y))
+
+    def binary(self, n, image_size):
+        """``n`` Covid-19 / No_findings images (first of a fixed shuffle) and labels."""
+        idx = [i for i in self.order if self.y[i] in CLASSES_BINARY][:n]
+        return self.pixels(idx, image_size), self.y[idx]
+
+    def pixels(self, idx, image_size):
+        key = (tuple(idx), image_size)
+        if key not in self._cache:
+            if self.phantom:
+                from skxray.preprocessing import resize_images
+
+                self._cache[key] = resize_images(self._base[idx], image_size)
+            else:
+                from skxray.preprocessing import ImageLoader
+
+                self._cache[key] = ImageLoader(image_size=image_size, n_jobs=-1).fit_transform(
+                    list(self.paths[idx])
+                )
+        return self._cache[key]
+
+
+def interleaved(variants, reps, cpu_times=None):
+    """Run each callable ``reps`` times, interleaved; best time and all times per name.
+
+    A callable returns wall seconds, or (wall, cpu) seconds; with a dict
+    ``cpu_times``, the best CPU time of each name is stored in it.
+    """
+    times = {name: [] for name in variants}
+    cpus = {name: [] for name in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            out = fn()
+            wall, cpu = out if isinstance(out, tuple) else (out, None)
+            times[name].append(wall)
+            cpus[name].append(cpu)
+    if cpu_times is not None:
+        cpu_times.update({name: min(c) for name, c in cpus.items() if None not in c})
+    return {name: (min(ts), ts) for name, ts in times.items()}
+
+
+# --------------------------------------------------------------------------
+# overhead
+
+
+def conv_module(image_size):
+    from skxray.models.cnn import _ConvNet
+
+    # CNNClassifier's defaults: filters (32, 64, 128), 3x3, dense 64, dropout 0.3, batch norm.
+    return _ConvNet((1, image_size, image_size), 1, (32, 64, 128), 3, 64, 0.3, True)
+
+
+def manual_fit(X, y01, *, epochs, batch_size, device, mode, channels_last=False,
+               compile_module=False, image_size=64):
+    """Hand-written loop; returns seconds (module built and moved inside, like fit)."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    cuda = device == "cuda"
+    with Stopwatch(cuda) as t:
+        torch.manual_seed(SEED)
+        module = conv_module(image_size).to(device)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        module = module.to(memory_format=memory_format)
+        opt = torch.optim.Adam(module.parameters(), lr=1e-3, weight_decay=1e-4)
+        loss_fn = nn.BCEWithLogitsLoss()
+        step_module = torch.compile(module) if compile_module else module
+        Xt = torch.from_numpy(np.ascontiguousarray(X[:, None], dtype=np.float32))
+        yt = torch.from_numpy(y01.astype(np.float32))
+        gen = torch.Generator().manual_seed(SEED)
+        module.train()
+        for _ in range(epochs):
+            if mode == "dataloader":
+                batches = DataLoader(TensorDataset(Xt, yt), batch_size=batch_size, shuffle=True,
+                                     generator=gen)
+            else:
+                perm = torch.randperm(len(Xt), generator=gen)
+                batches = ((Xt[i], yt[i]) for i in perm.split(batch_size))
+            for xb, yb in batches:
+                xb = xb.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                yb = yb.to(device, non_blocking=True)
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(step_module(xb).reshape(-1), yb)
+                loss.backward()
+                opt.step()
+    return t.seconds, t.cpu_seconds
+
+
+def bench_overhead(images, device, quick):
+    from skxray.models import CNNClassifier
+
+    n, epochs = size("overhead", "n", quick), size("overhead", "epochs", quick)
+    reps, px = size("overhead", "reps", quick), size("overhead", "image_size", quick)
+    X, y = images.binary(n, px)
+    y01 = (y == sorted(set(y))[1]).astype(np.int64)
+    cuda = device == "cuda"
+
+    def estimator():
+        clf = CNNClassifier(max_epochs=epochs, batch_size=32, lr=1e-3, weight_decay=1e-4,
+                            optimizer="adam", validation_fraction=None, ood=False,
+                            image_size=px, device=device, random_state=SEED)
+        with Stopwatch(cuda) as t:
+            clf.fit(X, y)
+        return t.seconds, t.cpu_seconds
+
+    variants = {
+        "CNNClassifier.fit": estimator,
+        "hand-written loop, DataLoader": lambda: manual_fit(
+            X, y01, epochs=epochs, batch_size=32, device=device, mode="dataloader", image_size=px),
+        "hand-written loop, index slicing": lambda: manual_fit(
+            X, y01, epochs=epochs, batch_size=32, device=device, mode="slices", image_size=px),
+    }
+    # One untimed warm-up of each (first-call costs: allocator, kernels, imports).
+    if not quick:
+        for fn in variants.values():
+            fn()
+    cpu = {}
+    timed = interleaved(variants, reps, cpu)
+    rows = []
+    ref, ref_cpu = timed["CNNClassifier.fit"][0], cpu["CNNClassifier.fit"]
+    for name, (best, all_times) in timed.items():
+        is_ref = name == "CNNClassifier.fit"
+        rows.append({
+            "benchmark": "overhead",
+            "variant": name,
+            "images_per_s": n * epochs / best,
+            "images_per_cpu_s": n * epochs / cpu[name],
+            "seconds_best": best,
+            "cpu_seconds_best": cpu[name],
+            "seconds_all": all_times,
+            "n_images": n,
+            "epochs": epochs,
+            "image_size": px,
+            "batch_size": 32,
+            "ratio_estimator_vs_this": None if is_ref else best / ref,
+            "ratio_estimator_vs_this_cpu_time": None if is_ref else cpu[name] / ref_cpu,
+        })
+    manual = rows[1:]
+    worst = min(r["ratio_estimator_vs_this"] for r in manual)
+    worst_cpu = min(r["ratio_estimator_vs_this_cpu_time"] for r in manual)
+    # On a GPU the CPU time only measures the host side, so the wall time decides.
+    decisive = worst_cpu if device == "cpu" else worst
+    rows[0].update({"ratio": decisive, "ratio_wall_time": worst, "ratio_cpu_time": worst_cpu,
+                    "target": ">= 0.95", "meets_target": decisive >= 0.95})
+    log(f"overhead: estimator / fastest hand-written loop images/s = {worst:.3f} (wall time), "
+        f"{worst_cpu:.3f} (CPU time)")
+    return rows
+
+
+# --------------------------------------------------------------------------
+# frozen ResNet-50 feature cache
+
+
+def bench_resnet_cache(images, device, quick):
+    from skxray.models import ResNet50Classifier
+
+    n, epochs = size("resnet_cache", "n", quick), size("resnet_cache", "epochs", quick)
+    px = size("resnet_cache", "image_size", quick)
+    X, y = images.binary(n, px)
+    cuda = device == "cuda"
+
+    def fit(cache):
+        def run():
+            clf = ResNet50Classifier(weights=None, freeze=True, cache_features=cache,
+                                     max_epochs=epochs, ood=False, image_size=px,
+                                     device=device, random_state=SEED)
+            with Stopwatch(cuda) as t:
+                clf.fit(X, y)
+            return t.seconds
+        return run
+
+    # cached, uncached, cached: the slow one once, the fast one around it.
+    times = {"cache_features=True": [], "cache_features=False": []}
+    for name in ("cache_features=True", "cache_features=False", "cache_features=True"):
+        times[name].append(fit(name.endswith("True"))())
+    cached, uncached = min(times["cache_features=True"]), min(times["cache_features=False"])
+    speedup = uncached / cached
+    log(f"resnet_cache: {speedup:.1f}x faster with cached features")
+    common = {"benchmark": "resnet_cache", "n_images": n, "epochs": epochs, "image_size": px,
+              "weights": "None (random init; weights do not change the cost)"}
+    return [
+        {**common, "variant": "cache_features=True", "seconds_best": cached,
+         "seconds_all": times["cache_features=True"], "speedup": speedup,
+         "target": ">= 8", "meets_target": speedup >= 8},
+        {**common, "variant": "cache_features=False", "seconds_best": uncached,
+         "seconds_all": times["cache_features=False"]},
+    ]
+
+
+# --------------------------------------------------------------------------
+# loading
+
+
+def bench_loading(images, device, quick):
+    import torch
+
+    from skxray.preprocessing import ImageLoader
+
+    if images.paths is None:
+        return [{"benchmark": "loading", "variant": "skipped (phantom images have no files)"}]
+    n, reps = size("loading", "n", quick), size("loading", "reps", quick)
+    paths = list(images.paths[images.order[:n]])
+    ImageLoader(image_size=128, n_jobs=2).fit_transform(paths)  # warm the page cache
+
+    def load(n_jobs):
+        def run():
+            with Stopwatch() as t:
+                ImageLoader(image_size=128, n_jobs=n_jobs).fit_transform(paths)
+            return t.seconds
+        return run
+
+    timed = interleaved({"n_jobs=1": load(1), "n_jobs=2": load(2)}, reps)
+    speedup = timed["n_jobs=1"][0] / timed["n_jobs=2"][0]
+    log(f"loading: n_jobs=2 is {speedup:.2f}x n_jobs=1")
+    rows = []
+    for name, (best, all_times) in timed.items():
+        rows.append({"benchmark": "loading", "variant": f"ImageLoader(128 px, {name})",
+                     "images_per_s": n / best, "seconds_best": best, "seconds_all": all_times,
+                     "n_images": n, "image_size": 128, "threads": torch.get_num_threads(),
+                     "notes": "the resize inside runs on torch's intra-op threads"})
+    rows[1]["speedup"] = speedup
+    return rows
+
+
+# --------------------------------------------------------------------------
+# streaming vs in memory (child processes)
+
+
+def _child_command(args_list, threads):
+    return [sys.executable, str(Path(__file__).resolve()), "--child", *args_list,
+            "--threads", str(threads)]
+
+
+def run_child(args_list, threads, env=None):
+    proc = subprocess.run(_child_command(args_list, threads), capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {args_list} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def child_main(argv):
+    """``--child stream|memory|train`` modes; prints one JSON line."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--child")
+    p.add_argument("--n", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", default="1")
+    p.add_argument("--phantom", action="store_true")
+    args = p.parse_args(argv)
+    configure_threads(args.threads)
+    import torch
+
+    images = Images(args.phantom)
+    out = {"rss_after_imports_mib": _rss_mib("VmRSS")}
+    if args.child in ("stream", "memory"):
+        from skxray.models import CNNClassifier
+        from skxray.preprocessing import ImageLoader
+
+        idx = [i for i in images.order if images.y[i] in CLASSES_BINARY][: args.n]
+        y = images.y[idx]
+        clf = CNNClassifier(max_epochs=args.epochs, image_size=args.image_size, ood=False,
+                            validation_fraction=None, device=args.device, random_state=SEED)
+        with Stopwatch(args.device == "cuda") as t_load:
+            if args.child == "stream":
+                X = np.asarray(images.paths[idx], dtype=object)
+            else:
+                X = ImageLoader(image_size=args.image_size, n_jobs=1).fit_transform(
+                    list(images.paths[idx]))
+        with Stopwatch(args.device == "cuda") as t_fit:
+            clf.fit(X, y)
+        out.update(load_s=t_load.seconds, fit_s=t_fit.seconds)
+    elif args.child == "train":
+        X, y = images.binary(args.n, args.image_size)
+        y01 = (y == sorted(set(y))[1]).astype(np.int64)
+        out["fit_s"], out["fit_cpu_s"] = manual_fit(
+            X, y01, epochs=args.epochs, batch_size=32, device=args.device, mode="slices",
+            image_size=args.image_size)
+        out["threads"] = torch.get_num_threads()
+    out["peak_rss_mib"] = _rss_mib("VmHWM")
+    print(json.dumps(out))
+
+
+def _rss_mib(field):
+    """VmRSS (now) or VmHWM (peak) of this process, in MiB.
+
+    Not ``ru_maxrss``: on Linux it survives ``exec``, so a child started by a
+    big parent reports the parent's peak. VmHWM belongs to the new address
+    space. Falls back to ``ru_maxrss`` where /proc is absent.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_streaming(images, device, quick, threads):
+    if images.paths is None:
+        return [{"benchmark": "streaming", "variant": "skipped (phantom images have no files)"}]
+    n, epochs = size("streaming", "n", quick), size("streaming", "epochs", quick)
+    px = size("streaming", "image_size", quick)
+    common = ["--n", str(n), "--image-size", str(px), "--epochs", str(epochs), "--device", device]
+    res = {}
+    for mode in ("memory", "stream"):
+        res[mode] = run_child([mode, *common], threads)
+    rows = []
+    for mode, label in (("stream", "paths streamed during training"),
+                        ("memory", "arrays in memory (ImageLoader first)")):
+        r = res[mode]
+        rows.append({
+            "benchmark": "streaming",
+            "variant": label,
+            "images_per_s": n * epochs / r["fit_s"],
+            "images_per_s_with_loading": n * epochs / (r["fit_s"] + r["load_s"]),
+            "seconds_fit": r["fit_s"],
+            "seconds_load": r["load_s"],
+            "peak_rss_mib": r["peak_rss_mib"],
+            "rss_after_imports_mib": r["rss_after_imports_mib"],
+            "n_images": n,
+            "epochs": epochs,
+            "image_size": px,
+        })
+    rows[0]["ratio_vs_memory"] = rows[0]["images_per_s"] / rows[1]["images_per_s"]
+    rows[0]["peak_rss_ratio_vs_memory"] = rows[0]["peak_rss_mib"] / rows[1]["peak_rss_mib"]
+    log(f"streaming: paths {rows[0]['images_per_s']:.1f} img/s vs memory "
+        f"{rows[1]['images_per_s']:.1f} img/s; peak RSS {rows[0]['peak_rss_mib']:.0f} vs "
+        f"{rows[1]['peak_rss_mib']:.0f} MiB")
+    return rows
+
+
+# --------------------------------------------------------------------------
+# inference
+
+
+def bench_inference(images, device, quick):
+    from accuracy import MODEL_SETTINGS
+
+    from skxray.models import CNNClassifier, FNNClassifier, ResNet50Classifier
+
+    n, n_resnet = size("inference", "n", quick), size("inference", "n_resnet", quick)
+    reps = size("inference", "reps", quick)
+    classes = {"cnn": CNNClassifier, "fnn": FNNClassifier, "resnet50": ResNet50Classifier}
+    cuda = device == "cuda"
+    fitted, data, sizes = {}, {}, {}
+    for model, cls in classes.items():
+        px = 32 if quick else MODEL_SETTINGS[model]["image_size"]
+        kwargs = {"weights": None} if model == "resnet50" else {}
+        X_train, y_train = images.binary(64, px)
+        fitted[model] = cls(max_epochs=1, ood=False, image_size=px, device=device,
+                            random_state=SEED, **kwargs).fit(X_train, y_train)
+        data[model] = images.binary(n_resnet if model == "resnet50" else n, px)[0]
+        sizes[model] = px
+        fitted[model].predict_proba(data[model][:8])  # warm-up
+
+    def predict(model):
+        def run():
+            with Stopwatch(cuda) as t:
+                fitted[model].predict_proba(data[model])
+            return t.seconds
+        return run
+
+    timed = interleaved({m: predict(m) for m in classes}, reps)
+    rows = []
+    for model, (best, all_times) in timed.items():
+        rows.append({"benchmark": "inference", "variant": f"{model}.predict_proba",
+                     "images_per_s": len(data[model]) / best, "seconds_best": best,
+                     "seconds_all": all_times, "n_images": len(data[model]),
+                     "image_size": sizes[model], "batch_size": 32})
+    per_image = sum(1 / r["images_per_s"] for r in rows)
+    rows.append({"benchmark": "inference", "variant": "voting (cnn + fnn + resnet50)",
+                 "images_per_s": 1 / per_image,
+                 "notes": "sum of the members' per-image times (each at its own size)"})
+    log("inference: " + ", ".join(f"{r['variant']} {r['images_per_s']:.1f} img/s" for r in rows))
+    return rows
+
+
+# --------------------------------------------------------------------------
+# roofline
+
+
+def matmul_gflops(device, threads=None, reps=5):
+    """Best float32 matmul GFLOP/s (CPU: 1024 and 2048; GPU: 8192): (wall, CPU time).
+
+    The CPU-time figure divides by the process's CPU seconds, i.e. the rate
+    while it actually ran; on a CPU shared with other jobs it is the stable one.
+    """
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    cuda = device == "cuda"
+    best_wall = best_cpu = 0.0
+    for side in (8192,) if cuda else (1024, 2048):
+        a = torch.randn(side, side, device=device)
+        b = torch.randn(side, side, device=device)
+        a @ b  # warm-up
+        for _ in range(reps):
+            with Stopwatch(cuda) as t:
+                a @ b
+            best_wall = max(best_wall, 2 * side**3 / t.seconds / 1e9)
+            if t.cpu_seconds > 0:
+                best_cpu = max(best_cpu, 2 * side**3 / t.cpu_seconds / 1e9)
+    return best_wall, best_cpu
+
+
+def training_flops_per_image(image_size, batch_size=32):
+    import torch
+    from torch import nn
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module = conv_module(image_size)
+    module.train()
+    x = torch.rand(batch_size, 1, image_size, image_size)
+    y = torch.rand(batch_size)
+    with FlopCounterMode(display=False) as counter:
+        loss = nn.BCEWithLogitsLoss()(module(x).reshape(-1), y)
+        loss.backward()
+    return counter.get_total_flops() / batch_size
+
+
+def bench_roofline(images, device, quick, threads):
+    import torch
+
+    n, epochs = size("roofline", "n", quick), size("roofline", "epochs", quick)
+    reps, px = size("roofline", "reps", quick), size("roofline", "image_size", quick)
+    X, y = images.binary(n, px)
+    y01 = (y == sorted(set(y))[1]).astype(np.int64)
+    flops = training_flops_per_image(px)
+    cpu = device == "cpu"
+    n_cores = os.cpu_count() or 1
+
+    def loop(**kw):
+        return lambda: manual_fit(X, y01, epochs=epochs, device=device, mode="slices",
+                                  image_size=px, **{"batch_size": 32, **kw})
+
+    variants = {
+        "baseline (batch 32)": loop(),
+        "channels_last": loop(channels_last=True),
+        "batch 128": loop(batch_size=128),
+    }
+    if not quick:
+        variants["batch 64"] = loop(batch_size=64)
+        variants["channels_last + batch 128"] = loop(channels_last=True, batch_size=128)
+    compile_note = None
+    if not quick:
+        try:
+            with Stopwatch() as t_compile:
+                manual_fit(X[:64], y01[:64], epochs=1, batch_size=32, device=device,
+                           mode="slices", image_size=px, compile_module=True)
+            compile_note = f"first compiled epoch (64 images) took {t_compile.seconds:.1f} s"
+            variants["torch.compile"] = loop(compile_module=True)
+        except Exception as exc:  # noqa: BLE001 - report, do not fail the benchmark
+            compile_note = f"torch.compile failed: {type(exc).__name__}: {str(exc)[:200]}"
+            log(compile_note)
+    peak_before = matmul_gflops(device)
+    cpu_times = {}
+    timed = interleaved(variants, reps, cpu_times)
+    # The machine's peak: the best of measurements before and after the runs.
+    peak_after = matmul_gflops(device)
+    peak = max(peak_before[0], peak_after[0])
+    peak_cpu = max(peak_before[1], peak_after[1])
+    gflop = flops / 1e9
+
+    def row(name, n_threads, wall, cpu_s, all_times, peaks, **extra):
+        ips = n * epochs / wall
+        out = {
+            "benchmark": "roofline", "variant": name, "threads": n_threads,
+            "images_per_s": ips, "gflop_per_image": gflop, "achieved_gflops": ips * gflop,
+            "matmul_gflops": peaks[0], "fraction_of_matmul": ips * gflop / peaks[0],
+            "speedup_vs_baseline": base / wall, "seconds_all": all_times,
+            "n_images": n, "epochs": epochs, "image_size": px,
+        }
+        if cpu_s and peaks[1]:
+            out.update({
+                "achieved_gflops_cpu_time": n * epochs * gflop / cpu_s,
+                "matmul_gflops_cpu_time": peaks[1],
+                "fraction_of_matmul_cpu_time": n * epochs * gflop / cpu_s / peaks[1],
+            })
+        out.update(extra)
+        return out
+
+    rows = []
+    base = timed["baseline (batch 32)"][0]
+    for name, (best, all_times) in timed.items():
+        rows.append(row(name, torch.get_num_threads(), best, cpu_times.get(name), all_times,
+                        (peak, peak_cpu)))
+        if name == "torch.compile":
+            rows[-1]["notes"] = (compile_note + "; compile time excluded: the timed runs reuse "
+                                 "the compiled code")
+    if compile_note and "torch.compile" not in variants:
+        rows.append({"benchmark": "roofline", "variant": "torch.compile", "notes": compile_note})
+    if cpu and n_cores > 1:
+        # Thread settings need fresh processes (OpenMP reads its settings at start-up).
+        common = ["train", "--n", str(n), "--image-size", str(px), "--epochs", str(epochs),
+                  "--device", device] + (["--phantom"] if images.phantom else [])
+        child_variants = {
+            "1 thread": ({"OMP_WAIT_POLICY": "ACTIVE"}, 1),
+            f"{n_cores} threads, OMP_WAIT_POLICY=ACTIVE": ({"OMP_WAIT_POLICY": "ACTIVE"}, n_cores),
+            f"{n_cores} threads, OMP_WAIT_POLICY=PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, n_cores),
+        }
+        child = {name: [] for name in child_variants}
+        for _ in range(reps):
+            for name, (env, n_threads) in child_variants.items():
+                child[name].append(run_child(common, n_threads, env))
+        peaks = {}
+        for t in (1, n_cores):
+            a, b = matmul_gflops(device, threads=t), matmul_gflops(device, threads=t)
+            peaks[t] = (max(a[0], b[0]), max(a[1], b[1]))
+        torch.set_num_threads(threads)
+        for name, runs in child.items():
+            n_threads = child_variants[name][1]
+            walls = [r["fit_s"] for r in runs]
+            rows.append(row(
+                f"threads: {name}", n_threads, min(walls), min(r["fit_cpu_s"] for r in runs),
+                walls, peaks[n_threads],
+                notes="child process; matmul peak measured with the same thread count",
+            ))
+    best = max((r for r in rows if r.get("images_per_s")), key=lambda r: r["images_per_s"])
+    for r in rows:
+        r["fastest"] = r is best
+    log(f"roofline: matmul {peak:.1f} GFLOP/s ({peak_cpu:.1f} per CPU second); baseline "
+        f"{rows[0]['achieved_gflops']:.2f} GFLOP/s ({rows[0]['fraction_of_matmul']:.1%}); "
+        f"fastest: {best['variant']} ({best['fraction_of_matmul']:.1%})")
+    return rows
+
+
+# --------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, fewer repetitions")
+    p.add_argument("--sections", default=",".join(SECTIONS), help="comma list of " + ", ".join(SECTIONS))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", default="auto",
+                   help="torch intra-op threads: an int, 'default', or 'auto' (calibrated)")
+    p.add_argument("--out", default=None, help="JSON file (default results/speed.json)")
+    p.add_argument("--phantom", action="store_true", help="synthetic images (smoke test only)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if "--child" in argv:
+        return child_main(argv)
+    args = parse_args(argv)
+    sections = [s for s in args.sections.split(",") if s]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad:
+        raise SystemExit(f"--sections: unknown {bad}; choose from {SECTIONS}")
+    device = resolve_device(args.device)
+    threads = configure_threads(args.threads)
+    if device == "cuda":
+        _SCALE["factor"] = dict(CUDA_SCALE)
+    import torch
+
+    out = Path(args.out) if args.out else default_out("speed.json", args.quick or args.phantom)
+    images = Images(args.phantom)
+    payload = {
+        "machine": machine_info(device),
+        "settings": {
+            "quick": args.quick,
+            "phantom": args.phantom,
+            "sections": sections,
+            "seed": SEED,
+            **threads,
+            "sizes": {k: {kk: size(k, kk, args.quick) for kk in v} for k, v in SIZES.items()},
+            "method": (
+                "variants interleaved, best time of each kept; ratios from the same run. The "
+                "overhead ratio uses CPU time on a CPU device (1 thread: robust to other jobs), "
+                "wall time on a GPU"
+            ),
+            "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32) if device == "cuda" else None,
+            "command": " ".join(sys.argv),
+        },
+        "results": [],
+    }
+    t0 = time.perf_counter()
+    for section in sections:
+        log(f"== {section}")
+        with Stopwatch() as t:
+            if section == "overhead":
+                rows = bench_overhead(images, device, args.quick)
+            elif section == "resnet_cache":
+                rows = bench_resnet_cache(images, device, args.quick)
+            elif section == "loading":
+                rows = bench_loading(images, device, args.quick)
+            elif section == "streaming":
+                rows = bench_streaming(images, device, args.quick, threads["threads"])
+            elif section == "inference":
+                rows = bench_inference(images, device, args.quick)
+            else:
+                rows = bench_roofline(images, device, args.quick, threads["threads"])
+        for r in rows:
+            r["device"] = device
+        if args.quick:
+            for r in rows:
+                if "meets_target" in r:
+                    r["meets_target"] = None
+                    r["target"] += " (quick sizes: not checked)"
+        payload["results"].extend(rows)
+        payload["settings"].setdefault("section_seconds", {})[section] = t.seconds
+        write_json(out, payload)
+    payload["settings"]["total_time_s"] = time.perf_counter() - t0
+    write_json(out, payload)
+    print()
+    print(markdown_table(payload))
+    log(f"done in {payload['settings']['total_time_s']:.0f} s; results in {out}")
+    return payload
+
+
+def _f(value, fmt):
+    return "" if value is None else format(value, fmt)
+
+
+def markdown_table(payload):
+    """Markdown summary of a speed.json payload."""
+    m = payload["machine"]
+    lines = [
+        f"Speed on {m.get('gpu') or m['cpu_model']} ({m['cpu_logical_cores']} logical cores, "
+        f"device {m['device']}, {m['torch_num_threads']} torch thread(s)).",
+        "",
+        "| benchmark | variant | images/s | ratio / speed-up | target | other |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in payload["results"]:
+        ratio = next((r[k] for k in ("ratio", "speedup", "ratio_estimator_vs_this", "ratio_vs_memory",
+                                     "speedup_vs_baseline") if r.get(k) is not None), None)
+        other = []
+        if r.get("peak_rss_mib") is not None:
+            other.append(f"peak RSS {r['peak_rss_mib']:.0f} MiB")
+        if r.get("seconds_best") is not None:
+            other.append(f"{r['seconds_best']:.2f} s")
+        if r.get("fraction_of_matmul") is not None:
+            other.append(f"{r['achieved_gflops']:.1f} GFLOP/s = {r['fraction_of_matmul']:.1%} of "
+                         f"matmul ({r['matmul_gflops']:.0f})")
+        if r.get("fraction_of_matmul_cpu_time") is not None:
+            other.append(f"per CPU second: {r['achieved_gflops_cpu_time']:.1f} GFLOP/s = "
+                         f"{r['fraction_of_matmul_cpu_time']:.1%} of matmul "
+                         f"({r['matmul_gflops_cpu_time']:.0f})")
+        if r.get("ratio_cpu_time") is not None:
+            other.append(f"CPU-time ratio {r['ratio_cpu_time']:.3f}, wall-time ratio "
+                         f"{r['ratio_wall_time']:.3f}")
+        if r.get("notes"):
+            other.append(r["notes"])
+        target = ""
+        if r.get("target"):
+            verdict = {True: "met", False: "NOT met", None: ""}[r.get("meets_target")]
+            target = f"{r['target']} {verdict}".strip()
+        lines.append(f"| {r['benchmark']} | {r['variant']} | {_f(r.get('images_per_s'), '.1f')} "
+                     f"| {_f(ratio, '.3f')} | {target} | {'; '.join(other)} |")
+    lines += ["", m["timing_note"]]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
