@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -42,14 +41,6 @@ def tiny_cnn(**kw):
 def tiny_fnn(**kw):
     return FNNClassifier(**{**dict(hidden_layer_sizes=(16,), max_epochs=2, random_state=0), **kw})
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Train the tiny models on one thread (faster for them on shared CPUs); restore after."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
 
 
 @pytest.fixture(scope="module")

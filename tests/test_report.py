@@ -13,7 +13,6 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.ensemble import VotingClassifier
@@ -86,14 +85,6 @@ def decode_png(src):
         assert im.format == "PNG"
         return im.size
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Train the tiny models on one thread (faster for them on shared CPUs); restore after."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
 
 
 @pytest.fixture(scope="module")
