@@ -34,15 +34,23 @@ Results are written after every model (a crash keeps what finished) to
 ``benchmarks/results/accuracy.json`` (``--quick``: ``results/quick/``), and a
 Markdown table is printed at the end.
 
+``cnn_lungcrop`` is the CNN on the central 75% of each image (the lung
+fields, without borders and corners), benchmarked beside the others because
+it is the variant that passes the lungs-masked check (see NOTES.md).
+``--load squarecrop`` centre-crops each file to a square before resizing
+instead of ``load_image_folder``'s stretch, which removes an aspect-ratio cue
+that reveals the source (NOTES.md).
+
 Examples
 --------
 Full grid on a GPU::
 
     python benchmarks/accuracy.py --device cuda --masking
 
-The CPU run kept in the repository::
+The CPU run kept in the repository (about 8 minutes on 2 quiet cores)::
 
-    python benchmarks/accuracy.py --models cnn --tasks binary --device cpu --masking
+    python benchmarks/accuracy.py --models cnn,cnn_lungcrop --tasks binary \
+        --protocols image,patient --image-size 64 --masking
 """
 
 import argparse

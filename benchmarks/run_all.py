@@ -73,7 +73,7 @@ def main(argv=None):
     if not args.skip_speed:
         steps.append(("speed", [str(BENCH_DIR / "speed.py"), *common]))
 
-    status, durations = 0, {}
+    status, durations, succeeded = 0, {}, 0
     t0 = time.perf_counter()
     for name, cmd in steps:
         log(f"running {name}: {' '.join(cmd)}")
@@ -83,13 +83,18 @@ def main(argv=None):
         if rc != 0:
             log(f"{name} exited with status {rc}")
             status = status or rc
+        else:
+            succeeded += 1
     total = time.perf_counter() - t0
 
     results_dir = QUICK_RESULTS_DIR if args.quick else RESULTS_DIR
     results_dir.mkdir(parents=True, exist_ok=True)
     readme = results_dir / "README.md"
-    readme.write_text(summary_markdown(results_dir) + "\n", encoding="utf-8")
-    log(f"summary written to {readme}")
+    if succeeded or not steps:
+        readme.write_text(summary_markdown(results_dir) + "\n", encoding="utf-8")
+        log(f"summary written to {readme}")
+    else:
+        log(f"no benchmark succeeded: {readme} left as it was")
     log("durations: " + ", ".join(f"{k} {v:.0f} s" for k, v in durations.items())
         + f"; total {total:.0f} s")
     if args.quick and total > QUICK_BUDGET_S:
