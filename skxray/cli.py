@@ -139,6 +139,8 @@ def cmd_train(args):
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {str(out)!r} exists and is not a folder")
+    if args.resume and not args.checkpoint_dir:
+        raise UserError("--resume needs --checkpoint-dir, the folder the interrupted run wrote to")
     bunch = _load_folder(args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes))
     weights = args.weights
     if args.model == "resnet50" and str(weights).lower() == "none":
@@ -153,8 +155,10 @@ def cmd_train(args):
     )
     if args.early_stopping:
         model.set_params(early_stopping=True)
+    if args.checkpoint_dir:
+        model.set_params(checkpoint_dir=args.checkpoint_dir)
     start = time.perf_counter()
-    model.fit(bunch.data, bunch.target)
+    model.fit(bunch.data, bunch.target, resume=bool(args.resume))
     print(f"trained {type(model).__name__} on {len(bunch.target)} images in {time.perf_counter() - start:.1f} s")
     out = model.save(args.out)
     print(f"saved model to {out}")
@@ -426,6 +430,14 @@ def build_parser():
     p.add_argument("--model", required=True, choices=MODELS)
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to save the model in")
     p.add_argument("--early-stopping", action="store_true", help="stop when the validation loss stalls")
+    p.add_argument(
+        "--checkpoint-dir", metavar="DIR", help="write a crash-safe checkpoint every epoch under DIR"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the last interrupted run with the same settings under --checkpoint-dir",
+    )
     common(p, image_size=128, epochs=15)
     p.set_defaults(func=cmd_train)
 

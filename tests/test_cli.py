@@ -88,6 +88,18 @@ def test_train_saves_model_and_curves(model_dir):
     assert config["class"] == "CNNClassifier"
 
 
+def test_train_resumes_from_checkpoint(folder, tmp_path):
+    args = ["train", folder, "--model", "fnn", "--image-size", SIZE, "--epochs", 2]
+    args += ["--checkpoint-dir", tmp_path / "ckpt"]
+    first = run(*args, "--out", tmp_path / "m1", "--resume")
+    assert first.returncode == 0, first.stderr
+    assert "Resuming" not in first.stdout  # nothing to resume yet
+    again = run(*args, "--out", tmp_path / "m2", "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "after epoch 2: 0 epoch(s) to go" in again.stdout
+    assert (tmp_path / "m2" / "config.json").is_file()
+
+
 def test_evaluate(model_dir, folder):
     result = run("evaluate", model_dir, folder, "--json")
     assert result.returncode == 0, result.stderr
@@ -152,6 +164,7 @@ def test_audit_command(folder, tmp_path):
         (["explore", "/does/not/exist"], "does not exist"),
         (["train", "/does/not/exist", "--model", "cnn", "--out", "x"], "does not exist"),
         (["predict", "/no/model", "a.png"], "not a saved skxray model"),
+        (["train", "/does/not/exist", "--model", "cnn", "--out", "x", "--resume"], "--resume needs --checkpoint-dir"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(args, message):

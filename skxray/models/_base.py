@@ -26,7 +26,6 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from skorch import NeuralNet
 from skorch.callbacks import (
     Callback,
-    Checkpoint,
     EarlyStopping,
     EpochScoring,
     LRScheduler,
@@ -38,6 +37,14 @@ from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 
 from skxray._validation import check_image_array, is_path_array
+from skxray.models._resume import (
+    STATE_FILE,
+    AtomicCheckpoint,
+    TrainingState,
+    find_resume_state,
+    start_from_state,
+    training_fingerprint,
+)
 
 __all__ = ["BaseImageClassifier"]
 
@@ -98,9 +105,13 @@ COMMON_PARAMETERS_DOC = """\
         validation or prediction images. See :mod:`skxray.augmentation`.
 
     checkpoint_dir : str, path or None, default=None
-        Folder under which each ``fit`` writes the best weights, the optimizer
-        state and the history to a sub-folder of its own
-        (``checkpoint_path_``), so parallel fits never overwrite each other.
+        Folder under which each ``fit`` writes, to a sub-folder of its own
+        (``checkpoint_path_``, so parallel fits never overwrite each other),
+        the best weights, optimizer state and history (``params.pt``,
+        ``optimizer.pt``, ``history.json``) and, every epoch, the full
+        training state ``last.pt`` that ``fit(X, y, resume=True)`` continues
+        from. Every file is written atomically (temporary file, then rename):
+        a crash never leaves a half-written checkpoint.
 
     device : {{"auto", "cpu", "cuda"}}, default="auto"
         Where to train; ``"auto"`` picks CUDA when available.
@@ -460,7 +471,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             callbacks.append(
                 (
                     "checkpoint",
-                    Checkpoint(
+                    AtomicCheckpoint(
                         monitor=f"{monitor}_best",
                         dirname=self.checkpoint_path_,
                         f_params="params.pt",
@@ -474,15 +485,29 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             callbacks.append(("progress_bar", ProgressBar()))
         return callbacks
 
+    def _training_state_callback(self, generator):
+        """The callback writing ``last.pt`` (last, so it sees every other state)."""
+        return TrainingState(
+            str(Path(self.checkpoint_path_) / STATE_FILE),
+            self._fingerprint,
+            self.max_epochs,
+            generator,
+            restore=self._resume_state,
+        )
+
     def _make_net(self, module, criterion, criterion_kwargs, *, n_train, validate, seed, device):
         optimizer_kwargs = {"weight_decay": self.weight_decay}
         if self.optimizer == "sgd":
             optimizer_kwargs.update(momentum=0.9, nesterov=True)
         # Shuffling draws from its own seeded generator, so the order of the
         # batches does not depend on how much randomness anything else used.
-        iterator_train = {"shuffle": True, "generator": torch.Generator().manual_seed(seed)}
+        generator = torch.Generator().manual_seed(seed)
+        iterator_train = {"shuffle": True, "generator": generator}
         if self.augment is not None:
             iterator_train["collate_fn"] = _AugmentingCollate(self.augment)
+        callbacks = self._callbacks(n_train, validate)
+        if self.checkpoint_path_ is not None:
+            callbacks.append(("training_state", self._training_state_callback(generator)))
         net = NeuralNet(
             module=module,
             criterion=criterion,
@@ -491,7 +516,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             train_split=self._valid_split(seed) if validate else None,
-            callbacks=self._callbacks(n_train, validate),
+            callbacks=callbacks,
             device=device,
             verbose=self.verbose,
             **{f"criterion__{k}": v for k, v in criterion_kwargs.items()},
@@ -510,13 +535,28 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
 
         ``make_net(module)`` builds a skorch net around any module with this
         estimator's settings. Subclasses override this hook to change what
-        trains (the frozen ResNet-50 trains its head on cached features).
+        trains (the frozen ResNet-50 trains its head on cached features);
+        they train with :meth:`_train_net` so that resumption works.
         """
-        net = make_net(module)
-        net.fit(dataset, y_enc)
+        return self._train_net(make_net(module), dataset, y_enc)
+
+    def _train_net(self, net, X, y):
+        """``net.fit(X, y)``, or its continuation from a resumed checkpoint."""
+        state = self._resume_state
+        if state is None:
+            return net.fit(X, y)
+        net.initialize()
+        start_from_state(net, state)
+        done = int(state["epoch"])
+        # With nothing left to train, zero epochs still run the end-of-training
+        # callbacks (early stopping restores the best weights).
+        remaining = 0 if state["finished"] else max(0, self.max_epochs - done)
+        if self.verbose:
+            print(f"Resuming from {self.resumed_from_} after epoch {done}: {remaining} epoch(s) to go.")
+        net.partial_fit(X, y, epochs=remaining)
         return net
 
-    def fit(self, X, y):
+    def fit(self, X, y, *, resume=False):
         """Train the network on images ``X`` with labels ``y``.
 
         Parameters
@@ -530,6 +570,16 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             one-row images.
         y : array-like of shape (n_samples,)
             Class labels: strings such as ``"Covid-19"``, ints or bools.
+        resume : bool, str or path-like, default=False
+            Continue an interrupted fit from its last checkpoint (needs
+            ``checkpoint_dir``). ``True`` takes the newest ``last.pt`` under
+            ``checkpoint_dir`` written by a fit with the same parameters and
+            data, and starts afresh when there is none, so a script can always
+            pass ``resume=True``; a path names such a checkpoint (file or
+            folder), and a mismatch raises an error saying what differs.
+            Weights, optimizer, learning-rate schedule, early-stopping state,
+            history and random generators are restored, so the result equals
+            an uninterrupted fit with the same ``random_state``.
 
         Returns
         -------
@@ -537,6 +587,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             The fitted classifier.
         """
         self._check_params()
+        if resume is not False and self.checkpoint_dir is None:
+            raise ValueError(
+                f"{type(self).__name__}: resume={resume!r} needs checkpoint_dir, the folder "
+                "the interrupted fit wrote its checkpoints to."
+            )
         kind, X_checked = self._check_X(X, reset=True)
         y = self._check_y(len(X_checked), y)
         self._label_encoder = LabelEncoder().fit(y)
@@ -554,11 +609,20 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         validate = self._use_validation(y_enc)
         n_train = len(y_enc) - (math.ceil(self.validation_fraction * len(y_enc)) if validate else 0)
         self.checkpoint_path_ = None
+        self.resumed_from_ = None
+        self._fingerprint = self._resume_state = None
         if self.checkpoint_dir is not None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            self.checkpoint_path_ = str(
-                Path(self.checkpoint_dir) / f"{type(self).__name__}-{stamp}-{uuid.uuid4().hex[:8]}"
-            )
+            self._fingerprint = training_fingerprint(self, X_checked, y_enc, seed)
+            found = find_resume_state(self, resume, self._fingerprint) if resume is not False else None
+            if found is not None:
+                folder, self._resume_state = found
+                self.checkpoint_path_ = str(folder)
+                self.resumed_from_ = str(Path(folder) / STATE_FILE)
+            else:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                self.checkpoint_path_ = str(
+                    Path(self.checkpoint_dir) / f"{type(self).__name__}-{stamp}-{uuid.uuid4().hex[:8]}"
+                )
         n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
         criterion, criterion_kwargs = self._criterion(y_enc)
         cuda_devices = [torch.device(device).index or 0] if device == "cuda" else []
@@ -588,7 +652,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 self.net_ = self._fit_net(module, dataset, y_enc, make_net)
                 self.ood_ = self._fit_ood(dataset, y_enc, validate, seed)
             finally:
-                del self._ood_train_embeddings
+                del self._ood_train_embeddings, self._fingerprint, self._resume_state
         _drop_cached_predictions(self.net_)
         _keep_one_copy_of_module(self.net_)
         self.history_ = _history_records(self.net_.history)

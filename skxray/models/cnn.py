@@ -103,6 +103,10 @@ class CNNClassifier(BaseImageClassifier):
     checkpoint_path_ : str or None
         Folder of this fit's checkpoint, when ``checkpoint_dir`` is set.
 
+    resumed_from_ : str or None
+        The ``last.pt`` checkpoint this fit continued from
+        (``fit(X, y, resume=...)``), None for a fresh start.
+
     device_ : str
         Device the model was trained on.
 

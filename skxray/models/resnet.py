@@ -220,6 +220,10 @@ default="IMAGENET1K_V2"
     checkpoint_path_ : str or None
         Folder of this fit's checkpoint, when ``checkpoint_dir`` is set.
 
+    resumed_from_ : str or None
+        The ``last.pt`` checkpoint this fit continued from
+        (``fit(X, y, resume=...)``), None for a fresh start.
+
     device_ : str
         Device the model was trained on.
 
@@ -345,7 +349,7 @@ default="IMAGENET1K_V2"
             return super()._fit_net(module, dataset, y_enc, make_net)
         features = _extract_features(module, dataset, self.batch_size, self.device_)
         head_net = make_net(module.head)
-        head_net.fit(_TensorImageDataset(features, dataset.y), y_enc)
+        self._train_net(head_net, _TensorImageDataset(features, dataset.y), y_enc)
         # The returned net holds the full model (the trained head is shared),
         # so predict, Grad-CAM and saving work on images as usual.
         net = make_net(module).initialize()
