@@ -231,8 +231,13 @@ def _resize(img, size):
     return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
 
 
-def _load_one(path, size):
-    return _resize(read_image(path, as_gray=True), size)
+def _load_one(path, size, keep_aspect=False):
+    img = read_image(path, as_gray=True)
+    if keep_aspect is False:
+        return _resize(img, size)
+    from skxray.preprocessing import resize_image
+
+    return resize_image(img, size, keep_aspect=keep_aspect)
 
 
 def _check_positive_int(value, name, minimum=1):
@@ -241,7 +246,9 @@ def _check_positive_int(value, name, minimum=1):
     return int(value)
 
 
-def load_image_folder(root, *, classes=None, image_size=None, return_X_y=False, n_jobs=None):
+def load_image_folder(
+    root, *, classes=None, image_size=None, keep_aspect=False, return_X_y=False, n_jobs=None
+):
     """Load a folder of chest X-rays with one sub-folder per class.
 
     The expected layout is ``root/<class name>/<image files>`` (images may
@@ -276,6 +283,13 @@ def load_image_folder(root, *, classes=None, image_size=None, return_X_y=False, 
         ``image_size`` pixels; ``data`` then holds the pixels. If None,
         nothing is decoded and ``data`` holds the file paths, as accepted by
         skxray's path-aware estimators.
+    keep_aspect : {False, True, "pad", "crop"}, default=False
+        With ``image_size``, how images that are not square are resized:
+        stretched (False), letterboxed with zero padding (True or "pad"), or
+        centre-cropped to a square first ("crop"). "crop" removes a shortcut
+        when the image shape depends on the source, as in the DarkCovidNet
+        set, where every NIH file is square and almost every Covid-19 file is
+        not; see :func:`skxray.preprocessing.resize_images`.
     return_X_y : bool, default=False
         If True, return ``(data, target)`` instead of a Bunch.
     n_jobs : int, default=None
@@ -360,6 +374,8 @@ def load_image_folder(root, *, classes=None, image_size=None, return_X_y=False, 
         raise NotADirectoryError(f"Image folder '{root}' is not a directory.")
     if image_size is not None:
         image_size = _check_positive_int(image_size, "image_size")
+    if not (keep_aspect in (False, True) or keep_aspect in ("pad", "crop")):
+        raise ValueError(f'keep_aspect must be False, True, "pad" or "crop"; got {keep_aspect!r}.')
 
     manifest = root / _MANIFEST
     if manifest.is_file():
@@ -404,7 +420,7 @@ def load_image_folder(root, *, classes=None, image_size=None, return_X_y=False, 
         data = np.empty((len(filenames), image_size, image_size), dtype=np.float32)
         # A generator keeps memory at one image per worker, not the whole list.
         results = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
-            delayed(_load_one)(path, image_size) for path in filenames
+            delayed(_load_one)(path, image_size, keep_aspect) for path in filenames
         )
         for i, img in enumerate(results):
             data[i] = img
@@ -412,7 +428,8 @@ def load_image_folder(root, *, classes=None, image_size=None, return_X_y=False, 
     counts = frame["label"].value_counts()
     summary = ", ".join(f"{name}: {counts[name]}" for name in target_names)
     n_groups = f", {len(pd.unique(groups))} patients" if groups is not None else ""
-    what = f"resized to {image_size}x{image_size}" if image_size else "as file paths"
+    how = {False: "", True: ", letterboxed", "pad": ", letterboxed", "crop": ", centre-cropped to square"}
+    what = f"resized to {image_size}x{image_size}{how[keep_aspect]}" if image_size else "as file paths"
     descr = (
         f"Chest X-ray image folder '{root}': {len(frame)} images{n_groups}, "
         f"{len(target_names)} classes ({summary}); {origin}; images {what}."

@@ -114,12 +114,30 @@ def _interpolate(x, size):
     return torch.clamp(out, low, high)
 
 
+_KEEP_ASPECT = (False, True, "pad", "crop")
+
+
+def _check_keep_aspect(value, owner):
+    """``keep_aspect`` as False, "pad" or "crop" (True means "pad")."""
+    if isinstance(value, (bool, np.bool_)):
+        return "pad" if value else False
+    if isinstance(value, str) and value in ("pad", "crop"):
+        return value
+    raise ValueError(f'{owner}: keep_aspect must be False, True, "pad" or "crop"; got {value!r}')
+
+
 def _resize_nchw(x, size, keep_aspect):
     """Resize a float32 ``(N, C, H, W)`` tensor to ``size``."""
     target_h, target_w = size
     h, w = x.shape[-2:]
     if not keep_aspect:
         return _interpolate(x, (target_h, target_w))
+    if keep_aspect == "crop":
+        # The largest centred region with the target's aspect ratio.
+        crop_h = min(h, max(1, round(w * target_h / target_w)))
+        crop_w = min(w, max(1, round(h * target_w / target_h)))
+        top, left = (h - crop_h) // 2, (w - crop_w) // 2
+        return _interpolate(x[..., top : top + crop_h, left : left + crop_w], (target_h, target_w))
     scale = min(target_h / h, target_w / w)
     new_h = min(target_h, max(1, round(h * scale)))
     new_w = min(target_w, max(1, round(w * scale)))
@@ -142,10 +160,14 @@ def resize_images(X, size, keep_aspect=False):
     size : int or tuple of (int, int)
         Output size: an int gives a square ``size x size`` output, a pair
         gives ``(height, width)``.
-    keep_aspect : bool, default=False
-        If False, stretch each image to ``size``. If True, scale it so that it
-        fits inside ``size`` without distortion and pad the rest with zeros,
-        centred (letterbox), so that the outputs still stack.
+    keep_aspect : {False, True, "pad", "crop"}, default=False
+        If False, stretch each image to ``size``. If True or "pad", scale it
+        so that it fits inside ``size`` without distortion and pad the rest
+        with zeros, centred (letterbox), so that the outputs still stack. If "crop", cut the largest
+        centred region with the aspect ratio of ``size`` and resize that: no
+        distortion and no padding, at the cost of the edges of the longer
+        side. A stretch distorts images of one shape only, which a network
+        can learn as a shortcut when the shape depends on the source.
 
     Returns
     -------
@@ -173,10 +195,14 @@ def resize_images(X, size, keep_aspect=False):
     (2, 16, 16)
     >>> resize_images(X, 8, keep_aspect=True)[0, 0]
     array([0., 0., 1., 1., 1., 1., 0., 0.], dtype=float32)
+    >>> tall = np.arange(40, dtype=np.float32).reshape(1, 8, 5) / 40
+    >>> resize_images(tall, 5, keep_aspect="crop")[0, 0]  # rows 1-5 of 8 kept
+    array([0.125, 0.15 , 0.175, 0.2  , 0.225], dtype=float32)
     """
     size = _check_size(size, "resize_images")
+    keep_aspect = _check_keep_aspect(keep_aspect, "resize_images")
     X = check_image_array(X, name="X")
-    out = _resize_nchw(torch.from_numpy(to_nchw(X)), size, bool(keep_aspect)).numpy()
+    out = _resize_nchw(torch.from_numpy(to_nchw(X)), size, keep_aspect).numpy()
     return out[:, 0] if X.ndim == 3 else out
 
 
@@ -190,10 +216,14 @@ def resize_image(img, size, *, keep_aspect=False):
     size : int or tuple of (int, int)
         Output size: an int gives a square ``size x size`` output, a pair
         gives ``(height, width)``.
-    keep_aspect : bool, default=False
-        If False, stretch the image to ``size``. If True, scale it so that it
-        fits inside ``size`` without distortion and pad the rest with zeros,
-        centred (letterbox).
+    keep_aspect : {False, True, "pad", "crop"}, default=False
+        If False, stretch each image to ``size``. If True or "pad", scale it
+        so that it fits inside ``size`` without distortion and pad the rest
+        with zeros, centred (letterbox). If "crop", cut the largest
+        centred region with the aspect ratio of ``size`` and resize that: no
+        distortion and no padding, at the cost of the edges of the longer
+        side. A stretch distorts images of one shape only, which a network
+        can learn as a shortcut when the shape depends on the source.
 
     Returns
     -------
@@ -312,6 +342,13 @@ class ImageLoader(TransformerMixin, BaseEstimator):
     as_gray : bool, default=True
         If True, return grayscale images of shape (n_samples, height, width);
         otherwise RGB images of shape (n_samples, 3, height, width).
+    keep_aspect : {False, True, "pad", "crop"}, default=False
+        How files whose aspect ratio differs from ``image_size`` are resized:
+        stretched (False), letterboxed with zero padding (True or "pad"), or
+        centre-cropped to the target aspect ratio first ("crop"). Prefer
+        "crop" when the image shape differs between sources (in the
+        DarkCovidNet set, every NIH file is square and almost every Covid-19
+        file is not: a stretch gives the model a shortcut).
     n_jobs : int or None, default=None
         Number of images decoded in parallel (threads; decoding releases the
         GIL). None means 1, -1 means all processors.
@@ -345,9 +382,10 @@ class ImageLoader(TransformerMixin, BaseEstimator):
     >>> tmp.cleanup()
     """
 
-    def __init__(self, image_size=None, as_gray=True, n_jobs=None):
+    def __init__(self, image_size=None, as_gray=True, keep_aspect=False, n_jobs=None):
         self.image_size = image_size
         self.as_gray = as_gray
+        self.keep_aspect = keep_aspect
         self.n_jobs = n_jobs
 
     def _check_params(self):
@@ -356,6 +394,7 @@ class ImageLoader(TransformerMixin, BaseEstimator):
             size = _check_size(self.image_size, "ImageLoader", "image_size")
         if not isinstance(self.as_gray, (bool, np.bool_)):
             raise ValueError(f"ImageLoader: as_gray must be a bool, got {self.as_gray!r}")
+        _check_keep_aspect(self.keep_aspect, "ImageLoader")
         if self.n_jobs is not None and (not _is_int(self.n_jobs) or self.n_jobs == 0):
             raise ValueError(
                 f"ImageLoader: n_jobs must be None or a non-zero int, got {self.n_jobs!r}"
@@ -405,7 +444,7 @@ class ImageLoader(TransformerMixin, BaseEstimator):
         elif not self.as_gray:
             img = np.broadcast_to(img, (3, *img.shape))
         if size is not None:
-            img = resize_image(img, size)
+            img = resize_image(img, size, keep_aspect=self.keep_aspect)
         return img
 
     def transform(self, X):
@@ -467,9 +506,10 @@ class Resize(_ImageTransformer):
         Output size: an int gives square ``size x size`` images, a pair gives
         ``(height, width)``.
     keep_aspect : bool, default=False
-        If False, stretch each image to ``size``. If True, scale it to fit
-        inside ``size`` without distortion and pad the rest with zeros,
-        centred (letterbox).
+        If False, stretch each image to ``size``. If True or "pad", scale it
+        to fit inside ``size`` without distortion and pad the rest with zeros,
+        centred (letterbox). If "crop", resize the largest centred region
+        with the aspect ratio of ``size`` (no distortion, no padding).
 
     See Also
     --------
@@ -491,8 +531,7 @@ class Resize(_ImageTransformer):
 
     def _check_params(self):
         _check_size(self.size, "Resize")
-        if not isinstance(self.keep_aspect, (bool, np.bool_)):
-            raise ValueError(f"Resize: keep_aspect must be a bool, got {self.keep_aspect!r}")
+        _check_keep_aspect(self.keep_aspect, "Resize")
 
     def _transform(self, X):
         return resize_images(X, self.size, keep_aspect=self.keep_aspect)

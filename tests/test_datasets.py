@@ -170,6 +170,32 @@ def test_corrupt_image_only_fails_when_decoding(folder):
         _load_quiet(folder, image_size=8)
 
 
+@pytest.mark.parametrize("keep_aspect", ["crop", "pad", True])
+def test_keep_aspect_matches_image_loader(folder, keep_aspect):
+    from skxray.preprocessing import ImageLoader
+
+    bunch = _load_quiet(folder, image_size=8, keep_aspect=keep_aspect)
+    expected = ImageLoader(image_size=8, keep_aspect=keep_aspect).transform(bunch.filenames)
+    np.testing.assert_allclose(bunch.data, expected, atol=1e-6)
+    assert ("centre-cropped" in bunch.DESCR) == (keep_aspect == "crop")
+
+
+def test_keep_aspect_crop_keeps_the_centre_of_a_tall_file(tmp_path):
+    img = np.zeros((40, 20), dtype=np.uint8)
+    img[10:30] = 255  # the central 20x20 square is bright, the rest dark
+    Image.fromarray(img).save(_png(tmp_path / "a" / "tall.png", 0))
+    _png(tmp_path / "b" / "y.png", 0)
+    cropped = _load_quiet(tmp_path, image_size=10, keep_aspect="crop").data[0]
+    stretched = _load_quiet(tmp_path, image_size=10).data[0]
+    np.testing.assert_allclose(cropped, 1.0, atol=1e-6)
+    assert stretched.mean() < 0.6
+
+
+def test_bad_keep_aspect(folder):
+    with pytest.raises(ValueError, match=r'keep_aspect must be False, True, "pad" or "crop"; got \'square\''):
+        _load_quiet(folder, image_size=8, keep_aspect="square")
+
+
 @pytest.mark.parametrize("bad", [0, -3, 2.5, "32", True])
 def test_bad_image_size(folder, bad):
     with pytest.raises(ValueError, match="image_size"):

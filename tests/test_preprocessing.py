@@ -148,7 +148,7 @@ def test_to_grayscale(X):
 @given(
     X=image_arrays(kinds=("unit", "uint8", "normal", "constant", "binary")),
     size=st.one_of(st.integers(1, 48), st.tuples(st.integers(1, 48), st.integers(1, 48))),
-    keep_aspect=st.booleans(),
+    keep_aspect=st.sampled_from([False, True, "pad", "crop"]),
 )
 def test_resize_output_size_and_range(X, size, keep_aspect):
     out = Resize(size=size, keep_aspect=keep_aspect).fit_transform(X)
@@ -158,7 +158,7 @@ def test_resize_output_size_and_range(X, size, keep_aspect):
     X32 = np.asarray(X, dtype=np.float32)
     for image_in, image_out in zip(_per_image(X32), _per_image(out)):
         low, high = image_in.min(), image_in.max()
-        if keep_aspect:
+        if keep_aspect in (True, "pad"):
             # Letterbox padding adds zeros.
             low, high = min(low, 0), max(high, 0)
         assert low <= image_out.min() and image_out.max() <= high
@@ -273,6 +273,41 @@ def test_resize_keep_aspect_letterboxes(image_shape, size, content_shape):
         assert abs(kept[0] - (total - 1 - kept[-1])) <= 1
     np.testing.assert_array_equal(out[0, 0][np.ix_(rows, columns)], 1.0)
     assert (out > 0).sum() == 2 * len(rows) * len(columns)
+
+
+@pytest.mark.parametrize(
+    "image_shape, size, kept_rows, kept_columns",
+    [
+        ((20, 10), 10, (5, 15), (0, 10)),  # tall: the middle rows
+        ((10, 20), 10, (0, 10), (5, 15)),  # wide: the middle columns
+        ((10, 20), (10, 10), (0, 10), (5, 15)),
+        ((20, 20), (10, 20), (5, 15), (0, 20)),  # square into a wide target
+        ((16, 16), 8, (0, 16), (0, 16)),  # same aspect: nothing cut
+    ],
+)
+def test_resize_keep_aspect_crop_takes_the_centre(image_shape, size, kept_rows, kept_columns):
+    h, w = image_shape
+    X = np.arange(h * w, dtype=np.float32).reshape(1, h, w)
+    out = resize_images(X, size, keep_aspect="crop")
+    target = (size, size) if isinstance(size, int) else size
+    crop = X[:, slice(*kept_rows), slice(*kept_columns)]
+    np.testing.assert_allclose(out, resize_images(crop, target), rtol=1e-6)
+
+
+def test_resize_keep_aspect_crop_does_not_distort():
+    # A disc in a wide and in a tall frame stays a disc: the stretch makes
+    # ellipses, a shape cue that tells the two frames apart.
+    def disc(h, w):
+        yy, xx = np.mgrid[:h, :w]
+        return ((yy - h / 2 + 0.5) ** 2 + (xx - w / 2 + 0.5) ** 2 < 30**2).astype(np.float32)[None]
+
+    for frame in ((80, 120), (120, 80)):
+        cropped = resize_images(disc(*frame), 40, keep_aspect="crop")[0]
+        stretched = resize_images(disc(*frame), 40)[0]
+        rows, columns = (cropped > 0.5).sum(axis=0).max(), (cropped > 0.5).sum(axis=1).max()
+        assert abs(rows - columns) <= 1
+        rows, columns = (stretched > 0.5).sum(axis=0).max(), (stretched > 0.5).sum(axis=1).max()
+        assert abs(rows - columns) >= 8
 
 
 def test_resize_is_antialiased():
@@ -424,7 +459,7 @@ def test_init_stores_parameters_unchanged():
         (Resize(size=(4,)), "Resize: size must be"),
         (Resize(size=(4, 0)), "Resize: size must be"),
         (Resize(size=None), "Resize: size must be"),
-        (Resize(keep_aspect="yes"), "Resize: keep_aspect must be a bool"),
+        (Resize(keep_aspect="yes"), r'Resize: keep_aspect must be False, True, "pad" or "crop"; got \'yes\''),
         (CenterCrop(size=0), "CenterCrop: size must be a positive int"),
         (
             CenterCrop(size=50),
@@ -558,6 +593,22 @@ def test_image_loader_resizes_and_keeps_order(png_files):
     assert X.min() >= 0 and X.max() <= 1
 
 
+@pytest.mark.parametrize("as_gray", [True, False])
+def test_image_loader_keep_aspect_crop(tmp_path, as_gray):
+    # Left third dark, right two thirds bright: a centre square crop of the
+    # 30x60 file keeps columns 15-45, half dark half bright -> mean 0.5.
+    img = np.zeros((30, 60), dtype=np.uint8)
+    img[:, 30:] = 255
+    path = _write_png(tmp_path / "wide.png", img)
+    X = ImageLoader(image_size=10, as_gray=as_gray, keep_aspect="crop").transform([path])
+    np.testing.assert_allclose(X.mean(), 0.5, atol=1e-6)
+    expected = resize_images(img[None, :, 15:45].astype(np.float32) / 255, 10)[0]
+    np.testing.assert_allclose(X[0] if as_gray else X[0, 0], expected, atol=1e-6)
+    stretched = ImageLoader(image_size=10, as_gray=as_gray).transform([path])
+    np.testing.assert_allclose(stretched.mean(), 0.5, atol=1e-6)
+    assert not np.allclose(stretched, X)
+
+
 def test_image_loader_rgb_and_rectangular_size(png_files):
     paths, values = png_files
     X = ImageLoader(image_size=(12, 20), as_gray=False).transform(paths)
@@ -642,6 +693,7 @@ def test_image_loader_rejects_non_paths(X, match):
         ),
         ({"image_size": "224"}, "ImageLoader: image_size must be"),
         ({"as_gray": "yes"}, "ImageLoader: as_gray must be a bool"),
+        ({"keep_aspect": "stretch"}, 'ImageLoader: keep_aspect must be False, True, "pad" or "crop"'),
         ({"n_jobs": 0}, "ImageLoader: n_jobs must be None or a non-zero int"),
         ({"n_jobs": 1.5}, "ImageLoader: n_jobs must be"),
     ],
@@ -658,7 +710,7 @@ def test_image_loader_is_stateless_clonable_and_small(png_files):
     paths, _ = png_files
     loader = ImageLoader(image_size=8, n_jobs=2)
     assert loader.fit(paths) is loader
-    assert clone(loader).get_params() == {"image_size": 8, "as_gray": True, "n_jobs": 2}
+    assert clone(loader).get_params() == {"image_size": 8, "as_gray": True, "keep_aspect": False, "n_jobs": 2}
     blob = pickle.dumps(loader)
     assert len(blob) < 1000
     np.testing.assert_array_equal(pickle.loads(blob).transform(paths), loader.transform(paths))
