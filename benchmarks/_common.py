@@ -235,11 +235,13 @@ def load_metadata(root):
     return load_image_folder(root, classes=CLASSES_3, image_size=None)
 
 
-def load_pixels(root, image_size, n_jobs=-1):
+def load_pixels(root, image_size, n_jobs=-1, keep_aspect="crop"):
     """All 1,124 images of the three classes decoded at ``image_size`` (one call per size)."""
     from skxray.datasets import load_image_folder
 
-    return load_image_folder(root, classes=CLASSES_3, image_size=image_size, n_jobs=n_jobs)
+    return load_image_folder(
+        root, classes=CLASSES_3, image_size=image_size, n_jobs=n_jobs, keep_aspect=keep_aspect
+    )
 
 
 def phantom_bunch(image_size, n_samples=1124, random_state=0):

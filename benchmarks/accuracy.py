@@ -37,9 +37,10 @@ Markdown table is printed at the end.
 ``cnn_lungcrop`` is the CNN on the central 75% of each image (the lung
 fields, without borders and corners), benchmarked beside the others because
 it is the variant that passes the lungs-masked check (see NOTES.md).
-``--load squarecrop`` centre-crops each file to a square before resizing
-instead of ``load_image_folder``'s stretch, which removes an aspect-ratio cue
-that reveals the source (NOTES.md).
+Files are centre-cropped to a square before resizing (``--load squarecrop``,
+the library default ``keep_aspect="crop"``); ``--load stretch`` reproduces the
+earlier runs, whose stretch left an aspect-ratio cue that reveals the source
+(NOTES.md).
 
 Examples
 --------
@@ -394,9 +395,8 @@ class Data:
     def X(self, image_size):
         if image_size not in self.cache:
             with Stopwatch() as t:
-                if self.load == "squarecrop" and not self.phantom:
-                    X = load_square_cropped(self.paths[self.index], image_size)
-                elif self.phantom:
+                keep_aspect = "crop" if self.load == "squarecrop" else False
+                if self.phantom:
                     from skxray.preprocessing import resize_images
 
                     X = resize_images(self.phantom_X, image_size)
@@ -404,41 +404,14 @@ class Data:
                     # A subset (quick runs): decode only those files.
                     from skxray.preprocessing import ImageLoader
 
-                    X = ImageLoader(image_size=image_size, n_jobs=-1).fit_transform(
+                    X = ImageLoader(image_size=image_size, keep_aspect=keep_aspect, n_jobs=-1).fit_transform(
                         list(self.paths[self.index])
                     )
                 else:
-                    X = load_pixels(self.root, image_size).data
+                    X = load_pixels(self.root, image_size, keep_aspect=keep_aspect).data
             log(f"loaded {len(X)} images at {image_size} px in {t.seconds:.1f} s")
             self.cache[image_size] = X
         return self.cache[image_size]
-
-
-def _square_crop_one(path, image_size):
-    from skxray.io import read_image
-    from skxray.preprocessing import resize_image
-
-    img = read_image(path, as_gray=True)
-    h, w = img.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return resize_image(img[top : top + side, left : left + side], image_size)
-
-
-def load_square_cropped(paths, image_size):
-    """Centre square crop of each file, then resize: no aspect-ratio distortion.
-
-    ``load_image_folder`` stretches every image to a square. All 500
-    No_findings and Pneumonia files are square (NIH, 320 x 320) and 122 of
-    the 124 Covid-19 files are not, so stretching leaves a label-revealing
-    distortion in every pixel; cropping removes it.
-    """
-    from joblib import Parallel, delayed
-
-    images = Parallel(n_jobs=-1, prefer="threads")(
-        delayed(_square_crop_one)(p, image_size) for p in paths
-    )
-    return np.stack(images).astype(np.float32)
 
 
 def task_index(y, task):
@@ -507,9 +480,10 @@ def parse_args(argv=None):
     p.add_argument("--oof", default=None,
                    help="also save out-of-fold probabilities and file names to this .npz")
     p.add_argument("--phantom", action="store_true", help="synthetic images (smoke test only)")
-    p.add_argument("--load", choices=("stretch", "squarecrop"), default="stretch",
-                   help="stretch: load_image_folder (default); squarecrop: centre square crop "
-                        "of each file before resizing (removes the aspect-ratio cue)")
+    p.add_argument("--load", choices=("stretch", "squarecrop"), default="squarecrop",
+                   help="squarecrop (default, the library's keep_aspect='crop'): centre square crop "
+                        "of each file before resizing (removes the aspect-ratio cue); stretch: "
+                        "keep_aspect=False")
     p.add_argument("--threads", default="auto",
                    help="torch intra-op threads: an int, 'default', or 'auto' (calibrated)")
     p.add_argument("--resnet-weights", default="IMAGENET1K_V2",
@@ -568,9 +542,9 @@ def main(argv=None):
             "n_images": int(len(data.y)),
             "subset": args.subset,
             "loading": (
-                "centre square crop of each file, then skxray.preprocessing.resize_image"
+                "load_image_folder(image_size=N, keep_aspect='crop'): centre square crop, then resize"
                 if args.load == "squarecrop"
-                else "skxray.datasets.load_image_folder(image_size=N): stretched to a square"
+                else "load_image_folder(image_size=N, keep_aspect=False): stretched to a square"
             ),
             "tasks": tasks,
             "protocols": protocols,

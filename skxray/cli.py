@@ -53,7 +53,7 @@ def _resnet_weights(requested):
     return requested, f"ResNet-50 backbone: {requested} weights."
 
 
-def _load_folder(data_dir, *, image_size, classes=None):
+def _load_folder(data_dir, *, image_size, classes=None, keep_aspect="crop"):
     from skxray.datasets import load_image_folder
 
     path = Path(data_dir)
@@ -61,7 +61,7 @@ def _load_folder(data_dir, *, image_size, classes=None):
         raise UserError(f"data folder {str(path)!r} does not exist")
     if not path.is_dir():
         raise UserError(f"{str(path)!r} is not a folder")
-    return load_image_folder(path, classes=classes, image_size=image_size)
+    return load_image_folder(path, classes=classes, image_size=image_size, keep_aspect=keep_aspect)
 
 
 def _phantoms(n_samples, image_size, random_state):
@@ -141,7 +141,10 @@ def cmd_train(args):
         raise UserError(f"--out {str(out)!r} exists and is not a folder")
     if args.resume and not args.checkpoint_dir:
         raise UserError("--resume needs --checkpoint-dir, the folder the interrupted run wrote to")
-    bunch = _load_folder(args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes))
+    keep_aspect = {"crop": "crop", "pad": "pad", "stretch": False}[args.keep_aspect]
+    bunch = _load_folder(
+        args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes), keep_aspect=keep_aspect
+    )
     weights = args.weights
     if args.model == "resnet50" and str(weights).lower() == "none":
         weights = None
@@ -153,6 +156,8 @@ def cmd_train(args):
         verbose=1,
         weights=weights,
     )
+    # Saved with the model, so evaluate and predict read images the same way.
+    model.set_params(keep_aspect=keep_aspect)
     if args.early_stopping:
         model.set_params(early_stopping=True)
     if args.checkpoint_dir:
@@ -180,7 +185,9 @@ def cmd_evaluate(args):
 
     model = _load_model(args.model_dir)
     size = model.input_shape_[-1]
-    bunch = _load_folder(args.data_dir, image_size=size, classes=list(model.classes_))
+    bunch = _load_folder(
+        args.data_dir, image_size=size, classes=list(model.classes_), keep_aspect=model.keep_aspect
+    )
     proba = model.predict_proba(bunch.data)
     y_pred = model.classes_[proba.argmax(axis=1)]
     metrics = classification_metrics(bunch.target, y_pred, proba, classes=model.classes_)
@@ -225,7 +232,7 @@ def cmd_predict(args):
     for file in args.images:
         img = read_image(file, as_gray=channels == 1)
         img = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
-        images.append(resize_image(img, (height, width)))
+        images.append(resize_image(img, (height, width), keep_aspect=model.keep_aspect))
     X = np.stack(images)
     proba = model.predict_proba(X)
     best = proba.argmax(axis=1)
@@ -437,6 +444,12 @@ def build_parser():
         "--resume",
         action="store_true",
         help="continue the last interrupted run with the same settings under --checkpoint-dir",
+    )
+    p.add_argument(
+        "--keep-aspect",
+        choices=("crop", "pad", "stretch"),
+        default="crop",
+        help="how non-square images become square: centre crop (default), zero padding or stretch",
     )
     common(p, image_size=128, epochs=15)
     p.set_defaults(func=cmd_train)

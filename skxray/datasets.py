@@ -231,7 +231,7 @@ def _resize(img, size):
     return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
 
 
-def _load_one(path, size, keep_aspect=False):
+def _load_one(path, size, keep_aspect="crop"):
     img = read_image(path, as_gray=True)
     if keep_aspect is False:
         return _resize(img, size)
@@ -247,7 +247,7 @@ def _check_positive_int(value, name, minimum=1):
 
 
 def load_image_folder(
-    root, *, classes=None, image_size=None, keep_aspect=False, return_X_y=False, n_jobs=None
+    root, *, classes=None, image_size=None, keep_aspect="crop", return_X_y=False, n_jobs=None
 ):
     """Load a folder of chest X-rays with one sub-folder per class.
 
@@ -279,17 +279,17 @@ def load_image_folder(
         loads every class found, sorted by name.
     image_size : int, default=None
         If given, decode every image as gray levels and resize it (bilinear,
-        antialiased, aspect ratio not kept) to ``image_size`` x
+        antialiased, see ``keep_aspect``) to ``image_size`` x
         ``image_size`` pixels; ``data`` then holds the pixels. If None,
         nothing is decoded and ``data`` holds the file paths, as accepted by
         skxray's path-aware estimators.
-    keep_aspect : {False, True, "pad", "crop"}, default=False
+    keep_aspect : {"crop", "pad", True, False}, default="crop"
         With ``image_size``, how images that are not square are resized:
-        stretched (False), letterboxed with zero padding (True or "pad"), or
-        centre-cropped to a square first ("crop"). "crop" removes a shortcut
-        when the image shape depends on the source, as in the DarkCovidNet
-        set, where every NIH file is square and almost every Covid-19 file is
-        not; see :func:`skxray.preprocessing.resize_images`.
+        centre-cropped to a square first ("crop"), letterboxed with zero
+        padding (True or "pad"), or stretched (False). The crop avoids a
+        shortcut when the image shape depends on the source, as in the
+        DarkCovidNet set, where every NIH file is square and almost every
+        Covid-19 file is not; see :func:`skxray.preprocessing.resize_images`.
     return_X_y : bool, default=False
         If True, return ``(data, target)`` instead of a Bunch.
     n_jobs : int, default=None

@@ -342,13 +342,14 @@ class ImageLoader(TransformerMixin, BaseEstimator):
     as_gray : bool, default=True
         If True, return grayscale images of shape (n_samples, height, width);
         otherwise RGB images of shape (n_samples, 3, height, width).
-    keep_aspect : {False, True, "pad", "crop"}, default=False
+    keep_aspect : {"crop", "pad", True, False}, default="crop"
         How files whose aspect ratio differs from ``image_size`` are resized:
-        stretched (False), letterboxed with zero padding (True or "pad"), or
-        centre-cropped to the target aspect ratio first ("crop"). Prefer
-        "crop" when the image shape differs between sources (in the
-        DarkCovidNet set, every NIH file is square and almost every Covid-19
-        file is not: a stretch gives the model a shortcut).
+        centre-cropped to the target aspect ratio first ("crop"), letterboxed
+        with zero padding (True or "pad"), or stretched (False). The crop is
+        the default because the image shape often differs between sources
+        (in the DarkCovidNet set every NIH file is square and almost every
+        Covid-19 file is not): a stretch distorts one source only and hands
+        the model a shortcut, a letterbox turns it into black bars.
     n_jobs : int or None, default=None
         Number of images decoded in parallel (threads; decoding releases the
         GIL). None means 1, -1 means all processors.
@@ -382,7 +383,7 @@ class ImageLoader(TransformerMixin, BaseEstimator):
     >>> tmp.cleanup()
     """
 
-    def __init__(self, image_size=None, as_gray=True, keep_aspect=False, n_jobs=None):
+    def __init__(self, image_size=None, as_gray=True, keep_aspect="crop", n_jobs=None):
         self.image_size = image_size
         self.as_gray = as_gray
         self.keep_aspect = keep_aspect

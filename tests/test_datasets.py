@@ -186,7 +186,7 @@ def test_keep_aspect_crop_keeps_the_centre_of_a_tall_file(tmp_path):
     Image.fromarray(img).save(_png(tmp_path / "a" / "tall.png", 0))
     _png(tmp_path / "b" / "y.png", 0)
     cropped = _load_quiet(tmp_path, image_size=10, keep_aspect="crop").data[0]
-    stretched = _load_quiet(tmp_path, image_size=10).data[0]
+    stretched = _load_quiet(tmp_path, image_size=10, keep_aspect=False).data[0]
     np.testing.assert_allclose(cropped, 1.0, atol=1e-6)
     assert stretched.mean() < 0.6
 

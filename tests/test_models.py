@@ -462,6 +462,19 @@ def test_estimator_streams_paths(tmp_path, phantoms):
     np.testing.assert_allclose(from_paths, from_arrays, atol=1e-5)
 
 
+@pytest.mark.parametrize("keep_aspect", ["crop", "pad", False])
+def test_estimator_reads_non_square_paths_like_image_loader(tmp_path, phantoms, keep_aspect):
+    X, y, _ = phantoms
+    wide = np.concatenate([X[:40], X[:40, :, : SIZE // 2]], axis=2)  # 32 x 48 files
+    paths = write_pngs(tmp_path, wide)
+    clf = tiny_cnn(image_size=SIZE, max_epochs=1, keep_aspect=keep_aspect, ood=False).fit(paths, y[:40])
+    arrays = ImageLoader(image_size=SIZE, keep_aspect=keep_aspect).transform(paths)
+    np.testing.assert_allclose(clf.predict_proba(paths), clf.predict_proba(arrays), atol=1e-5)
+    if keep_aspect == "crop":
+        stretched = ImageLoader(image_size=SIZE, keep_aspect=False).transform(paths)
+        assert not np.allclose(arrays, stretched, atol=1e-3)
+
+
 def test_grid_search_over_dropout_and_lr(phantoms):
     X, y, _ = phantoms
     pipe = Pipeline([("clf", tiny_fnn(max_epochs=2))])

@@ -604,7 +604,7 @@ def test_image_loader_keep_aspect_crop(tmp_path, as_gray):
     np.testing.assert_allclose(X.mean(), 0.5, atol=1e-6)
     expected = resize_images(img[None, :, 15:45].astype(np.float32) / 255, 10)[0]
     np.testing.assert_allclose(X[0] if as_gray else X[0, 0], expected, atol=1e-6)
-    stretched = ImageLoader(image_size=10, as_gray=as_gray).transform([path])
+    stretched = ImageLoader(image_size=10, as_gray=as_gray, keep_aspect=False).transform([path])
     np.testing.assert_allclose(stretched.mean(), 0.5, atol=1e-6)
     assert not np.allclose(stretched, X)
 
@@ -710,7 +710,7 @@ def test_image_loader_is_stateless_clonable_and_small(png_files):
     paths, _ = png_files
     loader = ImageLoader(image_size=8, n_jobs=2)
     assert loader.fit(paths) is loader
-    assert clone(loader).get_params() == {"image_size": 8, "as_gray": True, "keep_aspect": False, "n_jobs": 2}
+    assert clone(loader).get_params() == {"image_size": 8, "as_gray": True, "keep_aspect": "crop", "n_jobs": 2}
     blob = pickle.dumps(loader)
     assert len(blob) < 1000
     np.testing.assert_array_equal(pickle.loads(blob).transform(paths), loader.transform(paths))

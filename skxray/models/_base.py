@@ -119,6 +119,14 @@ COMMON_PARAMETERS_DOC = """\
     image_size : int, default={image_size}
         Side of the square images read when ``X`` holds file paths.
 
+    keep_aspect : {{"crop", "pad", False}}, default="crop"
+        How files that are not square are brought to ``image_size`` when
+        ``X`` holds file paths: centre-cropped to a square first ("crop"),
+        letterboxed ("pad") or stretched (False). Cropping keeps anatomy
+        undistorted and avoids a shape cue when the image shape depends on
+        the source (see :func:`skxray.preprocessing.resize_images`). The
+        command line loads folders the same way, from this parameter.
+
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, dropout, shuffling, augmentation and the
         validation split. The global torch RNG is left untouched.
@@ -175,10 +183,11 @@ class _AugmentingCollate:
 class _ImagePathDataset(Dataset):
     """Read images from disk on demand, so folders larger than memory can train."""
 
-    def __init__(self, paths, y, shape):
+    def __init__(self, paths, y, shape, keep_aspect="crop"):
         self.paths = paths
         self.y = y
         self.shape = shape  # (channels, height, width)
+        self.keep_aspect = keep_aspect
 
     def __len__(self):
         return len(self.paths)
@@ -190,7 +199,7 @@ class _ImagePathDataset(Dataset):
         channels, height, width = self.shape
         img = read_image(self.paths[i], as_gray=channels == 1)
         img = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
-        img = resize_image(img, (height, width))
+        img = resize_image(img, (height, width), keep_aspect=self.keep_aspect)
         x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
         y = torch.tensor(-1) if self.y is None else self.y[i]
         return x, y
@@ -291,6 +300,12 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             ("augment", self.augment, lambda v: v is None or callable(v), "None or a callable"),
             ("device", self.device, lambda v: v in _DEVICES, f"one of {_DEVICES}"),
             ("image_size", self.image_size, lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+            (
+                "keep_aspect",
+                self.keep_aspect,
+                lambda v: isinstance(v, (bool, np.bool_)) or (isinstance(v, str) and v in ("pad", "crop")),
+                'False, True, "pad" or "crop"',
+            ),
             ("verbose", self.verbose, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
             ("ood", self.ood, lambda v: isinstance(v, (bool, np.bool_)), "True or False"),
             (
@@ -380,7 +395,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     def _make_dataset(self, kind, X, y_enc=None):
         y_t = None if y_enc is None else torch.as_tensor(y_enc, dtype=torch.long)
         if kind == "paths":
-            return _ImagePathDataset(X, y_t, tuple(self.input_shape_))
+            return _ImagePathDataset(X, y_t, tuple(self.input_shape_), self.keep_aspect)
         return _TensorImageDataset(torch.from_numpy(X), y_t)
 
     # ------------------------------------------------------------- training

@@ -121,6 +121,7 @@ class FNNClassifier(BaseImageClassifier):
         checkpoint_dir=None,
         device="auto",
         image_size=64,
+        keep_aspect="crop",
         random_state=None,
         verbose=0,
         ood=True,
@@ -142,6 +143,7 @@ class FNNClassifier(BaseImageClassifier):
         self.checkpoint_dir = checkpoint_dir
         self.device = device
         self.image_size = image_size
+        self.keep_aspect = keep_aspect
         self.random_state = random_state
         self.verbose = verbose
         self.ood = ood
