@@ -137,7 +137,7 @@ for _seed in (1, 2):
     }
 COMMON_PARAMS = {"validation_fraction": None, "ood": False, "random_state": 0, "verbose": 0}
 
-PREPROCESS_CHOICES = ("none", "histeq", "border", "histeq+border", "lungcrop", "lungsonly")
+PREPROCESS_CHOICES = ("none", "histeq", "border", "histeq+border", "lungcrop", "lungcrop+histeq", "lungsonly")
 AUGMENT_CHOICES = ("none", "light", "strong", "bordermask", "cutout", "jitter")
 
 
