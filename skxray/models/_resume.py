@@ -119,10 +119,15 @@ def _differences(saved, current):
     return out
 
 
-def read_state(path):
-    """Load a ``last.pt`` file without unpickling code (tensors memory-mapped)."""
+def read_state(path, *, mmap=True):
+    """Load a ``last.pt`` file without unpickling code.
+
+    Tensors are memory-mapped by default, so looking at many candidates is
+    cheap; the state a fit resumes from is read into memory (``mmap=False``)
+    so that the file can be replaced while training goes on.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - re-raised with the file named
         raise ValueError(f"Cannot read the training checkpoint '{path}': {type(exc).__name__}: {exc}") from exc
 
@@ -147,7 +152,7 @@ def find_resume_state(estimator, resume, fingerprint):
             except ValueError:
                 continue  # unreadable: another candidate may do
             if state.get("format") == _FORMAT and not _differences(json.loads(state["fingerprint"]), fingerprint):
-                return candidate.parent, state
+                return candidate.parent, read_state(candidate, mmap=False)
         return None
     path = Path(resume)
     if path.is_dir():
@@ -160,7 +165,7 @@ def find_resume_state(estimator, resume, fingerprint):
     diffs = _differences(json.loads(state["fingerprint"]), fingerprint)
     if diffs:
         raise ValueError(f"{name}: cannot resume from '{path}': " + "; ".join(diffs) + ".")
-    return path.parent, state
+    return path.parent, read_state(path, mmap=False)
 
 
 def _plain(value):
