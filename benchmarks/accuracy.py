@@ -145,18 +145,16 @@ AUGMENT_CHOICES = ("none", "light", "strong", "bordermask", "cutout", "jitter")
 # estimators
 
 
-def keep_lungs(X):
-    """Zero everything outside the central lung fields (a geometric prior)."""
-    X = np.asarray(X, dtype=np.float32)
-    mask, _ = lung_mask(*X.shape[-2:])
-    return X * mask
-
-
 def make_preprocess(name, image_size):
     """List of (name, transformer) steps put before the classifier."""
-    from sklearn.preprocessing import FunctionTransformer
 
-    from skxray.preprocessing import BorderMask, CenterCrop, HistogramEqualization, Resize
+    from skxray.preprocessing import (
+        BorderMask,
+        CenterCrop,
+        HistogramEqualization,
+        LungFieldMask,
+        Resize,
+    )
 
     steps = []
     for part in [] if name == "none" else name.split("+"):
@@ -170,7 +168,7 @@ def make_preprocess(name, image_size):
             steps.append(("crop", CenterCrop(size=max(1, round(0.75 * image_size)))))
             steps.append(("resize", Resize(size=image_size)))
         elif part == "lungsonly":
-            steps.append(("lungsonly", FunctionTransformer(keep_lungs)))
+            steps.append(("lungsonly", LungFieldMask()))
         else:
             raise ValueError(f"unknown preprocessing {part!r}; choose from {PREPROCESS_CHOICES}")
     return steps

@@ -21,6 +21,7 @@ from skxray.preprocessing import (
     CenterCrop,
     HistogramEqualization,
     ImageLoader,
+    LungFieldMask,
     Normalize,
     Rescale,
     Resize,
@@ -310,6 +311,18 @@ def test_resize_keep_aspect_crop_does_not_distort():
         assert abs(rows - columns) >= 8
 
 
+@pytest.mark.parametrize("shape", [(2, 20, 16), (2, 3, 20, 16)])
+def test_lung_field_mask_keeps_lungs_only(shape):
+    from skxray.explain import central_lung_mask
+
+    X = np.random.default_rng(0).random(shape).astype(np.float32) + 1
+    out = LungFieldMask(fill=-1.0).fit_transform(X)
+    mask = central_lung_mask(20, 16)
+    np.testing.assert_array_equal(out[..., mask], X[..., mask])
+    assert np.all(out[..., ~mask] == -1.0)
+    assert 0.2 < mask.mean() < 0.5  # two lungs, not the whole image
+
+
 def test_resize_is_antialiased():
     # A fine checkerboard averages to grey instead of aliasing to black/white.
     X = (np.indices((64, 64)).sum(axis=0) % 2).astype(np.float32)[None]
@@ -348,6 +361,7 @@ def _transformers():
         XRayNormalize(),
         HistogramEqualization(),
         BorderMask(),
+        LungFieldMask(),
     ]
 
 
@@ -483,6 +497,8 @@ def test_init_stores_parameters_unchanged():
         (BorderMask(fraction=0.5), r"BorderMask: fraction must be a number in \[0, 0.5\), got 0.5"),
         (BorderMask(fraction=-0.1), "BorderMask: fraction must be"),
         (BorderMask(fraction=None), "BorderMask: fraction must be"),
+        (LungFieldMask(fill=np.nan), "LungFieldMask: fill must be a finite number, got nan"),
+        (LungFieldMask(fill="0"), "LungFieldMask: fill must be a finite number"),
     ],
     ids=repr,
 )
@@ -807,6 +823,7 @@ _CHECKED_TRANSFORMERS = [
     XRayNormalize(max_value=1000.0),
     HistogramEqualization(),
     BorderMask(),
+    LungFieldMask(fill=0.5),
 ]
 
 _ARRAY_EXPECTED_FAILURES = {
