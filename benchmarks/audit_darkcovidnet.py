@@ -84,7 +84,9 @@ def load_data(args):
     from skxray.datasets import load_image_folder
 
     root = require_data()
-    bunch = load_image_folder(root, classes=CLASSES_BINARY, image_size=args.image_size, n_jobs=2)
+    bunch = load_image_folder(
+        root, classes=CLASSES_BINARY, image_size=args.image_size, keep_aspect="crop", n_jobs=2
+    )
     return bunch.data, bunch.target, bunch.groups, bunch.frame["source"].to_numpy(), str(root)
 
 
@@ -142,6 +144,7 @@ def main(argv=None):
             "data": where,
             "classes": CLASSES_BINARY,
             "image_size": args.image_size,
+            "loading": "load_image_folder(image_size, keep_aspect='crop'): centre square crop, then resize",
             "model": repr(model),
             "epochs": args.epochs,
             "cv": args.cv,
