@@ -231,9 +231,9 @@ def _resize(img, size):
     return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
 
 
-def _load_one(path, size, keep_aspect="crop"):
+def _load_one(path, size, keep_aspect):
     img = read_image(path, as_gray=True)
-    if keep_aspect is False:
+    if not keep_aspect:
         return _resize(img, size)
     from skxray.preprocessing import resize_image
 
@@ -374,8 +374,9 @@ def load_image_folder(
         raise NotADirectoryError(f"Image folder '{root}' is not a directory.")
     if image_size is not None:
         image_size = _check_positive_int(image_size, "image_size")
-    if not (keep_aspect in (False, True) or keep_aspect in ("pad", "crop")):
-        raise ValueError(f'keep_aspect must be False, True, "pad" or "crop"; got {keep_aspect!r}.')
+    from skxray.preprocessing import _check_keep_aspect
+
+    keep_aspect = _check_keep_aspect(keep_aspect, "load_image_folder")
 
     manifest = root / _MANIFEST
     if manifest.is_file():
@@ -428,7 +429,7 @@ def load_image_folder(
     counts = frame["label"].value_counts()
     summary = ", ".join(f"{name}: {counts[name]}" for name in target_names)
     n_groups = f", {len(pd.unique(groups))} patients" if groups is not None else ""
-    how = {False: "", True: ", letterboxed", "pad": ", letterboxed", "crop": ", centre-cropped to square"}
+    how = {False: "", "pad": ", letterboxed", "crop": ", centre-cropped to square"}
     what = f"resized to {image_size}x{image_size}{how[keep_aspect]}" if image_size else "as file paths"
     descr = (
         f"Chest X-ray image folder '{root}': {len(frame)} images{n_groups}, "

@@ -47,7 +47,7 @@ def atomic_write(path, write):
     try:
         write(str(tmp))
         if not tmp.exists():  # the writer reported its failure some other way
-            return False
+            return
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -57,7 +57,6 @@ def atomic_write(path, write):
     finally:
         if tmp.exists():
             tmp.unlink()
-    return True
 
 
 class AtomicCheckpoint(Checkpoint):
@@ -106,12 +105,12 @@ def _differences(saved, current):
     """Human-readable list of what differs between two fingerprints."""
     out = []
     for key in ("estimator", "classes", "input_shape", "n_samples", "data_sha1", "seed"):
-        if saved.get(key) != current.get(key):
-            what = "training data" if key == "data_sha1" else key
-            if key == "data_sha1":
-                out.append("the training images or labels differ")
-            else:
-                out.append(f"{what} {saved.get(key)!r} in the checkpoint vs {current.get(key)!r} now")
+        if saved.get(key) == current.get(key):
+            continue
+        if key == "data_sha1":
+            out.append("the training images or labels differ")
+        else:
+            out.append(f"{key} {saved.get(key)!r} in the checkpoint vs {current.get(key)!r} now")
     saved_params, params = saved.get("params", {}), current.get("params", {})
     for name in sorted(set(saved_params) | set(params)):
         if saved_params.get(name) != params.get(name):
