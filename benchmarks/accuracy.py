@@ -243,7 +243,7 @@ def model_config(model, args):
     return cfg
 
 
-def make_estimator(model, cfg, device, resnet_weights):
+def make_estimator(model, cfg, device, resnet_weights, feature_cache_dir=None):
     from sklearn.pipeline import Pipeline
 
     from skxray.models import CNNClassifier, FNNClassifier, ResNet50Classifier
@@ -260,6 +260,9 @@ def make_estimator(model, cfg, device, resnet_weights):
     }
     if model == "resnet50":
         params["weights"] = resnet_weights
+        # Shared by every fold, task and masking variant: each distinct image
+        # goes through the frozen backbone once in the whole run.
+        params["feature_cache_dir"] = feature_cache_dir
     clf = cls(**params)
     steps = make_preprocess(cfg["preprocess"], cfg["image_size"])
     return Pipeline([*steps, ("clf", clf)]) if steps else clf
@@ -495,6 +498,9 @@ def parse_args(argv=None):
                    help="torch intra-op threads: an int, 'default', or 'auto' (calibrated)")
     p.add_argument("--resnet-weights", default="IMAGENET1K_V2",
                    help="torchvision name, local .pth/.safetensors file, or none")
+    p.add_argument("--feature-cache", default="temp",
+                   help="ResNet50Classifier(feature_cache_dir=...) for every fit: a folder, "
+                        "'temp' (default: a temporary folder removed at the end) or 'none'")
     tuning = p.add_argument_group("overrides of the chosen settings (tuning)")
     tuning.add_argument("--preprocess", choices=PREPROCESS_CHOICES, default=None)
     tuning.add_argument("--augment", choices=AUGMENT_CHOICES, default=None)
@@ -551,6 +557,7 @@ def main(argv=None):
     if "resnet50" in members:
         resnet_weights, resnet_note = resolve_resnet_weights(args.resnet_weights)
     configs = {m: model_config(m, args) for m in fitted}
+    feature_cache_dir = feature_cache_folder(args.feature_cache)
     _, mask_source = lung_mask(8, 8)
 
     payload = {
@@ -575,6 +582,11 @@ def main(argv=None):
             "quick": args.quick,
             "label": args.label,
             "resnet50_weights": resnet_note,
+            "resnet50_feature_cache": (
+                "none: the backbone runs in every fit and prediction" if feature_cache_dir is None
+                else f"feature_cache_dir={args.feature_cache!r}: each distinct image (plain or "
+                "masked) goes through the frozen backbone once in the whole run"
+            ),
             "voting": "unweighted mean of the members' predict_proba on each test fold",
             "masking": (
                 f"lungs: pixels inside {mask_source} replaced by the image mean; borders: a band "
@@ -615,7 +627,7 @@ def main(argv=None):
             for model in fitted:
                 cfg = configs[model]
                 X = data.X(cfg["image_size"])[idx]
-                est = make_estimator(model, cfg, device, resnet_weights)
+                est = make_estimator(model, cfg, device, resnet_weights, feature_cache_dir)
                 oof, fold_rows, fit_times, predict_times = run_model(
                     model, est, X, y, classes, splits, args.masking, cuda
                 )
@@ -679,6 +691,21 @@ def main(argv=None):
     print(markdown_table(payload))
     log(f"done in {payload['settings']['total_time_s']:.0f} s; results in {out}")
     return payload
+
+
+def feature_cache_folder(choice):
+    """The folder for ``--feature-cache`` ('temp': created now, removed at exit)."""
+    if choice in (None, "none", "None"):
+        return None
+    if choice != "temp":
+        return choice
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="skxray-features-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def save_oof(path, store, data):

@@ -16,6 +16,11 @@ Sections (``--sections``, all by default):
 ``resnet_cache``
     fit time of a frozen ``ResNet50Classifier`` for 10 epochs with
     ``cache_features=True`` vs ``False``. Target: >= 8x faster.
+``resnet_store``
+    5-fold ``cross_val_score`` of a frozen ``ResNet50Classifier`` with
+    ``feature_cache_dir`` (an empty folder at the start of each run) vs
+    without: the backbone features are shared by the folds' fits and
+    predictions.
 ``loading``
     ``ImageLoader(image_size=128)`` images/s with ``n_jobs=1`` vs ``2``
     (page cache warmed first).
@@ -63,13 +68,14 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-SECTIONS = ("overhead", "resnet_cache", "loading", "streaming", "inference", "roofline")
+SECTIONS = ("overhead", "resnet_cache", "resnet_store", "loading", "streaming", "inference", "roofline")
 SEED = 0
 
 # Sizes of each measurement: (full, quick).
 SIZES = {
     "overhead": {"n": (256, 96), "epochs": (2, 1), "reps": (5, 2), "image_size": (64, 64)},
     "resnet_cache": {"n": (128, 32), "epochs": (10, 10), "image_size": (224, 64)},
+    "resnet_store": {"n": (64, 32), "epochs": (10, 10), "folds": (5, 5), "image_size": (224, 64)},
     "loading": {"n": (1124, 150), "reps": (2, 1)},
     "streaming": {"n": (1124, 48), "epochs": (1, 1), "image_size": (128, 64)},
     "inference": {"n": (512, 64), "n_resnet": (128, 16), "reps": (2, 1)},
@@ -83,6 +89,7 @@ CUDA_SCALE = {
     ("overhead", "epochs"): 10,
     ("roofline", "epochs"): 10,
     ("resnet_cache", "n"): 4,
+    ("resnet_store", "n"): 4,
     ("inference", "n_resnet"): 4,
 }
 _SCALE = {"factor": {}}
@@ -301,6 +308,51 @@ def bench_resnet_cache(images, device, quick):
          "target": ">= 8", "meets_target": speedup >= 8},
         {**common, "variant": "cache_features=False", "seconds_best": uncached,
          "seconds_all": times["cache_features=False"]},
+    ]
+
+
+def bench_resnet_store(images, device, quick):
+    import shutil
+    import tempfile
+
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    from skxray.models import ResNet50Classifier
+
+    n, epochs = size("resnet_store", "n", quick), size("resnet_store", "epochs", quick)
+    px, folds = size("resnet_store", "image_size", quick), size("resnet_store", "folds", quick)
+    X, y = images.binary(n, px)
+    cuda = device == "cuda"
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=SEED)
+
+    def run(store):
+        folder = tempfile.mkdtemp(prefix="skxray-speed-") if store else None
+        clf = ResNet50Classifier(weights=None, max_epochs=epochs, ood=False, image_size=px,
+                                 device=device, random_state=SEED, feature_cache_dir=folder)
+        try:
+            with Stopwatch(cuda) as t:
+                scores = cross_val_score(clf, X, y, cv=cv)
+        finally:
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+        return t.seconds, float(np.mean(scores))
+
+    names = ("feature_cache_dir=folder", "feature_cache_dir=None", "feature_cache_dir=folder")
+    times, accuracy = {name: [] for name in names}, {}
+    for name in names:
+        seconds, accuracy[name] = run(name.endswith("folder"))
+        times[name].append(seconds)
+    stored, plain = min(times[names[0]]), min(times[names[1]])
+    speedup = plain / stored
+    log(f"resnet_store: {folds}-fold CV {speedup:.1f}x faster with feature_cache_dir")
+    common = {"benchmark": "resnet_store", "n_images": n, "epochs": epochs, "image_size": px,
+              "folds": folds, "weights": "None (random init; weights do not change the cost)"}
+    return [
+        {**common, "variant": names[0], "seconds_best": stored, "seconds_all": times[names[0]],
+         "speedup": speedup, "mean_accuracy": accuracy[names[0]],
+         "notes": f"same CV accuracy as without: {accuracy[names[0]] == accuracy[names[1]]}"},
+        {**common, "variant": names[1], "seconds_best": plain, "seconds_all": times[names[1]],
+         "mean_accuracy": accuracy[names[1]]},
     ]
 
 
@@ -708,6 +760,8 @@ def main(argv=None):
                 rows = bench_overhead(images, device, args.quick)
             elif section == "resnet_cache":
                 rows = bench_resnet_cache(images, device, args.quick)
+            elif section == "resnet_store":
+                rows = bench_resnet_store(images, device, args.quick)
             elif section == "loading":
                 rows = bench_loading(images, device, args.quick)
             elif section == "streaming":

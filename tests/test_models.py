@@ -310,6 +310,93 @@ def test_resnet_cache_features_true_needs_frozen_unaugmented(phantoms):
         tiny_resnet(cache_features=True, freeze=False).fit(X, y)
 
 
+def _count_backbone_images(monkeypatch):
+    """Patch the backbone pass to count the images it sees."""
+    from skxray.models.resnet import _ResNet50Net
+
+    seen = []
+    original = _ResNet50Net._backbone_features
+
+    def counting(self, x):
+        seen.append(len(x))
+        return original(self, x)
+
+    monkeypatch.setattr(_ResNet50Net, "_backbone_features", counting)
+    return seen
+
+
+def test_resnet_feature_cache_dir_shares_features_across_fits(monkeypatch, tmp_path, phantoms):
+    X, y, _ = phantoms
+    X, y = X[:60], y[:60]
+    reference = tiny_resnet(ood=False).fit(X[:40], y[:40]).predict_proba(X)
+    seen = _count_backbone_images(monkeypatch)
+    first = tiny_resnet(ood=False, feature_cache_dir=tmp_path).fit(X[:40], y[:40])
+    proba = first.predict_proba(X)
+    assert sum(seen) == 60  # 40 in fit, only the 20 new ones in predict
+    np.testing.assert_allclose(proba, reference, atol=1e-5)
+    (folder,) = tmp_path.iterdir()
+    assert folder.name.startswith("resnet50-") and len(list(folder.glob("*.npy"))) == 60
+
+    # Other folds, a grid candidate and scoring: the backbone never runs again.
+    seen.clear()
+    other = clone(first).set_params(lr=3e-3).fit(X[20:], y[20:])
+    other.score(X[:20], y[:20])
+    assert seen == []
+    uncached = clone(other).set_params(feature_cache_dir=None).fit(X[20:], y[20:])
+    np.testing.assert_allclose(other.predict_proba(X), uncached.predict_proba(X), atol=1e-5)
+
+    # A saved and reloaded model hashes its loaded weights to the same folder.
+    other.save(tmp_path / "model.skx")
+    expected = uncached.predict_proba(X)
+    seen.clear()
+    np.testing.assert_allclose(load(tmp_path / "model.skx").predict_proba(X), expected, atol=1e-5)
+    assert seen == []
+
+
+def test_resnet_feature_cache_dir_is_per_backbone_and_survives_damage(monkeypatch, tmp_path, phantoms):
+    X, y, _ = phantoms
+    X, y = X[:30], y[:30]
+    a = tiny_resnet(ood=False, feature_cache_dir=tmp_path, random_state=0).fit(X, y)
+    # weights=None draws the backbone from random_state: other weights, other folder.
+    tiny_resnet(ood=False, feature_cache_dir=tmp_path, random_state=1).fit(X, y)
+    assert len(list(tmp_path.iterdir())) == 2
+    expected = a.predict_proba(X)
+    folder = a.module_.feature_store.folder
+    damaged = sorted(folder.glob("*.npy"))[:3]
+    for path in damaged:
+        path.write_bytes(path.read_bytes()[:40])
+    seen = _count_backbone_images(monkeypatch)
+    np.testing.assert_allclose(a.predict_proba(X), expected, atol=1e-6)
+    assert sum(seen) == 3
+    assert all(np.load(path).shape == (2048,) for path in damaged)
+
+
+def test_resnet_gradcam_runs_the_backbone_despite_the_cache(monkeypatch, tmp_path):
+    from skxray.explain import gradcam
+
+    # 48 px: the last block is 2x2, so the heatmaps are not constant.
+    X, y = make_phantom_cxr(30, image_size=48, random_state=0)
+    cached = tiny_resnet(ood=False, feature_cache_dir=tmp_path).fit(X, y)
+    plain = tiny_resnet(ood=False).fit(X, y)
+    seen = _count_backbone_images(monkeypatch)
+    maps = gradcam(cached, X[:2])
+    assert sum(seen) == 2 and maps.shape == (2, 48, 48) and maps.max() > 0
+    np.testing.assert_allclose(maps, gradcam(plain, X[:2]), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "params, error, match",
+    [
+        ({"feature_cache_dir": "x", "freeze": False}, ValueError, "feature_cache_dir needs freeze=True"),
+        ({"feature_cache_dir": 3}, TypeError, "feature_cache_dir must be a folder path or None; got int"),
+    ],
+)
+def test_resnet_feature_cache_dir_validation(params, error, match, phantoms):
+    X, y, _ = phantoms
+    with pytest.raises(error, match=match):
+        tiny_resnet(**params).fit(X[:20], y[:20])
+
+
 def test_resnet_offline_weights_error_says_how(monkeypatch, tmp_path, phantoms):
     import torchvision
 

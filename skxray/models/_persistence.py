@@ -8,6 +8,7 @@ never unpickles, so a model folder from an untrusted source cannot run code.
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,8 @@ def _registry():
 def _jsonable_params(estimator):
     params, dropped = {}, {}
     for name, value in estimator.get_params(deep=False).items():
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
         try:
             json.dumps(value)
         except TypeError:

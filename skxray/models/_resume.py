@@ -30,7 +30,7 @@ STATE_FILE = "last.pt"
 _FORMAT = 1
 # Parameters that change neither the numbers nor the course of training: a
 # run may be resumed with other values for them.
-_FREE_PARAMETERS = ("verbose", "checkpoint_dir", "device")
+_FREE_PARAMETERS = ("verbose", "checkpoint_dir", "device", "feature_cache_dir")
 # Callback attributes that skorch resets at the start of every fit call but
 # that a resumed run must carry on with.
 _CALLBACK_ATTRIBUTES = ("best_score_", "misses_", "dynamic_threshold_", "best_epoch_", "best_model_weights_")

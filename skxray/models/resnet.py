@@ -14,6 +14,7 @@ from skxray.models._base import (
     _is_int,
     _TensorImageDataset,
 )
+from skxray.models._feature_store import FeatureStore
 
 __all__ = ["ResNet50Classifier", "PretrainedWeightsError", "load_resnet50_state_dict"]
 
@@ -128,6 +129,8 @@ class _ResNet50Net(nn.Module):
         )
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
+        # Set by ResNet50Classifier(feature_cache_dir=...); frozen backbones only.
+        self.feature_store = None
 
     def train(self, mode=True):
         super().train(mode)
@@ -138,6 +141,13 @@ class _ResNet50Net(nn.Module):
         return self
 
     def features(self, x):
+        # Only without gradients: Grad-CAM needs the backbone to run (its
+        # hooks and gradients), and training never reads the store.
+        if self.feature_store is not None and self.freeze and not torch.is_grad_enabled():
+            return self.feature_store(x, self._backbone_features)
+        return self._backbone_features(x)
+
+    def _backbone_features(self, x):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         return self.backbone((x - self.mean) / self.std)
@@ -190,6 +200,16 @@ default="IMAGENET1K_V2"
         Compute backbone features once per ``fit`` and train the head on
         them. "auto" caches when ``freeze=True`` and ``augment`` is None;
         True requires both.
+
+    feature_cache_dir : str, path-like or None, default=None
+        Folder where the frozen backbone's features are kept across fits,
+        one file of 8 KB per image, keyed by the image's pixels, in a
+        subfolder named after a hash of the weights. Cross-validation, a grid
+        search over head parameters, scoring, masking audits and repeated
+        runs then pass each distinct image through the backbone once instead
+        of once per fit and per prediction. Needs ``freeze=True``; safe to
+        share between processes (files are written atomically). Gradients
+        (Grad-CAM) always run the backbone. None keeps nothing.
 
 {common}
     Attributes
@@ -266,6 +286,7 @@ default="IMAGENET1K_V2"
         freeze=True,
         head_units=256,
         cache_features="auto",
+        feature_cache_dir=None,
         lr=1e-3,
         weight_decay=1e-4,
         dropout=0.3,
@@ -291,6 +312,7 @@ default="IMAGENET1K_V2"
         self.freeze = freeze
         self.head_units = head_units
         self.cache_features = cache_features
+        self.feature_cache_dir = feature_cache_dir
         self.lr = lr
         self.weight_decay = weight_decay
         self.dropout = dropout
@@ -326,6 +348,17 @@ default="IMAGENET1K_V2"
                 "ResNet50Classifier: cache_features=True needs freeze=True and augment=None "
                 "(cached features cannot be augmented or fine-tuned)."
             )
+        if self.feature_cache_dir is not None:
+            if not isinstance(self.feature_cache_dir, (str, os.PathLike)):
+                raise TypeError(
+                    "ResNet50Classifier: feature_cache_dir must be a folder path or None; "
+                    f"got {type(self.feature_cache_dir).__name__}."
+                )
+            if not self.freeze:
+                raise ValueError(
+                    "ResNet50Classifier: feature_cache_dir needs freeze=True (the features of "
+                    "a backbone being fine-tuned change at every step)."
+                )
 
     def _caches_features(self):
         if self.cache_features == "auto":
@@ -339,11 +372,20 @@ default="IMAGENET1K_V2"
                 f"ResNet50Classifier needs gray (1 channel) or RGB (3 channels) images; got {channels} channels."
             )
         state = None if self.weights is None else load_resnet50_state_dict(self.weights)
-        return _ResNet50Net(n_outputs, self.head_units, self.dropout, bool(self.freeze), state)
+        module = _ResNet50Net(n_outputs, self.head_units, self.dropout, bool(self.freeze), state)
+        self._attach_feature_store(module)
+        return module
 
     def _build_module_for_loading(self, input_shape, n_outputs):
         # The saved file holds every backbone weight: no need to fetch any.
-        return _ResNet50Net(n_outputs, self.head_units, self.dropout, bool(self.freeze), None)
+        module = _ResNet50Net(n_outputs, self.head_units, self.dropout, bool(self.freeze), None)
+        self._attach_feature_store(module)
+        return module
+
+    def _attach_feature_store(self, module):
+        # The weights are hashed at the first lookup, after they are loaded.
+        if self.feature_cache_dir is not None and self.freeze:
+            module.feature_store = FeatureStore(self.feature_cache_dir, module.backbone, prefix="resnet50")
 
     def _fit_net(self, module, dataset, y_enc, make_net):
         self.features_cached_ = self._caches_features()
