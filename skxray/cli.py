@@ -6,8 +6,10 @@ traceback instead.
 """
 
 import argparse
+import contextlib
 import json
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -24,7 +26,9 @@ class UserError(Exception):
 
 
 # ----------------------------------------------------------------------------- helpers
-def _make_model(name, *, epochs, image_size, random_state, verbose=0, weights="IMAGENET1K_V2"):
+def _make_model(
+    name, *, epochs, image_size, random_state, verbose=0, weights="IMAGENET1K_V2", feature_cache_dir=None
+):
     from skxray.models import CNNClassifier, FNNClassifier, ResNet50Classifier
 
     common = dict(random_state=random_state, verbose=verbose, image_size=image_size)
@@ -33,8 +37,24 @@ def _make_model(name, *, epochs, image_size, random_state, verbose=0, weights="I
     if name == "fnn":
         return FNNClassifier(max_epochs=epochs, **common)
     if name == "resnet50":
-        return ResNet50Classifier(max_epochs=epochs, weights=weights, **common)
+        return ResNet50Classifier(
+            max_epochs=epochs, weights=weights, feature_cache_dir=feature_cache_dir, **common
+        )
     raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+
+
+@contextlib.contextmanager
+def _feature_cache(args):
+    """The ResNet-50 feature folder: --feature-cache-dir, else a temporary one for this command.
+
+    Every fold, the ensemble and the final fit then share one backbone pass
+    per image.
+    """
+    if args.feature_cache_dir:
+        yield args.feature_cache_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="skxray-features-") as folder:
+        yield folder
 
 
 def _resnet_weights(requested):
@@ -155,6 +175,8 @@ def cmd_train(args):
         random_state=args.random_state,
         verbose=1,
         weights=weights,
+        # Only a folder the user chose: the saved model keeps this path.
+        feature_cache_dir=args.feature_cache_dir,
     )
     # Saved with the model, so evaluate and predict read images the same way.
     model.set_params(keep_aspect=keep_aspect)
@@ -265,7 +287,7 @@ def cmd_predict(args):
     return 0
 
 
-def _models_for_compare(names, *, epochs, image_size, random_state, weights):
+def _models_for_compare(names, *, epochs, image_size, random_state, weights, feature_cache_dir=None):
     from sklearn.ensemble import VotingClassifier
 
     notes = []
@@ -275,13 +297,25 @@ def _models_for_compare(names, *, epochs, image_size, random_state, weights):
         if name == "resnet50":
             w, note = _resnet_weights(weights)
             notes.append(note)
-        models[name] = _make_model(name, epochs=epochs, image_size=image_size, random_state=random_state, weights=w)
+        models[name] = _make_model(
+            name,
+            epochs=epochs,
+            image_size=image_size,
+            random_state=random_state,
+            weights=w,
+            feature_cache_dir=feature_cache_dir,
+        )
     if len(models) > 1:
         models["soft-voting"] = VotingClassifier(list(models.items()), voting="soft")
     return models, notes
 
 
 def _run_compare(bunch, args, *, title, note=None):
+    with _feature_cache(args) as feature_cache_dir:
+        return _run_compare_with(bunch, args, title=title, note=note, feature_cache_dir=feature_cache_dir)
+
+
+def _run_compare_with(bunch, args, *, title, note, feature_cache_dir):
     from skxray.evaluation import compare_models
     from skxray.report import Report
 
@@ -293,7 +327,12 @@ def _run_compare(bunch, args, *, title, note=None):
     if len(labels) < 2:
         raise UserError(f"the data hold one class only ({labels[0]!r}); at least two are needed")
     models, notes = _models_for_compare(
-        names, epochs=args.epochs, image_size=args.image_size, random_state=args.random_state, weights=args.weights
+        names,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        random_state=args.random_state,
+        weights=args.weights,
+        feature_cache_dir=feature_cache_dir,
     )
     groups = bunch.groups
     cv_note = (
@@ -386,11 +425,22 @@ def cmd_audit(args):
     if args.model == "resnet50":
         weights, note = _resnet_weights(weights)
         print(note)
-    model = _make_model(args.model, epochs=args.epochs, image_size=args.image_size, random_state=args.random_state, weights=weights)
     sources = None
     if bunch.frame is not None and "source" in bunch.frame:
         sources = bunch.frame["source"].to_numpy()
-    result = audit(model, bunch.data, bunch.target, groups=bunch.groups, sources=sources, cv=args.cv, random_state=args.random_state)
+    with _feature_cache(args) as feature_cache_dir:
+        model = _make_model(
+            args.model,
+            epochs=args.epochs,
+            image_size=args.image_size,
+            random_state=args.random_state,
+            weights=weights,
+            feature_cache_dir=feature_cache_dir,
+        )
+        result = audit(
+            model, bunch.data, bunch.target, groups=bunch.groups, sources=sources, cv=args.cv,
+            random_state=args.random_state,
+        )
     print(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -424,6 +474,12 @@ def build_parser():
         p.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
         p.add_argument("--classes", help="comma-separated classes to use (default: all folders)")
         p.add_argument("--weights", default="IMAGENET1K_V2", help="ResNet-50 weights: IMAGENET1K_V2, a file, or none")
+        p.add_argument(
+            "--feature-cache-dir",
+            metavar="DIR",
+            help="keep the frozen ResNet-50's features of each image in DIR, for later runs "
+            "(compare, demo and audit otherwise share them through a temporary folder)",
+        )
 
     p = sub.add_parser("explore", help="counts per class, image sizes and a grid of sample images")
     p.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder per class")

@@ -137,6 +137,32 @@ def test_compare_writes_report(folder, tmp_path):
     assert {"cnn", "fnn", "soft-voting"} <= set(metrics)
 
 
+def test_compare_resnet_shares_a_feature_folder(folder, tmp_path):
+    cache = tmp_path / "features"
+    result = run(
+        "compare", folder, "--out", tmp_path / "report", "--models", "resnet50,fnn", "--cv", 2,
+        "--epochs", 1, "--image-size", SIZE, "--weights", "none", "--feature-cache-dir", cache,
+    )
+    assert result.returncode == 0, result.stderr
+    (backbone,) = cache.iterdir()
+    # Both folds, the ensemble and the final fit: one file per distinct image.
+    assert len(list(backbone.glob("*.npy"))) == 48
+
+
+def test_compare_without_feature_folder_leaves_no_temporary_files(folder, tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env_tmp = {"TMPDIR": str(scratch)}
+    result = subprocess.run(
+        [sys.executable, "-m", "skxray.cli", "compare", str(folder), "--out", str(tmp_path / "report"),
+         "--models", "resnet50", "--cv", "2", "--epochs", "1", "--image-size", str(SIZE), "--weights", "none"],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **env_tmp},
+    )
+    assert result.returncode == 0, result.stderr
+    assert not any(p.name.startswith("skxray-features-") for p in scratch.iterdir())
+
+
 def test_demo_on_phantoms(tmp_path):
     result = run(
         "demo", "--out", tmp_path, "--n-samples", 40, "--cv", 2, "--epochs", 1,
