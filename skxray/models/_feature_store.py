@@ -47,17 +47,13 @@ class FeatureStore:
     def __init__(self, root, backbone, prefix="features"):
         self.root = Path(root).expanduser()
         self.prefix = prefix
-        # Not a submodule: a plain reference so that the module's state dict
-        # and parameters are unaffected.
-        self._backbone = [backbone]
+        self._backbone = backbone
         self._folder = None
-        self.hits = 0
-        self.misses = 0
 
     @property
     def folder(self):
         if self._folder is None:
-            self._folder = self.root / f"{self.prefix}-{weights_fingerprint(self._backbone[0])[:20]}"
+            self._folder = self.root / f"{self.prefix}-{weights_fingerprint(self._backbone)[:20]}"
         return self._folder
 
     @staticmethod
@@ -90,8 +86,6 @@ class FeatureStore:
         keys = [self.key(image) for image in x.detach().cpu().numpy()]
         found = [self.load(k) for k in keys]
         missing = [i for i, f in enumerate(found) if f is None]
-        self.misses += len(missing)
-        self.hits += len(keys) - len(missing)
         if missing:
             computed = compute(x[missing]).detach().cpu().numpy()
             for i, features in zip(missing, computed):
