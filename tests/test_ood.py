@@ -26,7 +26,15 @@ from torch.nn import functional as F
 import skxray
 from skxray.datasets import get_data_home, make_phantom_cxr
 from skxray.models import CNNClassifier, FNNClassifier, ResNet50Classifier
-from skxray.ood import OODDetector, _logit_scores, _threshold, ood_rate
+from skxray.ood import (
+    MIN_SHIFT_TEST_IMAGES,
+    OODDetector,
+    ShiftTestResult,
+    _logit_scores,
+    _threshold,
+    ood_rate,
+    shift_test,
+)
 
 SIZE = 32
 
@@ -38,7 +46,13 @@ def tiny_cnn(**kw):
 
 @pytest.fixture(scope="module")
 def train():
-    return make_phantom_cxr(300, image_size=SIZE, random_state=0)
+    # One image per patient: a classifier calibrates its detector on its
+    # validation split, which is drawn per image. With several images per
+    # patient (the phantom default is three) the validation images have
+    # siblings among the training images, look more familiar than new
+    # patients do, and the threshold comes out too low (22 % of new phantom
+    # patients flagged instead of 5 %; see the user guide on new hospitals).
+    return make_phantom_cxr(300, image_size=SIZE, n_patients=300, random_state=0)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +111,10 @@ def test_flags_second_scanner_not_held_out_phantoms(who, request, held_out, scan
     in_rate = flag(X_in).mean()
     b_rate = flag(scanner_b).mean()
     print(f"{who}: held-out scanner A flagged {in_rate:.1%}, scanner B flagged {b_rate:.1%}")
-    assert in_rate <= 0.05  # binomial tolerance: see the module docstring
+    # Binomial tolerance (module docstring): the detector aims at 1 %, the
+    # classifier's at 5 % (CLASSIFIER_QUANTILE), where 40 of 400 lies 4.6
+    # standard deviations above the mean: P(X > 40) < 1e-5.
+    assert in_rate <= (0.05 if who == "detector" else 0.10)
     assert b_rate >= 0.90
 
 
@@ -151,9 +168,13 @@ def test_detector_on_embedding_of_classifier(cnn, held_out, scanner_b):
     det = OODDetector(estimator=cnn, features="embedding", random_state=0).fit(X_in[:200], y_in[:200])
     assert det.features_ == ("embedding",)
     assert det.predict(X_in[200:]).mean() <= 0.05
-    both = OODDetector(estimator=cnn, random_state=0).fit(X_in[:200], y_in[:200])
+    both = OODDetector(estimator=cnn, features="both", random_state=0).fit(X_in[:200], y_in[:200])
     assert both.features_ == ("embedding", "image")
     assert both.predict(scanner_b).mean() >= 0.9
+    layers = OODDetector(estimator=cnn, random_state=0).fit(X_in[:200], y_in[:200])
+    assert layers.features_ == ("layers",)  # "auto" for a CNN
+    assert layers.predict(X_in[200:]).mean() <= 0.05
+    assert layers.predict(scanner_b).mean() >= 0.9
 
 
 @pytest.mark.parametrize("method", ["energy", "msp"])
@@ -238,7 +259,7 @@ def test_classifier_ood_calibrated_on_validation_split(cnn, train):
     X, _ = train
     det = cnn.ood_
     assert isinstance(det, OODDetector) and det.estimator is cnn
-    assert det.features_ == ("embedding", "image")
+    assert det.features_ == ("layers",) and det.quantile == 0.95
     # The validation split of skorch: ceil(0.1 * 300) images, the only ones
     # with a held-out embedding distance.
     assert det.calibration_scores_.shape == (30,)
@@ -253,7 +274,8 @@ def test_predict_with_abstention(cnn, held_out, scanner_b):
     assert y_pred.dtype == object and y_pred.shape == (70,)
     assert (y_pred[50:] == "uncertain").all()
     answered = y_pred[:50] != "uncertain"
-    assert answered.mean() >= 0.9
+    # At most 8 of 50 flagged: P(Binomial(50, 0.05) > 8) < 0.002.
+    assert answered.mean() >= 0.84
     np.testing.assert_array_equal(y_pred[:50][answered], cnn.predict(X_in[:50])[answered])
     np.testing.assert_array_equal(y_pred == "uncertain", scores > cnn.ood_.threshold_)
     np.testing.assert_array_equal(cnn.predict_with_abstention(X), y_pred)
@@ -353,9 +375,102 @@ def test_load_without_detector(train, tmp_path):
     assert loaded.ood_ is None and loaded.ood is False
 
 
+# -------------------------------------------------------------- shift test
+def _false_alarm_rate(model, pool, size, n_batches, alpha=0.05):
+    rng = np.random.default_rng(0)
+    pvalues = [
+        shift_test(model, pool[rng.choice(len(pool), size, replace=False)], n_permutations=200,
+                   random_state=i).pvalue
+        for i in range(n_batches)
+    ]
+    return np.mean(np.asarray(pvalues) < alpha)
+
+
+@pytest.mark.parametrize("who", ["detector", "cnn"])
+def test_shift_test_flags_scanner_b_not_scanner_a(who, request, held_out, scanner_b):
+    model = request.getfixturevalue(who)
+    X_in, _ = held_out
+    shifted = shift_test(model, scanner_b[:40], random_state=0)
+    assert isinstance(shifted, ShiftTestResult)
+    assert shifted.shifted and shifted.pvalue < 0.01
+    assert shifted.pvalue >= 1 / 1001  # never 0: (1 + #exceeding) / (1 + B)
+    assert shifted.n_test == 40 and shifted.n_permutations == 1000 and "MMD" in shifted.method
+    assert "differs from the training data" in shifted.verdict()
+    # 40 batches of 20 new scanner-A phantoms at alpha = 0.05: a calibrated
+    # test rejects about 2; more than 6 has probability < 0.005.
+    assert _false_alarm_rate(model, X_in, 20, 40) <= 6 / 40
+    same = shift_test(model, X_in[:40], random_state=0)
+    assert not same.shifted and "no difference" in same.verdict()
+
+
+def test_shift_test_reference_is_the_validation_split(cnn, train):
+    det = cnn.ood_
+    # ceil(0.1 * 300) validation images: the only ones the network never fitted.
+    assert det.has_reference_ and det.reference_.shape[0] == 30
+    assert shift_test(cnn, train[0][:40], random_state=0).n_reference == 30
+
+
+def test_shift_test_is_seeded_and_saved_with_the_model(cnn, scanner_b, held_out, tmp_path):
+    X = np.concatenate([held_out[0][:15], scanner_b[:15]])
+    first = shift_test(cnn, X, n_permutations=200, random_state=3)
+    assert shift_test(cnn, X, n_permutations=200, random_state=3) == first
+    loaded = skxray.load(cnn.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.ood_.reference_, cnn.ood_.reference_)
+    assert loaded.ood_.reference_bandwidth_ == cnn.ood_.reference_bandwidth_
+    assert shift_test(loaded, X, n_permutations=200, random_state=3) == first
+
+
+def test_shift_test_needs_a_held_out_reference(train):
+    X, y = train
+    clf = tiny_cnn(max_epochs=1, validation_fraction=None).fit(X[:60], y[:60])
+    assert clf.ood_ is not None and not clf.ood_.has_reference_
+    with pytest.raises(ValueError, match="validation_fraction > 0"):
+        shift_test(clf, X[:20])
+    no_detector = tiny_cnn(max_epochs=1, ood=False).fit(X[:60], y[:60])
+    with pytest.raises(ValueError, match="ood=True"):
+        shift_test(no_detector, X[:20])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"alpha": 0}, "alpha must be a float in"),
+        ({"alpha": 1.5}, "alpha must be a float in"),
+        ({"n_permutations": 10}, "n_permutations must be an int >= 19"),
+        ({"n_permutations": 100.0}, "n_permutations must be an int >= 19"),
+    ],
+)
+def test_shift_test_parameters(detector, held_out, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        shift_test(detector, held_out[0][:20], **kwargs)
+
+
+def test_shift_test_too_few_images(detector, held_out):
+    with pytest.raises(ValueError, match=f"at least {MIN_SHIFT_TEST_IMAGES} images"):
+        shift_test(detector, held_out[0][: MIN_SHIFT_TEST_IMAGES - 1])
+
+
+def test_mmd_pvalues_are_uniform_under_the_null():
+    from skxray.ood import _median_bandwidth, _mmd_permutation_test
+
+    rng = np.random.RandomState(0)
+    pvalues = []
+    for _ in range(200):
+        ref, test = rng.normal(size=(30, 8)), rng.normal(size=(20, 8))
+        pvalues.append(_mmd_permutation_test(ref, test, _median_bandwidth(ref), 99, rng)[1])
+    pvalues = np.asarray(pvalues)
+    # 200 null tests: the share below 0.05 is about 5 % (sd 1.5 %); below
+    # 0.5 about half. Bounds 4 sd away.
+    assert (pvalues < 0.05).mean() <= 0.11
+    assert 0.36 <= (pvalues < 0.5).mean() <= 0.64
+    shifted = _mmd_permutation_test(ref, test + 1.0, _median_bandwidth(ref), 99, rng)
+    assert shifted[1] == 0.01  # the smallest possible: 1 / (1 + 99)
+
+
 # -------------------------------------------------------------- real data
-@pytest.mark.realdata
-def test_darkcovidnet_held_out_and_pneumonia():
+@pytest.fixture(scope="module")
+def darkcovidnet():
+    """A 64 px CNN fitted on 80 % of the Covid-19/No_findings patients, and the data."""
     from skxray.datasets import load_image_folder
 
     root = get_data_home() / "darkcovidnet"
@@ -372,15 +487,55 @@ def test_darkcovidnet_held_out_and_pneumonia():
     clf = CNNClassifier(
         filters=(8, 16, 32), dense_units=32, max_epochs=6, image_size=64, random_state=0
     ).fit(X2[train_idx], y2[train_idx])
-    held = clf.ood_.predict(X2[test_idx])
     # Pneumonia images of patients not in the training set (21 patients also
     # have No_findings images).
     pneumonia = ~two & ~np.isin(groups, g2[train_idx])
-    pneumonia_rate = clf.ood_.predict(X[pneumonia]).mean()
+    return clf, X2[test_idx], y2[test_idx], X[pneumonia]
+
+
+@pytest.mark.realdata
+def test_darkcovidnet_held_out_and_pneumonia(darkcovidnet):
+    clf, X_test, y_test, X_pneumonia = darkcovidnet
+    held = clf.ood_.predict(X_test)
+    pneumonia_rate = clf.ood_.predict(X_pneumonia).mean()
     print(
         f"darkcovidnet 64 px: held-out Covid-19/No_findings flagged {held.mean():.1%} "
-        f"({held.sum()}/{len(held)}), accuracy {clf.score(X2[test_idx], y2[test_idx]):.1%}; "
-        f"held-out Pneumonia flagged {pneumonia_rate:.1%} of {pneumonia.sum()} (for information)"
+        f"({held.sum()}/{len(held)}), accuracy {clf.score(X_test, y_test):.1%}; "
+        f"held-out Pneumonia flagged {pneumonia_rate:.1%} of {len(X_pneumonia)} (for information)"
     )
-    # n = 125 held-out images: at a true rate of 1%, P(more than 6 flagged) < 1e-3.
-    assert held.mean() <= 0.05
+    # n = 125 held-out images at an aimed rate of 5 %: P(more than 15 flagged) < 0.003.
+    assert held.mean() <= 0.12
+
+
+@pytest.mark.realdata
+def test_hannover_a_hospital_never_trained_on(darkcovidnet):
+    """Measured only: nothing here is fitted, tuned or chosen on the Hannover images."""
+    from skxray.preprocessing import ImageLoader
+
+    root = get_data_home() / "hannover"
+    if not root.is_dir():
+        pytest.skip(f"hannover not found under {root.parent}; set SKXRAY_DATA")
+    clf, X_test, _, _ = darkcovidnet
+    paths = np.array(sorted(str(p) for p in (root / "Covid-19").glob("*.png")), dtype=object)
+    X_ext = ImageLoader(image_size=64).fit_transform(paths)
+    abstain_ext = clf.ood_.predict(X_ext).mean()
+    abstain_held = clf.ood_.predict(X_test).mean()
+    rng = np.random.default_rng(0)
+    p_ext = [
+        shift_test(clf, X_ext[rng.choice(len(X_ext), 40, replace=False)], n_permutations=200,
+                   random_state=i).pvalue
+        for i in range(20)
+    ]
+    false_alarms = _false_alarm_rate(clf, X_test, 20, 40)
+    print(
+        f"Hannover: {abstain_ext:.1%} abstained (held-out patients {abstain_held:.1%}); "
+        f"shift test p < 0.01 in {np.mean(np.asarray(p_ext) < 0.01):.0%} of 20 batches of 40; "
+        f"held-out batches of 20 rejected at 0.05: {false_alarms:.0%}"
+    )
+    # This small 64 px CNN measured 16.5 % abstained (held-out 1.6 %), the
+    # default 128 px CNN about 55 % (benchmarks/new_hospital.py); the old
+    # detector 10.7 % at 128 px. The bounds sit below the measured figures
+    # and above what a detector blind to the hospital would give.
+    assert abstain_ext >= 0.1 and abstain_ext >= 4 * abstain_held
+    assert np.mean(np.asarray(p_ext) < 0.01) >= 0.9
+    assert false_alarms <= 6 / 40

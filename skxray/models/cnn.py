@@ -52,6 +52,22 @@ class _ConvNet(nn.Module):
         """The last ReLU of the convolutional blocks (before its pooling)."""
         return [m for m in self.features if isinstance(m, nn.ReLU)][-1]
 
+    def activation_stats(self, x):
+        """Mean and standard deviation of each channel of every convolutional block.
+
+        Read after each block's ReLU. Out-of-distribution detection uses
+        them: the final embedding maps unfamiliar images onto familiar class
+        prototypes, while the early blocks still see intensity, texture and
+        noise (Lee et al., NeurIPS 2018, use several layers for that reason).
+        """
+        x = x.contiguous(memory_format=self.memory_format)
+        stats = []
+        for layer in self.features:
+            x = layer(x)
+            if isinstance(layer, nn.ReLU):
+                stats += [x.mean(dim=(2, 3)), x.std(dim=(2, 3), correction=0)]
+        return torch.cat(stats, dim=1)
+
     def embed(self, x):
         """Penultimate-layer activations: the dense ReLU layer's output."""
         return self.classifier[:-2](self.features(x.contiguous(memory_format=self.memory_format)))

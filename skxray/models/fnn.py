@@ -1,5 +1,6 @@
 """A multilayer perceptron on flattened pixels: the baseline."""
 
+import torch
 from torch import nn
 
 from skxray.models._base import COMMON_PARAMETERS_DOC, BaseImageClassifier, _is_int
@@ -16,6 +17,22 @@ class _MLP(nn.Module):
             n_inputs = units
         self.hidden = nn.Sequential(*layers)
         self.output = nn.Linear(n_inputs, n_outputs)
+
+    def activation_stats(self, x):
+        """Every hidden layer's activations, concatenated (for out-of-distribution detection).
+
+        A dense layer has no channels to summarise, so its units are kept
+        as they are; without hidden layers, the flattened pixels' mean and
+        standard deviation.
+        """
+        stats = []
+        for layer in self.hidden:
+            x = layer(x)
+            if isinstance(layer, nn.ReLU):
+                stats.append(x)
+        if not stats:
+            return torch.stack([x.mean(dim=1), x.std(dim=1, correction=0)], dim=1)
+        return torch.cat(stats, dim=1)
 
     def embed(self, x):
         """Last hidden layer's activations (the flattened pixels without hidden layers)."""
