@@ -1,8 +1,10 @@
 """The ``skxray`` command: explore, train, evaluate, predict, compare, audit, demo.
 
-User errors (a missing folder, one class only, an unreadable image, an
-unknown model) print one line and exit with status 2; ``--verbose`` shows the
-traceback instead.
+User errors (a missing folder, one class only, an unknown model) print one
+line and exit with status 2; ``--verbose`` shows the traceback instead.
+``predict`` and ``evaluate`` go on past files they cannot read: they answer
+for every readable image, list each unreadable one with its reason, and exit
+with status 1.
 """
 
 import argparse
@@ -19,6 +21,8 @@ import numpy as np
 __all__ = ["main", "build_parser"]
 
 MODELS = ("cnn", "fnn", "resnet50")
+#: A batch this large gets the shift test before its predictions.
+MIN_BATCH_FOR_SHIFT_TEST = 20
 
 
 class UserError(Exception):
@@ -202,36 +206,6 @@ def _load_model(model_dir):
     return load(path)
 
 
-def cmd_evaluate(args):
-    from skxray.evaluation import classification_metrics
-
-    model = _load_model(args.model_dir)
-    size = model.input_shape_[-1]
-    bunch = _load_folder(
-        args.data_dir, image_size=size, classes=list(model.classes_), keep_aspect=model.keep_aspect
-    )
-    proba = model.predict_proba(bunch.data)
-    y_pred = model.classes_[proba.argmax(axis=1)]
-    metrics = classification_metrics(bunch.target, y_pred, proba, classes=model.classes_)
-    if args.json:
-        print(json.dumps(_jsonable(metrics), indent=2))
-    else:
-        for key, value in metrics.items():
-            if not isinstance(value, dict):
-                print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-        per_class = metrics.get("per_class", {})
-        if per_class:
-            names = list(next(iter(per_class.values())).keys())
-            _print_table(
-                [[c] + [_fmt(per_class[c][n]) for n in names] for c in per_class], ["class", *names]
-            )
-    return 0
-
-
-def _fmt(value):
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
 def _jsonable(obj):
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -244,18 +218,114 @@ def _jsonable(obj):
     return obj
 
 
-def cmd_predict(args):
-    from skxray.io import read_image
+def _expand_images(items):
+    """The files named, with every image file below each named folder (recursively).
+
+    Hidden files and folders are skipped; a folder's files come sorted by
+    path. A named file is kept even if it does not exist, so that it is
+    reported as unreadable with the others instead of stopping the batch.
+    """
+    from skxray.io import is_image_file
+
+    files = []
+    for item in items:
+        path = Path(item)
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(
+            f
+            for f in path.rglob("*")
+            if f.is_file()
+            and not any(part.startswith(".") for part in f.relative_to(path).parts)
+            and is_image_file(f)
+        )
+        if not found:
+            raise UserError(f"no image files in folder {str(path)!r}")
+        files.extend(found)
+    return files
+
+
+def _read_images(model, files):
+    """``(X, readable, unreadable)``: the images the model can take, and why the others failed.
+
+    Each file is read and resized as in training; one that cannot be read
+    is listed as ``(file, reason)`` and the others still come back.
+    """
+    from skxray.io import ImageReadError, read_image
     from skxray.preprocessing import resize_image
 
-    model = _load_model(args.model_dir)
     channels, height, width = model.input_shape_
-    images = []
-    for file in args.images:
-        img = read_image(file, as_gray=channels == 1)
+    images, readable, unreadable = [], [], []
+    for file in files:
+        try:
+            img = read_image(file, as_gray=channels == 1)
+        except (ImageReadError, OSError, ValueError) as exc:
+            unreadable.append((str(file), str(exc)))
+            continue
         img = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
         images.append(resize_image(img, (height, width), keep_aspect=model.keep_aspect))
-    X = np.stack(images)
+        readable.append(str(file))
+    X = np.stack(images) if images else np.empty((0, channels, height, width), dtype=np.float32)
+    return X, readable, unreadable
+
+
+def _batch_shift_test(model, X, *, quiet):
+    """The shift test of a batch of 20 images or more, printed first (None when not run)."""
+    from skxray.ood import shift_test
+
+    if getattr(model, "ood_", None) is None or not model.ood_.has_reference_:
+        if not quiet:
+            print("Shift test: not available (the model has no held-out reference sample).")
+        return None
+    if len(X) < MIN_BATCH_FOR_SHIFT_TEST:
+        if not quiet:
+            print(
+                f"Shift test: not run ({len(X)} images; it needs {MIN_BATCH_FOR_SHIFT_TEST} or more "
+                "to say anything about a batch)."
+            )
+        return None
+    result = shift_test(model, X, random_state=0)
+    if not quiet:
+        print(f"Shift test: {result.verdict()}")
+    return result
+
+
+def _print_unreadable(unreadable):
+    """One line per file that could not be read, on stderr, like every other error."""
+    for file, reason in unreadable:
+        print(f"skxray: error: {reason if file in reason else f'{file}: {reason}'}", file=sys.stderr)
+
+
+def cmd_predict(args):
+    model = _load_model(args.model_dir)
+    files = _expand_images(args.images)
+    X, readable, unreadable = _read_images(model, files)
+    shift = _batch_shift_test(model, X, quiet=args.json) if len(X) else None
+    rows = _prediction_rows(model, X, readable) if len(X) else []
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "shift_test": None if shift is None else shift.to_dict(),
+                    "predictions": rows,
+                    "unreadable": [{"image": f, "reason": r} for f, r in unreadable],
+                },
+                indent=2,
+            )
+        )
+    elif rows:
+        headers = ["image", "label", "probability"]
+        if "answer" in rows[0]:
+            headers += ["out_of_distribution", "ood_distance", "answer"]
+        _print_table(
+            [[r[h] if not isinstance(r[h], float) else f"{r[h]:.3f}" for h in headers] for r in rows], headers
+        )
+    _print_unreadable(unreadable)
+    return 1 if unreadable else 0
+
+
+def _prediction_rows(model, X, files):
     proba = model.predict_proba(X)
     best = proba.argmax(axis=1)
     scores = flags = decisions = None
@@ -263,9 +333,9 @@ def cmd_predict(args):
         decisions, scores = model.predict_with_abstention(X, return_scores=True)
         flags = scores > model.ood_.threshold_
     rows = []
-    for i, file in enumerate(args.images):
+    for i, file in enumerate(files):
         row = {
-            "image": str(file),
+            "image": file,
             "label": _jsonable(model.classes_[best[i]]),
             "probability": float(proba[i, best[i]]),
             "probabilities": {str(c): float(p) for c, p in zip(model.classes_, proba[i])},
@@ -275,16 +345,111 @@ def cmd_predict(args):
             row["ood_distance"] = float(scores[i])
             row["answer"] = _jsonable(decisions[i])
         rows.append(row)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        headers = ["image", "label", "probability"]
-        if flags is not None:
-            headers += ["out_of_distribution", "ood_distance", "answer"]
-        _print_table(
-            [[r[h] if not isinstance(r[h], float) else f"{r[h]:.3f}" for h in headers] for r in rows], headers
+    return rows
+
+
+def cmd_evaluate(args):
+    from skxray.datasets import load_image_folder
+    from skxray.evaluation import external_validation
+
+    model = _load_model(args.model_dir)
+    path = Path(args.data_dir)
+    if not path.is_dir():
+        raise UserError(f"data folder {str(path)!r} does not exist or is not a folder")
+    # Paths first, so one unreadable file is reported instead of sinking the run.
+    bunch = load_image_folder(path, min_classes=1)
+    known = {str(c) for c in model.classes_}
+    foreign = sorted(set(bunch.target_names) - known)
+    if foreign:
+        raise UserError(
+            f"{str(path)!r} has class folder(s) {foreign} that the model does not know; "
+            f"its classes are {sorted(known)}"
         )
-    return 0
+    X, readable, unreadable = _read_images(model, bunch.filenames)
+    if not len(X):
+        _print_unreadable(unreadable)
+        return 1
+    label_of = dict(zip(map(str, bunch.filenames), bunch.target))
+    y = np.asarray([label_of[f] for f in readable], dtype=object)
+    y = _as_model_labels(y, model.classes_)
+    result = external_validation(model, X, y, random_state=0)
+    result["unreadable"] = [{"image": f, "reason": r} for f, r in unreadable]
+    if args.json:
+        print(json.dumps(_jsonable(result), indent=2))
+    else:
+        _print_external(result)
+    if args.report:
+        _write_evaluate_report(args, model, result)
+    _print_unreadable(unreadable)
+    return 1 if unreadable else 0
+
+
+def _write_evaluate_report(args, model, result):
+    """The evaluate report: internal (cross-validated, with --internal) beside external figures."""
+    from sklearn.base import clone
+
+    from skxray.evaluation import compare_models
+    from skxray.report import Report
+
+    name = type(model).__name__
+    internal = None
+    protocol = "Internal: not run (pass --internal TRAIN_DIR)."
+    if args.internal:
+        train = _load_folder(
+            args.internal,
+            image_size=model.input_shape_[-1],
+            classes=[str(c) for c in model.classes_],
+            keep_aspect=model.keep_aspect,
+        )
+        table = compare_models(
+            {name: clone(model)}, train.data, train.target, cv=args.cv, groups=train.groups, random_state=0
+        )
+        internal = table.iloc[0]
+        grouped = " grouped by patient" if train.groups is not None else " (no patient ids: image-level folds)"
+        protocol = f"Internal: {args.cv}-fold cross-validation on {args.internal}{grouped}."
+    report = Report(title=f"{name} on {Path(args.data_dir).name}")
+    report.add_text(
+        "What was run",
+        f"Model {args.model_dir} ({name}, classes {', '.join(map(str, model.classes_))}) evaluated on "
+        f"{result['n_samples']} images of {args.data_dir}. {protocol}",
+    )
+    report.add_external_validation(name, result, internal=internal)
+    path = report.save(Path(args.report) / "report.html")
+    print(f"wrote {path}")
+
+
+def _as_model_labels(y, classes):
+    """Folder names (str) as the model's label type (ints or bools when it was fitted on those)."""
+    by_name = {str(c): c for c in classes}
+    out = np.empty(len(y), dtype=object)
+    out[:] = [by_name[str(v)] for v in y]
+    return out if classes.dtype == object else out.astype(classes.dtype)
+
+
+def _fmt_rate(rate):
+    low, high = rate["ci95"]
+    return f"{100 * rate['value']:.1f} % (95 % CI {100 * low:.1f}-{100 * high:.1f}, {rate['count']}/{rate['n']})"
+
+
+def _print_external(result):
+    shift = result["shift_test"]
+    if shift is not None:
+        from skxray.ood import ShiftTestResult
+
+        print(f"Shift test: {ShiftTestResult(**shift).verdict()}")
+    print(f"{result['n_samples']} images; classes present: {', '.join(map(str, result['classes_present']))}")
+    for name, entry in result["per_class"].items():
+        print(f"sensitivity {name}: {_fmt_rate(entry['sensitivity'])}")
+    print(f"accuracy: {_fmt_rate(result['accuracy'])}")
+    if result["abstention"] is not None:
+        print(f"abstained ('uncertain'): {_fmt_rate(result['abstention'])}")
+    metrics = result["metrics"]
+    if metrics is not None:
+        for key in ("balanced_accuracy", "roc_auc", "brier"):
+            if metrics.get(key) is not None:
+                print(f"{key}: {metrics[key]:.4f}")
+    for note in result["notes"]:
+        print(f"not computed: {note}")
 
 
 def _models_for_compare(names, *, epochs, image_size, random_state, weights, feature_cache_dir=None):
@@ -510,15 +675,31 @@ def build_parser():
     common(p, image_size=128, epochs=15)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="metrics of a saved model on a folder")
+    p = sub.add_parser(
+        "evaluate",
+        help="what a saved model achieves on a folder (all of its classes or some, e.g. "
+        "another hospital's COVID-19 images), with 95%% intervals, abstention and the shift test",
+    )
     p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder per class")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--report", metavar="REPORT_DIR", help="also write an HTML report to REPORT_DIR")
+    p.add_argument(
+        "--internal",
+        metavar="TRAIN_DIR",
+        help="with --report: cross-validate the model's settings on TRAIN_DIR (grouped by patient "
+        "when it has a manifest with patient_id) to show internal figures beside the external ones",
+    )
+    p.add_argument("--cv", type=int, default=5, help="folds of --internal (default 5)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="label and probability of each image")
+    p = sub.add_parser(
+        "predict",
+        help="label and probability of each image; folders are searched recursively, and a "
+        f"batch of {MIN_BATCH_FOR_SHIFT_TEST} images or more is shift-tested first",
+    )
     p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("images", metavar="IMAGE", nargs="+")
+    p.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
 
@@ -560,7 +741,8 @@ def main(argv=None):
     Returns
     -------
     status : int
-        0 on success, 2 on a user error.
+        0 on success, 1 when ``predict`` or ``evaluate`` met unreadable
+        files (the others are answered), 2 on a user error.
     """
     parser = build_parser()
     args = parser.parse_args(argv)

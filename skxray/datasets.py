@@ -247,7 +247,14 @@ def _check_positive_int(value, name, minimum=1):
 
 
 def load_image_folder(
-    root, *, classes=None, image_size=None, keep_aspect="crop", return_X_y=False, n_jobs=None
+    root,
+    *,
+    classes=None,
+    image_size=None,
+    keep_aspect="crop",
+    return_X_y=False,
+    n_jobs=None,
+    min_classes=2,
 ):
     """Load a folder of chest X-rays with one sub-folder per class.
 
@@ -296,6 +303,10 @@ def load_image_folder(
         Number of threads that decode images when ``image_size`` is given.
         None means 1 unless in a :func:`joblib.parallel_config` context; -1
         means all processors. The output order does not depend on it.
+    min_classes : {1, 2}, default=2
+        Fewest classes the folder must give. Training needs two; 1 accepts a
+        folder of one class, e.g. an external test set that holds only
+        COVID-19 images (``skxray evaluate`` loads folders this way).
 
     Returns
     -------
@@ -335,7 +346,7 @@ def load_image_folder(
         If a manifest path is absolute or leaves ``root`` (``..`` or a
         symbolic link pointing outside), the manifest lacks ``path`` or
         ``label`` columns, ``classes`` names an unknown class, no image is
-        found, fewer than two classes remain, or ``image_size`` is not a
+        found, fewer than ``min_classes`` classes remain, or ``image_size`` is not a
         positive integer.
     skxray.io.ImageReadError
         If ``image_size`` is given and an image cannot be decoded.
@@ -377,6 +388,8 @@ def load_image_folder(
     from skxray.preprocessing import _check_keep_aspect
 
     keep_aspect = _check_keep_aspect(keep_aspect, "load_image_folder")
+    if min_classes not in (1, 2) or isinstance(min_classes, bool):
+        raise ValueError(f"load_image_folder: min_classes must be 1 or 2; got {min_classes!r}.")
 
     manifest = root / _MANIFEST
     if manifest.is_file():
@@ -400,7 +413,7 @@ def load_image_folder(
             raise ValueError(f"Unknown class(es) {unknown} in classes; '{root}' has {available}.")
         if len(set(target_names)) != len(target_names):
             raise ValueError(f"classes has duplicates: {target_names}.")
-    if len(target_names) < 2:
+    if len(target_names) < min_classes:
         raise ValueError(
             f"Classification needs at least two classes; '{root}' gives {target_names}."
         )

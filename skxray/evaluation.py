@@ -58,12 +58,15 @@ __all__ = [
     "compare_models",
     "default_positive_label",
     "evaluate",
+    "external_validation",
+    "external_validation_table",
     "plot_calibration",
     "plot_confusion_matrix",
     "plot_image_grid",
     "plot_learning_curves",
     "plot_precision_recall",
     "plot_roc",
+    "proportion_ci",
 ]
 
 #: Metrics of :func:`compare_models`, in column order, before the per-class ones.
@@ -1318,3 +1321,212 @@ def compare_models(
     if return_predictions:
         return table, oof
     return table
+
+
+# --------------------------------------------------------------------------
+# external validation
+
+
+def proportion_ci(successes, n, *, confidence=0.95):
+    """Wilson score interval of a proportion ``successes / n``.
+
+    The Wilson interval (Wilson, 1927) stays inside [0, 1] and keeps close
+    to its nominal coverage for small ``n`` and proportions near 0 or 1,
+    where the normal approximation fails (a sensitivity of 240/243). It is
+    computed by :meth:`scipy.stats.binomtest`.
+
+    Parameters
+    ----------
+    successes : int
+        Count of successes, in ``[0, n]``.
+    n : int
+        Number of trials.
+    confidence : float, default=0.95
+        Confidence level, in (0, 1).
+
+    Returns
+    -------
+    (low, high) : tuple of float
+        The interval; ``(nan, nan)`` when ``n`` is 0.
+
+    Examples
+    --------
+    >>> from skxray.evaluation import proportion_ci
+    >>> low, high = proportion_ci(26, 243)
+    >>> round(low, 3), round(high, 3)
+    (0.074, 0.152)
+    """
+    from scipy.stats import binomtest
+
+    n = int(n)
+    successes = int(successes)
+    if not 0 <= successes <= max(n, 0):
+        raise ValueError(f"successes must be in [0, n]; got {successes} of {n}.")
+    if n == 0:
+        return (math.nan, math.nan)
+    ci = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def _rate(count, n):
+    low, high = proportion_ci(count, n)
+    return {"value": count / n if n else math.nan, "ci95": [low, high], "count": int(count), "n": int(n)}
+
+
+def external_validation(estimator, X, y, *, alpha=0.05, n_permutations=1000, random_state=0):
+    """What can be measured of a fitted skxray classifier on an external folder.
+
+    An external set (another hospital's X-rays) often holds some of the
+    model's classes only: a folder of COVID-19 images has no negatives, so
+    specificity, ROC AUC and balanced accuracy cannot be computed. This
+    function reports what can: each present class's sensitivity (recall of
+    ``predict``) with its 95 % Wilson interval, the abstention rate of
+    ``predict_with_abstention`` with its interval, the batch
+    :func:`skxray.ood.shift_test` verdict, and the full
+    :func:`classification_metrics` when every class is present. It says
+    what could not be computed, and why.
+
+    Parameters
+    ----------
+    estimator : fitted skxray classifier
+        With ``predict_proba`` and, for abstention and the shift test, an
+        out-of-distribution detector (``ood=True``).
+    X : array-like
+        External images in the format the model was fitted on.
+    y : array-like of shape (n_samples,)
+        Their true labels; each must be one of ``estimator.classes_``.
+    alpha : float, default=0.05
+        Significance level of the shift test.
+    n_permutations : int, default=1000
+        Permutations of the shift test.
+    random_state : int, RandomState instance or None, default=0
+        Seeds the shift test's permutations.
+
+    Returns
+    -------
+    result : dict
+        JSON-friendly: ``n_samples``, ``classes_present``,
+        ``classes_missing``, ``per_class`` (``{class: {"support",
+        "sensitivity": {"value", "ci95", "count", "n"}}}``), ``accuracy``
+        (same form), ``abstention`` (same form, None without a detector),
+        ``shift_test`` (:meth:`skxray.ood.ShiftTestResult.to_dict`, or None
+        with the reason in ``notes``), ``metrics`` (all of
+        :func:`classification_metrics`, None unless every class is present)
+        and ``notes``, the sentences saying what could not be computed.
+
+    Raises
+    ------
+    ValueError
+        If a label of ``y`` is not one of the model's classes.
+
+    See Also
+    --------
+    skxray.ood.shift_test : The batch test alone.
+    evaluate : Metrics when every class is present.
+    """
+    from skxray.ood import MIN_SHIFT_TEST_IMAGES, shift_test
+
+    check_is_fitted(estimator)
+    y = _check_labels(y, "y")
+    classes = np.asarray(estimator.classes_)
+    unknown = sorted(set(map(str, np.unique(y))) - set(map(str, classes)))
+    if unknown:
+        raise ValueError(
+            f"y has label(s) {unknown} that the model does not know; its classes are {classes.tolist()}."
+        )
+    y_pred, proba, _ = _predict_with_proba(estimator, X)
+    present = [c for c in classes if np.any(y == c)]
+    missing = [c for c in classes if not np.any(y == c)]
+    n = len(y)
+    result = {
+        "n_samples": int(n),
+        "classes_present": [_py(c) for c in present],
+        "classes_missing": [_py(c) for c in missing],
+        "per_class": {
+            str(c): {
+                "support": int(np.sum(y == c)),
+                "sensitivity": _rate(np.sum((y == c) & (y_pred == c)), np.sum(y == c)),
+            }
+            for c in present
+        },
+        "accuracy": _rate(np.sum(y_pred == y), n),
+        "abstention": None,
+        "shift_test": None,
+        "metrics": None,
+        "notes": [],
+    }
+    if missing:
+        result["notes"].append(
+            f"Specificity, PPV, ROC AUC and balanced accuracy need images of every class; "
+            f"this set has no {', '.join(map(str, missing))}."
+        )
+    else:
+        result["metrics"] = classification_metrics(y, y_pred, proba, classes=classes)
+    if getattr(estimator, "ood_", None) is None:
+        result["notes"].append("No out-of-distribution detector (ood=False): no abstention, no shift test.")
+        return result
+    answers = estimator.predict_with_abstention(X)
+    result["abstention"] = _rate(np.sum(answers == "uncertain"), n)
+    if n < MIN_SHIFT_TEST_IMAGES:
+        result["notes"].append(
+            f"Shift test skipped: it needs at least {MIN_SHIFT_TEST_IMAGES} images; got {n}."
+        )
+    else:
+        test = shift_test(
+            estimator, X, alpha=alpha, n_permutations=n_permutations, random_state=random_state
+        )
+        result["shift_test"] = test.to_dict()
+    return result
+
+
+def external_validation_table(external, internal=None):
+    """Internal and external figures side by side, as a table for a report.
+
+    Parameters
+    ----------
+    external : dict
+        As returned by :func:`external_validation`.
+    internal : pandas.Series, dict or None, default=None
+        The same model's internal figures: a row of :func:`compare_models`
+        (``mean_accuracy``, ``std_accuracy``, ``mean_sensitivity_<class>``,
+        ``mean_ood_rate``, ...), or None for an external column only.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per figure (accuracy, each present class's sensitivity,
+        abstention), columns ``"Internal (cross-validated)"`` (mean ± std
+        over folds) when ``internal`` is given and ``"External (95 % CI)"``.
+
+    Examples
+    --------
+    >>> from skxray.evaluation import external_validation_table
+    >>> external = {"per_class": {"Covid-19": {"support": 10, "sensitivity":
+    ...     {"value": 0.8, "ci95": [0.49, 0.94], "count": 8, "n": 10}}},
+    ...     "accuracy": {"value": 0.8, "ci95": [0.49, 0.94], "count": 8, "n": 10},
+    ...     "abstention": None}
+    >>> external_validation_table(external).iloc[:, 0].tolist()
+    ['80.0 % (49.0-94.0)', '80.0 % (49.0-94.0)']
+    """
+    rows = {"Accuracy": (external["accuracy"], "accuracy")}
+    for name, entry in external["per_class"].items():
+        rows[f"Sensitivity, {name}"] = (entry["sensitivity"], f"sensitivity_{name}")
+    if external.get("abstention") is not None:
+        rows["Abstained ('uncertain')"] = (external["abstention"], "ood_rate")
+
+    def pct(value):
+        return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.1f}"
+
+    data = {}
+    if internal is not None:
+        internal = dict(internal)
+        data["Internal (cross-validated)"] = [
+            f"{pct(internal.get(f'mean_{key}'))} ± {pct(internal.get(f'std_{key}'))} %"
+            if internal.get(f"mean_{key}") is not None
+            else "n/a"
+            for _, key in rows.values()
+        ]
+    data["External (95 % CI)"] = [
+        f"{pct(rate['value'])} % ({pct(rate['ci95'][0])}-{pct(rate['ci95'][1])})" for rate, _ in rows.values()
+    ]
+    return pd.DataFrame(data, index=list(rows))

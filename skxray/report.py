@@ -996,6 +996,43 @@ class Report:
         return self._add(f"Parameters: {name}", body)
 
     # ------------------------------------------------------------ output
+    def add_external_validation(self, name, external, *, internal=None):
+        """Add a model's internal and external figures side by side.
+
+        The table of :func:`skxray.evaluation.external_validation_table`
+        (accuracy, each present class's sensitivity and the abstention rate,
+        internal mean ± std over folds beside the external value with its
+        95 % Wilson interval), the batch shift test's verdict, and what
+        could not be computed on the external set.
+
+        Parameters
+        ----------
+        name : str
+            The model's name, used in the title.
+        external : dict
+            As returned by :func:`skxray.evaluation.external_validation`.
+        internal : pandas.Series, dict or None, default=None
+            The model's cross-validated figures (a row of
+            :func:`skxray.evaluation.compare_models`), or None.
+
+        Returns
+        -------
+        self : Report
+            The report.
+        """
+        from skxray.evaluation import external_validation_table
+        from skxray.ood import ShiftTestResult
+
+        lines = []
+        shift = external.get("shift_test")
+        if shift is not None:
+            lines.append(f"Shift test: {ShiftTestResult(**shift).verdict()}")
+        lines.extend(f"Not computed: {note}" for note in external.get("notes", []))
+        if internal is None:
+            lines.append("No internal figures: cross-validate the model's settings on its training data to add them.")
+        self.add_table(f"{name}: internal and external figures", external_validation_table(external, internal))
+        return self.add_text(f"{name}: what the external figures mean", "\n\n".join(lines))
+
     def to_html(self):
         """Return the report as one HTML document.
 

@@ -103,9 +103,60 @@ def test_train_resumes_from_checkpoint(folder, tmp_path):
 def test_evaluate(model_dir, folder):
     result = run("evaluate", model_dir, folder, "--json")
     assert result.returncode == 0, result.stderr
-    metrics = json.loads(result.stdout)
-    assert 0 <= metrics["accuracy"] <= 1
-    assert set(metrics["per_class"]) == {"Covid-19", "Normal"}
+    out = json.loads(result.stdout)
+    assert 0 <= out["accuracy"]["value"] <= 1
+    low, high = out["accuracy"]["ci95"]
+    assert 0 <= low <= out["accuracy"]["value"] <= high <= 1
+    assert set(out["per_class"]) == {"Covid-19", "Normal"}
+    assert set(out["metrics"]["per_class"]) == {"Covid-19", "Normal"}
+    assert out["classes_missing"] == [] and out["unreadable"] == []
+    assert 0 <= out["abstention"]["value"] <= 1
+    assert 0 < out["shift_test"]["pvalue"] <= 1 and out["shift_test"]["n_test"] == 48
+
+
+@pytest.fixture(scope="module")
+def covid_only(folder, tmp_path_factory):
+    """An external folder holding one of the model's two classes, as a new hospital might send."""
+    root = tmp_path_factory.mktemp("covid_only")
+    (root / "Covid-19").mkdir()
+    for src in sorted((Path(folder) / "Covid-19").glob("*.png")):
+        (root / "Covid-19" / src.name).write_bytes(src.read_bytes())
+    return root
+
+
+def test_evaluate_one_class_folder(model_dir, covid_only, tmp_path):
+    n = len(list((covid_only / "Covid-19").iterdir()))
+    result = run("evaluate", model_dir, covid_only, "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["classes_present"] == ["Covid-19"] and out["classes_missing"] == ["Normal"]
+    sens = out["per_class"]["Covid-19"]["sensitivity"]
+    assert sens["n"] == n and 0 <= sens["ci95"][0] <= sens["value"] <= sens["ci95"][1] <= 1
+    assert out["metrics"] is None
+    assert any("ROC AUC" in note and "Normal" in note for note in out["notes"])
+    text = run("evaluate", model_dir, covid_only, "--report", tmp_path / "r")
+    assert text.returncode == 0, text.stderr
+    assert "sensitivity Covid-19:" in text.stdout and "95 % CI" in text.stdout
+    assert "not computed:" in text.stdout and "Shift test:" in text.stdout
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "External (95 % CI)" in html and "Sensitivity, Covid-19" in html
+
+
+def test_evaluate_with_internal_figures(model_dir, folder, covid_only, tmp_path):
+    result = run(
+        "evaluate", model_dir, covid_only, "--report", tmp_path, "--internal", folder, "--cv", 2
+    )
+    assert result.returncode == 0, result.stderr
+    html = (tmp_path / "report.html").read_text()
+    assert "Internal (cross-validated)" in html and "grouped by patient" in html
+
+
+def test_evaluate_folder_with_a_class_the_model_does_not_know(model_dir, tmp_path):
+    (tmp_path / "Pneumonia").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "Pneumonia" / "a.png")
+    result = run("evaluate", model_dir, tmp_path)
+    assert result.returncode == 2
+    assert "Pneumonia" in result.stderr and "does not know" in result.stderr
 
 
 def test_predict_table_and_json(model_dir, folder):
@@ -113,14 +164,49 @@ def test_predict_table_and_json(model_dir, folder):
     table = run("predict", model_dir, *images)
     assert table.returncode == 0, table.stderr
     assert "label" in table.stdout and "probability" in table.stdout
+    # Three images are too few for the shift test, and the output says so.
+    assert "Shift test: not run (3 images" in table.stdout
     as_json = run("predict", model_dir, *images, "--json")
-    rows = json.loads(as_json.stdout)
+    out = json.loads(as_json.stdout)
+    rows = out["predictions"]
+    assert out["shift_test"] is None and out["unreadable"] == []
     assert [r["image"] for r in rows] == [str(p) for p in images]
     for row in rows:
         assert row["label"] in ("Covid-19", "Normal")
         assert abs(sum(row["probabilities"].values()) - 1) < 1e-5
         assert isinstance(row["out_of_distribution"], bool) and row["ood_distance"] >= 0
         assert row["answer"] in ("Covid-19", "Normal", "uncertain")
+
+
+def test_predict_folder_recursively_with_shift_verdict_first(model_dir, folder):
+    result = run("predict", model_dir, folder)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    # 48 images: the batch verdict comes before the first prediction.
+    assert lines[0].startswith("Shift test: ")
+    assert "p = " in lines[0]
+    assert sum(".png" in line for line in lines) == 48
+    out = json.loads(run("predict", model_dir, folder, "--json").stdout)
+    assert len(out["predictions"]) == 48 and out["shift_test"]["n_test"] == 48
+    images = [r["image"] for r in out["predictions"]]
+    assert images == sorted(images)
+
+
+def test_predict_broken_file_among_good_ones(model_dir, folder, tmp_path):
+    good = sorted(Path(folder).glob("*/*.png"))[:3]
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    missing = tmp_path / "missing.png"
+    result = run("predict", model_dir, good[0], empty, good[1], missing, good[2], "--json")
+    assert result.returncode == 1
+    out = json.loads(result.stdout)
+    assert [r["image"] for r in out["predictions"]] == [str(p) for p in good]
+    assert [u["image"] for u in out["unreadable"]] == [str(empty), str(missing)]
+    assert all(u["reason"] for u in out["unreadable"])
+    text = run("predict", model_dir, good[0], empty)
+    assert text.returncode == 1
+    assert str(empty) in text.stderr and "Traceback" not in text.stderr
+    assert str(good[0]) in text.stdout
 
 
 def test_compare_writes_report(folder, tmp_path):
