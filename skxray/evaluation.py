@@ -23,7 +23,6 @@ no global figure state is kept and nothing is shown; save it with
 """
 
 import math
-import numbers
 import time
 import warnings
 from collections.abc import Mapping
@@ -46,11 +45,11 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
     roc_auc_score,
 )
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, check_cv
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from skxray._utils import as_python_scalar, check_label_vector, is_int, make_cv
 from skxray._validation import is_path_array
 
 __all__ = [
@@ -74,15 +73,6 @@ _PER_CLASS_COLUMNS = ("sensitivity", "ppv")
 
 # --------------------------------------------------------------------------
 # helpers
-
-
-def _py(value):
-    """A numpy scalar as the matching Python scalar (labels, counts, floats)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _as_images_or_paths(X, name="X"):
@@ -145,8 +135,8 @@ def default_positive_label(classes):
         raise ValueError(f"classes must hold at least two labels; got {classes!r}.")
     for label in classes:
         if "covid" in str(label).lower():
-            return _py(label)
-    return _py(classes[1])
+            return as_python_scalar(label)
+    return as_python_scalar(classes[1])
 
 
 def _check_positive_label(positive_label, classes):
@@ -156,7 +146,7 @@ def _check_positive_label(positive_label, classes):
         raise ValueError(
             f"positive_label={positive_label!r} is not one of the classes {list(classes)!r}."
         )
-    return _py(positive_label)
+    return as_python_scalar(positive_label)
 
 
 def _check_proba(y_proba, n_samples, classes, name="y_proba"):
@@ -183,15 +173,6 @@ def _check_proba(y_proba, n_samples, classes, name="y_proba"):
     if not np.isfinite(proba).all():
         raise ValueError(f"{name} contains NaN or infinite values.")
     return proba
-
-
-def _check_labels(y, name, n_samples=None):
-    y = column_or_1d(y, warn=True)
-    if len(y) == 0:
-        raise ValueError(f"{name} is empty.")
-    if n_samples is not None and len(y) != n_samples:
-        raise ValueError(f"{name} has {len(y)} labels but y_true has {n_samples}.")
-    return y
 
 
 def _resolve_classes(classes, y_true, y_pred, y_proba):
@@ -312,16 +293,16 @@ def classification_metrics(y_true, y_pred=None, y_proba=None, *, classes=None, p
     """
     if y_pred is None and y_proba is None:
         raise ValueError("Pass y_pred, y_proba or both; both are None.")
-    y_true = _check_labels(y_true, "y_true")
+    y_true = check_label_vector(y_true, "y_true")
     n = len(y_true)
     if y_pred is not None:
-        y_pred = _check_labels(y_pred, "y_pred", n)
+        y_pred = check_label_vector(y_pred, "y_pred", n)
     classes = _resolve_classes(classes, y_true, y_pred, y_proba)
     proba = None if y_proba is None else _check_proba(y_proba, n, classes)
     if y_pred is None:
         y_pred = classes[np.argmax(proba, axis=1)]
     positive = _check_positive_label(positive_label, classes)
-    class_list = [_py(c) for c in classes]
+    class_list = [as_python_scalar(c) for c in classes]
 
     ppv, sens, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=classes, zero_division=np.nan
@@ -440,7 +421,7 @@ def evaluate(estimator, X, y, *, positive_label=None):
     (['Covid-19', 'Normal'], 20)
     """
     check_is_fitted(estimator)
-    y = _check_labels(y, "y")
+    y = check_label_vector(y, "y")
     y_pred, proba, classes = _predict_with_proba(estimator, X)
     return classification_metrics(y, y_pred, proba, classes=classes, positive_label=positive_label)
 
@@ -497,9 +478,9 @@ def plot_image_grid(X, y=None, n=6, *, random_state=None, ncols=3):
     """
     from sklearn.utils import check_random_state
 
-    if not _is_int(n) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"n must be an int >= 1; got {n!r}.")
-    if not _is_int(ncols) or ncols < 1:
+    if not is_int(ncols) or ncols < 1:
         raise ValueError(f"ncols must be an int >= 1; got {ncols!r}.")
     X, paths = _as_images_or_paths(X)
     if y is not None:
@@ -668,7 +649,7 @@ def _resolve_inputs(func, estimator, X, y, y_true, y_other, other_name, classes,
         if X is None or y is None:
             raise ValueError(f"{func}: X and y are required with estimator.")
         check_is_fitted(estimator)
-        y_true = _check_labels(y, "y")
+        y_true = check_label_vector(y, "y")
         y_pred, y_proba, est_classes = _predict_with_proba(estimator, X)
         if proba:
             if y_proba is None:
@@ -683,11 +664,11 @@ def _resolve_inputs(func, estimator, X, y, y_true, y_other, other_name, classes,
             f"got y_true={'None' if y_true is None else '...'} and "
             f"{other_name}={'None' if y_other is None else '...'}."
         )
-    y_true = _check_labels(y_true, "y_true")
+    y_true = check_label_vector(y_true, "y_true")
     if proba:
         classes = _resolve_classes(classes, y_true, None, y_other)
         return y_true, _check_proba(y_other, len(y_true), classes, other_name), classes
-    y_other = _check_labels(y_other, other_name, len(y_true))
+    y_other = check_label_vector(y_other, other_name, len(y_true))
     return y_true, y_other, classes
 
 
@@ -790,7 +771,7 @@ def _one_vs_rest_curves(display, func, y_true, proba, classes, positive_label, n
     classes = list(classes)
     if len(classes) == 2:
         pos = _check_positive_label(positive_label, classes)
-        col = [_py(c) for c in classes].index(pos)
+        col = [as_python_scalar(c) for c in classes].index(pos)
         targets = [(col, name or str(pos))]
     else:
         if positive_label is not None:
@@ -1069,7 +1050,7 @@ def plot_calibration(
     y_true, proba, classes = _resolve_inputs(
         "plot_calibration", estimator, X, y, y_true, y_proba, "y_proba", classes, proba=True
     )
-    if not _is_int(n_bins) or n_bins < 2:
+    if not is_int(n_bins) or n_bins < 2:
         raise ValueError(f"n_bins must be an int >= 2; got {n_bins!r}.")
     fig, ax = _axes_for(ax)
     _one_vs_rest_curves(
@@ -1095,18 +1076,6 @@ def plot_calibration(
 
 # --------------------------------------------------------------------------
 # model comparison
-
-
-def _make_cv(cv, groups, random_state):
-    if _is_int(cv):
-        if cv < 2:
-            raise ValueError(f"cv must be an int >= 2 or a cross-validation splitter; got {cv!r}.")
-        if groups is not None:
-            return StratifiedGroupKFold(n_splits=cv, shuffle=True, random_state=random_state)
-        return StratifiedKFold(n_splits=cv, shuffle=True, random_state=random_state)
-    if isinstance(cv, bool) or cv is None or isinstance(cv, (str, float)):
-        raise ValueError(f"cv must be an int >= 2 or a cross-validation splitter; got {cv!r}.")
-    return check_cv(cv, classifier=True)
 
 
 def _fit_and_predict(estimator, X, y, train, test):
@@ -1254,7 +1223,7 @@ def compare_models(
                 f"estimators[{model_name!r}] must be a classifier; got {type(est).__name__}."
             )
     X, _ = _as_images_or_paths(X) if not np.ndim(X) == 2 else (np.asarray(X), False)
-    y = _check_labels(y, "y")
+    y = check_label_vector(y, "y")
     if len(y) != len(X):
         raise ValueError(f"y has {len(y)} labels but X has {len(X)} images.")
     if groups is not None:
@@ -1264,7 +1233,7 @@ def compare_models(
     classes = unique_labels(y)
     positive = _check_positive_label(positive_label, classes)
 
-    splitter = _make_cv(cv, groups, random_state)
+    splitter = make_cv(cv, groups, random_state)
     splits = list(splitter.split(X, y, groups))
     names = list(estimators)
     jobs = [(name, fold) for name in names for fold in range(len(splits))]
@@ -1273,7 +1242,7 @@ def compare_models(
         for name, fold in jobs
     )
 
-    class_list = [_py(c) for c in classes]
+    class_list = [as_python_scalar(c) for c in classes]
     metric_names = list(_OVERALL_METRICS)
     for key in _PER_CLASS_COLUMNS:
         metric_names += [f"{key}_{c}" for c in class_list]

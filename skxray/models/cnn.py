@@ -3,7 +3,8 @@
 import torch
 from torch import nn
 
-from skxray.models._base import COMMON_PARAMETERS_DOC, BaseImageClassifier, _is_int
+from skxray._utils import is_int
+from skxray.models._base import COMMON_PARAMETERS_DOC, BaseImageClassifier
 
 __all__ = ["CNNClassifier"]
 
@@ -209,14 +210,14 @@ class CNNClassifier(BaseImageClassifier):
         if (
             not isinstance(filters, (tuple, list))
             or len(filters) == 0
-            or not all(_is_int(f) and f >= 1 for f in filters)
+            or not all(is_int(f) and f >= 1 for f in filters)
         ):
             raise ValueError(
                 f"CNNClassifier: filters must be a non-empty tuple of positive ints; got {filters!r}."
             )
         for name in ("kernel_size", "dense_units"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"CNNClassifier: {name} must be an int >= 1; got {value!r}.")
 
     def _build_module(self, input_shape, n_outputs):

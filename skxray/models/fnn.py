@@ -2,7 +2,8 @@
 
 from torch import nn
 
-from skxray.models._base import COMMON_PARAMETERS_DOC, BaseImageClassifier, _is_int
+from skxray._utils import is_int
+from skxray.models._base import COMMON_PARAMETERS_DOC, BaseImageClassifier
 
 __all__ = ["FNNClassifier"]
 
@@ -152,7 +153,7 @@ class FNNClassifier(BaseImageClassifier):
     def _check_params(self):
         super()._check_params()
         sizes = self.hidden_layer_sizes
-        if not isinstance(sizes, (tuple, list)) or not all(_is_int(u) and u >= 1 for u in sizes):
+        if not isinstance(sizes, (tuple, list)) or not all(is_int(u) and u >= 1 for u in sizes):
             raise ValueError(
                 "FNNClassifier: hidden_layer_sizes must be a tuple of positive ints; "
                 f"got {sizes!r}."
