@@ -8,11 +8,11 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 
+from skxray._data import TensorImageDataset
+from skxray._utils import is_int
 from skxray.models._base import (
     COMMON_PARAMETERS_DOC,
     BaseImageClassifier,
-    _is_int,
-    _TensorImageDataset,
 )
 from skxray.models._feature_store import FeatureStore
 
@@ -26,6 +26,7 @@ _N_FEATURES = 2048
 
 class PretrainedWeightsError(RuntimeError):
     """Pretrained weights could not be obtained (typically: no internet)."""
+
 
 
 def load_resnet50_state_dict(weights):
@@ -336,7 +337,7 @@ default="IMAGENET1K_V2"
 
     def _check_params(self):
         super()._check_params()
-        if not _is_int(self.head_units) or self.head_units < 1:
+        if not is_int(self.head_units) or self.head_units < 1:
             raise ValueError(f"ResNet50Classifier: head_units must be an int >= 1; got {self.head_units!r}.")
         if self.cache_features not in ("auto", True, False):
             raise ValueError(
@@ -393,7 +394,7 @@ default="IMAGENET1K_V2"
             return super()._fit_net(module, dataset, y_enc, make_net)
         features = _extract_features(module, dataset, self.batch_size, self.device_)
         head_net = make_net(module.head)
-        self._train_net(head_net, _TensorImageDataset(features, dataset.y), y_enc)
+        self._train_net(head_net, TensorImageDataset(features, dataset.y), y_enc)
         # The returned net holds the full model (the trained head is shared),
         # so predict, Grad-CAM and saving work on images as usual.
         net = make_net(module).initialize()
