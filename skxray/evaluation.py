@@ -1102,6 +1102,52 @@ def _fold_ood_rate(estimator, X_test):
     return float(ood_rate(model, X_test))
 
 
+def _check_estimators(estimators):
+    if not isinstance(estimators, Mapping) or len(estimators) == 0:
+        raise ValueError(
+            "estimators must be a non-empty dict {name: classifier}; "
+            f"got {type(estimators).__name__} {estimators!r:.80}."
+        )
+    for model_name, est in estimators.items():
+        if not isinstance(model_name, str) or not model_name:
+            raise ValueError(f"estimators: names must be non-empty strings; got {model_name!r}.")
+        if not (hasattr(est, "fit") and (is_classifier(est) or hasattr(est, "predict"))):
+            raise ValueError(
+                f"estimators[{model_name!r}] must be a classifier; got {type(est).__name__}."
+            )
+
+
+def _record_fold(row, result, y_test, classes, class_list, positive):
+    """Append one fold's metrics to ``row``; return its probabilities in ``classes`` order."""
+    fit_time, predict_time, y_pred, proba, est_classes, ood = result
+    if proba is not None:
+        # A training fold may miss a class: place the columns by label.
+        full = np.zeros((len(y_test), len(classes)))
+        full[:, np.searchsorted(classes, est_classes)] = proba
+        proba = full
+    m = classification_metrics(y_test, y_pred, proba, classes=classes, positive_label=positive)
+    for key in _OVERALL_METRICS:
+        row[key].append(math.nan if m[key] is None else m[key])
+    for key in _PER_CLASS_COLUMNS:
+        for c in class_list:
+            row[f"{key}_{c}"].append(m["per_class"][c][key])
+    row["ood_rate"].append(ood)
+    row["fit_time"].append(fit_time)
+    row["predict_time"].append(predict_time)
+    return proba
+
+
+def _mean_and_std(per_fold):
+    """``mean_<metric>`` and ``std_<metric>`` over the folds, NaN folds left out."""
+    record = {}
+    for metric, fold_values in per_fold.items():
+        values = np.asarray(fold_values, dtype=np.float64)
+        values = values[~np.isnan(values)]
+        record[f"mean_{metric}"] = float(values.mean()) if values.size else math.nan
+        record[f"std_{metric}"] = float(values.std()) if values.size else math.nan
+    return record
+
+
 def compare_models(
     estimators,
     X,
@@ -1210,18 +1256,7 @@ def compare_models(
     >>> oof["wide"].shape
     (24, 2)
     """
-    if not isinstance(estimators, Mapping) or len(estimators) == 0:
-        raise ValueError(
-            "estimators must be a non-empty dict {name: classifier}; "
-            f"got {type(estimators).__name__} {estimators!r:.80}."
-        )
-    for model_name, est in estimators.items():
-        if not isinstance(model_name, str) or not model_name:
-            raise ValueError(f"estimators: names must be non-empty strings; got {model_name!r}.")
-        if not (hasattr(est, "fit") and (is_classifier(est) or hasattr(est, "predict"))):
-            raise ValueError(
-                f"estimators[{model_name!r}] must be a classifier; got {type(est).__name__}."
-            )
+    _check_estimators(estimators)
     X, _ = _as_images_or_paths(X) if not np.ndim(X) == 2 else (np.asarray(X), False)
     y = check_label_vector(y, "y")
     if len(y) != len(X):
@@ -1250,38 +1285,14 @@ def compare_models(
 
     per_fold = {name: {m: [] for m in metric_names} for name in names}
     oof = {name: np.full((len(y), len(classes)), np.nan) for name in names}
-    for (name, fold), (fit_time, predict_time, y_pred, proba, est_classes, ood) in zip(
-        jobs, results, strict=True
-    ):
+    for (name, fold), result in zip(jobs, results, strict=True):
         test = splits[fold][1]
+        proba = _record_fold(per_fold[name], result, y[test], classes, class_list, positive)
         if proba is not None:
-            # A training fold may miss a class: place the columns by label.
-            full = np.zeros((len(test), len(classes)))
-            cols = np.searchsorted(classes, est_classes)
-            full[:, cols] = proba
-            proba = full
             oof[name][test] = proba
-        m = classification_metrics(y[test], y_pred, proba, classes=classes, positive_label=positive)
-        row = per_fold[name]
-        for key in _OVERALL_METRICS:
-            row[key].append(math.nan if m[key] is None else m[key])
-        for key in _PER_CLASS_COLUMNS:
-            for c in class_list:
-                row[f"{key}_{c}"].append(m["per_class"][c][key])
-        row["ood_rate"].append(ood)
-        row["fit_time"].append(fit_time)
-        row["predict_time"].append(predict_time)
-
-    records = {}
-    for name in names:
-        record = {}
-        for metric in metric_names:
-            values = np.asarray(per_fold[name][metric], dtype=np.float64)
-            values = values[~np.isnan(values)]
-            record[f"mean_{metric}"] = float(values.mean()) if values.size else math.nan
-            record[f"std_{metric}"] = float(values.std()) if values.size else math.nan
-        records[name] = record
-    table = pd.DataFrame.from_dict(records, orient="index")
+    table = pd.DataFrame.from_dict(
+        {name: _mean_and_std(per_fold[name]) for name in names}, orient="index"
+    )
     table.index.name = "model"
     table.attrs = {"classes": class_list, "positive_label": positive, "n_splits": len(splits)}
     if return_predictions:
