@@ -13,6 +13,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from sklearn.pipeline import make_pipeline
@@ -319,6 +320,35 @@ def test_finding_and_verdict_accessors(clean_report):
         ]
     )
     assert report.verdict == "fail"
+
+
+def test_sections_and_facts_give_the_html_content_as_data(clean_report):
+    sections = clean_report.sections()
+    assert [s.name for s in sections] == [f.name for f in clean_report]
+    lungs = clean_report.sections()[CHECKS.index("lungs")]
+    assert lungs.title == "4. Where the model looks"
+    assert lungs.verdict == clean_report["lungs"].verdict
+    assert ("chance", "0.500") in lungs.figures
+    assert [caption for caption, _ in lungs.tables] == ["masking"]
+    assert len(lungs.plots) == 2 and all(alt and png for alt, png in lungs.plots)
+    assert clean_report.sections(plots=False)[CHECKS.index("lungs")].plots == []
+    facts = dict(clean_report.facts())
+    assert facts["Images"] == str(clean_report.info["n_samples"])
+    assert facts["Model"] == "CNNClassifier"
+    # The body without the <section> and heading that a host page supplies itself.
+    body = clean_report.to_html(wrap=False)
+    assert "<section" not in body and "<h2>" not in body
+    assert clean_report.to_html(wrap=False).split("\n")[0] == clean_report.to_html().split("\n")[2]
+    assert AuditReport.title == "Shortcut and leakage audit"
+
+
+def test_section_tables_are_cut_at_50_rows():
+    frame = pd.DataFrame({"i": range(60)})
+    report = AuditReport([Finding("duplicates", "warning", "x", figures={"n": None}, details={"pairs": frame})])
+    (section,) = report.sections()
+    assert section.figures == [("n", "n/a")]
+    ((caption, shown),) = section.tables
+    assert caption == "pairs (first 50 of 60 rows)" and len(shown) == 50
 
 
 @pytest.mark.parametrize(

@@ -204,6 +204,23 @@ def test_invalid_params_name_the_parameter(param, value, message, phantoms):
         tiny_cnn(**{param: value}).fit(X, y)
 
 
+def test_get_dataset_is_what_the_network_reads(phantoms):
+    X, y, _ = phantoms
+    with pytest.raises(NotFittedError):
+        tiny_cnn().get_dataset(X)
+    clf = tiny_cnn(max_epochs=1, ood=False).fit(X, y)
+    dataset = clf.get_dataset(X[:3], y[:3])
+    image, label = dataset[0]
+    assert len(dataset) == 3
+    assert tuple(image.shape) == tuple(clf.input_shape_) and image.dtype == torch.float32
+    assert int(label) == list(clf.classes_).index(y[0])
+    assert int(clf.get_dataset(X[:1])[0][1]) == -1
+    with pytest.raises(ValueError, match="not fitted on"):
+        clf.get_dataset(X[:1], ["Elsewhere"])
+    with pytest.raises(ValueError, match="fitted on images"):
+        clf.get_dataset(X[:, :16, :16])
+
+
 def test_early_stopping_needs_validation(phantoms):
     X, y, _ = phantoms
     with pytest.raises(ValueError, match="early_stopping=True needs a validation set"):
