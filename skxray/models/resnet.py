@@ -28,6 +28,28 @@ class PretrainedWeightsError(RuntimeError):
     """Pretrained weights could not be obtained (typically: no internet)."""
 
 
+def _try_weights(requested, *, fallback_on=(PretrainedWeightsError,)):
+    """Check that ``requested`` weights load; fall back to random initialisation if not.
+
+    Shared by the command line and ``benchmarks/accuracy.py``, which word
+    their notes differently (private to skxray, but keeps its signature).
+
+    Returns
+    -------
+    weights : str, path-like or None
+        ``requested``, or None when it is None/"none" or could not be loaded.
+    error : Exception or None
+        Why the weights could not be loaded (one of ``fallback_on``); None
+        when they loaded or were not requested.
+    """
+    if requested is None or str(requested).lower() == "none":
+        return None, None
+    try:
+        load_resnet50_state_dict(requested)
+    except fallback_on as exc:
+        return None, exc
+    return requested, None
+
 
 def load_resnet50_state_dict(weights):
     """Return the backbone state dict named by ``weights``.
