@@ -12,6 +12,7 @@ import math
 import os
 import time
 import uuid
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,8 @@ from torch import nn
 from torch.utils.data.dataloader import default_collate
 
 from skxray._data import ImagePathDataset, TensorImageDataset
-from skxray._utils import (
-    dumps_json,  # noqa: F401  (models/_persistence.py imports it from here)
-    is_int,
-)
+from skxray._param_validation import Interval, StrOptions, validate_params
+from skxray._utils import dumps_json  # noqa: F401  (models/_persistence.py imports it)
 from skxray._validation import check_image_array, is_path_array
 from skxray.io import read_image
 from skxray.models._resume import (
@@ -239,6 +238,31 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     #: Whether the subclass's module needs 3-channel input (the ResNet-50).
     _rgb_input = False
 
+    #: What each constructor parameter accepts, checked when ``fit`` runs
+    #: (scikit-learn's format; subclasses extend it with their own).
+    _parameter_constraints: dict = {
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "optimizer": [StrOptions(set(_OPTIMIZERS))],
+        "lr_schedule": [None, StrOptions({s for s in _LR_SCHEDULES if s is not None})],
+        "validation_fraction": [None, Interval(Real, 0, 1, closed="left")],
+        "early_stopping": "no_validation",  # read as a truth value
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "class_weight": [None, StrOptions({"balanced"}), dict],
+        "augment": [None, callable],
+        "checkpoint_dir": [None, str, os.PathLike],
+        "device": [StrOptions(set(_DEVICES))],
+        "image_size": [Interval(Integral, 1, None, closed="left")],
+        "keep_aspect": ["boolean", StrOptions({"pad", "crop"})],
+        "random_state": ["random_state"],
+        "verbose": [Interval(Integral, 0, None, closed="left")],
+        "ood": ["boolean"],
+        "min_confidence": [Interval(Real, 0, 1, closed="both")],
+    }
+
     # ------------------------------------------------------------------ hooks
     def _build_module(self, input_shape, n_outputs):
         """Return a fresh ``torch.nn.Module`` for inputs of ``input_shape``.
@@ -257,55 +281,14 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         return self._build_module(input_shape, n_outputs)
 
     def _check_params(self):
-        """Check the constructor parameters; called at the start of ``fit``."""
-        checks = [
-            ("lr", self.lr, lambda v: isinstance(v, (int, float)) and v > 0, "a positive float"),
-            (
-                "weight_decay",
-                self.weight_decay,
-                lambda v: isinstance(v, (int, float)) and v >= 0,
-                "a float >= 0",
-            ),
-            ("dropout", self.dropout, lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "in [0, 1)"),
-            ("batch_size", self.batch_size, lambda v: is_int(v) and v >= 1, "an int >= 1"),
-            ("max_epochs", self.max_epochs, lambda v: is_int(v) and v >= 1, "an int >= 1"),
-            ("optimizer", self.optimizer, lambda v: v in _OPTIMIZERS, f"one of {sorted(_OPTIMIZERS)}"),
-            ("lr_schedule", self.lr_schedule, lambda v: v in _LR_SCHEDULES, f"one of {_LR_SCHEDULES}"),
-            (
-                "validation_fraction",
-                self.validation_fraction,
-                lambda v: v is None or (isinstance(v, (int, float)) and 0 <= v < 1),
-                "None or a float in [0, 1)",
-            ),
-            ("n_iter_no_change", self.n_iter_no_change, lambda v: is_int(v) and v >= 1, "an int >= 1"),
-            (
-                "class_weight",
-                self.class_weight,
-                lambda v: v is None or v == "balanced" or isinstance(v, dict),
-                'None, "balanced" or a dict {label: weight}',
-            ),
-            ("augment", self.augment, lambda v: v is None or callable(v), "None or a callable"),
-            ("device", self.device, lambda v: v in _DEVICES, f"one of {_DEVICES}"),
-            ("image_size", self.image_size, lambda v: is_int(v) and v >= 1, "an int >= 1"),
-            (
-                "keep_aspect",
-                self.keep_aspect,
-                lambda v: isinstance(v, (bool, np.bool_)) or (isinstance(v, str) and v in ("pad", "crop")),
-                'False, True, "pad" or "crop"',
-            ),
-            ("verbose", self.verbose, lambda v: is_int(v) and v >= 0, "an int >= 0"),
-            ("ood", self.ood, lambda v: isinstance(v, (bool, np.bool_)), "True or False"),
-            (
-                "min_confidence",
-                self.min_confidence,
-                lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
-                "a float in [0, 1]",
-            ),
-        ]
+        """Check the constructor parameters; called at the start of ``fit``.
+
+        What each parameter accepts is declared in ``_parameter_constraints``;
+        only rules that tie parameters together, or depend on the machine,
+        are written here.
+        """
+        validate_params(self)
         name = type(self).__name__
-        for param, value, ok, expected in checks:
-            if not ok(value):
-                raise ValueError(f"{name}: {param} must be {expected}; got {value!r}.")
         if self.early_stopping and not self.validation_fraction:
             raise ValueError(
                 f"{name}: early_stopping=True needs a validation set; "

@@ -150,10 +150,16 @@ class FNNClassifier(BaseImageClassifier):
         self.ood = ood
         self.min_confidence = min_confidence
 
+    _parameter_constraints: dict = {
+        **BaseImageClassifier._parameter_constraints,
+        "hidden_layer_sizes": [tuple, list],
+    }
+
     def _check_params(self):
         super()._check_params()
+        # The items of a tuple have no declarative constraint in scikit-learn.
         sizes = self.hidden_layer_sizes
-        if not isinstance(sizes, (tuple, list)) or not all(is_int(u) and u >= 1 for u in sizes):
+        if not all(is_int(u) and u >= 1 for u in sizes):
             raise ValueError(
                 "FNNClassifier: hidden_layer_sizes must be a tuple of positive ints; "
                 f"got {sizes!r}."

@@ -1,6 +1,7 @@
 """ResNet-50 pretrained on ImageNet, frozen, with a new two-layer head."""
 
 import os
+from numbers import Integral
 from pathlib import Path
 
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from skxray._data import TensorImageDataset
-from skxray._utils import is_int
+from skxray._param_validation import Interval, StrOptions
 from skxray.models._base import (
     COMMON_PARAMETERS_DOC,
     BaseImageClassifier,
@@ -357,31 +358,28 @@ default="IMAGENET1K_V2"
         self.ood = ood
         self.min_confidence = min_confidence
 
+    _parameter_constraints: dict = {
+        **BaseImageClassifier._parameter_constraints,
+        # A torchvision name or a file, checked when the weights are loaded.
+        "weights": "no_validation",
+        "freeze": "no_validation",  # read as a truth value
+        "head_units": [Interval(Integral, 1, None, closed="left")],
+        "cache_features": [StrOptions({"auto"}), "boolean"],
+        "feature_cache_dir": [None, str, os.PathLike],
+    }
+
     def _check_params(self):
         super()._check_params()
-        if not is_int(self.head_units) or self.head_units < 1:
-            raise ValueError(f"ResNet50Classifier: head_units must be an int >= 1; got {self.head_units!r}.")
-        if self.cache_features not in ("auto", True, False):
-            raise ValueError(
-                "ResNet50Classifier: cache_features must be 'auto', True or False; "
-                f"got {self.cache_features!r}."
-            )
         if self.cache_features is True and (not self.freeze or self.augment is not None):
             raise ValueError(
                 "ResNet50Classifier: cache_features=True needs freeze=True and augment=None "
                 "(cached features cannot be augmented or fine-tuned)."
             )
-        if self.feature_cache_dir is not None:
-            if not isinstance(self.feature_cache_dir, (str, os.PathLike)):
-                raise TypeError(
-                    "ResNet50Classifier: feature_cache_dir must be a folder path or None; "
-                    f"got {type(self.feature_cache_dir).__name__}."
-                )
-            if not self.freeze:
-                raise ValueError(
-                    "ResNet50Classifier: feature_cache_dir needs freeze=True (the features of "
-                    "a backbone being fine-tuned change at every step)."
-                )
+        if self.feature_cache_dir is not None and not self.freeze:
+            raise ValueError(
+                "ResNet50Classifier: feature_cache_dir needs freeze=True (the features of "
+                "a backbone being fine-tuned change at every step)."
+            )
 
     def _caches_features(self):
         if self.cache_features == "auto":
