@@ -791,6 +791,44 @@ def _one_vs_rest_curves(display, func, y_true, proba, classes, positive_label, n
         raise ValueError(f"{func}: y_true must hold at least two classes to draw a curve.")
 
 
+# Docstring parts shared by the probability plots (one template, like the
+# classifiers' COMMON_PARAMETERS_DOC), filled in by @_fill_plot_doc.
+_PLOT_DOC = {
+    "proba_inputs": """estimator : fitted classifier with predict_proba, default=None
+        Scores ``X``; its ``classes_`` name the probability columns.
+    X : array-like of images or 1-D sequence of file paths, default=None
+        Test images, with ``estimator``.
+    y : array-like of shape (n_samples,), default=None
+        True labels, with ``estimator``.
+    y_true : array-like of shape (n_samples,), default=None
+        True labels, with ``y_proba``.
+    y_proba : array-like of shape (n_samples, n_classes), default=None
+        Probabilities (e.g. out-of-fold ones from :func:`compare_models`),
+        with ``y_true``.
+    classes : array-like of shape (n_classes,), default=None
+        Labels of the columns of ``y_proba``; None means the sorted labels
+        of ``y_true``.
+    positive_label : object, default=None
+        Class of the binary curve; see :func:`default_positive_label`.""",
+    "name_ax": """name : str, default=None
+        Model name used in the legend.
+    ax : matplotlib Axes, default=None
+        Axes to draw on; None creates a new figure.""",
+    "raises": """Raises
+    ------
+    ValueError
+        If neither or both input forms are given, shapes disagree, or
+        ``y_true`` holds a single class.""",
+}
+
+
+def _fill_plot_doc(func):
+    if func.__doc__:  # None under python -OO
+        func.__doc__ = func.__doc__.format(**_PLOT_DOC)
+    return func
+
+
+@_fill_plot_doc
 def plot_roc(
     estimator=None,
     X=None,
@@ -810,26 +848,8 @@ def plot_roc(
 
     Parameters
     ----------
-    estimator : fitted classifier with predict_proba, default=None
-        Scores ``X``; its ``classes_`` name the probability columns.
-    X : array-like of images or 1-D sequence of file paths, default=None
-        Test images, with ``estimator``.
-    y : array-like of shape (n_samples,), default=None
-        True labels, with ``estimator``.
-    y_true : array-like of shape (n_samples,), default=None
-        True labels, with ``y_proba``.
-    y_proba : array-like of shape (n_samples, n_classes), default=None
-        Probabilities (e.g. out-of-fold ones from :func:`compare_models`),
-        with ``y_true``.
-    classes : array-like of shape (n_classes,), default=None
-        Labels of the columns of ``y_proba``; None means the sorted labels
-        of ``y_true``.
-    positive_label : object, default=None
-        Class of the binary curve; see :func:`default_positive_label`.
-    name : str, default=None
-        Model name used in the legend.
-    ax : matplotlib Axes, default=None
-        Axes to draw on; None creates a new figure.
+    {proba_inputs}
+    {name_ax}
 
     Returns
     -------
@@ -837,11 +857,7 @@ def plot_roc(
         The figure, titled "ROC curve (positive: <label>)" or "ROC curves
         (one-vs-rest)".
 
-    Raises
-    ------
-    ValueError
-        If neither or both input forms are given, shapes disagree, or
-        ``y_true`` holds a single class.
+    {raises}
 
     See Also
     --------
@@ -883,6 +899,7 @@ def plot_roc(
     return fig
 
 
+@_fill_plot_doc
 def plot_precision_recall(
     estimator=None,
     X=None,
@@ -904,25 +921,8 @@ def plot_precision_recall(
 
     Parameters
     ----------
-    estimator : fitted classifier with predict_proba, default=None
-        Scores ``X``; its ``classes_`` name the probability columns.
-    X : array-like of images or 1-D sequence of file paths, default=None
-        Test images, with ``estimator``.
-    y : array-like of shape (n_samples,), default=None
-        True labels, with ``estimator``.
-    y_true : array-like of shape (n_samples,), default=None
-        True labels, with ``y_proba``.
-    y_proba : array-like of shape (n_samples, n_classes), default=None
-        Probabilities, with ``y_true``.
-    classes : array-like of shape (n_classes,), default=None
-        Labels of the columns of ``y_proba``; None means the sorted labels
-        of ``y_true``.
-    positive_label : object, default=None
-        Class of the binary curve; see :func:`default_positive_label`.
-    name : str, default=None
-        Model name used in the legend.
-    ax : matplotlib Axes, default=None
-        Axes to draw on; None creates a new figure.
+    {proba_inputs}
+    {name_ax}
 
     Returns
     -------
@@ -930,11 +930,7 @@ def plot_precision_recall(
         The figure, titled "Precision-recall curve (positive: <label>)" or
         "Precision-recall curves (one-vs-rest)".
 
-    Raises
-    ------
-    ValueError
-        If neither or both input forms are given, shapes disagree, or
-        ``y_true`` holds a single class.
+    {raises}
 
     See Also
     --------
@@ -974,6 +970,7 @@ def plot_precision_recall(
     return fig
 
 
+@_fill_plot_doc
 def plot_calibration(
     estimator=None,
     X=None,
@@ -997,29 +994,12 @@ def plot_calibration(
 
     Parameters
     ----------
-    estimator : fitted classifier with predict_proba, default=None
-        Scores ``X``; its ``classes_`` name the probability columns.
-    X : array-like of images or 1-D sequence of file paths, default=None
-        Test images, with ``estimator``.
-    y : array-like of shape (n_samples,), default=None
-        True labels, with ``estimator``.
-    y_true : array-like of shape (n_samples,), default=None
-        True labels, with ``y_proba``.
-    y_proba : array-like of shape (n_samples, n_classes), default=None
-        Probabilities, with ``y_true``.
-    classes : array-like of shape (n_classes,), default=None
-        Labels of the columns of ``y_proba``; None means the sorted labels
-        of ``y_true``.
-    positive_label : object, default=None
-        Class of the binary curve; see :func:`default_positive_label`.
+    {proba_inputs}
     n_bins : int, default=5
         Number of probability bins.
-    strategy : {"uniform", "quantile"}, default="uniform"
+    strategy : {{"uniform", "quantile"}}, default="uniform"
         Bins of equal width or of equal counts.
-    name : str, default=None
-        Model name used in the legend.
-    ax : matplotlib Axes, default=None
-        Axes to draw on; None creates a new figure.
+    {name_ax}
 
     Returns
     -------
@@ -1027,11 +1007,7 @@ def plot_calibration(
         The figure, titled "Calibration (positive: <label>)" or
         "Calibration (one-vs-rest)".
 
-    Raises
-    ------
-    ValueError
-        If neither or both input forms are given, shapes disagree, or
-        ``y_true`` holds a single class.
+    {raises}
 
     See Also
     --------
