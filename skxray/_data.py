@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ImagePathDataset", "TensorImageDataset"]
+__all__ = ["ImagePathDataset", "TensorImageDataset", "private_generator_iterator"]
 
 #: The label of an item whose label is unknown (prediction).
 NO_LABEL = -1
@@ -56,3 +56,12 @@ class TensorImageDataset(Dataset):
     def __getitem__(self, i):
         y = torch.tensor(NO_LABEL) if self.y is None else self.y[i]
         return self.X[i], y
+
+
+def private_generator_iterator():
+    """iterator_valid settings that keep prediction off the global torch RNG.
+
+    Every DataLoader iteration draws a worker seed from the global RNG unless
+    it has a generator of its own; predicting must not change the user's RNG.
+    """
+    return {"iterator_valid__generator": torch.Generator()}

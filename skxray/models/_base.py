@@ -35,11 +35,12 @@ from skorch.dataset import ValidSplit
 from torch import nn
 from torch.utils.data.dataloader import default_collate
 
-from skxray._data import ImagePathDataset, TensorImageDataset
+from skxray._data import ImagePathDataset, TensorImageDataset, private_generator_iterator
 from skxray._param_validation import Interval, StrOptions, validate_params
 from skxray._utils import dumps_json  # noqa: F401  (models/_persistence.py imports it)
 from skxray._validation import check_image_array, is_path_array
 from skxray.io import read_image
+from skxray.models._registry import CLASSIFIERS
 from skxray.models._resume import (
     STATE_FILE,
     AtomicCheckpoint,
@@ -56,6 +57,8 @@ __all__ = ["BaseImageClassifier"]
 # home is skxray._data.
 _ImagePathDataset = ImagePathDataset
 _TensorImageDataset = TensorImageDataset
+# Imported from here by models/_persistence.py; its home is skxray._data.
+_private_generator_iterator = private_generator_iterator
 
 _OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -158,15 +161,6 @@ COMMON_PARAMETERS_DOC = """\
 """
 
 
-def _private_generator_iterator():
-    """iterator_valid settings that keep prediction off the global torch RNG.
-
-    Every DataLoader iteration draws a worker seed from the global RNG unless
-    it has a generator of its own; predicting must not change the user's RNG.
-    """
-    return {"iterator_valid__generator": torch.Generator()}
-
-
 class _RecordLearningRate(Callback):
     """Write the optimizer's current learning rate into the history each epoch."""
 
@@ -237,6 +231,12 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
 
     #: Whether the subclass's module needs 3-channel input (the ResNet-50).
     _rgb_input = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # The library's own classifiers, for loading by class name.
+        if cls.__module__.startswith("skxray.models."):
+            CLASSIFIERS[cls.__name__] = cls
 
     #: What each constructor parameter accepts, checked when ``fit`` runs
     #: (scikit-learn's format; subclasses extend it with their own).
@@ -555,7 +555,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             **{f"criterion__{k}": v for k, v in criterion_kwargs.items()},
             **{f"optimizer__{k}": v for k, v in optimizer_kwargs.items()},
             **{f"iterator_train__{k}": v for k, v in iterator_train.items()},
-            **_private_generator_iterator(),
+            **private_generator_iterator(),
         )
         return net
 
