@@ -33,6 +33,26 @@ def tiny_cnn(**kw):
     return CNNClassifier(**{**params, **kw})
 
 
+def two_scanner_sites(n, names):
+    """``n`` healthy phantoms per site; every "Covid-19" one comes from scanner B."""
+    XA, _, gA = make_phantom_cxr(
+        n, classes=("Normal", "No_findings"), image_size=SIZE, random_state=0, return_groups=True
+    )
+    XB, _, gB = make_phantom_cxr(
+        n,
+        classes=("Normal", "No_findings"),
+        scanner="B",
+        image_size=SIZE,
+        random_state=1,
+        return_groups=True,
+    )
+    X = np.concatenate([XA, XB])
+    y = np.array(["No_findings"] * n + ["Covid-19"] * n, dtype=object)
+    groups = np.concatenate([gA, gB + 1000])
+    sources = np.array([names[0]] * n + [names[1]] * n)
+    return X, y, groups, sources
+
+
 def balanced_sites(y, groups, n_sites, seed):
     """Assign patients to sites so that every site holds every class equally."""
     rng = np.random.default_rng(seed)
@@ -97,21 +117,7 @@ def test_corner_marker_shortcut_is_flagged(seed):
 def test_source_with_other_intensity_profile_is_flagged():
     # Every "Covid-19" image comes from scanner B (another intensity curve,
     # noise, field of view and a text block); both classes have clear lungs.
-    XA, _, gA = make_phantom_cxr(
-        30, classes=("Normal", "No_findings"), image_size=SIZE, random_state=0, return_groups=True
-    )
-    XB, _, gB = make_phantom_cxr(
-        30,
-        classes=("Normal", "No_findings"),
-        scanner="B",
-        image_size=SIZE,
-        random_state=1,
-        return_groups=True,
-    )
-    X = np.concatenate([XA, XB])
-    y = np.array(["No_findings"] * 30 + ["Covid-19"] * 30, dtype=object)
-    groups = np.concatenate([gA, gB + 1000])
-    sources = np.array(["hospital A"] * 30 + ["hospital B"] * 30)
+    X, y, groups, sources = two_scanner_sites(30, ("hospital A", "hospital B"))
     report = audit(
         tiny_cnn(),
         X,
@@ -484,21 +490,7 @@ def test_bad_data():
 
 
 def test_source_model_can_be_the_estimator():
-    XA, _, gA = make_phantom_cxr(
-        16, classes=("Normal", "No_findings"), image_size=SIZE, random_state=0, return_groups=True
-    )
-    XB, _, gB = make_phantom_cxr(
-        16,
-        classes=("Normal", "No_findings"),
-        scanner="B",
-        image_size=SIZE,
-        random_state=1,
-        return_groups=True,
-    )
-    X = np.concatenate([XA, XB])
-    y = np.array(["No_findings"] * 16 + ["Covid-19"] * 16, dtype=object)
-    groups = np.concatenate([gA, gB + 1000])
-    sources = np.array(["A"] * 16 + ["B"] * 16)
+    X, y, groups, sources = two_scanner_sites(16, ("A", "B"))
     report = audit(
         tiny_cnn(max_epochs=5),
         X,
