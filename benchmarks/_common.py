@@ -158,22 +158,10 @@ def machine_info(device="cpu"):
 
 
 def jsonable(value):
-    """Recursively turn numpy scalars, paths, tuples and objects into JSON values."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, float):
-        return None if not np.isfinite(value) else round(value, 6)
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    return repr(value)
+    """``value`` as strict JSON: NaN becomes None, floats keep 6 digits, objects their repr."""
+    from skxray._utils import jsonable as _jsonable
+
+    return _jsonable(value, unknown="repr", ndigits=6)
 
 
 def write_json(path, payload):
@@ -285,18 +273,9 @@ def phantom_bunch(image_size, n_samples=1124, random_state=0):
 
 
 def lung_mask(height, width):
-    """Central lung fields: ``skxray.explain.central_lung_mask`` if present.
+    """Central lung fields (``skxray.explain.central_lung_mask``) and their name for the results."""
+    from skxray.explain import central_lung_mask
 
-    Fallback (documented in the results): a central rectangle covering the
-    middle 60% of the width and 70% of the height.
-    """
-    try:
-        from skxray.explain import central_lung_mask
-    except ImportError:
-        mask = np.zeros((height, width), dtype=bool)
-        top, left = round(0.15 * height), round(0.20 * width)
-        mask[top : height - top, left : width - left] = True
-        return mask, "central rectangle (middle 60% width x 70% height)"
     return central_lung_mask(height, width), "skxray.explain.central_lung_mask"
 
 

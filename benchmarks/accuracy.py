@@ -20,7 +20,7 @@ Per model it reports the mean and standard deviation over the folds of
 accuracy, balanced accuracy, ROC AUC (one-vs-rest macro for three classes),
 Covid-19 sensitivity (recall) and PPV (precision), and the fit time. With
 ``--masking`` it also predicts every test fold twice more, with the central
-lung fields hidden (replaced by the image's mean grey, as
+lung fields hidden (filled with the mean of the rest of the image, as
 :mod:`skxray.audit` does) and with only a border band hidden (12% of each
 side set to 0), and reports the out-of-fold balanced accuracy of each, for
 every model (the best one is flagged).
@@ -57,6 +57,7 @@ The CPU run kept in the repository (about 8 minutes on 2 quiet cores)::
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,15 @@ from _common import (  # noqa: E402
     require_data,
     resolve_device,
     write_json,
+)
+
+# The audit's own scores and masks (not copies), so this benchmark measures
+# what skxray.audit measures; _common put this checkout on sys.path.
+from skxray.audit._cv import (  # noqa: E402
+    border_masked,
+    lung_masked,
+    proba_in_order,
+    two_class_scale,
 )
 
 PAPER_ACCURACY = {"binary": 0.9808, "3class": 0.8702}
@@ -207,13 +217,12 @@ def make_augment(name):
 def resolve_resnet_weights(requested):
     """The weights to use and a note saying what happened (offline: random init)."""
     from skxray.models import PretrainedWeightsError
-    from skxray.models.resnet import load_resnet50_state_dict
+    from skxray.models.resnet import _try_weights
 
-    if requested in (None, "none", "None"):
-        return None, "random initialisation (requested)"
-    try:
-        load_resnet50_state_dict(requested)
-    except (PretrainedWeightsError, FileNotFoundError, ValueError) as exc:
+    weights, exc = _try_weights(
+        requested, fallback_on=(PretrainedWeightsError, FileNotFoundError, ValueError)
+    )
+    if exc is not None:
         first = str(exc).split(". ")[0]
         note = (
             f"RANDOM INITIALISATION: the ImageNet weights {requested!r} could not be loaded "
@@ -222,7 +231,9 @@ def resolve_resnet_weights(requested):
         )
         log("WARNING:", note)
         return None, note
-    return requested, f"pretrained weights {requested!r}"
+    if weights is None:
+        return None, "random initialisation (requested)"
+    return weights, f"pretrained weights {weights!r}"
 
 
 def model_config(model, args):
@@ -290,13 +301,6 @@ def describe_estimator(est):
 # metrics
 
 
-def proba_in_order(est, X, classes):
-    proba = np.asarray(est.predict_proba(X), dtype=np.float64)
-    out = np.zeros((len(X), len(classes)))
-    for j, c in enumerate(est.classes_):
-        out[:, classes.index(c)] = proba[:, j]
-    return out
-
 
 def scores(y, proba, classes):
     from sklearn.metrics import (
@@ -326,24 +330,7 @@ def scores(y, proba, classes):
     return {k: (None if v is None else float(v)) for k, v in out.items()}
 
 
-def two_class_scale(balanced_accuracy, k):
-    """The audit's rescaling: chance 1/k maps to 0.5, perfect stays 1."""
-    return 0.5 + 0.5 * (balanced_accuracy - 1.0 / k) / (1.0 - 1.0 / k)
 
-
-def mask_lungs(X, mask):
-    Xm = X.copy()
-    mean = X.mean(axis=(-2, -1), keepdims=True)
-    Xm[..., mask] = np.broadcast_to(mean, X.shape)[..., mask]
-    return Xm
-
-
-def mask_borders(X, fraction=BORDER_FRACTION):
-    h, w = X.shape[-2:]
-    bh, bw = int(fraction * h), int(fraction * w)
-    Xm = np.zeros_like(X)
-    Xm[..., bh : h - bh, bw : w - bw] = X[..., bh : h - bh, bw : w - bw]
-    return Xm
 
 
 def summarise(task, protocol, model, fold_scores, oof, y, classes, extra):
@@ -464,8 +451,10 @@ def run_model(model, est_template, X, y, classes, splits, masking, cuda):
         with Stopwatch(cuda) as t_pred:
             oof["proba"][test] = proba_in_order(est, X[test], classes)
         if masking:
-            oof["proba_lungs"][test] = proba_in_order(est, mask_lungs(X[test], lungs), classes)
-            oof["proba_borders"][test] = proba_in_order(est, mask_borders(X[test]), classes)
+            oof["proba_lungs"][test] = proba_in_order(est, lung_masked(X[test], lungs), classes)
+            oof["proba_borders"][test] = proba_in_order(
+                est, border_masked(X[test], BORDER_FRACTION), classes
+            )
         s = scores(y[test], oof["proba"][test], classes)
         fit_times.append(t_fit.seconds)
         predict_times.append(t_pred.seconds)
@@ -525,6 +514,85 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    tasks, protocols, models = _parse_lists(args)
+    models, ensembles = _add_ensemble_members(models)
+    device = resolve_device(args.device)
+    threads = configure_threads(args.threads)
+    out = Path(args.out) if args.out else default_out("accuracy.json", args.quick or args.phantom)
+    members = ensembles.get("voting", [m for m in MEMBERS if m in models])
+    fitted = [m for m in MODEL_SETTINGS if m in models]
+
+    data = Data(args)
+    resnet_weights, resnet_note = (None, None)
+    if "resnet50" in members:
+        resnet_weights, resnet_note = resolve_resnet_weights(args.resnet_weights)
+    run = Run(
+        args=args,
+        data=data,
+        device=device,
+        configs={m: model_config(m, args) for m in fitted},
+        resnet_weights=resnet_weights,
+        feature_cache_dir=feature_cache_folder(args.feature_cache),
+        out=out,
+        payload=None,
+    )
+    run.payload = {
+        "machine": machine_info(device),
+        "settings": _settings(run, tasks, protocols, models, threads, resnet_note),
+        "results": [],
+        "folds": [],
+    }
+    write_json(out, run.payload)
+    log(f"writing {out}")
+
+    t_start = time.perf_counter()
+    oof_store = {}
+    for task in tasks:
+        idx, classes = task_index(data.y, task)
+        y, groups = data.y[idx], data.groups[idx]
+        for protocol in protocols:
+            splits = make_splits(y, groups, protocol, args.folds)
+            log(f"== {task}, {protocol}-level folds: {len(y)} images, {len(splits)} folds")
+            member_oof, member_fit = {}, {}
+            for model in fitted:
+                oof, fit_time = _run_fitted(run, task, protocol, model, idx, classes, splits)
+                member_oof[model], member_fit[model] = oof, fit_time
+                if args.oof:
+                    oof_store[f"{task}/{protocol}/{model}"] = oof["proba"]
+                    oof_store[f"{task}/rows"] = idx  # rows of filenames and y
+                    oof_store[f"{task}/classes"] = np.asarray(classes, dtype=str)
+                    save_oof(args.oof, oof_store, data)
+            for ensemble, ensemble_members in ensembles.items():
+                _run_ensemble(
+                    run, task, protocol, ensemble, ensemble_members, member_oof, member_fit,
+                    y, classes, splits,
+                )
+    payload = run.payload
+    flag_best(payload["results"])
+    payload["settings"]["total_time_s"] = time.perf_counter() - t_start
+    write_json(out, payload)
+    print()
+    print(markdown_table(payload))
+    log(f"done in {payload['settings']['total_time_s']:.0f} s; results in {out}")
+    return payload
+
+
+@dataclass
+class Run:
+    """What every model of one benchmark run shares."""
+
+    args: argparse.Namespace
+    data: "Data"
+    device: str
+    configs: dict
+    resnet_weights: object
+    feature_cache_dir: object
+    out: Path
+    payload: dict | None
+
+
+def _parse_lists(args):
+    """--tasks, --protocols and --models as checked lists."""
     tasks = [t for t in args.tasks.split(",") if t]
     protocols = [p for p in args.protocols.split(",") if p]
     models = [m for m in args.models.split(",") if m]
@@ -536,10 +604,11 @@ def main(argv=None):
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise SystemExit(f"--{name}: unknown {bad}; choose from {allowed}")
-    device = resolve_device(args.device)
-    cuda = device == "cuda"
-    threads = configure_threads(args.threads)
-    out = Path(args.out) if args.out else default_out("accuracy.json", args.quick or args.phantom)
+    return tasks, protocols, models
+
+
+def _add_ensemble_members(models):
+    """The models to fit (ensembles' members added) and each ensemble's members."""
     ensembles = {}
     for name, candidates in ENSEMBLES.items():
         if name in models and name != "voting":
@@ -554,148 +623,127 @@ def main(argv=None):
                 models.remove(name)
             else:
                 ensembles[name] = present
-    members = ensembles.get("voting", [m for m in MEMBERS if m in models])
-    fitted = [m for m in MODEL_SETTINGS if m in models]
+    return models, ensembles
 
-    data = Data(args)
-    resnet_weights, resnet_note = (None, None)
-    if "resnet50" in members:
-        resnet_weights, resnet_note = resolve_resnet_weights(args.resnet_weights)
-    configs = {m: model_config(m, args) for m in fitted}
-    feature_cache_dir = feature_cache_folder(args.feature_cache)
+
+def _settings(run, tasks, protocols, models, threads, resnet_note):
+    """The ``settings`` of accuracy.json."""
+    args, data, device, feature_cache_dir = run.args, run.data, run.device, run.feature_cache_dir
+    resnet_weights = run.resnet_weights
+    configs = run.configs
     _, mask_source = lung_mask(8, 8)
-
-    payload = {
-        "machine": machine_info(device),
-        "settings": {
-            "dataset": "phantom (synthetic, NOT comparable)" if args.phantom else str(data.root),
-            "n_images": int(len(data.y)),
-            "subset": args.subset,
-            "loading": (
-                "load_image_folder(image_size=N, keep_aspect='crop'): centre square crop, then resize"
-                if args.load == "squarecrop"
-                else "load_image_folder(image_size=N, keep_aspect=False): stretched to a square"
-            ),
-            "tasks": tasks,
-            "protocols": protocols,
-            "models": models,
-            "folds": args.folds,
-            "cv_image": "StratifiedKFold(shuffle=True, random_state=0)",
-            "cv_patient": "StratifiedGroupKFold(shuffle=True, random_state=0), groups=patient_id",
-            "estimator_random_state": 0,
-            **threads,
-            "quick": args.quick,
-            "label": args.label,
-            "resnet50_weights": resnet_note,
-            "resnet50_feature_cache": (
-                "none: the backbone runs in every fit and prediction" if feature_cache_dir is None
-                else f"feature_cache_dir={args.feature_cache!r}: each distinct image (plain or "
-                "masked) goes through the frozen backbone once in the whole run"
-            ),
-            "voting": "unweighted mean of the members' predict_proba on each test fold",
-            "masking": (
-                f"lungs: pixels inside {mask_source} replaced by the image mean; borders: a band "
-                f"of {BORDER_FRACTION:.0%} of each side set to 0 (as skxray.audit); out-of-fold "
-                "balanced accuracy, same fitted models" if args.masking else None
-            ),
-            "lungs_masked_target": (
-                f"balanced accuracy on the two-class scale <= {LUNGS_MASKED_TARGET}"
-            ),
-            "paper_accuracy": PAPER_ACCURACY,
-            "target_accuracy_image_level": TARGET_ACCURACY,
-            "models_settings": {
-                m: {
-                    "image_size": c["image_size"],
-                    "preprocess": c["preprocess"],
-                    "augment": c["augment"],
-                    **describe_estimator(make_estimator(m, c, device, resnet_weights)),
-                }
-                for m, c in configs.items()
-            },
-            "command": " ".join(sys.argv),
+    return {
+        "dataset": "phantom (synthetic, NOT comparable)" if args.phantom else str(data.root),
+        "n_images": int(len(data.y)),
+        "subset": args.subset,
+        "loading": (
+            "load_image_folder(image_size=N, keep_aspect='crop'): centre square crop, then resize"
+            if args.load == "squarecrop"
+            else "load_image_folder(image_size=N, keep_aspect=False): stretched to a square"
+        ),
+        "tasks": tasks,
+        "protocols": protocols,
+        "models": models,
+        "folds": args.folds,
+        "cv_image": "StratifiedKFold(shuffle=True, random_state=0)",
+        "cv_patient": "StratifiedGroupKFold(shuffle=True, random_state=0), groups=patient_id",
+        "estimator_random_state": 0,
+        **threads,
+        "quick": args.quick,
+        "label": args.label,
+        "resnet50_weights": resnet_note,
+        "resnet50_feature_cache": (
+            "none: the backbone runs in every fit and prediction" if feature_cache_dir is None
+            else f"feature_cache_dir={args.feature_cache!r}: each distinct image (plain or "
+            "masked) goes through the frozen backbone once in the whole run"
+        ),
+        "voting": "unweighted mean of the members' predict_proba on each test fold",
+        "masking": (
+            f"lungs: pixels inside {mask_source} filled with the mean of the rest of the "
+            f"image; borders: a band of {BORDER_FRACTION:.0%} of each side set to 0 (both as "
+            "skxray.audit); out-of-fold "
+            "balanced accuracy, same fitted models" if args.masking else None
+        ),
+        "lungs_masked_target": (
+            f"balanced accuracy on the two-class scale <= {LUNGS_MASKED_TARGET}"
+        ),
+        "paper_accuracy": PAPER_ACCURACY,
+        "target_accuracy_image_level": TARGET_ACCURACY,
+        "models_settings": {
+            m: {
+                "image_size": c["image_size"],
+                "preprocess": c["preprocess"],
+                "augment": c["augment"],
+                **describe_estimator(make_estimator(m, c, device, resnet_weights)),
+            }
+            for m, c in configs.items()
         },
-        "results": [],
-        "folds": [],
+        "command": " ".join(sys.argv),
     }
-    write_json(out, payload)
-    log(f"writing {out}")
 
-    t_start = time.perf_counter()
-    oof_store = {}
-    for task in tasks:
-        idx, classes = task_index(data.y, task)
-        y, groups = data.y[idx], data.groups[idx]
-        for protocol in protocols:
-            splits = make_splits(y, groups, protocol, args.folds)
-            log(f"== {task}, {protocol}-level folds: {len(y)} images, {len(splits)} folds")
-            member_oof, member_fit = {}, {}
-            for model in fitted:
-                cfg = configs[model]
-                X = data.X(cfg["image_size"])[idx]
-                est = make_estimator(model, cfg, device, resnet_weights, feature_cache_dir)
-                oof, fold_rows, fit_times, predict_times = run_model(
-                    model, est, X, y, classes, splits, args.masking, cuda
-                )
-                member_oof[model], member_fit[model] = oof, sum(fit_times)
-                if args.oof:
-                    oof_store[f"{task}/{protocol}/{model}"] = oof["proba"]
-                    oof_store[f"{task}/rows"] = idx  # rows of filenames and y
-                    oof_store[f"{task}/classes"] = np.asarray(classes, dtype=str)
-                    save_oof(args.oof, oof_store, data)
-                extra = {
-                    "image_size": cfg["image_size"],
-                    "epochs": cfg["max_epochs"],
-                    "preprocess": cfg["preprocess"],
-                    "augment": cfg["augment"],
-                    "n_images": len(y),
-                    "n_folds": len(splits),
-                    "fit_time_total_s": sum(fit_times),
-                    "fit_time_per_fold_s": float(np.mean(fit_times)),
-                    "predict_time_per_fold_s": float(np.mean(predict_times)),
-                    "within_60_min": sum(fit_times) <= TARGET_MINUTES_PER_MODEL * 60,
-                    "device": device,
-                }
-                if model == "resnet50":
-                    extra["weights"] = "imagenet" if resnet_weights else "random init"
-                row = summarise(task, protocol, model, fold_rows, oof, y, classes, extra)
-                payload["results"].append(row)
-                payload["folds"].extend(
-                    {"task": task, "protocol": protocol, "model": model, **r} for r in fold_rows
-                )
-                write_json(out, payload)
-                log(
-                    f"{task}/{protocol}/{model}: accuracy {row['accuracy_mean']:.4f} "
-                    f"+- {row['accuracy_std']:.4f}, fit {row['fit_time_total_s']:.0f} s"
-                )
-            for ensemble, members in ensembles.items():
-                oof = {
-                    key: np.mean([member_oof[m][key] for m in members], axis=0)
-                    for key in member_oof[members[0]]
-                }
-                fold_scores = [scores(y[test], oof["proba"][test], classes) for _, test in splits]
-                extra = {
-                    "members": "+".join(members),
-                    "n_images": len(y),
-                    "n_folds": len(splits),
-                    "fit_time_total_s": sum(member_fit[m] for m in members),
-                    "within_60_min": sum(member_fit[m] for m in members) <= TARGET_MINUTES_PER_MODEL * 60,
-                    "device": device,
-                }
-                row = summarise(task, protocol, ensemble, fold_scores, oof, y, classes, extra)
-                payload["results"].append(row)
-                payload["folds"].extend(
-                    {"task": task, "protocol": protocol, "model": ensemble, "fold": i, **s}
-                    for i, s in enumerate(fold_scores)
-                )
-                write_json(out, payload)
-                log(f"{task}/{protocol}/{ensemble}: accuracy {row['accuracy_mean']:.4f}")
-    flag_best(payload["results"])
-    payload["settings"]["total_time_s"] = time.perf_counter() - t_start
-    write_json(out, payload)
-    print()
-    print(markdown_table(payload))
-    log(f"done in {payload['settings']['total_time_s']:.0f} s; results in {out}")
-    return payload
+
+def _run_fitted(run, task, protocol, model, idx, classes, splits):
+    """Cross-validate one model; record its row and folds. Returns its OOF dict and fit time."""
+    args, data, payload = run.args, run.data, run.payload
+    y = data.y[idx]
+    cfg = run.configs[model]
+    X = data.X(cfg["image_size"])[idx]
+    est = make_estimator(model, cfg, run.device, run.resnet_weights, run.feature_cache_dir)
+    oof, fold_rows, fit_times, predict_times = run_model(
+        model, est, X, y, classes, splits, args.masking, run.device == "cuda"
+    )
+    extra = {
+        "image_size": cfg["image_size"],
+        "epochs": cfg["max_epochs"],
+        "preprocess": cfg["preprocess"],
+        "augment": cfg["augment"],
+        "n_images": len(y),
+        "n_folds": len(splits),
+        "fit_time_total_s": sum(fit_times),
+        "fit_time_per_fold_s": float(np.mean(fit_times)),
+        "predict_time_per_fold_s": float(np.mean(predict_times)),
+        "within_60_min": sum(fit_times) <= TARGET_MINUTES_PER_MODEL * 60,
+        "device": run.device,
+    }
+    if model == "resnet50":
+        extra["weights"] = "imagenet" if run.resnet_weights else "random init"
+    row = summarise(task, protocol, model, fold_rows, oof, y, classes, extra)
+    payload["results"].append(row)
+    payload["folds"].extend(
+        {"task": task, "protocol": protocol, "model": model, **r} for r in fold_rows
+    )
+    write_json(run.out, payload)
+    log(
+        f"{task}/{protocol}/{model}: accuracy {row['accuracy_mean']:.4f} "
+        f"+- {row['accuracy_std']:.4f}, fit {row['fit_time_total_s']:.0f} s"
+    )
+    return oof, sum(fit_times)
+
+
+def _run_ensemble(run, task, protocol, ensemble, members, member_oof, member_fit, y, classes, splits):
+    """Score a soft-voting ensemble from its members' OOF probabilities; record its row."""
+    payload = run.payload
+    oof = {
+        key: np.mean([member_oof[m][key] for m in members], axis=0)
+        for key in member_oof[members[0]]
+    }
+    fold_scores = [scores(y[test], oof["proba"][test], classes) for _, test in splits]
+    extra = {
+        "members": "+".join(members),
+        "n_images": len(y),
+        "n_folds": len(splits),
+        "fit_time_total_s": sum(member_fit[m] for m in members),
+        "within_60_min": sum(member_fit[m] for m in members) <= TARGET_MINUTES_PER_MODEL * 60,
+        "device": run.device,
+    }
+    row = summarise(task, protocol, ensemble, fold_scores, oof, y, classes, extra)
+    payload["results"].append(row)
+    payload["folds"].extend(
+        {"task": task, "protocol": protocol, "model": ensemble, "fold": i, **s}
+        for i, s in enumerate(fold_scores)
+    )
+    write_json(run.out, payload)
+    log(f"{task}/{protocol}/{ensemble}: accuracy {row['accuracy_mean']:.4f}")
 
 
 def feature_cache_folder(choice):

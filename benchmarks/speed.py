@@ -592,16 +592,8 @@ def training_flops_per_image(image_size, batch_size=32):
     return counter.get_total_flops() / batch_size
 
 
-def bench_roofline(images, device, quick, threads):
-    import torch
-
-    n, epochs = size("roofline", "n", quick), size("roofline", "epochs", quick)
-    reps, px = size("roofline", "reps", quick), size("roofline", "image_size", quick)
-    X, y = images.binary(n, px)
-    y01 = (y == sorted(set(y))[1]).astype(np.int64)
-    flops = training_flops_per_image(px)
-    cpu = device == "cpu"
-    n_cores = os.cpu_count() or 1
+def _roofline_variants(X, y01, epochs, device, px, quick):
+    """The in-process training variants to time, and a note on torch.compile."""
 
     def loop(**kw):
         # Variants are measured against NCHW at batch 32 (the module's layout before
@@ -614,20 +606,68 @@ def bench_roofline(images, device, quick, threads):
         "channels_last": loop(channels_last=True),
         "batch 128": loop(batch_size=128),
     }
-    if not quick:
-        variants["batch 64"] = loop(batch_size=64)
-        variants["channels_last + batch 128"] = loop(channels_last=True, batch_size=128)
-    compile_note = None
-    if not quick:
-        try:
-            with Stopwatch() as t_compile:
-                manual_fit(X[:64], y01[:64], epochs=1, batch_size=32, device=device,
-                           mode="slices", image_size=px, compile_module=True, channels_last=False)
-            compile_note = f"first compiled epoch (64 images) took {t_compile.seconds:.1f} s"
-            variants["torch.compile"] = loop(compile_module=True)
-        except Exception as exc:  # noqa: BLE001 - report, do not fail the benchmark
-            compile_note = f"torch.compile failed: {type(exc).__name__}: {str(exc)[:200]}"
-            log(compile_note)
+    if quick:
+        return variants, None
+    variants["batch 64"] = loop(batch_size=64)
+    variants["channels_last + batch 128"] = loop(channels_last=True, batch_size=128)
+    try:
+        with Stopwatch() as t_compile:
+            manual_fit(X[:64], y01[:64], epochs=1, batch_size=32, device=device,
+                       mode="slices", image_size=px, compile_module=True, channels_last=False)
+        compile_note = f"first compiled epoch (64 images) took {t_compile.seconds:.1f} s"
+        variants["torch.compile"] = loop(compile_module=True)
+    except Exception as exc:  # noqa: BLE001 - report, do not fail the benchmark
+        compile_note = f"torch.compile failed: {type(exc).__name__}: {str(exc)[:200]}"
+        log(compile_note)
+    return variants, compile_note
+
+
+def _roofline_thread_rows(images, n, px, epochs, device, reps, threads, row):
+    """Rows of the thread settings, each timed in fresh child processes."""
+    import torch
+
+    n_cores = os.cpu_count() or 1
+    rows = []
+    # Thread settings need fresh processes (OpenMP reads its settings at start-up).
+    common = ["train", "--n", str(n), "--image-size", str(px), "--epochs", str(epochs),
+              "--device", device] + (["--phantom"] if images.phantom else [])
+    child_variants = {
+        "1 thread": ({"OMP_WAIT_POLICY": "ACTIVE"}, 1),
+        f"{n_cores} threads, OMP_WAIT_POLICY=ACTIVE": ({"OMP_WAIT_POLICY": "ACTIVE"}, n_cores),
+        f"{n_cores} threads, OMP_WAIT_POLICY=PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, n_cores),
+    }
+    child = {name: [] for name in child_variants}
+    for _ in range(reps):
+        for name, (env, n_threads) in child_variants.items():
+            child[name].append(run_child(common, n_threads, env))
+    peaks = {}
+    for t in (1, n_cores):
+        a, b = matmul_gflops(device, threads=t), matmul_gflops(device, threads=t)
+        peaks[t] = (max(a[0], b[0]), max(a[1], b[1]))
+    torch.set_num_threads(threads)
+    for name, runs in child.items():
+        n_threads = child_variants[name][1]
+        walls = [r["fit_s"] for r in runs]
+        rows.append(row(
+            f"threads: {name}", n_threads, min(walls), min(r["fit_cpu_s"] for r in runs),
+            walls, peaks[n_threads],
+            notes="child process; matmul peak measured with the same thread count",
+        ))
+    return rows
+
+
+def bench_roofline(images, device, quick, threads):
+    import torch
+
+    n, epochs = size("roofline", "n", quick), size("roofline", "epochs", quick)
+    reps, px = size("roofline", "reps", quick), size("roofline", "image_size", quick)
+    X, y = images.binary(n, px)
+    y01 = (y == sorted(set(y))[1]).astype(np.int64)
+    flops = training_flops_per_image(px)
+    cpu = device == "cpu"
+    n_cores = os.cpu_count() or 1
+
+    variants, compile_note = _roofline_variants(X, y01, epochs, device, px, quick)
     peak_before = matmul_gflops(device)
     cpu_times = {}
     timed = interleaved(variants, reps, cpu_times)
@@ -666,31 +706,7 @@ def bench_roofline(images, device, quick, threads):
     if compile_note and "torch.compile" not in variants:
         rows.append({"benchmark": "roofline", "variant": "torch.compile", "notes": compile_note})
     if cpu and n_cores > 1:
-        # Thread settings need fresh processes (OpenMP reads its settings at start-up).
-        common = ["train", "--n", str(n), "--image-size", str(px), "--epochs", str(epochs),
-                  "--device", device] + (["--phantom"] if images.phantom else [])
-        child_variants = {
-            "1 thread": ({"OMP_WAIT_POLICY": "ACTIVE"}, 1),
-            f"{n_cores} threads, OMP_WAIT_POLICY=ACTIVE": ({"OMP_WAIT_POLICY": "ACTIVE"}, n_cores),
-            f"{n_cores} threads, OMP_WAIT_POLICY=PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, n_cores),
-        }
-        child = {name: [] for name in child_variants}
-        for _ in range(reps):
-            for name, (env, n_threads) in child_variants.items():
-                child[name].append(run_child(common, n_threads, env))
-        peaks = {}
-        for t in (1, n_cores):
-            a, b = matmul_gflops(device, threads=t), matmul_gflops(device, threads=t)
-            peaks[t] = (max(a[0], b[0]), max(a[1], b[1]))
-        torch.set_num_threads(threads)
-        for name, runs in child.items():
-            n_threads = child_variants[name][1]
-            walls = [r["fit_s"] for r in runs]
-            rows.append(row(
-                f"threads: {name}", n_threads, min(walls), min(r["fit_cpu_s"] for r in runs),
-                walls, peaks[n_threads],
-                notes="child process; matmul peak measured with the same thread count",
-            ))
+        rows += _roofline_thread_rows(images, n, px, epochs, device, reps, threads, row)
     best = max((r for r in rows if r.get("images_per_s")), key=lambda r: r["images_per_s"])
     for r in rows:
         r["fastest"] = r is best
@@ -788,7 +804,7 @@ def main(argv=None):
     return payload
 
 
-def _f(value, fmt):
+def _fmt_or_blank(value, fmt):
     return "" if value is None else format(value, fmt)
 
 
@@ -826,8 +842,8 @@ def markdown_table(payload):
         if r.get("target"):
             verdict = {True: "met", False: "NOT met", None: ""}[r.get("meets_target")]
             target = f"{r['target']} {verdict}".strip()
-        lines.append(f"| {r['benchmark']} | {r['variant']} | {_f(r.get('images_per_s'), '.1f')} "
-                     f"| {_f(ratio, '.3f')} | {target} | {'; '.join(other)} |")
+        lines.append(f"| {r['benchmark']} | {r['variant']} | {_fmt_or_blank(r.get('images_per_s'), '.1f')} "
+                     f"| {_fmt_or_blank(ratio, '.3f')} | {target} | {'; '.join(other)} |")
     lines += ["", m["timing_note"]]
     return "\n".join(lines)
 

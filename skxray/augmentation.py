@@ -17,12 +17,13 @@ it. They are built on :mod:`torchvision.transforms.v2`.
 """
 
 import math
-import numbers
 
 import torch
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from sklearn.base import BaseEstimator
+
+from skxray._utils import is_real
 
 __all__ = [
     "Compose",
@@ -37,12 +38,8 @@ __all__ = [
 ]
 
 
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _check_probability(owner, p):
-    if not _is_real(p) or not 0 <= p <= 1:
+    if not is_real(p) or not 0 <= p <= 1:
         raise ValueError(f"{owner}: p must be a number in [0, 1], got {p!r}")
 
 
@@ -51,7 +48,7 @@ def _check_range(owner, name, value, low=0.0, high=float("inf"), low_open=True):
     ok = (
         isinstance(value, (tuple, list))
         and len(value) == 2
-        and all(_is_real(v) for v in value)
+        and all(is_real(v) for v in value)
         and value[0] <= value[1]
         and (value[0] > low if low_open else value[0] >= low)
         and value[1] <= high
@@ -201,7 +198,7 @@ class RandomRotation(_Augmentation):
         self.p = p
 
     def _check_params(self):
-        if _is_real(self.degrees):
+        if is_real(self.degrees):
             if not 0 <= self.degrees <= 180:
                 raise ValueError(
                     f"RandomRotation: degrees must be in [0, 180], got {self.degrees!r}"
@@ -306,7 +303,7 @@ class RandomBrightnessContrast(_Augmentation):
     def _check_params(self):
         for name in ("brightness", "contrast"):
             value = getattr(self, name)
-            if not _is_real(value) or not 0 <= value < 1:
+            if not is_real(value) or not 0 <= value < 1:
                 raise ValueError(
                     f"RandomBrightnessContrast: {name} must be a number in [0, 1), got {value!r}"
                 )
@@ -455,7 +452,7 @@ class RandomBorderMask(_Augmentation):
         self.p = p
 
     def _check_params(self):
-        if not _is_real(self.max_fraction) or not 0 <= self.max_fraction < 0.5:
+        if not is_real(self.max_fraction) or not 0 <= self.max_fraction < 0.5:
             raise ValueError(
                 "RandomBorderMask: max_fraction must be a number in [0, 0.5), "
                 f"got {self.max_fraction!r}"

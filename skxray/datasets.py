@@ -133,6 +133,37 @@ def _scan_class_folders(root):
 
 
 def _read_manifest(root, manifest):
+    """The manifest's rows whose files exist and are images, with full paths."""
+    df = _parse_manifest(manifest)
+    keep, full_paths, missing_files, not_images = _check_manifest_paths(root, manifest, df["path"])
+    if missing_files:
+        listed = ", ".join(repr(m) for m in missing_files[:_MAX_LISTED])
+        more = (
+            f" and {len(missing_files) - _MAX_LISTED} more"
+            if len(missing_files) > _MAX_LISTED
+            else ""
+        )
+        raise FileNotFoundError(
+            f"Manifest '{manifest}' lists {len(missing_files)} file(s) that do not exist "
+            f"under '{root}': {listed}{more}."
+        )
+    _warn_skipped(not_images, root, "non-image file(s) listed in the manifest")
+
+    df = df.iloc[keep].reset_index(drop=True)
+    df["path"] = full_paths
+    if "patient_id" in df.columns:
+        blank = df.index[df["patient_id"].isna()]
+        if len(blank):
+            rows = [str(df.at[i, "path"]) for i in blank[:_MAX_LISTED]]
+            raise ValueError(
+                f"Manifest '{manifest}' has an empty 'patient_id' for {len(blank)} image(s), "
+                f"e.g. {rows}; fill it in or drop the column."
+            )
+    return df
+
+
+def _parse_manifest(manifest):
+    """The manifest as a DataFrame, its identifier columns read verbatim and checked."""
     try:
         df = pd.read_csv(manifest)
         # Re-read the identifier columns verbatim: pandas would turn a label
@@ -160,13 +191,21 @@ def _read_manifest(root, manifest):
         raise ValueError(
             f"Manifest '{manifest}' lists the same file more than once: {list(dup[:_MAX_LISTED])}."
         )
+    return df
 
+
+def _check_manifest_paths(root, manifest, paths):
+    """Rows to keep, their full paths, missing files and non-image files.
+
+    Raises ``ValueError`` for a path that is absolute or leaves ``root``
+    (through ``..`` or a symbolic link).
+    """
     root_resolved = root.resolve()
     full_paths = []
     missing_files = []
     not_images = []
     keep = []
-    for i, rel in enumerate(df["path"]):
+    for i, rel in enumerate(paths):
         where = f"Manifest '{manifest}' row {i + 1} (path {rel!r})"
         pure = PurePosixPath(rel.replace("\\", "/"))
         if pure.is_absolute() or Path(rel).is_absolute() or Path(rel).drive:
@@ -193,30 +232,7 @@ def _read_manifest(root, manifest):
             continue
         keep.append(i)
         full_paths.append(str(full))
-    if missing_files:
-        listed = ", ".join(repr(m) for m in missing_files[:_MAX_LISTED])
-        more = (
-            f" and {len(missing_files) - _MAX_LISTED} more"
-            if len(missing_files) > _MAX_LISTED
-            else ""
-        )
-        raise FileNotFoundError(
-            f"Manifest '{manifest}' lists {len(missing_files)} file(s) that do not exist "
-            f"under '{root}': {listed}{more}."
-        )
-    _warn_skipped(not_images, root, "non-image file(s) listed in the manifest")
-
-    df = df.iloc[keep].reset_index(drop=True)
-    df["path"] = full_paths
-    if "patient_id" in df.columns:
-        blank = df.index[df["patient_id"].isna()]
-        if len(blank):
-            rows = [str(df.at[i, "path"]) for i in blank[:_MAX_LISTED]]
-            raise ValueError(
-                f"Manifest '{manifest}' has an empty 'patient_id' for {len(blank)} image(s), "
-                f"e.g. {rows}; fill it in or drop the column."
-            )
-    return df
+    return keep, full_paths, missing_files, not_images
 
 
 def _resize(img, size):
@@ -244,6 +260,56 @@ def _check_positive_int(value, name, minimum=1):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
     return int(value)
+
+
+def _target_names(frame, classes, root, min_classes=2):
+    """The classes to load, in order: ``classes`` checked against the folder's, or all."""
+    available = sorted(frame["label"].unique())
+    if not available:
+        raise ValueError(f"No image files found in '{root}'.")
+    if classes is None:
+        target_names = available
+    else:
+        if isinstance(classes, str) or not isinstance(classes, Sequence | np.ndarray):
+            raise ValueError(f"classes must be a list of class names; got {classes!r}.")
+        target_names = [str(c) for c in classes]
+        unknown = [c for c in target_names if c not in available]
+        if unknown:
+            raise ValueError(f"Unknown class(es) {unknown} in classes; '{root}' has {available}.")
+        if len(set(target_names)) != len(target_names):
+            raise ValueError(f"classes has duplicates: {target_names}.")
+    if len(target_names) < min_classes:
+        raise ValueError(
+            f"Classification needs at least two classes; '{root}' gives {target_names}."
+        )
+    return target_names
+
+
+def _load_pixels(filenames, image_size, keep_aspect, n_jobs):
+    """The images as (n, size, size) float32, or a copy of the paths when ``image_size`` is None."""
+    if image_size is None:
+        return filenames.copy()
+    data = np.empty((len(filenames), image_size, image_size), dtype=np.float32)
+    # A generator keeps memory at one image per worker, not the whole list.
+    results = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
+        delayed(_load_one)(path, image_size, keep_aspect) for path in filenames
+    )
+    for i, img in enumerate(results):
+        data[i] = img
+    return data
+
+
+def _describe(root, frame, groups, target_names, origin, image_size, keep_aspect):
+    """The ``DESCR`` text of the bunch."""
+    counts = frame["label"].value_counts()
+    summary = ", ".join(f"{name}: {counts[name]}" for name in target_names)
+    n_groups = f", {len(pd.unique(groups))} patients" if groups is not None else ""
+    how = {False: "", "pad": ", letterboxed", "crop": ", centre-cropped to square"}
+    what = f"resized to {image_size}x{image_size}{how[keep_aspect]}" if image_size else "as file paths"
+    return (
+        f"Chest X-ray image folder '{root}': {len(frame)} images{n_groups}, "
+        f"{len(target_names)} classes ({summary}); {origin}; images {what}."
+    )
 
 
 def load_image_folder(
@@ -399,24 +465,7 @@ def load_image_folder(
         frame = _scan_class_folders(root)
         origin = "labels from the sub-folder names"
 
-    available = sorted(frame["label"].unique())
-    if not available:
-        raise ValueError(f"No image files found in '{root}'.")
-    if classes is None:
-        target_names = available
-    else:
-        if isinstance(classes, str) or not isinstance(classes, Sequence | np.ndarray):
-            raise ValueError(f"classes must be a list of class names; got {classes!r}.")
-        target_names = [str(c) for c in classes]
-        unknown = [c for c in target_names if c not in available]
-        if unknown:
-            raise ValueError(f"Unknown class(es) {unknown} in classes; '{root}' has {available}.")
-        if len(set(target_names)) != len(target_names):
-            raise ValueError(f"classes has duplicates: {target_names}.")
-    if len(target_names) < min_classes:
-        raise ValueError(
-            f"Classification needs at least two classes; '{root}' gives {target_names}."
-        )
+    target_names = _target_names(frame, classes, root, min_classes)
 
     order = {name: i for i, name in enumerate(target_names)}
     frame = frame[frame["label"].isin(order)].copy()
@@ -428,26 +477,8 @@ def load_image_folder(
     target = frame["label"].to_numpy(dtype=object)
     groups = frame["patient_id"].to_numpy(dtype=object) if "patient_id" in frame else None
 
-    if image_size is None:
-        data = filenames.copy()
-    else:
-        data = np.empty((len(filenames), image_size, image_size), dtype=np.float32)
-        # A generator keeps memory at one image per worker, not the whole list.
-        results = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
-            delayed(_load_one)(path, image_size, keep_aspect) for path in filenames
-        )
-        for i, img in enumerate(results):
-            data[i] = img
-
-    counts = frame["label"].value_counts()
-    summary = ", ".join(f"{name}: {counts[name]}" for name in target_names)
-    n_groups = f", {len(pd.unique(groups))} patients" if groups is not None else ""
-    how = {False: "", "pad": ", letterboxed", "crop": ", centre-cropped to square"}
-    what = f"resized to {image_size}x{image_size}{how[keep_aspect]}" if image_size else "as file paths"
-    descr = (
-        f"Chest X-ray image folder '{root}': {len(frame)} images{n_groups}, "
-        f"{len(target_names)} classes ({summary}); {origin}; images {what}."
-    )
+    data = _load_pixels(filenames, image_size, keep_aspect, n_jobs)
+    descr = _describe(root, frame, groups, target_names, origin, image_size, keep_aspect)
     if return_X_y:
         return data, target
     return Bunch(
@@ -609,6 +640,35 @@ def make_phantom_cxr(
     >>> len(set(groups))
     4
     """
+    n_samples, image_size, classes, n_patients = _check_phantom_arguments(
+        n_samples, image_size, classes, n_patients, noise, scanner, marker_class
+    )
+    rng = check_random_state(random_state)
+    n, size = n_samples, image_size
+    # The random draws happen in a fixed order (patients, anatomy, disease,
+    # scanner): the same random_state gives the same phantoms as before.
+    patient_ids, image_patient, label_idx = _assign_patients(rng, n, len(classes), n_patients)
+    anatomy = _draw_anatomy(rng, image_patient, n_patients, scanner)
+    X, Y, img, lungs = _draw_chest(anatomy, size)
+    diseases = np.array([_disease_of(c) for c in classes])[label_idx]
+    _add_disease(rng, img, X, Y, lungs, anatomy, diseases)
+    img *= _col(anatomy.brightness)
+    img = _scanner_look(rng, img, scanner, noise, n, size)
+
+    if marker_class is not None:
+        m = max(2, size // 12)
+        o = max(1, size // 32)
+        img[label_idx == classes.index(marker_class), o : o + m, o : o + m] = 1.0
+
+    X_out = np.ascontiguousarray(img, dtype=np.float32)
+    y = np.array(classes, dtype=object)[label_idx]
+    if return_groups:
+        return X_out, y, patient_ids[image_patient].astype(np.int64)
+    return X_out, y
+
+
+def _check_phantom_arguments(n_samples, image_size, classes, n_patients, noise, scanner, marker_class):
+    """The checked arguments of :func:`make_phantom_cxr` (n_patients defaulted)."""
     n_samples = _check_positive_int(n_samples, "n_samples")
     image_size = _check_positive_int(image_size, "image_size", minimum=16)
     if isinstance(classes, str) or not isinstance(classes, Sequence | np.ndarray):
@@ -639,12 +699,20 @@ def make_phantom_cxr(
         raise ValueError(f"scanner must be 'A' or 'B'; got {scanner!r}.")
     if marker_class is not None and marker_class not in classes:
         raise ValueError(f"marker_class {marker_class!r} is not one of classes {classes}.")
-    rng = check_random_state(random_state)
-    n, size = n_samples, image_size
+    return n_samples, image_size, classes, n_patients
 
-    # Labels and patients. The same random class order decides which classes
-    # get the leftover samples and patients, so no class ends up with more
-    # patients than images.
+
+def _col(v):
+    """Per-image values as a (n, 1, 1) float32 column that broadcasts over images."""
+    return np.asarray(v, dtype=np.float32)[:, None, None]
+
+
+def _assign_patients(rng, n, n_classes, n_patients):
+    """Patient ids, each image's patient and each image's class index.
+
+    The same random class order decides which classes get the leftover
+    samples and patients, so no class ends up with more patients than images.
+    """
     class_rank = rng.permutation(n_classes)
     per_class = _split_evenly(n, n_classes, class_rank)
     patients_per_class = _split_evenly(n_patients, n_classes, class_rank)
@@ -663,57 +731,67 @@ def make_phantom_cxr(
         )
         start += per_class[c]
     image_patient = image_patient[rng.permutation(n)]
-    label_idx = patient_label[image_patient]
+    return patient_ids, image_patient, patient_label[image_patient]
 
-    # Per-patient anatomy, then per-image jitter around it.
+
+def _draw_anatomy(rng, image_patient, n_patients, scanner):
+    """Per-patient anatomy, then per-image jitter around it; the scanner's field of view."""
+    n = len(image_patient)
+
     def patient(lo, hi):
         return rng.uniform(lo, hi, n_patients)[image_patient]
 
     def jitter(scale):
         return rng.normal(0.0, scale, n)
 
-    lung_x = patient(0.36, 0.44) + jitter(0.01)
-    lung_y = patient(-0.10, 0.02) + jitter(0.01)
-    lung_rx = patient(0.23, 0.29) * (1 + jitter(0.02))
-    lung_ry = patient(0.52, 0.62) * (1 + jitter(0.02))
-    body_rx = patient(0.76, 0.86)
-    heart_r = patient(0.28, 0.34)
-    rib_phase = patient(0.0, 2 * np.pi) + jitter(0.15)
-    rib_period = patient(0.17, 0.22)
-    brightness = patient(0.9, 1.1) * (1 + jitter(0.02))
-    shift_x = patient(-0.04, 0.04) + jitter(0.015)
-    shift_y = patient(-0.04, 0.04) + jitter(0.015)
-
-    zoom = 1.0
+    a = Bunch()
+    a.lung_x = patient(0.36, 0.44) + jitter(0.01)
+    a.lung_y = patient(-0.10, 0.02) + jitter(0.01)
+    a.lung_rx = patient(0.23, 0.29) * (1 + jitter(0.02))
+    a.lung_ry = patient(0.52, 0.62) * (1 + jitter(0.02))
+    a.body_rx = patient(0.76, 0.86)
+    a.heart_r = patient(0.28, 0.34)
+    a.rib_phase = patient(0.0, 2 * np.pi) + jitter(0.15)
+    a.rib_period = patient(0.17, 0.22)
+    a.brightness = patient(0.9, 1.1) * (1 + jitter(0.02))
+    a.shift_x = patient(-0.04, 0.04) + jitter(0.015)
+    a.shift_y = patient(-0.04, 0.04) + jitter(0.015)
+    a.zoom = 1.0
     if scanner == "B":
         # Different field of view: anatomy magnified and off-centre.
-        zoom, shift_x, shift_y = 1.18, shift_x + 0.07, shift_y + 0.09
+        a.zoom, a.shift_x, a.shift_y = 1.18, a.shift_x + 0.07, a.shift_y + 0.09
+    return a
 
+
+def _draw_chest(a, size):
+    """Coordinates, the healthy chest image and the two lung masks (no random draws)."""
+    col = _col
     axis = np.linspace(-1.0, 1.0, size, dtype=np.float32)
+    X = (axis[None, None, :] - col(a.shift_x)) / a.zoom
+    Y = (axis[None, :, None] - col(a.shift_y)) / a.zoom
 
-    def col(v):
-        return np.asarray(v, dtype=np.float32)[:, None, None]
-
-    X = (axis[None, None, :] - col(shift_x)) / zoom
-    Y = (axis[None, :, None] - col(shift_y)) / zoom
-
-    body = _ellipse(X, Y, 0.0, 0.12, col(body_rx), 1.05, edge=0.15)
+    body = _ellipse(X, Y, 0.0, 0.12, col(a.body_rx), 1.05, edge=0.15)
     lungs = [
-        _ellipse(X, Y, side * col(lung_x), col(lung_y), col(lung_rx), col(lung_ry), edge=0.25)
+        _ellipse(X, Y, side * col(a.lung_x), col(a.lung_y), col(a.lung_rx), col(a.lung_ry), edge=0.25)
         for side in (-1.0, 1.0)
     ]
     lung = np.maximum(lungs[0], lungs[1])
     mediastinum = np.exp(-((X / 0.13) ** 2)) * body
     heart = _ellipse(
-        X, Y, 0.12, col(lung_y + 0.45 * lung_ry), col(heart_r), col(0.7 * heart_r), edge=0.5
+        X, Y, 0.12, col(a.lung_y + 0.45 * a.lung_ry), col(a.heart_r), col(0.7 * a.heart_r), edge=0.5
     )
     # Ribs: bands that curve down towards the sides, visible over the lungs.
-    rib_t = (Y + 0.45 * X**2) * (2 * np.pi) / col(rib_period) + col(rib_phase)
+    rib_t = (Y + 0.45 * X**2) * (2 * np.pi) / col(a.rib_period) + col(a.rib_phase)
     ribs = ((0.5 + 0.5 * np.cos(rib_t)) ** 4) * lung
-
     img = 0.05 + 0.45 * body - 0.30 * lung + 0.15 * mediastinum + 0.14 * heart + 0.08 * ribs
+    return X, Y, img, lungs
 
-    diseases = np.array([_disease_of(c) for c in classes])[label_idx]
+
+def _add_disease(rng, img, X, Y, lungs, a, diseases):
+    """Add ground-glass opacities (COVID-19) and lobar consolidation (pneumonia), in place."""
+    col = _col
+    size = img.shape[-1]
+    lung_x, lung_y, lung_rx, lung_ry = a.lung_x, a.lung_y, a.lung_rx, a.lung_ry
     for i_side, side in enumerate((-1.0, 1.0)):
         idx = np.flatnonzero(diseases == "covid")
         if idx.size:
@@ -746,34 +824,25 @@ def make_phantom_cxr(
         own_lung = np.where(col(side) < 0, lungs[0][idx], lungs[1][idx])
         img[idx] += col(rng.uniform(0.28, 0.36, idx.size)) * region * own_lung
 
-    img *= col(brightness)
 
+def _scanner_look(rng, img, scanner, noise, n, size):
+    """Noise and contrast of scanner "A", or grain, gamma and burnt-in text of "B"."""
     if scanner == "A":
         img += np.float32(noise) * rng.standard_normal(img.shape).astype(np.float32)
         np.clip(img, 0.0, 1.0, out=img)
-    else:
-        np.clip(img, 0.0, 1.0, out=img)
-        img = 0.12 + 0.80 * np.sqrt(img)
-        grain = 0.6 * _coarse_noise(rng, n, size, max(2, size // 16))
-        grain += 0.8 * rng.standard_normal(img.shape).astype(np.float32)
-        img += np.float32(1.5 * noise) * grain
-        # Burnt-in text block in the top-right corner.
-        h = max(3, size // 12)
-        w = max(12, size // 4)
-        glyphs = np.asarray(Image.fromarray(_TEXT_GLYPHS * 255).resize((w, h), Image.NEAREST))
-        top, right = max(1, size // 32), size - max(1, size // 32)
-        img[:, top : top + h, right - w : right] = np.maximum(
-            img[:, top : top + h, right - w : right], 0.95 * (glyphs[None] > 127)
-        )
-        np.clip(img, 0.0, 1.0, out=img)
-
-    if marker_class is not None:
-        m = max(2, size // 12)
-        o = max(1, size // 32)
-        img[label_idx == classes.index(marker_class), o : o + m, o : o + m] = 1.0
-
-    X_out = np.ascontiguousarray(img, dtype=np.float32)
-    y = np.array(classes, dtype=object)[label_idx]
-    if return_groups:
-        return X_out, y, patient_ids[image_patient].astype(np.int64)
-    return X_out, y
+        return img
+    np.clip(img, 0.0, 1.0, out=img)
+    img = 0.12 + 0.80 * np.sqrt(img)
+    grain = 0.6 * _coarse_noise(rng, n, size, max(2, size // 16))
+    grain += 0.8 * rng.standard_normal(img.shape).astype(np.float32)
+    img += np.float32(1.5 * noise) * grain
+    # Burnt-in text block in the top-right corner.
+    h = max(3, size // 12)
+    w = max(12, size // 4)
+    glyphs = np.asarray(Image.fromarray(_TEXT_GLYPHS * 255).resize((w, h), Image.NEAREST))
+    top, right = max(1, size // 32), size - max(1, size // 32)
+    img[:, top : top + h, right - w : right] = np.maximum(
+        img[:, top : top + h, right - w : right], 0.95 * (glyphs[None] > 127)
+    )
+    np.clip(img, 0.0, 1.0, out=img)
+    return img

@@ -23,7 +23,6 @@ no global figure state is kept and nothing is shown; save it with
 """
 
 import math
-import numbers
 import time
 import warnings
 from collections.abc import Mapping
@@ -46,11 +45,11 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
     roc_auc_score,
 )
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, check_cv
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from skxray._utils import as_python_scalar, check_label_vector, is_int, make_cv
 from skxray._validation import is_path_array
 
 __all__ = [
@@ -77,15 +76,6 @@ _PER_CLASS_COLUMNS = ("sensitivity", "ppv")
 
 # --------------------------------------------------------------------------
 # helpers
-
-
-def _py(value):
-    """A numpy scalar as the matching Python scalar (labels, counts, floats)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _as_images_or_paths(X, name="X"):
@@ -148,8 +138,8 @@ def default_positive_label(classes):
         raise ValueError(f"classes must hold at least two labels; got {classes!r}.")
     for label in classes:
         if "covid" in str(label).lower():
-            return _py(label)
-    return _py(classes[1])
+            return as_python_scalar(label)
+    return as_python_scalar(classes[1])
 
 
 def _check_positive_label(positive_label, classes):
@@ -159,7 +149,7 @@ def _check_positive_label(positive_label, classes):
         raise ValueError(
             f"positive_label={positive_label!r} is not one of the classes {list(classes)!r}."
         )
-    return _py(positive_label)
+    return as_python_scalar(positive_label)
 
 
 def _check_proba(y_proba, n_samples, classes, name="y_proba"):
@@ -186,15 +176,6 @@ def _check_proba(y_proba, n_samples, classes, name="y_proba"):
     if not np.isfinite(proba).all():
         raise ValueError(f"{name} contains NaN or infinite values.")
     return proba
-
-
-def _check_labels(y, name, n_samples=None):
-    y = column_or_1d(y, warn=True)
-    if len(y) == 0:
-        raise ValueError(f"{name} is empty.")
-    if n_samples is not None and len(y) != n_samples:
-        raise ValueError(f"{name} has {len(y)} labels but y_true has {n_samples}.")
-    return y
 
 
 def _resolve_classes(classes, y_true, y_pred, y_proba):
@@ -315,16 +296,16 @@ def classification_metrics(y_true, y_pred=None, y_proba=None, *, classes=None, p
     """
     if y_pred is None and y_proba is None:
         raise ValueError("Pass y_pred, y_proba or both; both are None.")
-    y_true = _check_labels(y_true, "y_true")
+    y_true = check_label_vector(y_true, "y_true")
     n = len(y_true)
     if y_pred is not None:
-        y_pred = _check_labels(y_pred, "y_pred", n)
+        y_pred = check_label_vector(y_pred, "y_pred", n)
     classes = _resolve_classes(classes, y_true, y_pred, y_proba)
     proba = None if y_proba is None else _check_proba(y_proba, n, classes)
     if y_pred is None:
         y_pred = classes[np.argmax(proba, axis=1)]
     positive = _check_positive_label(positive_label, classes)
-    class_list = [_py(c) for c in classes]
+    class_list = [as_python_scalar(c) for c in classes]
 
     ppv, sens, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=classes, zero_division=np.nan
@@ -443,7 +424,7 @@ def evaluate(estimator, X, y, *, positive_label=None):
     (['Covid-19', 'Normal'], 20)
     """
     check_is_fitted(estimator)
-    y = _check_labels(y, "y")
+    y = check_label_vector(y, "y")
     y_pred, proba, classes = _predict_with_proba(estimator, X)
     return classification_metrics(y, y_pred, proba, classes=classes, positive_label=positive_label)
 
@@ -500,9 +481,9 @@ def plot_image_grid(X, y=None, n=6, *, random_state=None, ncols=3):
     """
     from sklearn.utils import check_random_state
 
-    if not _is_int(n) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"n must be an int >= 1; got {n!r}.")
-    if not _is_int(ncols) or ncols < 1:
+    if not is_int(ncols) or ncols < 1:
         raise ValueError(f"ncols must be an int >= 1; got {ncols!r}.")
     X, paths = _as_images_or_paths(X)
     if y is not None:
@@ -671,7 +652,7 @@ def _resolve_inputs(func, estimator, X, y, y_true, y_other, other_name, classes,
         if X is None or y is None:
             raise ValueError(f"{func}: X and y are required with estimator.")
         check_is_fitted(estimator)
-        y_true = _check_labels(y, "y")
+        y_true = check_label_vector(y, "y")
         y_pred, y_proba, est_classes = _predict_with_proba(estimator, X)
         if proba:
             if y_proba is None:
@@ -686,11 +667,11 @@ def _resolve_inputs(func, estimator, X, y, y_true, y_other, other_name, classes,
             f"got y_true={'None' if y_true is None else '...'} and "
             f"{other_name}={'None' if y_other is None else '...'}."
         )
-    y_true = _check_labels(y_true, "y_true")
+    y_true = check_label_vector(y_true, "y_true")
     if proba:
         classes = _resolve_classes(classes, y_true, None, y_other)
         return y_true, _check_proba(y_other, len(y_true), classes, other_name), classes
-    y_other = _check_labels(y_other, other_name, len(y_true))
+    y_other = check_label_vector(y_other, other_name, len(y_true))
     return y_true, y_other, classes
 
 
@@ -793,7 +774,7 @@ def _one_vs_rest_curves(display, func, y_true, proba, classes, positive_label, n
     classes = list(classes)
     if len(classes) == 2:
         pos = _check_positive_label(positive_label, classes)
-        col = [_py(c) for c in classes].index(pos)
+        col = [as_python_scalar(c) for c in classes].index(pos)
         targets = [(col, name or str(pos))]
     else:
         if positive_label is not None:
@@ -813,6 +794,44 @@ def _one_vs_rest_curves(display, func, y_true, proba, classes, positive_label, n
         raise ValueError(f"{func}: y_true must hold at least two classes to draw a curve.")
 
 
+# Docstring parts shared by the probability plots (one template, like the
+# classifiers' COMMON_PARAMETERS_DOC), filled in by @_fill_plot_doc.
+_PLOT_DOC = {
+    "proba_inputs": """estimator : fitted classifier with predict_proba, default=None
+        Scores ``X``; its ``classes_`` name the probability columns.
+    X : array-like of images or 1-D sequence of file paths, default=None
+        Test images, with ``estimator``.
+    y : array-like of shape (n_samples,), default=None
+        True labels, with ``estimator``.
+    y_true : array-like of shape (n_samples,), default=None
+        True labels, with ``y_proba``.
+    y_proba : array-like of shape (n_samples, n_classes), default=None
+        Probabilities (e.g. out-of-fold ones from :func:`compare_models`),
+        with ``y_true``.
+    classes : array-like of shape (n_classes,), default=None
+        Labels of the columns of ``y_proba``; None means the sorted labels
+        of ``y_true``.
+    positive_label : object, default=None
+        Class of the binary curve; see :func:`default_positive_label`.""",
+    "name_ax": """name : str, default=None
+        Model name used in the legend.
+    ax : matplotlib Axes, default=None
+        Axes to draw on; None creates a new figure.""",
+    "raises": """Raises
+    ------
+    ValueError
+        If neither or both input forms are given, shapes disagree, or
+        ``y_true`` holds a single class.""",
+}
+
+
+def _fill_plot_doc(func):
+    if func.__doc__:  # None under python -OO
+        func.__doc__ = func.__doc__.format(**_PLOT_DOC)
+    return func
+
+
+@_fill_plot_doc
 def plot_roc(
     estimator=None,
     X=None,
@@ -832,26 +851,8 @@ def plot_roc(
 
     Parameters
     ----------
-    estimator : fitted classifier with predict_proba, default=None
-        Scores ``X``; its ``classes_`` name the probability columns.
-    X : array-like of images or 1-D sequence of file paths, default=None
-        Test images, with ``estimator``.
-    y : array-like of shape (n_samples,), default=None
-        True labels, with ``estimator``.
-    y_true : array-like of shape (n_samples,), default=None
-        True labels, with ``y_proba``.
-    y_proba : array-like of shape (n_samples, n_classes), default=None
-        Probabilities (e.g. out-of-fold ones from :func:`compare_models`),
-        with ``y_true``.
-    classes : array-like of shape (n_classes,), default=None
-        Labels of the columns of ``y_proba``; None means the sorted labels
-        of ``y_true``.
-    positive_label : object, default=None
-        Class of the binary curve; see :func:`default_positive_label`.
-    name : str, default=None
-        Model name used in the legend.
-    ax : matplotlib Axes, default=None
-        Axes to draw on; None creates a new figure.
+    {proba_inputs}
+    {name_ax}
 
     Returns
     -------
@@ -859,11 +860,7 @@ def plot_roc(
         The figure, titled "ROC curve (positive: <label>)" or "ROC curves
         (one-vs-rest)".
 
-    Raises
-    ------
-    ValueError
-        If neither or both input forms are given, shapes disagree, or
-        ``y_true`` holds a single class.
+    {raises}
 
     See Also
     --------
@@ -905,6 +902,7 @@ def plot_roc(
     return fig
 
 
+@_fill_plot_doc
 def plot_precision_recall(
     estimator=None,
     X=None,
@@ -926,25 +924,8 @@ def plot_precision_recall(
 
     Parameters
     ----------
-    estimator : fitted classifier with predict_proba, default=None
-        Scores ``X``; its ``classes_`` name the probability columns.
-    X : array-like of images or 1-D sequence of file paths, default=None
-        Test images, with ``estimator``.
-    y : array-like of shape (n_samples,), default=None
-        True labels, with ``estimator``.
-    y_true : array-like of shape (n_samples,), default=None
-        True labels, with ``y_proba``.
-    y_proba : array-like of shape (n_samples, n_classes), default=None
-        Probabilities, with ``y_true``.
-    classes : array-like of shape (n_classes,), default=None
-        Labels of the columns of ``y_proba``; None means the sorted labels
-        of ``y_true``.
-    positive_label : object, default=None
-        Class of the binary curve; see :func:`default_positive_label`.
-    name : str, default=None
-        Model name used in the legend.
-    ax : matplotlib Axes, default=None
-        Axes to draw on; None creates a new figure.
+    {proba_inputs}
+    {name_ax}
 
     Returns
     -------
@@ -952,11 +933,7 @@ def plot_precision_recall(
         The figure, titled "Precision-recall curve (positive: <label>)" or
         "Precision-recall curves (one-vs-rest)".
 
-    Raises
-    ------
-    ValueError
-        If neither or both input forms are given, shapes disagree, or
-        ``y_true`` holds a single class.
+    {raises}
 
     See Also
     --------
@@ -996,6 +973,7 @@ def plot_precision_recall(
     return fig
 
 
+@_fill_plot_doc
 def plot_calibration(
     estimator=None,
     X=None,
@@ -1019,29 +997,12 @@ def plot_calibration(
 
     Parameters
     ----------
-    estimator : fitted classifier with predict_proba, default=None
-        Scores ``X``; its ``classes_`` name the probability columns.
-    X : array-like of images or 1-D sequence of file paths, default=None
-        Test images, with ``estimator``.
-    y : array-like of shape (n_samples,), default=None
-        True labels, with ``estimator``.
-    y_true : array-like of shape (n_samples,), default=None
-        True labels, with ``y_proba``.
-    y_proba : array-like of shape (n_samples, n_classes), default=None
-        Probabilities, with ``y_true``.
-    classes : array-like of shape (n_classes,), default=None
-        Labels of the columns of ``y_proba``; None means the sorted labels
-        of ``y_true``.
-    positive_label : object, default=None
-        Class of the binary curve; see :func:`default_positive_label`.
+    {proba_inputs}
     n_bins : int, default=5
         Number of probability bins.
-    strategy : {"uniform", "quantile"}, default="uniform"
+    strategy : {{"uniform", "quantile"}}, default="uniform"
         Bins of equal width or of equal counts.
-    name : str, default=None
-        Model name used in the legend.
-    ax : matplotlib Axes, default=None
-        Axes to draw on; None creates a new figure.
+    {name_ax}
 
     Returns
     -------
@@ -1049,11 +1010,7 @@ def plot_calibration(
         The figure, titled "Calibration (positive: <label>)" or
         "Calibration (one-vs-rest)".
 
-    Raises
-    ------
-    ValueError
-        If neither or both input forms are given, shapes disagree, or
-        ``y_true`` holds a single class.
+    {raises}
 
     See Also
     --------
@@ -1072,7 +1029,7 @@ def plot_calibration(
     y_true, proba, classes = _resolve_inputs(
         "plot_calibration", estimator, X, y, y_true, y_proba, "y_proba", classes, proba=True
     )
-    if not _is_int(n_bins) or n_bins < 2:
+    if not is_int(n_bins) or n_bins < 2:
         raise ValueError(f"n_bins must be an int >= 2; got {n_bins!r}.")
     fig, ax = _axes_for(ax)
     _one_vs_rest_curves(
@@ -1100,18 +1057,6 @@ def plot_calibration(
 # model comparison
 
 
-def _make_cv(cv, groups, random_state):
-    if _is_int(cv):
-        if cv < 2:
-            raise ValueError(f"cv must be an int >= 2 or a cross-validation splitter; got {cv!r}.")
-        if groups is not None:
-            return StratifiedGroupKFold(n_splits=cv, shuffle=True, random_state=random_state)
-        return StratifiedKFold(n_splits=cv, shuffle=True, random_state=random_state)
-    if isinstance(cv, bool) or cv is None or isinstance(cv, (str, float)):
-        raise ValueError(f"cv must be an int >= 2 or a cross-validation splitter; got {cv!r}.")
-    return check_cv(cv, classifier=True)
-
-
 def _fit_and_predict(estimator, X, y, train, test):
     """Fit a clone on ``train``; return the fit/predict times and the test probabilities."""
     start = time.perf_counter()
@@ -1134,6 +1079,52 @@ def _fold_ood_rate(estimator, X_test):
         for _, step in estimator.steps[:-1]:
             X_test = step.transform(X_test)
     return float(ood_rate(model, X_test))
+
+
+def _check_estimators(estimators):
+    if not isinstance(estimators, Mapping) or len(estimators) == 0:
+        raise ValueError(
+            "estimators must be a non-empty dict {name: classifier}; "
+            f"got {type(estimators).__name__} {estimators!r:.80}."
+        )
+    for model_name, est in estimators.items():
+        if not isinstance(model_name, str) or not model_name:
+            raise ValueError(f"estimators: names must be non-empty strings; got {model_name!r}.")
+        if not (hasattr(est, "fit") and (is_classifier(est) or hasattr(est, "predict"))):
+            raise ValueError(
+                f"estimators[{model_name!r}] must be a classifier; got {type(est).__name__}."
+            )
+
+
+def _record_fold(row, result, y_test, classes, class_list, positive):
+    """Append one fold's metrics to ``row``; return its probabilities in ``classes`` order."""
+    fit_time, predict_time, y_pred, proba, est_classes, ood = result
+    if proba is not None:
+        # A training fold may miss a class: place the columns by label.
+        full = np.zeros((len(y_test), len(classes)))
+        full[:, np.searchsorted(classes, est_classes)] = proba
+        proba = full
+    m = classification_metrics(y_test, y_pred, proba, classes=classes, positive_label=positive)
+    for key in _OVERALL_METRICS:
+        row[key].append(math.nan if m[key] is None else m[key])
+    for key in _PER_CLASS_COLUMNS:
+        for c in class_list:
+            row[f"{key}_{c}"].append(m["per_class"][c][key])
+    row["ood_rate"].append(ood)
+    row["fit_time"].append(fit_time)
+    row["predict_time"].append(predict_time)
+    return proba
+
+
+def _mean_and_std(per_fold):
+    """``mean_<metric>`` and ``std_<metric>`` over the folds, NaN folds left out."""
+    record = {}
+    for metric, fold_values in per_fold.items():
+        values = np.asarray(fold_values, dtype=np.float64)
+        values = values[~np.isnan(values)]
+        record[f"mean_{metric}"] = float(values.mean()) if values.size else math.nan
+        record[f"std_{metric}"] = float(values.std()) if values.size else math.nan
+    return record
 
 
 def compare_models(
@@ -1244,20 +1235,9 @@ def compare_models(
     >>> oof["wide"].shape
     (24, 2)
     """
-    if not isinstance(estimators, Mapping) or len(estimators) == 0:
-        raise ValueError(
-            "estimators must be a non-empty dict {name: classifier}; "
-            f"got {type(estimators).__name__} {estimators!r:.80}."
-        )
-    for model_name, est in estimators.items():
-        if not isinstance(model_name, str) or not model_name:
-            raise ValueError(f"estimators: names must be non-empty strings; got {model_name!r}.")
-        if not (hasattr(est, "fit") and (is_classifier(est) or hasattr(est, "predict"))):
-            raise ValueError(
-                f"estimators[{model_name!r}] must be a classifier; got {type(est).__name__}."
-            )
+    _check_estimators(estimators)
     X, _ = _as_images_or_paths(X) if not np.ndim(X) == 2 else (np.asarray(X), False)
-    y = _check_labels(y, "y")
+    y = check_label_vector(y, "y")
     if len(y) != len(X):
         raise ValueError(f"y has {len(y)} labels but X has {len(X)} images.")
     if groups is not None:
@@ -1267,7 +1247,7 @@ def compare_models(
     classes = unique_labels(y)
     positive = _check_positive_label(positive_label, classes)
 
-    splitter = _make_cv(cv, groups, random_state)
+    splitter = make_cv(cv, groups, random_state)
     splits = list(splitter.split(X, y, groups))
     names = list(estimators)
     jobs = [(name, fold) for name in names for fold in range(len(splits))]
@@ -1276,7 +1256,7 @@ def compare_models(
         for name, fold in jobs
     )
 
-    class_list = [_py(c) for c in classes]
+    class_list = [as_python_scalar(c) for c in classes]
     metric_names = list(_OVERALL_METRICS)
     for key in _PER_CLASS_COLUMNS:
         metric_names += [f"{key}_{c}" for c in class_list]
@@ -1284,38 +1264,14 @@ def compare_models(
 
     per_fold = {name: {m: [] for m in metric_names} for name in names}
     oof = {name: np.full((len(y), len(classes)), np.nan) for name in names}
-    for (name, fold), (fit_time, predict_time, y_pred, proba, est_classes, ood) in zip(
-        jobs, results, strict=True
-    ):
+    for (name, fold), result in zip(jobs, results, strict=True):
         test = splits[fold][1]
+        proba = _record_fold(per_fold[name], result, y[test], classes, class_list, positive)
         if proba is not None:
-            # A training fold may miss a class: place the columns by label.
-            full = np.zeros((len(test), len(classes)))
-            cols = np.searchsorted(classes, est_classes)
-            full[:, cols] = proba
-            proba = full
             oof[name][test] = proba
-        m = classification_metrics(y[test], y_pred, proba, classes=classes, positive_label=positive)
-        row = per_fold[name]
-        for key in _OVERALL_METRICS:
-            row[key].append(math.nan if m[key] is None else m[key])
-        for key in _PER_CLASS_COLUMNS:
-            for c in class_list:
-                row[f"{key}_{c}"].append(m["per_class"][c][key])
-        row["ood_rate"].append(ood)
-        row["fit_time"].append(fit_time)
-        row["predict_time"].append(predict_time)
-
-    records = {}
-    for name in names:
-        record = {}
-        for metric in metric_names:
-            values = np.asarray(per_fold[name][metric], dtype=np.float64)
-            values = values[~np.isnan(values)]
-            record[f"mean_{metric}"] = float(values.mean()) if values.size else math.nan
-            record[f"std_{metric}"] = float(values.std()) if values.size else math.nan
-        records[name] = record
-    table = pd.DataFrame.from_dict(records, orient="index")
+    table = pd.DataFrame.from_dict(
+        {name: _mean_and_std(per_fold[name]) for name in names}, orient="index"
+    )
     table.index.name = "model"
     table.attrs = {"classes": class_list, "positive_label": positive, "n_splits": len(splits)}
     if return_predictions:
@@ -1427,7 +1383,7 @@ def external_validation(estimator, X, y, *, alpha=0.05, n_permutations=1000, ran
     from skxray.ood import MIN_SHIFT_TEST_IMAGES, shift_test
 
     check_is_fitted(estimator)
-    y = _check_labels(y, "y")
+    y = check_label_vector(y, "y")
     classes = np.asarray(estimator.classes_)
     unknown = sorted(set(map(str, np.unique(y))) - set(map(str, classes)))
     if unknown:
@@ -1440,8 +1396,8 @@ def external_validation(estimator, X, y, *, alpha=0.05, n_permutations=1000, ran
     n = len(y)
     result = {
         "n_samples": int(n),
-        "classes_present": [_py(c) for c in present],
-        "classes_missing": [_py(c) for c in missing],
+        "classes_present": [as_python_scalar(c) for c in present],
+        "classes_missing": [as_python_scalar(c) for c in missing],
         "per_class": {
             str(c): {
                 "support": int(np.sum(y == c)),

@@ -139,8 +139,7 @@ def _make_target(estimator, index):
 
 def _image_loader(estimator, X, batch_size):
     """Validated batches of ``X`` (same formats as ``predict``) and their count."""
-    kind, payload = estimator._check_X(X, reset=False)
-    dataset = estimator._make_dataset(kind, payload)
+    dataset = estimator.get_dataset(X)
     # A private generator: even an unshuffled DataLoader would otherwise draw
     # its base seed from the caller's global torch RNG.
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
@@ -483,27 +482,10 @@ default="gradcam"
     >>> len(fig.axes)
     6
     """
-    import matplotlib
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
-
     _check_estimator(estimator, "plot_gradcam")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
-        raise ValueError(f"plot_gradcam: n must be None or an int >= 1; got {n!r}.")
-    if (
-        isinstance(alpha, bool)
-        or not isinstance(alpha, numbers.Real)
-        or not 0.0 <= float(alpha) <= 1.0
-    ):
-        raise ValueError(f"plot_gradcam: alpha must be a float in [0, 1]; got {alpha!r}.")
-    if not isinstance(cmap, matplotlib.colors.Colormap):
-        try:
-            cmap = matplotlib.colormaps[cmap]
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"plot_gradcam: cmap {cmap!r} is not a matplotlib colormap.") from exc
-
-    kind, payload = estimator._check_X(X, reset=False)
-    n_total = len(payload)
+    cmap = _check_plot_arguments(n, alpha, cmap)
+    dataset = estimator.get_dataset(X)
+    n_total = len(dataset)
     if y is not None:
         y = np.asarray(y, dtype=object).reshape(-1)
         if len(y) != n_total:
@@ -512,37 +494,21 @@ default="gradcam"
                 f"for {n_total} images."
             )
     n = n_total if n is None else min(int(n), n_total)
+    fig, axes = _panel_axes(ax, n)
 
-    if ax is None:
-        ncols = min(n, 4)
-        nrows = math.ceil(n / ncols)
-        fig = Figure(figsize=(3.0 * ncols, 3.3 * nrows), layout="constrained")
-        axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
-    else:
-        axes = list(np.asarray(ax, dtype=object).reshape(-1))
-        if not all(isinstance(a, Axes) for a in axes):
-            raise TypeError("plot_gradcam: ax must be a matplotlib Axes or an array of Axes.")
-        if len(axes) < n:
-            raise ValueError(
-                f"plot_gradcam: ax has {len(axes)} axes but {n} images are shown; "
-                "pass more axes or a smaller n."
-            )
-        fig = axes[0].get_figure()
-
-    payload = payload[:n]
-    # Checked arrays are (N, C, H, W); a model fitted on 2-D tabular input
-    # must get its rows back in that form to accept them again.
-    as_given = payload[:, 0, 0, :] if getattr(estimator, "_input_kind", None) == "tabular" else payload
+    # The images as the network sees them, read once (file paths included).
+    images = torch.stack([dataset[i][0] for i in range(n)]).numpy()
+    # A model fitted on 2-D tabular input must get its rows back in that
+    # form to accept them again.
+    as_given = images[:, 0, 0, :] if getattr(estimator, "_input_kind", None) == "tabular" else images
     heatmaps, logits = _gradcam_with_logits(
         estimator, as_given, target, method, 16, func="plot_gradcam"
     )
     proba = _logits_to_proba(logits)
     pred = proba.argmax(axis=1)
-    dataset = estimator._make_dataset(kind, payload)
     for i in range(n):
-        image = dataset[i][0].detach().cpu().numpy()
         axis = axes[i]
-        axis.imshow(_display_image(image), cmap="gray", vmin=0.0, vmax=1.0)
+        axis.imshow(_display_image(images[i]), cmap="gray", vmin=0.0, vmax=1.0)
         axis.imshow(heatmaps[i], cmap=cmap, alpha=float(alpha), vmin=0.0, vmax=1.0)
         title = f"pred: {estimator.classes_[pred[i]]} (p={proba[i, pred[i]]:.2f})"
         if y is not None:
@@ -552,6 +518,47 @@ default="gradcam"
     if target is not None:
         fig.suptitle(f"{method}: evidence for {target!r}", fontsize=10)
     return fig
+
+
+def _check_plot_arguments(n, alpha, cmap):
+    """Check ``n`` and ``alpha`` of :func:`plot_gradcam`; return ``cmap`` as a Colormap."""
+    import matplotlib
+
+    if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
+        raise ValueError(f"plot_gradcam: n must be None or an int >= 1; got {n!r}.")
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, numbers.Real)
+        or not 0.0 <= float(alpha) <= 1.0
+    ):
+        raise ValueError(f"plot_gradcam: alpha must be a float in [0, 1]; got {alpha!r}.")
+    if isinstance(cmap, matplotlib.colors.Colormap):
+        return cmap
+    try:
+        return matplotlib.colormaps[cmap]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"plot_gradcam: cmap {cmap!r} is not a matplotlib colormap.") from exc
+
+
+def _panel_axes(ax, n):
+    """The figure and ``n`` axes to draw into: ``ax``'s, or a new grid of up to 4 columns."""
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    if ax is None:
+        ncols = min(n, 4)
+        nrows = math.ceil(n / ncols)
+        fig = Figure(figsize=(3.0 * ncols, 3.3 * nrows), layout="constrained")
+        return fig, [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
+    axes = list(np.asarray(ax, dtype=object).reshape(-1))
+    if not all(isinstance(a, Axes) for a in axes):
+        raise TypeError("plot_gradcam: ax must be a matplotlib Axes or an array of Axes.")
+    if len(axes) < n:
+        raise ValueError(
+            f"plot_gradcam: ax has {len(axes)} axes but {n} images are shown; "
+            "pass more axes or a smaller n."
+        )
+    return axes[0].get_figure(), axes
 
 
 def _display_image(image):

@@ -38,7 +38,6 @@ each with its reason, as expected failures under ``xfail_strict=True``:
 - for :class:`ImageLoader`, every check that feeds numeric or sparse arrays.
 """
 
-import numbers
 import os
 
 import numpy as np
@@ -47,6 +46,7 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from skxray._geometry import central_lung_mask
+from skxray._utils import check_border_fraction, is_int, is_real
 from skxray._validation import check_image_array, is_path_array, to_nchw
 
 __all__ = [
@@ -69,33 +69,19 @@ __all__ = [
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _check_size(size, owner, param="size"):
     """Return ``size`` as a ``(height, width)`` tuple of positive ints."""
-    if _is_int(size) and size > 0:
+    if is_int(size) and size > 0:
         return int(size), int(size)
     if (
         isinstance(size, (tuple, list, np.ndarray))
         and len(size) == 2
-        and all(_is_int(s) and s > 0 for s in size)
+        and all(is_int(s) and s > 0 for s in size)
     ):
         return int(size[0]), int(size[1])
     raise ValueError(
         f"{owner}: {param} must be a positive int or (height, width) pair, got {size!r}"
     )
-
-
-def _check_fraction(value, owner, param):
-    if not _is_real(value) or not 0 <= value < 0.5:
-        raise ValueError(f"{owner}: {param} must be a number in [0, 0.5), got {value!r}")
-    return float(value)
 
 
 def _n_channels(X):
@@ -114,9 +100,6 @@ def _interpolate(x, size):
     low = x.amin(dim=(1, 2, 3), keepdim=True)
     high = x.amax(dim=(1, 2, 3), keepdim=True)
     return torch.clamp(out, low, high)
-
-
-_KEEP_ASPECT = (False, True, "pad", "crop")
 
 
 def _check_keep_aspect(value, owner):
@@ -398,7 +381,7 @@ class ImageLoader(TransformerMixin, BaseEstimator):
         if not isinstance(self.as_gray, (bool, np.bool_)):
             raise ValueError(f"ImageLoader: as_gray must be a bool, got {self.as_gray!r}")
         _check_keep_aspect(self.keep_aspect, "ImageLoader")
-        if self.n_jobs is not None and (not _is_int(self.n_jobs) or self.n_jobs == 0):
+        if self.n_jobs is not None and (not is_int(self.n_jobs) or self.n_jobs == 0):
             raise ValueError(
                 f"ImageLoader: n_jobs must be None or a non-zero int, got {self.n_jobs!r}"
             )
@@ -805,7 +788,7 @@ class XRayNormalize(_ImageTransformer):
         self.max_value = max_value
 
     def _check_params(self):
-        if not _is_real(self.max_value) or not 0 < self.max_value < np.inf:
+        if not is_real(self.max_value) or not 0 < self.max_value < np.inf:
             raise ValueError(
                 f"XRayNormalize: max_value must be a positive finite number, got {self.max_value!r}"
             )
@@ -870,7 +853,7 @@ class HistogramEqualization(_ImageTransformer):
         self.n_bins = n_bins
 
     def _check_params(self):
-        if not _is_int(self.n_bins) or self.n_bins < 2:
+        if not is_int(self.n_bins) or self.n_bins < 2:
             raise ValueError(
                 f"HistogramEqualization: n_bins must be an int >= 2, got {self.n_bins!r}"
             )
@@ -926,7 +909,7 @@ class BorderMask(_ImageTransformer):
         self.fraction = fraction
 
     def _check_params(self):
-        _check_fraction(self.fraction, "BorderMask", "fraction")
+        check_border_fraction(self.fraction, "fraction", "BorderMask")
 
     def _transform(self, X):
         h, w = X.shape[-2:]
@@ -983,7 +966,7 @@ class LungFieldMask(_ImageTransformer):
         self.fill = fill
 
     def _check_params(self):
-        if not _is_real(self.fill) or not np.isfinite(self.fill):
+        if not is_real(self.fill) or not np.isfinite(self.fill):
             raise ValueError(f"LungFieldMask: fill must be a finite number, got {self.fill!r}")
 
     def _transform(self, X):

@@ -13,6 +13,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from sklearn.pipeline import make_pipeline
@@ -30,6 +31,26 @@ def tiny_cnn(**kw):
         filters=(8, 16), dense_units=16, max_epochs=20, lr=3e-3, batch_size=16, random_state=0
     )
     return CNNClassifier(**{**params, **kw})
+
+
+def two_scanner_sites(n, names):
+    """``n`` healthy phantoms per site; every "Covid-19" one comes from scanner B."""
+    XA, _, gA = make_phantom_cxr(
+        n, classes=("Normal", "No_findings"), image_size=SIZE, random_state=0, return_groups=True
+    )
+    XB, _, gB = make_phantom_cxr(
+        n,
+        classes=("Normal", "No_findings"),
+        scanner="B",
+        image_size=SIZE,
+        random_state=1,
+        return_groups=True,
+    )
+    X = np.concatenate([XA, XB])
+    y = np.array(["No_findings"] * n + ["Covid-19"] * n, dtype=object)
+    groups = np.concatenate([gA, gB + 1000])
+    sources = np.array([names[0]] * n + [names[1]] * n)
+    return X, y, groups, sources
 
 
 def balanced_sites(y, groups, n_sites, seed):
@@ -96,21 +117,7 @@ def test_corner_marker_shortcut_is_flagged(seed):
 def test_source_with_other_intensity_profile_is_flagged():
     # Every "Covid-19" image comes from scanner B (another intensity curve,
     # noise, field of view and a text block); both classes have clear lungs.
-    XA, _, gA = make_phantom_cxr(
-        30, classes=("Normal", "No_findings"), image_size=SIZE, random_state=0, return_groups=True
-    )
-    XB, _, gB = make_phantom_cxr(
-        30,
-        classes=("Normal", "No_findings"),
-        scanner="B",
-        image_size=SIZE,
-        random_state=1,
-        return_groups=True,
-    )
-    X = np.concatenate([XA, XB])
-    y = np.array(["No_findings"] * 30 + ["Covid-19"] * 30, dtype=object)
-    groups = np.concatenate([gA, gB + 1000])
-    sources = np.array(["hospital A"] * 30 + ["hospital B"] * 30)
+    X, y, groups, sources = two_scanner_sites(30, ("hospital A", "hospital B"))
     report = audit(
         tiny_cnn(),
         X,
@@ -321,6 +328,35 @@ def test_finding_and_verdict_accessors(clean_report):
     assert report.verdict == "fail"
 
 
+def test_sections_and_facts_give_the_html_content_as_data(clean_report):
+    sections = clean_report.sections()
+    assert [s.name for s in sections] == [f.name for f in clean_report]
+    lungs = clean_report.sections()[CHECKS.index("lungs")]
+    assert lungs.title == "4. Where the model looks"
+    assert lungs.verdict == clean_report["lungs"].verdict
+    assert ("chance", "0.500") in lungs.figures
+    assert [caption for caption, _ in lungs.tables] == ["masking"]
+    assert len(lungs.plots) == 2 and all(alt and png for alt, png in lungs.plots)
+    assert clean_report.sections(plots=False)[CHECKS.index("lungs")].plots == []
+    facts = dict(clean_report.facts())
+    assert facts["Images"] == str(clean_report.info["n_samples"])
+    assert facts["Model"] == "CNNClassifier"
+    # The body without the <section> and heading that a host page supplies itself.
+    body = clean_report.to_html(wrap=False)
+    assert "<section" not in body and "<h2>" not in body
+    assert clean_report.to_html(wrap=False).split("\n")[0] == clean_report.to_html().split("\n")[2]
+    assert AuditReport.title == "Shortcut and leakage audit"
+
+
+def test_section_tables_are_cut_at_50_rows():
+    frame = pd.DataFrame({"i": range(60)})
+    report = AuditReport([Finding("duplicates", "warning", "x", figures={"n": None}, details={"pairs": frame})])
+    (section,) = report.sections()
+    assert section.figures == [("n", "n/a")]
+    ((caption, shown),) = section.tables
+    assert caption == "pairs (first 50 of 60 rows)" and len(shown) == 50
+
+
 @pytest.mark.parametrize(
     "checks, expected",
     [
@@ -454,21 +490,7 @@ def test_bad_data():
 
 
 def test_source_model_can_be_the_estimator():
-    XA, _, gA = make_phantom_cxr(
-        16, classes=("Normal", "No_findings"), image_size=SIZE, random_state=0, return_groups=True
-    )
-    XB, _, gB = make_phantom_cxr(
-        16,
-        classes=("Normal", "No_findings"),
-        scanner="B",
-        image_size=SIZE,
-        random_state=1,
-        return_groups=True,
-    )
-    X = np.concatenate([XA, XB])
-    y = np.array(["No_findings"] * 16 + ["Covid-19"] * 16, dtype=object)
-    groups = np.concatenate([gA, gB + 1000])
-    sources = np.array(["A"] * 16 + ["B"] * 16)
+    X, y, groups, sources = two_scanner_sites(16, ("A", "B"))
     report = audit(
         tiny_cnn(max_epochs=5),
         X,

@@ -187,14 +187,15 @@ def test_predict_checks_fitted_and_shape(phantoms):
 @pytest.mark.parametrize(
     "param, value, message",
     [
-        ("lr", -1.0, "lr must be a positive float"),
-        ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
-        ("optimizer", "rmsprop", "optimizer must be one of"),
-        ("lr_schedule", "step", "lr_schedule must be one of"),
-        ("batch_size", 0, "batch_size must be an int >= 1"),
-        ("class_weight", "auto", "class_weight must be"),
-        ("augment", "flip", "augment must be None or a callable"),
-        ("device", "tpu", "device must be one of"),
+        ("lr", -1.0, r"'lr' parameter of CNNClassifier must be a float in the range \(0.0, inf\)\. Got -1.0"),
+        ("dropout", 1.0, r"'dropout' parameter of CNNClassifier must be a float in the range \[0.0, 1.0\)"),
+        ("optimizer", "rmsprop", r"'optimizer' parameter of CNNClassifier must be a str among .*'rmsprop'"),
+        ("lr_schedule", "step", r"'lr_schedule' parameter of CNNClassifier must be None or a str among"),
+        ("batch_size", 0, r"'batch_size' parameter of CNNClassifier must be an int in the range \[1, inf\)"),
+        ("batch_size", True, r"'batch_size' parameter .* not a bool\. Got True"),
+        ("class_weight", "auto", r"'class_weight' parameter of CNNClassifier must be None, a str among"),
+        ("augment", "flip", r"'augment' parameter of CNNClassifier must be None or a callable"),
+        ("device", "tpu", r"'device' parameter of CNNClassifier must be a str among .*'tpu'"),
         ("filters", (), "filters must be a non-empty tuple"),
     ],
 )
@@ -202,6 +203,36 @@ def test_invalid_params_name_the_parameter(param, value, message, phantoms):
     X, y, _ = phantoms
     with pytest.raises(ValueError, match=message):
         tiny_cnn(**{param: value}).fit(X, y)
+
+
+def test_get_dataset_is_what_the_network_reads(phantoms):
+    X, y, _ = phantoms
+    with pytest.raises(NotFittedError):
+        tiny_cnn().get_dataset(X)
+    clf = tiny_cnn(max_epochs=1, ood=False).fit(X, y)
+    dataset = clf.get_dataset(X[:3], y[:3])
+    image, label = dataset[0]
+    assert len(dataset) == 3
+    assert tuple(image.shape) == tuple(clf.input_shape_) and image.dtype == torch.float32
+    assert int(label) == list(clf.classes_).index(y[0])
+    assert int(clf.get_dataset(X[:1])[0][1]) == -1
+    with pytest.raises(ValueError, match="not fitted on"):
+        clf.get_dataset(X[:1], ["Elsewhere"])
+    with pytest.raises(ValueError, match="fitted on images"):
+        clf.get_dataset(X[:, :16, :16])
+
+
+@pytest.mark.parametrize("cls", [CNNClassifier, FNNClassifier, ResNet50Classifier])
+def test_every_parameter_has_a_declared_constraint(cls):
+    assert set(cls._parameter_constraints) == set(cls().get_params(deep=False))
+
+
+def test_parameter_validation_follows_sklearn():
+    # scikit-learn's own check: every declared constraint rejects a value of
+    # the wrong type, and an out-of-range value, in fit, naming the parameter.
+    from sklearn.utils.estimator_checks import check_param_validation
+
+    check_param_validation("FNNClassifier", FNNClassifier(max_epochs=1, ood=False))
 
 
 def test_early_stopping_needs_validation(phantoms):
@@ -388,7 +419,7 @@ def test_resnet_gradcam_runs_the_backbone_despite_the_cache(monkeypatch, tmp_pat
     "params, error, match",
     [
         ({"feature_cache_dir": "x", "freeze": False}, ValueError, "feature_cache_dir needs freeze=True"),
-        ({"feature_cache_dir": 3}, TypeError, "feature_cache_dir must be a folder path or None; got int"),
+        ({"feature_cache_dir": 3}, TypeError, r"'feature_cache_dir' parameter of ResNet50Classifier must be None, an instance of 'str' or an instance of 'os.PathLike'. Got 3"),
     ],
 )
 def test_resnet_feature_cache_dir_validation(params, error, match, phantoms):

@@ -311,9 +311,9 @@ def test_ood_false_and_tiny_fits(train):
 @pytest.mark.parametrize(
     "param, value, message",
     [
-        ("ood", "yes", "ood must be True or False"),
-        ("min_confidence", 1.5, r"min_confidence must be a float in \[0, 1\]"),
-        ("min_confidence", -0.1, r"min_confidence must be a float in \[0, 1\]"),
+        ("ood", "yes", r"'ood' parameter of CNNClassifier must be an instance of 'bool'.*Got 'yes'"),
+        ("min_confidence", 1.5, r"'min_confidence' parameter .* float in the range \[0.0, 1.0\]"),
+        ("min_confidence", -0.1, r"'min_confidence' parameter .* float in the range \[0.0, 1.0\]"),
     ],
 )
 def test_classifier_bad_ood_params(param, value, message, train):

@@ -494,7 +494,7 @@ def test_init_stores_parameters_unchanged():
         (XRayNormalize(max_value="1"), "XRayNormalize: max_value must be"),
         (HistogramEqualization(n_bins=1), "HistogramEqualization: n_bins must be an int >= 2"),
         (HistogramEqualization(n_bins=2.0), "HistogramEqualization: n_bins must be"),
-        (BorderMask(fraction=0.5), r"BorderMask: fraction must be a number in \[0, 0.5\), got 0.5"),
+        (BorderMask(fraction=0.5), r"BorderMask: fraction must be a float in \[0, 0.5\); got 0.5"),
         (BorderMask(fraction=-0.1), "BorderMask: fraction must be"),
         (BorderMask(fraction=None), "BorderMask: fraction must be"),
         (LungFieldMask(fill=np.nan), "LungFieldMask: fill must be a finite number, got nan"),

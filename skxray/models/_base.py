@@ -8,11 +8,11 @@ override :meth:`BaseImageClassifier._fit_net` (the frozen ResNet-50 trains its
 head on cached features there).
 """
 
-import json
 import math
 import os
 import time
 import uuid
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +33,14 @@ from skorch.callbacks import (
 )
 from skorch.dataset import ValidSplit
 from torch import nn
-from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 
+from skxray._data import ImagePathDataset, TensorImageDataset, private_generator_iterator
+from skxray._param_validation import Interval, StrOptions, validate_params
+from skxray._utils import dumps_json  # noqa: F401  (models/_persistence.py imports it)
 from skxray._validation import check_image_array, is_path_array
+from skxray.io import read_image
+from skxray.models._registry import CLASSIFIERS
 from skxray.models._resume import (
     STATE_FILE,
     AtomicCheckpoint,
@@ -45,8 +49,16 @@ from skxray.models._resume import (
     start_from_state,
     training_fingerprint,
 )
+from skxray.preprocessing import resize_image
 
 __all__ = ["BaseImageClassifier"]
+
+# The old names of the datasets, still imported from here by ood.py; their
+# home is skxray._data.
+_ImagePathDataset = ImagePathDataset
+_TensorImageDataset = TensorImageDataset
+# Imported from here by models/_persistence.py; its home is skxray._data.
+_private_generator_iterator = private_generator_iterator
 
 _OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -154,15 +166,6 @@ COMMON_PARAMETERS_DOC = """\
 """
 
 
-def _private_generator_iterator():
-    """iterator_valid settings that keep prediction off the global torch RNG.
-
-    Every DataLoader iteration draws a worker seed from the global RNG unless
-    it has a generator of its own; predicting must not change the user's RNG.
-    """
-    return {"iterator_valid__generator": torch.Generator()}
-
-
 class _RecordLearningRate(Callback):
     """Write the optimizer's current learning rate into the history each epoch."""
 
@@ -185,44 +188,21 @@ class _AugmentingCollate:
         return default_collate(batch)
 
 
-class _ImagePathDataset(Dataset):
-    """Read images from disk on demand, so folders larger than memory can train."""
+class _ImageFileReader:
+    """Read one file as a (channels, height, width) image of the fitted shape.
 
-    def __init__(self, paths, y, shape, keep_aspect="crop"):
-        self.paths = paths
-        self.y = y
+    A class, not a closure, so that DataLoader workers can unpickle it.
+    """
+
+    def __init__(self, shape, keep_aspect="crop"):
         self.shape = shape  # (channels, height, width)
         self.keep_aspect = keep_aspect
 
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        from skxray.io import read_image
-        from skxray.preprocessing import resize_image
-
+    def __call__(self, path):
         channels, height, width = self.shape
-        img = read_image(self.paths[i], as_gray=channels == 1)
+        img = read_image(path, as_gray=channels == 1)
         img = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
-        img = resize_image(img, (height, width), keep_aspect=self.keep_aspect)
-        x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
-        y = torch.tensor(-1) if self.y is None else self.y[i]
-        return x, y
-
-
-class _TensorImageDataset(Dataset):
-    """Images already in memory as one (N, C, H, W) float32 tensor."""
-
-    def __init__(self, X, y):
-        self.X = X
-        self.y = y
-
-    def __len__(self):
-        return len(self.X)
-
-    def __getitem__(self, i):
-        y = torch.tensor(-1) if self.y is None else self.y[i]
-        return self.X[i], y
+        return resize_image(img, (height, width), keep_aspect=self.keep_aspect)
 
 
 class _BinaryLogitLoss(nn.Module):
@@ -257,6 +237,37 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     #: Whether the subclass's module needs 3-channel input (the ResNet-50).
     _rgb_input = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # The library's own classifiers, for loading by class name.
+        if cls.__module__.startswith("skxray.models."):
+            CLASSIFIERS[cls.__name__] = cls
+
+    #: What each constructor parameter accepts, checked when ``fit`` runs
+    #: (scikit-learn's format; subclasses extend it with their own).
+    _parameter_constraints: dict = {
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "optimizer": [StrOptions(set(_OPTIMIZERS))],
+        "lr_schedule": [None, StrOptions({s for s in _LR_SCHEDULES if s is not None})],
+        "validation_fraction": [None, Interval(Real, 0, 1, closed="left")],
+        "early_stopping": "no_validation",  # read as a truth value
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "class_weight": [None, StrOptions({"balanced"}), dict],
+        "augment": [None, callable],
+        "checkpoint_dir": [None, str, os.PathLike],
+        "device": [StrOptions(set(_DEVICES))],
+        "image_size": [Interval(Integral, 1, None, closed="left")],
+        "keep_aspect": ["boolean", StrOptions({"pad", "crop"})],
+        "random_state": ["random_state"],
+        "verbose": [Interval(Integral, 0, None, closed="left")],
+        "ood": ["boolean"],
+        "min_confidence": [Interval(Real, 0, 1, closed="both")],
+    }
+
     # ------------------------------------------------------------------ hooks
     def _build_module(self, input_shape, n_outputs):
         """Return a fresh ``torch.nn.Module`` for inputs of ``input_shape``.
@@ -275,55 +286,14 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         return self._build_module(input_shape, n_outputs)
 
     def _check_params(self):
-        """Check the constructor parameters; called at the start of ``fit``."""
-        checks = [
-            ("lr", self.lr, lambda v: isinstance(v, (int, float)) and v > 0, "a positive float"),
-            (
-                "weight_decay",
-                self.weight_decay,
-                lambda v: isinstance(v, (int, float)) and v >= 0,
-                "a float >= 0",
-            ),
-            ("dropout", self.dropout, lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "in [0, 1)"),
-            ("batch_size", self.batch_size, lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-            ("max_epochs", self.max_epochs, lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-            ("optimizer", self.optimizer, lambda v: v in _OPTIMIZERS, f"one of {sorted(_OPTIMIZERS)}"),
-            ("lr_schedule", self.lr_schedule, lambda v: v in _LR_SCHEDULES, f"one of {_LR_SCHEDULES}"),
-            (
-                "validation_fraction",
-                self.validation_fraction,
-                lambda v: v is None or (isinstance(v, (int, float)) and 0 <= v < 1),
-                "None or a float in [0, 1)",
-            ),
-            ("n_iter_no_change", self.n_iter_no_change, lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-            (
-                "class_weight",
-                self.class_weight,
-                lambda v: v is None or v == "balanced" or isinstance(v, dict),
-                'None, "balanced" or a dict {label: weight}',
-            ),
-            ("augment", self.augment, lambda v: v is None or callable(v), "None or a callable"),
-            ("device", self.device, lambda v: v in _DEVICES, f"one of {_DEVICES}"),
-            ("image_size", self.image_size, lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-            (
-                "keep_aspect",
-                self.keep_aspect,
-                lambda v: isinstance(v, (bool, np.bool_)) or (isinstance(v, str) and v in ("pad", "crop")),
-                'False, True, "pad" or "crop"',
-            ),
-            ("verbose", self.verbose, lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-            ("ood", self.ood, lambda v: isinstance(v, (bool, np.bool_)), "True or False"),
-            (
-                "min_confidence",
-                self.min_confidence,
-                lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
-                "a float in [0, 1]",
-            ),
-        ]
+        """Check the constructor parameters; called at the start of ``fit``.
+
+        What each parameter accepts is declared in ``_parameter_constraints``;
+        only rules that tie parameters together, or depend on the machine,
+        are written here.
+        """
+        validate_params(self)
         name = type(self).__name__
-        for param, value, ok, expected in checks:
-            if not ok(value):
-                raise ValueError(f"{name}: {param} must be {expected}; got {value!r}.")
         if self.early_stopping and not self.validation_fraction:
             raise ValueError(
                 f"{name}: early_stopping=True needs a validation set; "
@@ -400,8 +370,56 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     def _make_dataset(self, kind, X, y_enc=None):
         y_t = None if y_enc is None else torch.as_tensor(y_enc, dtype=torch.long)
         if kind == "paths":
-            return _ImagePathDataset(X, y_t, tuple(self.input_shape_), self.keep_aspect)
-        return _TensorImageDataset(torch.from_numpy(X), y_t)
+            reader = _ImageFileReader(tuple(self.input_shape_), self.keep_aspect)
+            return ImagePathDataset(X, y_t, reader)
+        return TensorImageDataset(torch.from_numpy(X), y_t)
+
+    def get_dataset(self, X, y=None):
+        """The torch Dataset the fitted network reads ``X`` (and ``y``) from.
+
+        ``X`` is checked as in :meth:`predict` (same formats as in ``fit``;
+        file paths are read and resized lazily, as the network sees them).
+        The one public way to turn images into network input, for tools that
+        run the network themselves (Grad-CAM, out-of-distribution scores);
+        skorch's ``NeuralNet.get_dataset`` plays the same role.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width), \
+(n_samples, channels, height, width) or (n_samples,) of file paths
+            Images in the same format as in ``fit``.
+        y : array-like of shape (n_samples,) or None, default=None
+            Class labels (values of ``classes_``); None gives every item
+            the label -1.
+
+        Returns
+        -------
+        dataset : torch.utils.data.Dataset
+            Item ``i`` is ``(image, label)``: a float32 tensor of shape
+            ``input_shape_`` and the int64 index of the label in
+            ``classes_`` (-1 without ``y``).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the classifier is not fitted.
+        ValueError
+            If ``X`` does not match the fitted input, or ``y`` has labels
+            not in ``classes_`` or a different length.
+        """
+        check_is_fitted(self)
+        kind, X_checked = self._check_X(X, reset=False)
+        y_enc = None
+        if y is not None:
+            y = self._check_y(len(X_checked), y)
+            try:
+                y_enc = self._label_encoder.transform(y).astype(np.int64)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(
+                    f"y has labels that {type(self).__name__} was not fitted on ({exc}); "
+                    f"its classes_ are {self.classes_.tolist()}."
+                ) from exc
+        return self._make_dataset(kind, X_checked, y_enc)
 
     # ------------------------------------------------------------- training
     def _resolve_device(self):
@@ -542,7 +560,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             **{f"criterion__{k}": v for k, v in criterion_kwargs.items()},
             **{f"optimizer__{k}": v for k, v in optimizer_kwargs.items()},
             **{f"iterator_train__{k}": v for k, v in iterator_train.items()},
-            **_private_generator_iterator(),
+            **private_generator_iterator(),
         )
         return net
 
@@ -700,9 +718,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------- prediction
     def _forward_logits(self, X):
         """Logits as a float64 ndarray of shape (n, 1) or (n, k)."""
-        check_is_fitted(self)
-        kind, X_checked = self._check_X(X, reset=False)
-        dataset = self._make_dataset(kind, X_checked)
+        dataset = self.get_dataset(X)
         logits = self.net_.forward(dataset, training=False, device="cpu")
         return logits.detach().numpy().astype(np.float64)
 
@@ -744,9 +760,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         features : ndarray of shape (n_samples, n_features)
             Float32 features.
         """
-        check_is_fitted(self)
-        kind, X_checked = self._check_X(X, reset=False)
-        dataset = self._make_dataset(kind, X_checked)
+        dataset = self.get_dataset(X)
         module = self.net_.module_
         module.eval()
         chunks = []
@@ -991,10 +1005,6 @@ def _keep_one_copy_of_module(net):
         net.__dict__["module"] = type(net.__dict__["module"])
 
 
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _history_records(history):
     """skorch's history as plain per-epoch dicts (JSON-serialisable)."""
     keys = ("epoch", "train_loss", "valid_loss", "valid_acc", "lr", "dur")
@@ -1009,16 +1019,3 @@ def _history_records(history):
                 record[key] = bool(value)
         records.append(record)
     return records
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def dumps_json(obj):
-    """JSON with numpy scalars and paths converted (used by persistence)."""
-    return json.dumps(obj, default=_json_default, indent=2)

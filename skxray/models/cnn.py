@@ -1,9 +1,13 @@
 """A small convolutional network trained from scratch."""
 
+from numbers import Integral
+
 import torch
 from torch import nn
 
-from skxray.models._base import COMMON_PARAMETERS_DOC, BaseImageClassifier, _is_int
+from skxray._param_validation import Interval
+from skxray._utils import is_int
+from skxray.models._base import COMMON_PARAMETERS_DOC, BaseImageClassifier
 
 __all__ = ["CNNClassifier"]
 
@@ -219,21 +223,22 @@ class CNNClassifier(BaseImageClassifier):
         self.ood = ood
         self.min_confidence = min_confidence
 
+    _parameter_constraints: dict = {
+        **BaseImageClassifier._parameter_constraints,
+        "filters": [tuple, list],
+        "kernel_size": [Interval(Integral, 1, None, closed="left")],
+        "dense_units": [Interval(Integral, 1, None, closed="left")],
+        "batch_norm": "no_validation",  # read as a truth value
+    }
+
     def _check_params(self):
         super()._check_params()
+        # The items of a tuple have no declarative constraint in scikit-learn.
         filters = self.filters
-        if (
-            not isinstance(filters, (tuple, list))
-            or len(filters) == 0
-            or not all(_is_int(f) and f >= 1 for f in filters)
-        ):
+        if len(filters) == 0 or not all(is_int(f) and f >= 1 for f in filters):
             raise ValueError(
                 f"CNNClassifier: filters must be a non-empty tuple of positive ints; got {filters!r}."
             )
-        for name in ("kernel_size", "dense_units"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"CNNClassifier: {name} must be an int >= 1; got {value!r}.")
 
     def _build_module(self, input_shape, n_outputs):
         return _ConvNet(

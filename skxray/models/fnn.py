@@ -3,7 +3,8 @@
 import torch
 from torch import nn
 
-from skxray.models._base import COMMON_PARAMETERS_DOC, BaseImageClassifier, _is_int
+from skxray._utils import is_int
+from skxray.models._base import COMMON_PARAMETERS_DOC, BaseImageClassifier
 
 __all__ = ["FNNClassifier"]
 
@@ -166,10 +167,16 @@ class FNNClassifier(BaseImageClassifier):
         self.ood = ood
         self.min_confidence = min_confidence
 
+    _parameter_constraints: dict = {
+        **BaseImageClassifier._parameter_constraints,
+        "hidden_layer_sizes": [tuple, list],
+    }
+
     def _check_params(self):
         super()._check_params()
+        # The items of a tuple have no declarative constraint in scikit-learn.
         sizes = self.hidden_layer_sizes
-        if not isinstance(sizes, (tuple, list)) or not all(_is_int(u) and u >= 1 for u in sizes):
+        if not all(is_int(u) and u >= 1 for u in sizes):
             raise ValueError(
                 "FNNClassifier: hidden_layer_sizes must be a tuple of positive ints; "
                 f"got {sizes!r}."

@@ -1,6 +1,7 @@
 """ResNet-50 pretrained on ImageNet, frozen, with a new two-layer head."""
 
 import os
+from numbers import Integral
 from pathlib import Path
 
 import torch
@@ -8,11 +9,11 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 
+from skxray._data import TensorImageDataset
+from skxray._param_validation import Interval, StrOptions
 from skxray.models._base import (
     COMMON_PARAMETERS_DOC,
     BaseImageClassifier,
-    _is_int,
-    _TensorImageDataset,
 )
 from skxray.models._feature_store import FeatureStore
 
@@ -26,6 +27,29 @@ _N_FEATURES = 2048
 
 class PretrainedWeightsError(RuntimeError):
     """Pretrained weights could not be obtained (typically: no internet)."""
+
+
+def _try_weights(requested, *, fallback_on=(PretrainedWeightsError,)):
+    """Check that ``requested`` weights load; fall back to random initialisation if not.
+
+    Shared by the command line and ``benchmarks/accuracy.py``, which word
+    their notes differently (private to skxray, but keeps its signature).
+
+    Returns
+    -------
+    weights : str, path-like or None
+        ``requested``, or None when it is None/"none" or could not be loaded.
+    error : Exception or None
+        Why the weights could not be loaded (one of ``fallback_on``); None
+        when they loaded or were not requested.
+    """
+    if requested is None or str(requested).lower() == "none":
+        return None, None
+    try:
+        load_resnet50_state_dict(requested)
+    except fallback_on as exc:
+        return None, exc
+    return requested, None
 
 
 def load_resnet50_state_dict(weights):
@@ -334,31 +358,28 @@ default="IMAGENET1K_V2"
         self.ood = ood
         self.min_confidence = min_confidence
 
+    _parameter_constraints: dict = {
+        **BaseImageClassifier._parameter_constraints,
+        # A torchvision name or a file, checked when the weights are loaded.
+        "weights": "no_validation",
+        "freeze": "no_validation",  # read as a truth value
+        "head_units": [Interval(Integral, 1, None, closed="left")],
+        "cache_features": [StrOptions({"auto"}), "boolean"],
+        "feature_cache_dir": [None, str, os.PathLike],
+    }
+
     def _check_params(self):
         super()._check_params()
-        if not _is_int(self.head_units) or self.head_units < 1:
-            raise ValueError(f"ResNet50Classifier: head_units must be an int >= 1; got {self.head_units!r}.")
-        if self.cache_features not in ("auto", True, False):
-            raise ValueError(
-                "ResNet50Classifier: cache_features must be 'auto', True or False; "
-                f"got {self.cache_features!r}."
-            )
         if self.cache_features is True and (not self.freeze or self.augment is not None):
             raise ValueError(
                 "ResNet50Classifier: cache_features=True needs freeze=True and augment=None "
                 "(cached features cannot be augmented or fine-tuned)."
             )
-        if self.feature_cache_dir is not None:
-            if not isinstance(self.feature_cache_dir, (str, os.PathLike)):
-                raise TypeError(
-                    "ResNet50Classifier: feature_cache_dir must be a folder path or None; "
-                    f"got {type(self.feature_cache_dir).__name__}."
-                )
-            if not self.freeze:
-                raise ValueError(
-                    "ResNet50Classifier: feature_cache_dir needs freeze=True (the features of "
-                    "a backbone being fine-tuned change at every step)."
-                )
+        if self.feature_cache_dir is not None and not self.freeze:
+            raise ValueError(
+                "ResNet50Classifier: feature_cache_dir needs freeze=True (the features of "
+                "a backbone being fine-tuned change at every step)."
+            )
 
     def _caches_features(self):
         if self.cache_features == "auto":
@@ -393,7 +414,7 @@ default="IMAGENET1K_V2"
             return super()._fit_net(module, dataset, y_enc, make_net)
         features = _extract_features(module, dataset, self.batch_size, self.device_)
         head_net = make_net(module.head)
-        self._train_net(head_net, _TensorImageDataset(features, dataset.y), y_enc)
+        self._train_net(head_net, TensorImageDataset(features, dataset.y), y_enc)
         # The returned net holds the full model (the trained head is shared),
         # so predict, Grad-CAM and saving work on images as usual.
         net = make_net(module).initialize()

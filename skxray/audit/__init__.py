@@ -1,0 +1,38 @@
+"""Shortcut-learning and data-leakage audit: does the model look at the lungs or at the hospital?
+
+Published COVID-19 chest X-ray models reach about 0.99 AUC inside one data
+set and fall to about 0.70-0.76 on other hospitals, because they learn the
+hospital (text markers, devices, positioning) instead of the disease
+(DeGrave, Janizek and Lee, *Nature Machine Intelligence* 3:610-619, 2021);
+a review of 62 studies found none of clinical use, because of duplicated
+images, patients shared between training and test sets and source
+confounding (Roberts et al., *Nature Machine Intelligence* 3:199-217, 2021).
+
+:func:`audit` runs five checks on an unfitted classifier and a data set and
+returns an :class:`AuditReport` with one :class:`Finding` per check, each
+with its figures, a verdict ("ok", "warning" or "fail") and a one-line
+explanation:
+
+1. ``"leakage"``: image-level vs patient-grouped cross-validation;
+2. ``"duplicates"``: near-duplicate images found by perceptual hashing;
+3. ``"sources"``: whether the source (hospital, data set) is recognisable
+   from the images and confounded with the label, and leave-one-source-out
+   scores;
+4. ``"lungs"``: scores with the lungs hidden vs with the borders hidden, and
+   the share of Grad-CAM evidence inside the lung fields;
+5. ``"calibration"``: class proportions per fold, Brier score, calibration
+   curve and expected calibration error.
+
+The package holds one module per check (``_leakage``, ``_duplicates``,
+``_sources``, ``_lungs``, ``_calibration``), the shared cross-validation
+machinery (``_cv``), the perceptual hashes (``_hashing``), the report objects
+and their rendering (``_report``), the parameters (``_params``) and the entry
+point (``_audit``). The checks read one frozen ``AuditData``
+(``_context``) built by :func:`audit`.
+"""
+
+from skxray.audit._audit import audit
+from skxray.audit._params import DEFAULT_THRESHOLDS
+from skxray.audit._report import CHECKS, AuditReport, AuditSection, Finding
+
+__all__ = ["CHECKS", "DEFAULT_THRESHOLDS", "AuditReport", "AuditSection", "Finding", "audit"]
