@@ -8,6 +8,7 @@ traceback instead.
 import argparse
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -57,20 +58,40 @@ def _feature_cache(args):
         yield folder
 
 
-def _resnet_weights(requested):
-    """ImageNet weights when they can be had, else None, with a note saying so."""
+def _resnet_weights(requested, *, verbose=False):
+    """ImageNet weights when they can be had, else None, with a one-line note saying so.
+
+    Returns ``(weights, note, cause)``: ``cause`` is the technical reason
+    (the download error and where to put the file) or None; the note says
+    what to do in one line. torch's own download messages are shown only
+    with ``verbose``.
+    """
+    import io
+
     from skxray.models.resnet import PretrainedWeightsError, load_resnet50_state_dict
 
     if requested is None or str(requested).lower() == "none":
-        return None, "ResNet-50 backbone: random initialisation (--weights none)."
+        return None, "ResNet-50 backbone: random initialisation (--weights none).", None
     try:
-        load_resnet50_state_dict(requested)
+        with contextlib.ExitStack() as quiet:
+            if not verbose:  # torch prints "Downloading: ..." to stdout
+                quiet.enter_context(contextlib.redirect_stdout(io.StringIO()))
+                quiet.enter_context(contextlib.redirect_stderr(io.StringIO()))
+            load_resnet50_state_dict(requested)
     except PretrainedWeightsError as exc:
         return None, (
-            "ResNet-50 backbone: ImageNet weights unavailable on this machine, so it runs "
-            f"from random initialisation. {exc}"
-        )
-    return requested, f"ResNet-50 backbone: {requested} weights."
+            "ResNet-50 runs from random initialisation: the ImageNet weights could not be "
+            "downloaded (offline?). Pass --weights FILE or run once online; "
+            "skxray --verbose shows why."
+        ), str(exc)
+    return requested, f"ResNet-50 backbone: {requested} weights.", None
+
+
+def _warn(message, cause=None, *, verbose=False):
+    """One line on stderr that says what to do; the technical cause only with --verbose."""
+    print(f"warning: {message}", file=sys.stderr)
+    if verbose and cause:
+        print(f"  cause: {cause}", file=sys.stderr)
 
 
 def _load_folder(data_dir, *, image_size, classes=None, keep_aspect="crop"):
@@ -82,6 +103,11 @@ def _load_folder(data_dir, *, image_size, classes=None, keep_aspect="crop"):
     if not path.is_dir():
         raise UserError(f"{str(path)!r} is not a folder")
     return load_image_folder(path, classes=classes, image_size=image_size, keep_aspect=keep_aspect)
+
+
+def _keep_aspect(args):
+    """The ``keep_aspect`` value of ``--keep-aspect`` (crop, pad or stretch)."""
+    return {"crop": "crop", "pad": "pad", "stretch": False}[getattr(args, "keep_aspect", "crop")]
 
 
 def _phantoms(n_samples, image_size, random_state):
@@ -161,7 +187,7 @@ def cmd_train(args):
         raise UserError(f"--out {str(out)!r} exists and is not a folder")
     if args.resume and not args.checkpoint_dir:
         raise UserError("--resume needs --checkpoint-dir, the folder the interrupted run wrote to")
-    keep_aspect = {"crop": "crop", "pad": "pad", "stretch": False}[args.keep_aspect]
+    keep_aspect = _keep_aspect(args)
     bunch = _load_folder(
         args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes), keep_aspect=keep_aspect
     )
@@ -185,7 +211,20 @@ def cmd_train(args):
     if args.checkpoint_dir:
         model.set_params(checkpoint_dir=args.checkpoint_dir)
     start = time.perf_counter()
-    model.fit(bunch.data, bunch.target, resume=bool(args.resume))
+    # The progress bar redraws one line with carriage returns: only for a person
+    # watching a terminal, or when asked; logs keep the per-epoch table.
+    quiet_bar = not (args.progress or sys.stderr.isatty())
+    previous = os.environ.get("TQDM_DISABLE")
+    if quiet_bar:
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        model.fit(bunch.data, bunch.target, resume=bool(args.resume))
+    finally:
+        if quiet_bar:
+            if previous is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = previous
     print(f"trained {type(model).__name__} on {len(bunch.target)} images in {time.perf_counter() - start:.1f} s")
     out = model.save(args.out)
     print(f"saved model to {out}")
@@ -287,15 +326,25 @@ def cmd_predict(args):
     return 0
 
 
-def _models_for_compare(names, *, epochs, image_size, random_state, weights, feature_cache_dir=None):
+def _models_for_compare(
+    names, *, epochs, image_size, random_state, weights, feature_cache_dir=None, verbose=False
+):
+    """The models by name, with the soft vote of them all; and the warnings to show.
+
+    Returns ``(models, notes, warnings)``: notes are facts for the report
+    (e.g. which ResNet-50 weights), warnings ``(message, cause)`` pairs.
+    """
     from sklearn.ensemble import VotingClassifier
 
-    notes = []
+    notes, problems = [], []
     models = {}
     for name in names:
         w = weights
         if name == "resnet50":
-            w, note = _resnet_weights(weights)
+            w, note, cause = _resnet_weights(weights, verbose=verbose)
+            if cause:
+                problems.append((note, cause))
+                note = "ResNet-50 from random initialisation (ImageNet weights unavailable offline)."
             notes.append(note)
         models[name] = _make_model(
             name,
@@ -307,17 +356,19 @@ def _models_for_compare(names, *, epochs, image_size, random_state, weights, fea
         )
     if len(models) > 1:
         models["soft-voting"] = VotingClassifier(list(models.items()), voting="soft")
-    return models, notes
+    return models, notes, problems
 
 
-def _run_compare(bunch, args, *, title, note=None):
+def _run_compare(bunch, args, *, title, data, caveats=()):
     with _feature_cache(args) as feature_cache_dir:
-        return _run_compare_with(bunch, args, title=title, note=note, feature_cache_dir=feature_cache_dir)
+        return _run_compare_with(
+            bunch, args, title=title, data=data, caveats=caveats, feature_cache_dir=feature_cache_dir
+        )
 
 
-def _run_compare_with(bunch, args, *, title, note, feature_cache_dir):
+def _run_compare_with(bunch, args, *, title, data, caveats, feature_cache_dir):
     from skxray.evaluation import compare_models
-    from skxray.report import Report
+    from skxray.report import Report, format_comparison
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     for name in names:
@@ -326,93 +377,105 @@ def _run_compare_with(bunch, args, *, title, note, feature_cache_dir):
     labels = np.unique(bunch.target)
     if len(labels) < 2:
         raise UserError(f"the data hold one class only ({labels[0]!r}); at least two are needed")
-    models, notes = _models_for_compare(
+    models, notes, problems = _models_for_compare(
         names,
         epochs=args.epochs,
         image_size=args.image_size,
         random_state=args.random_state,
         weights=args.weights,
         feature_cache_dir=feature_cache_dir,
+        verbose=args.verbose,
     )
     groups = bunch.groups
-    cv_note = (
-        f"{args.cv}-fold cross-validation grouped by patient (StratifiedGroupKFold)"
-        if groups is not None
-        else f"{args.cv}-fold stratified cross-validation (no patient ids: images of one patient may fall in several folds)"
-    )
-    print(cv_note)
-    for n in notes:
-        print(n)
+    if groups is not None:
+        protocol = f"{args.cv}-fold cross-validation grouped by patient (StratifiedGroupKFold)"
+    else:
+        protocol = f"{args.cv}-fold stratified cross-validation without patient ids"
+        problems.append((
+            "no patient ids (manifest.csv): images of one patient may fall in several folds, "
+            "which inflates the figures; add a manifest.csv with a patient column.",
+            None,
+        ))
+    n_images = len(bunch.target)
+    print(f"{protocol}; {n_images} images, {len(labels)} classes, {args.image_size} px")
+    for message, cause in problems:
+        _warn(message, cause, verbose=args.verbose)
     start = time.perf_counter()
     table, predictions = compare_models(
         models, bunch.data, bunch.target, cv=args.cv, groups=groups, random_state=args.random_state,
         return_predictions=True,
     )
     elapsed = time.perf_counter() - start
-    with _pandas_wide():
-        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    print()
+    print(format_comparison(table, width=100))
     print(f"cross-validation took {elapsed:.0f} s")
 
-    report = Report(title, note=" ".join(filter(None, [note, cv_note, *notes])))
-    report.add_dataset_summary(bunch.data, bunch.target)
+    if any("random initialisation" in n for n in notes):
+        caveats = [*caveats, "The ResNet-50 ran from random initialisation, not ImageNet weights."]
+    if groups is None:
+        caveats = [*caveats, "Without patient ids, one patient's images may be in training and "
+                   "test folds, which inflates every figure."]
+    caveats = [*caveats, "Cross-validation within one collection cannot reveal shortcuts shared "
+               "by all its images (e.g. a class coming from one source), nor how the models do "
+               "at another hospital."]
+    model_names = ", ".join(names) + (" and their soft vote" if "soft-voting" in models else "")
+    report = Report(title)
+    report.describe(
+        data=data,
+        protocol=f"{protocol}; images resized to {args.image_size} × {args.image_size} px "
+        f"({args.keep_aspect}); {args.epochs} epochs",
+        models="; ".join([model_names, *notes]),
+        caveats=caveats,
+    )
+    report.add_dataset_summary(bunch.data, bunch.target, groups=groups)
     report.add_comparison(table)
     for name, row in table.iterrows():
         report.add_metrics(name, row.to_dict())
-    classes = np.unique(bunch.target)
-    for name, proba in predictions.items():
-        y_pred = classes[np.asarray(proba).argmax(axis=1)]
-        report.add_confusion_matrix(name, bunch.target, y_pred)
-        report.add_roc(name, bunch.target, proba, classes)
-        report.add_calibration(name, bunch.target, proba, classes)
+    classes = np.asarray(table.attrs["classes"], dtype=object)
+    report.add_cv_figures(bunch.target, predictions, classes)
     # One fit on all images for learning curves, Grad-CAM and parameters.
     final = {}
     for name, model in models.items():
         if name == "soft-voting":
             continue
-        fitted = model.fit(bunch.data, bunch.target)
-        final[name] = fitted
-        report.add_learning_curves(name, fitted)
-        report.add_parameters(name, fitted)
-    rng = np.random.default_rng(args.random_state)
-    show = rng.choice(len(bunch.target), size=min(6, len(bunch.target)), replace=False)
-    for name in ("cnn", "resnet50"):
-        if name in final:
-            report.add_gradcam(name, final[name], bunch.data[show], bunch.target[show])
+        final[name] = model.fit(bunch.data, bunch.target)
+        report.add_parameters(name, final[name])
+    report.add_learning_curves_grid(final)
+    report.add_gradcam_gallery(final, bunch.data, bunch.target, n=4)
     out = Path(args.out)
     path = report.save(out / "report.html")
-    print(f"wrote {path} and {path.parent / 'metrics.json'}")
+    print(f"report: {path}  (metrics: {path.parent / 'metrics.json'})")
     return table
 
 
-class _pandas_wide:
-    def __enter__(self):
-        import pandas as pd
-
-        self._ctx = pd.option_context("display.width", 200, "display.max_columns", 50)
-        self._ctx.__enter__()
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
-
-
 def cmd_compare(args):
-    bunch = _load_folder(args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes))
-    _run_compare(bunch, args, title=f"skxray comparison: {args.data_dir}")
+    bunch = _load_folder(
+        args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes),
+        keep_aspect=_keep_aspect(args),
+    )
+    _run_compare(bunch, args, title=f"skxray comparison: {Path(args.data_dir).name}",
+                 data=f"the image folder {args.data_dir}")
     return 0
 
 
 def cmd_demo(args):
     if args.data is None:
-        note = (
-            "Run on synthetic phantoms made on the spot (skxray.make_phantom_cxr): they test the "
-            "software, they are not evidence about real X-rays. Pass --data DATA_DIR for a real folder."
+        print(
+            "Demo on synthetic phantoms made on the spot: they test the software, they are not "
+            "evidence about real X-rays (pass --data DATA_DIR for a real folder)."
         )
-        print(note)
         bunch = _phantoms(args.n_samples, args.image_size, args.random_state)
+        data = "synthetic phantoms made on the spot (skxray.make_phantom_cxr)"
+        caveats = ["These are synthetic phantoms, not X-rays: the figures test the software and "
+                   "say nothing about diagnosis."]
     else:
-        note = f"Run on the image folder {args.data}."
-        bunch = _load_folder(args.data, image_size=args.image_size, classes=_parse_classes(args.classes))
-    _run_compare(bunch, args, title="skxray demo", note=note)
+        bunch = _load_folder(
+            args.data, image_size=args.image_size, classes=_parse_classes(args.classes),
+            keep_aspect=_keep_aspect(args),
+        )
+        data = f"the image folder {args.data}"
+        caveats = []
+    _run_compare(bunch, args, title="skxray demo", data=data, caveats=caveats)
     return 0
 
 
@@ -421,10 +484,13 @@ def cmd_audit(args):
     from skxray.report import Report
 
     bunch = _load_folder(args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes))
-    weights = args.weights
+    weights, note = args.weights, None
     if args.model == "resnet50":
-        weights, note = _resnet_weights(weights)
-        print(note)
+        weights, note, cause = _resnet_weights(weights, verbose=args.verbose)
+        if cause:
+            _warn(note, cause, verbose=args.verbose)
+        else:
+            print(note)
     sources = None
     if bunch.frame is not None and "source" in bunch.frame:
         sources = bunch.frame["source"].to_numpy()
@@ -445,7 +511,17 @@ def cmd_audit(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "audit.json").write_text(result.to_json())
-    report = Report(f"skxray audit: {args.data_dir}")
+    report = Report(f"skxray audit: {Path(args.data_dir).name}")
+    report.describe(
+        data=f"the image folder {args.data_dir}",
+        protocol=f"{args.cv}-fold cross-validation"
+        + (" grouped by patient" if bunch.groups is not None else " without patient ids")
+        + f"; images resized to {args.image_size} × {args.image_size} px; {args.epochs} epochs",
+        models=args.model if args.model != "resnet50" else f"resnet50 ({note})",
+        caveats="An audit finds the shortcuts it looks for; a clean audit does not prove the "
+        "model reads the lungs, nor that it works at another hospital.",
+    )
+    report.add_dataset_summary(bunch.data, bunch.target, groups=bunch.groups)
     report.add_audit(result)
     path = report.save(out / "report.html")
     print(f"wrote {out / 'audit.json'} and {path}")
@@ -467,6 +543,14 @@ def build_parser():
     )
     parser.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def keep_aspect_option(p):
+        p.add_argument(
+            "--keep-aspect",
+            choices=("crop", "pad", "stretch"),
+            default="crop",
+            help="how non-square images become square: centre crop (default), zero padding or stretch",
+        )
 
     def common(p, *, image_size=64, epochs=10):
         p.add_argument("--image-size", type=int, default=image_size, help=f"side of the square images (default {image_size})")
@@ -501,11 +585,11 @@ def build_parser():
         action="store_true",
         help="continue the last interrupted run with the same settings under --checkpoint-dir",
     )
+    keep_aspect_option(p)
     p.add_argument(
-        "--keep-aspect",
-        choices=("crop", "pad", "stretch"),
-        default="crop",
-        help="how non-square images become square: centre crop (default), zero padding or stretch",
+        "--progress",
+        action="store_true",
+        help="show the progress bar even when the output is not a terminal (e.g. a log file)",
     )
     common(p, image_size=128, epochs=15)
     p.set_defaults(func=cmd_train)
@@ -527,6 +611,7 @@ def build_parser():
     p.add_argument("--out", required=True, metavar="REPORT_DIR")
     p.add_argument("--cv", type=int, default=5, help="folds (default 5)")
     p.add_argument("--models", default="cnn,fnn,resnet50", help="comma-separated (default cnn,fnn,resnet50)")
+    keep_aspect_option(p)
     common(p)
     p.set_defaults(func=cmd_compare)
 
@@ -536,6 +621,7 @@ def build_parser():
     p.add_argument("--cv", type=int, default=3)
     p.add_argument("--n-samples", type=int, default=240, help="phantoms to make without --data (default 240)")
     p.add_argument("--models", default="cnn,fnn,resnet50")
+    keep_aspect_option(p)
     common(p, image_size=64, epochs=8)
     p.set_defaults(func=cmd_demo)
 
