@@ -68,6 +68,7 @@ from _common import (  # noqa: E402
     CLASSES_BINARY,
     POSITIVE,
     Stopwatch,
+    command_line,
     configure_threads,
     default_out,
     load_metadata,
@@ -80,6 +81,7 @@ from _common import (  # noqa: E402
     resolve_device,
     write_json,
 )
+from doc_tables import portable_dataset  # noqa: E402
 
 PAPER_ACCURACY = {"binary": 0.9808, "3class": 0.8702}
 TARGET_ACCURACY = {"binary": 0.99, "3class": 0.90}
@@ -568,7 +570,9 @@ def main(argv=None):
     payload = {
         "machine": machine_info(device),
         "settings": {
-            "dataset": "phantom (synthetic, NOT comparable)" if args.phantom else str(data.root),
+            # Relative to SKXRAY_DATA: no machine path in committed results.
+            "dataset": "phantom (synthetic, NOT comparable)" if args.phantom
+            else portable_dataset(data.root),
             "n_images": int(len(data.y)),
             "subset": args.subset,
             "loading": (
@@ -612,7 +616,7 @@ def main(argv=None):
                 }
                 for m, c in configs.items()
             },
-            "command": " ".join(sys.argv),
+            "command": command_line(),
         },
         "results": [],
         "folds": [],
