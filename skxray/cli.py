@@ -8,7 +8,6 @@ traceback instead.
 import argparse
 import contextlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -213,23 +212,35 @@ def cmd_train(args):
     start = time.perf_counter()
     # The progress bar redraws one line with carriage returns: only for a person
     # watching a terminal, or when asked; logs keep the per-epoch table.
-    quiet_bar = not (args.progress or sys.stderr.isatty())
-    previous = os.environ.get("TQDM_DISABLE")
-    if quiet_bar:
-        os.environ["TQDM_DISABLE"] = "1"
-    try:
+    with _progress_bar(args.progress or sys.stderr.isatty()):
         model.fit(bunch.data, bunch.target, resume=bool(args.resume))
-    finally:
-        if quiet_bar:
-            if previous is None:
-                os.environ.pop("TQDM_DISABLE", None)
-            else:
-                os.environ["TQDM_DISABLE"] = previous
     print(f"trained {type(model).__name__} on {len(bunch.target)} images in {time.perf_counter() - start:.1f} s")
     out = model.save(args.out)
     print(f"saved model to {out}")
     _save_figure(plot_learning_curves(model), Path(out) / "learning_curves.png")
     return 0
+
+
+@contextlib.contextmanager
+def _progress_bar(show):
+    """Fit with skorch's progress bar only when ``show``; the per-epoch table stays."""
+    if show:
+        yield
+        return
+    from unittest import mock
+
+    from skorch.callbacks import Callback
+
+    from skxray.models import _base
+
+    class _NoProgressBar(Callback):
+        """Stands in for skorch's ProgressBar: no carriage returns in logs."""
+
+    if not hasattr(_base, "ProgressBar"):  # the models build their callbacks differently
+        yield
+        return
+    with mock.patch.object(_base, "ProgressBar", _NoProgressBar):
+        yield
 
 
 def _load_model(model_dir):
@@ -444,7 +455,8 @@ def _run_compare_with(bunch, args, *, title, data, caveats, feature_cache_dir):
     report.add_gradcam_gallery(final, bunch.data, bunch.target, n=4)
     out = Path(args.out)
     path = report.save(out / "report.html")
-    print(f"report: {path}  (metrics: {path.parent / 'metrics.json'})")
+    print(f"metrics: {path.parent / 'metrics.json'}")
+    print(f"report: {path}")
     return table
 
 
@@ -460,10 +472,8 @@ def cmd_compare(args):
 
 def cmd_demo(args):
     if args.data is None:
-        print(
-            "Demo on synthetic phantoms made on the spot: they test the software, they are not "
-            "evidence about real X-rays (pass --data DATA_DIR for a real folder)."
-        )
+        print("Demo on synthetic phantoms made on the spot: they test the software, they are not")
+        print("evidence about real X-rays (pass --data DATA_DIR for a real folder).")
         bunch = _phantoms(args.n_samples, args.image_size, args.random_state)
         data = "synthetic phantoms made on the spot (skxray.make_phantom_cxr)"
         caveats = ["These are synthetic phantoms, not X-rays: the figures test the software and "

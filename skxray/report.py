@@ -516,7 +516,7 @@ def comparison_frame(table, *, columns=None, mark_best=False):
         accuracy, accuracy, ROC AUC, sensitivity and PPV of each class,
         Brier score, share flagged out of distribution).
     mark_best : bool, default=False
-        Append " *" to the best value of each column.
+        Append ``" *"`` to the best value of each column.
 
     Returns
     -------

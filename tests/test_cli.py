@@ -131,6 +131,7 @@ def test_compare_writes_report(folder, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "grouped by patient" in result.stdout
     assert "soft-voting" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines() if str(tmp_path) not in line) <= 100
     html = (tmp_path / "report.html").read_text()
     assert "<html" in html.lower() and "data:image/png;base64," in html
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -172,6 +173,33 @@ def test_demo_on_phantoms(tmp_path):
     assert "synthetic phantoms" in result.stdout
     html = (tmp_path / "report.html").read_text()
     assert "synthetic phantoms" in html
+    # A compact table that fits 100 columns, then the report's path.
+    assert max(len(line) for line in result.stdout.splitlines() if str(tmp_path) not in line) <= 100
+    assert "Balanced" in result.stdout and "± " in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == f"report: {tmp_path / 'report.html'}"
+    assert '<section id="summary">' in html and "Best: <strong>" in html
+
+
+def test_train_progress_bar_only_on_a_terminal(folder, tmp_path):
+    args = ["train", folder, "--model", "fnn", "--image-size", SIZE, "--epochs", 1]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+
+    def raw(*more):  # bytes: text mode would turn the carriage returns into newlines
+        cmd = [sys.executable, "-m", "skxray.cli", *map(str, args), *map(str, more)]
+        return subprocess.run(cmd, capture_output=True, env=env, timeout=900)
+
+    logged = raw("--out", tmp_path / "m1")
+    assert logged.returncode == 0, logged.stderr
+    assert b"\r" not in logged.stdout + logged.stderr  # a log file gets no carriage returns
+    assert b"epoch" in logged.stdout  # but keeps the per-epoch table
+    asked = raw("--out", tmp_path / "m2", "--progress")
+    assert asked.returncode == 0, asked.stderr
+    assert b"\r" in asked.stdout + asked.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "demo"])
+def test_keep_aspect_option(command):
+    assert "--keep-aspect {crop,pad,stretch}" in run(command, "--help").stdout
 
 
 def test_audit_command(folder, tmp_path):
