@@ -529,11 +529,9 @@ def comparison_frame(table, *, columns=None, mark_best=False):
     >>> from skxray.report import comparison_frame
     >>> table = pd.DataFrame({"mean_balanced_accuracy": [0.99178, 0.9], "std_balanced_accuracy":
     ...     [0.011644, 0.05]}, index=pd.Index(["cnn", "fnn"], name="model"))
-    >>> comparison_frame(table, mark_best=True)
-          Balanced accuracy
-    model
-    cnn        99.2 ± 1.2 *
-    fnn          90.0 ± 5.0
+    >>> frame = comparison_frame(table, mark_best=True)
+    >>> frame.columns.tolist(), frame["Balanced accuracy"].tolist()
+    (['Balanced accuracy'], ['99.2 ± 1.2 *', '90.0 ± 5.0'])
     """
     columns = _main_columns(table) if columns is None else list(columns)
     classes = table.attrs.get("classes")
@@ -869,9 +867,7 @@ class Report:
         if len(ranked) > 1:
             second = ranked.index[1]
             gap = 100 * abs(ranked.iloc[0] - ranked.iloc[1])
-            text += (
-                f"; ahead of {_esc(second)} ({_esc(with_ci(second))}) by {gap:.1f} points"
-            )
+            text += f"; {gap:.1f} points ahead of {_esc(second)}, {_esc(with_ci(second))}"
             lo1 = mean_interval(table.at[best, f"mean_{metric}"], table.at[best, f"std_{metric}"],
                                 n_splits)[0]
             hi2 = mean_interval(table.at[second, f"mean_{metric}"],

@@ -567,7 +567,7 @@ def test_summary_names_best_model_with_intervals():
     assert report.sections[:2] == [("summary", "Summary"), ("model-comparison", "Model comparison")]
     summary = section_html(report.to_html(), "summary")
     assert "Best: <strong>soft-voting</strong>, balanced accuracy 95.0 % (95 % CI" in summary
-    assert "ahead of resnet50 (90.0 % (95 % CI" in summary and "by 5.0 points" in summary
+    assert "5.0 points ahead of resnet50, 90.0 % (95 % CI" in summary
     assert "5-fold CV grouped by patient" in summary and "phantoms" in summary
     assert "Phantoms are not X-rays." in summary
     assert "badge" not in summary  # no check was run
