@@ -24,7 +24,7 @@ report-check: setup
 	$(BIN)/python benchmarks/report_check.py --build "$$(mktemp -d)/report-check"
 
 lint: setup
-	$(BIN)/ruff check skxray tests benchmarks
+	$(BIN)/ruff check skxray tests benchmarks examples
 
 test: setup lint
 	$(BIN)/python -m pytest -q --durations=15 --doctest-modules skxray tests

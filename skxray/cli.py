@@ -78,10 +78,10 @@ def _resnet_weights(requested, *, verbose=False):
                 quiet.enter_context(contextlib.redirect_stderr(io.StringIO()))
             load_resnet50_state_dict(requested)
     except PretrainedWeightsError as exc:
+        # One line that says what to do; skxray --verbose adds the cause.
         return None, (
-            "ResNet-50 runs from random initialisation: the ImageNet weights could not be "
-            "downloaded (offline?). Pass --weights FILE or run once online; "
-            "skxray --verbose shows why."
+            "ResNet-50 starts from random weights: no ImageNet weights (offline?); "
+            "pass --weights FILE"
         ), str(exc)
     return requested, f"ResNet-50 backbone: {requested} weights.", None
 

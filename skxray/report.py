@@ -1,12 +1,23 @@
-"""A self-contained HTML report of an experiment.
+"""A self-contained HTML report of an experiment: the answer first, the detail one click away.
 
-:class:`Report` collects sections (data set summary, learning curves, model
-comparison, confusion matrices, ROC and calibration curves, Grad-CAM maps,
-metrics, parameters, free text, tables and figures) and writes them to one
-HTML file that opens in a browser without network access: figures are
-embedded as base64 PNG images, styles are inline, and nothing refers to an
-external URL. The metrics added go to ``metrics.json`` beside it, and a
-"Software versions" section is appended automatically.
+:class:`Report` collects sections and writes them to one HTML file that opens
+in a browser without network access (figures embedded as PNG, inline styles,
+no external URL). Every report has the same structure:
+
+1. a **summary** that fits one screen: what was run, on which data and how
+   (:meth:`Report.describe`), the best model and its lead with 95 % intervals
+   (from :meth:`Report.add_comparison`), verdict badges of the audit and the
+   shift test (:meth:`Report.add_verdict`), and what the numbers do not show;
+2. **results**: one comparison table with readable headers and percentages,
+   the external validation (:meth:`Report.add_external_validation`), the
+   audit (:meth:`Report.add_audit`);
+3. **figures** side by side: overlaid ROC and calibration curves, confusion
+   matrices in a row (:meth:`Report.add_cv_figures`), learning curves in a
+   grid, a Grad-CAM gallery;
+4. the **data** (:meth:`Report.add_dataset_summary`);
+5. an **appendix** of folded ``<details>`` blocks: per-model metrics (also
+   written to ``metrics.json`` beside the page), parameters, software
+   versions.
 """
 
 import base64
@@ -204,25 +215,6 @@ def _table_html(df, *, index=True):
             shown[column] = shown[column].map(_format_value)
     body = shown.to_html(escape=True, index=index, border=0, na_rep="n/a", classes="data")
     return f'<div class="table-wrap">{body}</div>'
-
-
-def _mean_std_frame(table):
-    """Pairs of ``mean_m`` / ``std_m`` columns shown as one ``m`` column, "mean ± std"."""
-    columns = list(table.columns)
-    metrics = [
-        c[len("mean_") :]
-        for c in columns
-        if isinstance(c, str) and c.startswith("mean_") and f"std_{c[len('mean_') :]}" in columns
-    ]
-    if not metrics or 2 * len(metrics) != len(columns):
-        return table
-    shown = pd.DataFrame(index=table.index)
-    for m in metrics:
-        shown[m] = [
-            f"{_format_value(float(a))} ± {_format_value(float(b))}"
-            for a, b in zip(table[f"mean_{m}"], table[f"std_{m}"], strict=True)
-        ]
-    return shown
 
 
 def _as_frame(table, name):
@@ -611,10 +603,13 @@ class Report:
 
     Add sections with the ``add_*`` methods (each returns the report, so
     calls can be chained), then :meth:`save` it. Every section is a
-    ``<section id="...">`` with an ``<h2>`` title; a table of contents, the
-    ``note`` and a final "Software versions" section (Python, skxray, torch,
-    torchvision, skorch, scikit-learn, numpy, ... and the platform) are added
-    automatically. Figures are rendered to PNG when added, embedded as
+    ``<section id="...">`` with an ``<h2>`` title, placed by kind whatever
+    the order of the calls: the summary (when there is something to
+    summarise), results, figures (in the order added), data, then the
+    folded appendix (metrics, parameters, ``fold=True`` sections and a final
+    "Software versions": Python, skxray, torch, torchvision, skorch,
+    scikit-learn, numpy, ... and the platform). A short navigation bar and
+    the ``note`` are added automatically. Figures are rendered to PNG when added, embedded as
     base64 ``data:`` URIs, and closed; all text is HTML-escaped; no
     external CSS, script, font or URL is used, so the file opens in a
     browser without network access.
@@ -1938,8 +1933,9 @@ class Report:
             for sid, t, content, *_ in main
         ]
         body.append(
-            '<p id="appendix-title" class="appendix-head">Appendix</p>\n<p class="legend">Per-model metrics, '
-            "parameters and software versions; every figure is also in metrics.json.</p>"
+            '<p id="appendix-title" class="appendix-head">Appendix</p>\n<p class="legend">'
+            "Per-model metrics, parameters and software versions; the metrics are also in "
+            "metrics.json, beside this page.</p>"
         )
         body += [
             f'<section id="{_esc(sid)}">\n<details><summary><h2>{_esc(t)}</h2></summary>\n'

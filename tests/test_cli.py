@@ -253,3 +253,23 @@ def test_one_class_and_unreadable_image(tmp_path):
     assert "broken.png" in result.stderr and "Traceback" not in result.stderr
     verbose = run("--verbose", "train", bad, "--model", "cnn", "--out", tmp_path / "m3", "--image-size", 8)
     assert "Traceback" in verbose.stderr
+
+
+def test_resnet_fallback_warning_is_one_line(monkeypatch, capsys):
+    from skxray import cli
+    from skxray.models import resnet
+
+    def offline(weights):
+        print('Downloading: "https://download.pytorch.org/models/resnet50.pth"')
+        raise resnet.PretrainedWeightsError("Could not obtain ... (<urlopen error [Errno -2]>)")
+
+    monkeypatch.setattr(resnet, "load_resnet50_state_dict", offline)
+    weights, note, cause = cli._resnet_weights("IMAGENET1K_V2")
+    captured = capsys.readouterr()
+    assert weights is None and "Downloading" not in captured.out + captured.err
+    cli._warn(note, cause)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) <= 101  # one line, under 100 columns
+    assert "--weights FILE" in err and "urlopen" not in err
+    cli._warn(note, cause, verbose=True)
+    assert "urlopen error" in capsys.readouterr().err  # the cause, with --verbose only
