@@ -186,15 +186,24 @@ def problems(result, *, max_height=6000, max_mb=1.5):
 
 
 def build_small_demo(out, *, epochs=1, n_samples=48, image_size=32):
-    """Write a small demo report (phantoms, CNN + FNN, 2 folds) under ``out``; return its path."""
-    from skxray.cli import main
+    """Write a small demo report (phantoms, CNN + FNN, 2 folds) under ``out``; return its path.
 
-    status = main([
-        "demo", "--out", str(out), "--models", "cnn,fnn", "--cv", "2",
-        "--epochs", str(epochs), "--n-samples", str(n_samples), "--image-size", str(image_size),
-    ])
-    if status:
-        raise RuntimeError(f"skxray demo exited with status {status}")
+    ``skxray demo`` runs in a child process from the repository root, so the
+    report comes from this checkout's skxray whatever is installed.
+    """
+    import os
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [
+        sys.executable, "-m", "skxray.cli", "demo", "--out", str(Path(out).resolve()),
+        "--models", "cnn,fnn", "--cv", "2", "--epochs", str(epochs),
+        "--n-samples", str(n_samples), "--image-size", str(image_size),
+    ]
+    path = os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONWARNINGS": "ignore"}
+    run = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, check=False)
+    if run.returncode:
+        raise RuntimeError(f"skxray demo exited with status {run.returncode}: {run.stderr[-1000:]}")
     return Path(out) / "report.html"
 
 
