@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The stamp is rebuilt only when the declared dependencies change, so a second run is quick.
 STAMP := $(VENV)/.skxray-installed
 
-.PHONY: setup demo test lint docs bench bench-quick clean
+.PHONY: setup demo test lint docs bench bench-quick report-check clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/python -m skxray.cli demo --out demo-report
 
+# The demo report in headless Chromium at 1280 px (height, width, console errors, images);
+# prints a note and passes when Chromium is not installed. `make test` runs it too.
+report-check: setup
+	$(BIN)/python benchmarks/report_check.py --build "$$(mktemp -d)/report-check"
+
 lint: setup
-	$(BIN)/ruff check skxray tests benchmarks
+	$(BIN)/ruff check skxray tests benchmarks examples
 
 test: setup lint
 	$(BIN)/python -m pytest -q --durations=15 --doctest-modules skxray tests

@@ -207,6 +207,16 @@ class Stopwatch:
         return False
 
 
+def command_line():
+    """The command that ran, with the script path relative to the repository."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script = script.relative_to(Path(__file__).resolve().parents[1])
+    except ValueError:
+        script = Path(script.name)
+    return " ".join([script.as_posix(), *sys.argv[1:]])
+
+
 def log(*args):
     stamp = time.strftime("%H:%M:%S")
     print(f"[{stamp}]", *args, flush=True)

@@ -81,6 +81,7 @@ from _common import (  # noqa: E402
     resolve_device,
     write_json,
 )
+from doc_tables import portable_dataset  # noqa: E402
 
 # The audit's own scores and masks (not copies), so this benchmark measures
 # what skxray.audit measures; _common put this checkout on sys.path.
@@ -633,7 +634,7 @@ def _settings(run, tasks, protocols, models, threads, resnet_note):
     configs = run.configs
     _, mask_source = lung_mask(8, 8)
     return {
-        "dataset": "phantom (synthetic, NOT comparable)" if args.phantom else str(data.root),
+        "dataset": "phantom (synthetic, NOT comparable)" if args.phantom else portable_dataset(data.root),
         "n_images": int(len(data.y)),
         "subset": args.subset,
         "loading": (

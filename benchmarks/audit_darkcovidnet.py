@@ -87,7 +87,11 @@ def load_data(args):
     bunch = load_image_folder(
         root, classes=CLASSES_BINARY, image_size=args.image_size, keep_aspect="crop", n_jobs=2
     )
-    return bunch.data, bunch.target, bunch.groups, bunch.frame["source"].to_numpy(), str(root)
+    from doc_tables import portable_dataset
+
+    # Relative to SKXRAY_DATA: no machine path in committed results.
+    where = portable_dataset(root)
+    return bunch.data, bunch.target, bunch.groups, bunch.frame["source"].to_numpy(), where
 
 
 def main(argv=None):

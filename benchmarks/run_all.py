@@ -34,7 +34,6 @@ QUICK_BUDGET_S = 300
 
 def summary_markdown(results_dir):
     """Markdown of accuracy.json and speed.json in ``results_dir`` (what exists)."""
-    import accuracy
     import speed
 
     parts = [
@@ -44,9 +43,13 @@ def summary_markdown(results_dir):
         "(machine, versions, seeds and settings are in each file).",
         "",
     ]
-    for name, module, title in (
-        ("accuracy.json", accuracy, "Accuracy"),
-        ("speed.json", speed, "Speed"),
+    import doc_tables
+
+    for name, render, title in (
+        # Results first, with the paper's figures and the targets in the same
+        # table; then the settings; then the machine (as on the docs page).
+        ("accuracy.json", doc_tables.accuracy_markdown, "Accuracy"),
+        ("speed.json", speed.markdown_table, "Speed"),
     ):
         path = Path(results_dir) / name
         parts += [f"## {title}", ""]
@@ -54,7 +57,7 @@ def summary_markdown(results_dir):
             parts += [f"`{name}` not found: not run yet.", ""]
             continue
         payload = json.loads(path.read_text(encoding="utf-8"))
-        parts += [module.markdown_table(payload), ""]
+        parts += [render(payload), ""]
     return "\n".join(parts)
 
 

@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     CLASSES_BINARY,
     Stopwatch,
+    command_line,
     configure_threads,
     default_out,
     load_metadata,
@@ -764,7 +765,7 @@ def main(argv=None):
                 "wall time on a GPU"
             ),
             "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32) if device == "cuda" else None,
-            "command": " ".join(sys.argv),
+            "command": command_line(),
         },
         "results": [],
     }

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skxray._utils import jsonable
+
 __all__ = ["main", "build_parser"]
 
 MODELS = ("cnn", "fnn", "resnet50")
@@ -61,20 +63,40 @@ def _feature_cache(args):
         yield folder
 
 
-def _resnet_weights(requested):
-    """ImageNet weights when they can be had, else None, with a note saying so."""
+def _resnet_weights(requested, *, verbose=False):
+    """ImageNet weights when they can be had, else None, with a one-line note saying so.
+
+    Returns ``(weights, note, cause)``: ``cause`` is the technical reason
+    (the download error and where to put the file) or None; the note says
+    what to do in one line. torch's own download messages are shown only
+    with ``verbose``.
+    """
+    import io
+
     from skxray.models.resnet import PretrainedWeightsError, load_resnet50_state_dict
 
     if requested is None or str(requested).lower() == "none":
-        return None, "ResNet-50 backbone: random initialisation (--weights none)."
+        return None, "ResNet-50 backbone: random initialisation (--weights none).", None
     try:
-        load_resnet50_state_dict(requested)
+        with contextlib.ExitStack() as quiet:
+            if not verbose:  # torch prints "Downloading: ..." to stdout
+                quiet.enter_context(contextlib.redirect_stdout(io.StringIO()))
+                quiet.enter_context(contextlib.redirect_stderr(io.StringIO()))
+            load_resnet50_state_dict(requested)
     except PretrainedWeightsError as exc:
+        # One line that says what to do; skxray --verbose adds the cause.
         return None, (
-            "ResNet-50 backbone: ImageNet weights unavailable on this machine, so it runs "
-            f"from random initialisation. {exc}"
-        )
-    return requested, f"ResNet-50 backbone: {requested} weights."
+            "ResNet-50 starts from random weights: no ImageNet weights (offline?); "
+            "pass --weights FILE"
+        ), str(exc)
+    return requested, f"ResNet-50 backbone: {requested} weights.", None
+
+
+def _warn(message, cause=None, *, verbose=False):
+    """One line on stderr that says what to do; the technical cause only with --verbose."""
+    print(f"warning: {message}", file=sys.stderr)
+    if verbose and cause:
+        print(f"  cause: {cause}", file=sys.stderr)
 
 
 def _load_folder(data_dir, *, image_size, classes=None, keep_aspect="crop"):
@@ -86,6 +108,11 @@ def _load_folder(data_dir, *, image_size, classes=None, keep_aspect="crop"):
     if not path.is_dir():
         raise UserError(f"{str(path)!r} is not a folder")
     return load_image_folder(path, classes=classes, image_size=image_size, keep_aspect=keep_aspect)
+
+
+def _keep_aspect(args):
+    """The ``keep_aspect`` value of ``--keep-aspect`` (crop, pad or stretch)."""
+    return {"crop": "crop", "pad": "pad", "stretch": False}[getattr(args, "keep_aspect", "crop")]
 
 
 def _phantoms(n_samples, image_size, random_state):
@@ -165,7 +192,7 @@ def cmd_train(args):
         raise UserError(f"--out {str(out)!r} exists and is not a folder")
     if args.resume and not args.checkpoint_dir:
         raise UserError("--resume needs --checkpoint-dir, the folder the interrupted run wrote to")
-    keep_aspect = {"crop": "crop", "pad": "pad", "stretch": False}[args.keep_aspect]
+    keep_aspect = _keep_aspect(args)
     bunch = _load_folder(
         args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes), keep_aspect=keep_aspect
     )
@@ -189,12 +216,37 @@ def cmd_train(args):
     if args.checkpoint_dir:
         model.set_params(checkpoint_dir=args.checkpoint_dir)
     start = time.perf_counter()
-    model.fit(bunch.data, bunch.target, resume=bool(args.resume))
+    # The progress bar redraws one line with carriage returns: only for a person
+    # watching a terminal, or when asked; logs keep the per-epoch table.
+    with _progress_bar(args.progress or sys.stderr.isatty()):
+        model.fit(bunch.data, bunch.target, resume=bool(args.resume))
     print(f"trained {type(model).__name__} on {len(bunch.target)} images in {time.perf_counter() - start:.1f} s")
     out = model.save(args.out)
     print(f"saved model to {out}")
     _save_figure(plot_learning_curves(model), Path(out) / "learning_curves.png")
     return 0
+
+
+@contextlib.contextmanager
+def _progress_bar(show):
+    """Fit with skorch's progress bar only when ``show``; the per-epoch table stays."""
+    if show:
+        yield
+        return
+    from unittest import mock
+
+    from skorch.callbacks import Callback
+
+    from skxray.models import _base
+
+    class _NoProgressBar(Callback):
+        """Stands in for skorch's ProgressBar: no carriage returns in logs."""
+
+    if not hasattr(_base, "ProgressBar"):  # the models build their callbacks differently
+        yield
+        return
+    with mock.patch.object(_base, "ProgressBar", _NoProgressBar):
+        yield
 
 
 def _load_model(model_dir):
@@ -204,18 +256,6 @@ def _load_model(model_dir):
     if not (path / "config.json").is_file():
         raise UserError(f"{str(path)!r} is not a saved skxray model (no config.json); train one with 'skxray train'")
     return load(path)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
 
 
 def _expand_images(items):
@@ -336,14 +376,14 @@ def _prediction_rows(model, X, files):
     for i, file in enumerate(files):
         row = {
             "image": file,
-            "label": _jsonable(model.classes_[best[i]]),
+            "label": jsonable(model.classes_[best[i]]),
             "probability": float(proba[i, best[i]]),
             "probabilities": {str(c): float(p) for c, p in zip(model.classes_, proba[i])},
         }
         if flags is not None:
             row["out_of_distribution"] = bool(flags[i])
             row["ood_distance"] = float(scores[i])
-            row["answer"] = _jsonable(decisions[i])
+            row["answer"] = jsonable(decisions[i])
         rows.append(row)
     return rows
 
@@ -375,7 +415,7 @@ def cmd_evaluate(args):
     result = external_validation(model, X, y, random_state=0)
     result["unreadable"] = [{"image": f, "reason": r} for f, r in unreadable]
     if args.json:
-        print(json.dumps(_jsonable(result), indent=2))
+        print(json.dumps(jsonable(result), indent=2))
     else:
         _print_external(result)
     if args.report:
@@ -388,11 +428,12 @@ def _write_evaluate_report(args, model, result):
     """The evaluate report: internal (cross-validated, with --internal) beside external figures."""
     from sklearn.base import clone
 
-    from skxray.evaluation import compare_models
+    from skxray.evaluation import compare_models, external_validation_figures
+    from skxray.ood import ShiftTestResult
     from skxray.report import Report
 
     name = type(model).__name__
-    internal = None
+    internal, n_splits = None, args.cv
     protocol = "Internal: not run (pass --internal TRAIN_DIR)."
     if args.internal:
         train = _load_folder(
@@ -404,7 +445,7 @@ def _write_evaluate_report(args, model, result):
         table = compare_models(
             {name: clone(model)}, train.data, train.target, cv=args.cv, groups=train.groups, random_state=0
         )
-        internal = table.iloc[0]
+        internal, n_splits = table.iloc[0], table.attrs["n_splits"]
         grouped = " grouped by patient" if train.groups is not None else " (no patient ids: image-level folds)"
         protocol = f"Internal: {args.cv}-fold cross-validation on {args.internal}{grouped}."
     report = Report(title=f"{name} on {Path(args.data_dir).name}")
@@ -413,7 +454,18 @@ def _write_evaluate_report(args, model, result):
         f"Model {args.model_dir} ({name}, classes {', '.join(map(str, model.classes_))}) evaluated on "
         f"{result['n_samples']} images of {args.data_dir}. {protocol}",
     )
-    report.add_external_validation(name, result, internal=internal)
+    inside, outside = external_validation_figures(result, internal, n_splits=n_splits)
+    shift = result["shift_test"]
+    report.add_external_validation(
+        inside,
+        outside,
+        shift_verdict=None if shift is None else ("fail" if shift["shifted"] else "ok"),
+        shift_text="" if shift is None else ShiftTestResult(**shift).verdict(),
+        abstention_rate=None if result["abstention"] is None else result["abstention"]["value"],
+        title=f"{name}: internal and external figures",
+    )
+    if result["notes"]:
+        report.add_text("What could not be computed", "\n\n".join(result["notes"]))
     path = report.save(Path(args.report) / "report.html")
     print(f"wrote {path}")
 
@@ -452,15 +504,25 @@ def _print_external(result):
         print(f"not computed: {note}")
 
 
-def _models_for_compare(names, *, epochs, image_size, random_state, weights, feature_cache_dir=None):
+def _models_for_compare(
+    names, *, epochs, image_size, random_state, weights, feature_cache_dir=None, verbose=False
+):
+    """The models by name, with the soft vote of them all; and the warnings to show.
+
+    Returns ``(models, notes, warnings)``: notes are facts for the report
+    (e.g. which ResNet-50 weights), warnings ``(message, cause)`` pairs.
+    """
     from sklearn.ensemble import VotingClassifier
 
-    notes = []
+    notes, problems = [], []
     models = {}
     for name in names:
         w = weights
         if name == "resnet50":
-            w, note = _resnet_weights(weights)
+            w, note, cause = _resnet_weights(weights, verbose=verbose)
+            if cause:
+                problems.append((note, cause))
+                note = "ResNet-50 from random initialisation (ImageNet weights unavailable offline)."
             notes.append(note)
         models[name] = _make_model(
             name,
@@ -472,17 +534,19 @@ def _models_for_compare(names, *, epochs, image_size, random_state, weights, fea
         )
     if len(models) > 1:
         models["soft-voting"] = VotingClassifier(list(models.items()), voting="soft")
-    return models, notes
+    return models, notes, problems
 
 
-def _run_compare(bunch, args, *, title, note=None):
+def _run_compare(bunch, args, *, title, data, caveats=()):
     with _feature_cache(args) as feature_cache_dir:
-        return _run_compare_with(bunch, args, title=title, note=note, feature_cache_dir=feature_cache_dir)
+        return _run_compare_with(
+            bunch, args, title=title, data=data, caveats=caveats, feature_cache_dir=feature_cache_dir
+        )
 
 
-def _run_compare_with(bunch, args, *, title, note, feature_cache_dir):
+def _run_compare_with(bunch, args, *, title, data, caveats, feature_cache_dir):
     from skxray.evaluation import compare_models
-    from skxray.report import Report
+    from skxray.report import Report, format_comparison
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     for name in names:
@@ -491,93 +555,108 @@ def _run_compare_with(bunch, args, *, title, note, feature_cache_dir):
     labels = np.unique(bunch.target)
     if len(labels) < 2:
         raise UserError(f"the data hold one class only ({labels[0]!r}); at least two are needed")
-    models, notes = _models_for_compare(
+    models, notes, problems = _models_for_compare(
         names,
         epochs=args.epochs,
         image_size=args.image_size,
         random_state=args.random_state,
         weights=args.weights,
         feature_cache_dir=feature_cache_dir,
+        verbose=args.verbose,
     )
     groups = bunch.groups
-    cv_note = (
-        f"{args.cv}-fold cross-validation grouped by patient (StratifiedGroupKFold)"
-        if groups is not None
-        else f"{args.cv}-fold stratified cross-validation (no patient ids: images of one patient may fall in several folds)"
-    )
-    print(cv_note)
-    for n in notes:
-        print(n)
+    if groups is not None:
+        protocol = f"{args.cv}-fold cross-validation grouped by patient (StratifiedGroupKFold)"
+    else:
+        protocol = f"{args.cv}-fold stratified cross-validation without patient ids"
+        problems.append((
+            "no patient ids (manifest.csv): images of one patient may fall in several folds, "
+            "which inflates the figures; add a manifest.csv with a patient column.",
+            None,
+        ))
+    n_images = len(bunch.target)
+    print(f"{protocol}; {n_images} images, {len(labels)} classes, {args.image_size} px")
+    for message, cause in problems:
+        _warn(message, cause, verbose=args.verbose)
     start = time.perf_counter()
     table, predictions = compare_models(
         models, bunch.data, bunch.target, cv=args.cv, groups=groups, random_state=args.random_state,
         return_predictions=True,
     )
     elapsed = time.perf_counter() - start
-    with _pandas_wide():
-        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    print()
+    print(format_comparison(table, width=100))
     print(f"cross-validation took {elapsed:.0f} s")
 
-    report = Report(title, note=" ".join(filter(None, [note, cv_note, *notes])))
-    report.add_dataset_summary(bunch.data, bunch.target)
+    if any("random initialisation" in n for n in notes):
+        caveats = [*caveats, "The ResNet-50 ran from random initialisation, not ImageNet weights."]
+    if groups is None:
+        caveats = [*caveats, "Without patient ids, one patient's images may be in training and "
+                   "test folds, which inflates every figure."]
+    caveats = [*caveats, "Cross-validation within one collection cannot reveal shortcuts shared "
+               "by all its images (e.g. a class coming from one source), nor how the models do "
+               "at another hospital."]
+    model_names = ", ".join(names) + (" and their soft vote" if "soft-voting" in models else "")
+    report = Report(title)
+    report.describe(
+        data=data,
+        protocol=f"{protocol}; images resized to {args.image_size} × {args.image_size} px "
+        f"({args.keep_aspect}); {args.epochs} epochs",
+        models="; ".join([model_names, *notes]),
+        caveats=caveats,
+    )
+    report.add_dataset_summary(bunch.data, bunch.target, groups=groups)
     report.add_comparison(table)
     for name, row in table.iterrows():
         report.add_metrics(name, row.to_dict())
-    classes = np.unique(bunch.target)
-    for name, proba in predictions.items():
-        y_pred = classes[np.asarray(proba).argmax(axis=1)]
-        report.add_confusion_matrix(name, bunch.target, y_pred)
-        report.add_roc(name, bunch.target, proba, classes)
-        report.add_calibration(name, bunch.target, proba, classes)
-    # One fit on all images for learning curves, Grad-CAM and parameters.
+    classes = np.asarray(table.attrs["classes"], dtype=object)
+    report.add_cv_figures(bunch.target, predictions, classes)
+    _add_final_fits(report, models, bunch)
+    out = Path(args.out)
+    path = report.save(out / "report.html")
+    print(f"metrics: {path.parent / 'metrics.json'}")
+    print(f"report: {path}")
+    return table
+
+
+def _add_final_fits(report, models, bunch):
+    """One fit of each model on all images, for learning curves, Grad-CAM and parameters."""
     final = {}
     for name, model in models.items():
         if name == "soft-voting":
             continue
-        fitted = model.fit(bunch.data, bunch.target)
-        final[name] = fitted
-        report.add_learning_curves(name, fitted)
-        report.add_parameters(name, fitted)
-    rng = np.random.default_rng(args.random_state)
-    show = rng.choice(len(bunch.target), size=min(6, len(bunch.target)), replace=False)
-    for name in ("cnn", "resnet50"):
-        if name in final:
-            report.add_gradcam(name, final[name], bunch.data[show], bunch.target[show])
-    out = Path(args.out)
-    path = report.save(out / "report.html")
-    print(f"wrote {path} and {path.parent / 'metrics.json'}")
-    return table
-
-
-class _pandas_wide:
-    def __enter__(self):
-        import pandas as pd
-
-        self._ctx = pd.option_context("display.width", 200, "display.max_columns", 50)
-        self._ctx.__enter__()
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
+        final[name] = model.fit(bunch.data, bunch.target)
+        report.add_parameters(name, final[name])
+    report.add_learning_curves_grid(final)
+    report.add_gradcam_gallery(final, bunch.data, bunch.target, n=4)
 
 
 def cmd_compare(args):
-    bunch = _load_folder(args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes))
-    _run_compare(bunch, args, title=f"skxray comparison: {args.data_dir}")
+    bunch = _load_folder(
+        args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes),
+        keep_aspect=_keep_aspect(args),
+    )
+    _run_compare(bunch, args, title=f"skxray comparison: {Path(args.data_dir).name}",
+                 data=f"the image folder {args.data_dir}")
     return 0
 
 
 def cmd_demo(args):
     if args.data is None:
-        note = (
-            "Run on synthetic phantoms made on the spot (skxray.make_phantom_cxr): they test the "
-            "software, they are not evidence about real X-rays. Pass --data DATA_DIR for a real folder."
-        )
-        print(note)
+        print("Demo on synthetic phantoms made on the spot: they test the software, they are not")
+        print("evidence about real X-rays (pass --data DATA_DIR for a real folder).")
         bunch = _phantoms(args.n_samples, args.image_size, args.random_state)
+        data = "synthetic phantoms made on the spot (skxray.make_phantom_cxr)"
+        caveats = ["These are synthetic phantoms, not X-rays: the figures test the software and "
+                   "say nothing about diagnosis."]
     else:
-        note = f"Run on the image folder {args.data}."
-        bunch = _load_folder(args.data, image_size=args.image_size, classes=_parse_classes(args.classes))
-    _run_compare(bunch, args, title="skxray demo", note=note)
+        bunch = _load_folder(
+            args.data, image_size=args.image_size, classes=_parse_classes(args.classes),
+            keep_aspect=_keep_aspect(args),
+        )
+        data = f"the image folder {args.data}"
+        caveats = []
+    _run_compare(bunch, args, title="skxray demo", data=data, caveats=caveats)
     return 0
 
 
@@ -586,10 +665,13 @@ def cmd_audit(args):
     from skxray.report import Report
 
     bunch = _load_folder(args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes))
-    weights = args.weights
+    weights, note = args.weights, None
     if args.model == "resnet50":
-        weights, note = _resnet_weights(weights)
-        print(note)
+        weights, note, cause = _resnet_weights(weights, verbose=args.verbose)
+        if cause:
+            _warn(note, cause, verbose=args.verbose)
+        else:
+            print(note)
     sources = None
     if bunch.frame is not None and "source" in bunch.frame:
         sources = bunch.frame["source"].to_numpy()
@@ -610,7 +692,17 @@ def cmd_audit(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "audit.json").write_text(result.to_json())
-    report = Report(f"skxray audit: {args.data_dir}")
+    report = Report(f"skxray audit: {Path(args.data_dir).name}")
+    report.describe(
+        data=f"the image folder {args.data_dir}",
+        protocol=f"{args.cv}-fold cross-validation"
+        + (" grouped by patient" if bunch.groups is not None else " without patient ids")
+        + f"; images resized to {args.image_size} × {args.image_size} px; {args.epochs} epochs",
+        models=args.model if args.model != "resnet50" else f"resnet50 ({note})",
+        caveats="An audit finds the shortcuts it looks for; a clean audit does not prove the "
+        "model reads the lungs, nor that it works at another hospital.",
+    )
+    report.add_dataset_summary(bunch.data, bunch.target, groups=bunch.groups)
     report.add_audit(result)
     path = report.save(out / "report.html")
     print(f"wrote {out / 'audit.json'} and {path}")
@@ -632,6 +724,14 @@ def build_parser():
     )
     parser.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def keep_aspect_option(p):
+        p.add_argument(
+            "--keep-aspect",
+            choices=("crop", "pad", "stretch"),
+            default="crop",
+            help="how non-square images become square: centre crop (default), zero padding or stretch",
+        )
 
     def common(p, *, image_size=64, epochs=10):
         p.add_argument("--image-size", type=int, default=image_size, help=f"side of the square images (default {image_size})")
@@ -666,11 +766,11 @@ def build_parser():
         action="store_true",
         help="continue the last interrupted run with the same settings under --checkpoint-dir",
     )
+    keep_aspect_option(p)
     p.add_argument(
-        "--keep-aspect",
-        choices=("crop", "pad", "stretch"),
-        default="crop",
-        help="how non-square images become square: centre crop (default), zero padding or stretch",
+        "--progress",
+        action="store_true",
+        help="show the progress bar even when the output is not a terminal (e.g. a log file)",
     )
     common(p, image_size=128, epochs=15)
     p.set_defaults(func=cmd_train)
@@ -708,6 +808,7 @@ def build_parser():
     p.add_argument("--out", required=True, metavar="REPORT_DIR")
     p.add_argument("--cv", type=int, default=5, help="folds (default 5)")
     p.add_argument("--models", default="cnn,fnn,resnet50", help="comma-separated (default cnn,fnn,resnet50)")
+    keep_aspect_option(p)
     common(p)
     p.set_defaults(func=cmd_compare)
 
@@ -717,6 +818,7 @@ def build_parser():
     p.add_argument("--cv", type=int, default=3)
     p.add_argument("--n-samples", type=int, default=240, help="phantoms to make without --data (default 240)")
     p.add_argument("--models", default="cnn,fnn,resnet50")
+    keep_aspect_option(p)
     common(p, image_size=64, epochs=8)
     p.set_defaults(func=cmd_demo)
 

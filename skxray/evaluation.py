@@ -58,7 +58,7 @@ __all__ = [
     "default_positive_label",
     "evaluate",
     "external_validation",
-    "external_validation_table",
+    "external_validation_figures",
     "plot_calibration",
     "plot_confusion_matrix",
     "plot_image_grid",
@@ -1435,8 +1435,8 @@ def external_validation(estimator, X, y, *, alpha=0.05, n_permutations=1000, ran
     return result
 
 
-def external_validation_table(external, internal=None):
-    """Internal and external figures side by side, as a table for a report.
+def external_validation_figures(external, internal=None, *, n_splits=5):
+    """Internal and external figures by metric, as :meth:`skxray.report.Report.add_external_validation` takes them.
 
     Parameters
     ----------
@@ -1445,44 +1445,41 @@ def external_validation_table(external, internal=None):
     internal : pandas.Series, dict or None, default=None
         The same model's internal figures: a row of :func:`compare_models`
         (``mean_accuracy``, ``std_accuracy``, ``mean_sensitivity_<class>``,
-        ``mean_ood_rate``, ...), or None for an external column only.
+        ..., ``mean_ood_rate``) or None.
+    n_splits : int, default=5
+        Number of folds behind ``internal`` (``table.attrs["n_splits"]`` of
+        :func:`compare_models`), for the t interval.
 
     Returns
     -------
-    table : pandas.DataFrame
-        One row per figure (accuracy, each present class's sensitivity,
-        abstention), columns ``"Internal (cross-validated)"`` (mean ± std
-        over folds) when ``internal`` is given and ``"External (95 % CI)"``.
+    internal_figures, external_figures : dict of str to (float, float, float)
+        ``{metric: (value, low, high)}`` for ``accuracy`` and each present
+        class's ``sensitivity_<class>``: the external value with its 95 %
+        Wilson interval; the internal mean over folds with a 95 % Student t
+        interval over the ``n_splits`` folds (``(nan, nan, nan)`` without
+        ``internal``).
 
     Examples
     --------
-    >>> from skxray.evaluation import external_validation_table
+    >>> from skxray.evaluation import external_validation_figures
     >>> external = {"per_class": {"Covid-19": {"support": 10, "sensitivity":
     ...     {"value": 0.8, "ci95": [0.49, 0.94], "count": 8, "n": 10}}},
-    ...     "accuracy": {"value": 0.8, "ci95": [0.49, 0.94], "count": 8, "n": 10},
-    ...     "abstention": None}
-    >>> external_validation_table(external).iloc[:, 0].tolist()
-    ['80.0 % (49.0-94.0)', '80.0 % (49.0-94.0)']
+    ...     "accuracy": {"value": 0.8, "ci95": [0.49, 0.94], "count": 8, "n": 10}}
+    >>> inside, outside = external_validation_figures(external)
+    >>> outside["sensitivity_Covid-19"]
+    (0.8, 0.49, 0.94)
     """
-    rows = {"Accuracy": (external["accuracy"], "accuracy")}
-    for name, entry in external["per_class"].items():
-        rows[f"Sensitivity, {name}"] = (entry["sensitivity"], f"sensitivity_{name}")
-    if external.get("abstention") is not None:
-        rows["Abstained ('uncertain')"] = (external["abstention"], "ood_rate")
+    from scipy.stats import t as student_t
 
-    def pct(value):
-        return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.1f}"
-
-    data = {}
+    rates = {"accuracy": external["accuracy"]}
+    rates.update({f"sensitivity_{name}": e["sensitivity"] for name, e in external["per_class"].items()})
+    outside = {key: (r["value"], *r["ci95"]) for key, r in rates.items()}
+    inside = {key: (math.nan, math.nan, math.nan) for key in rates}
     if internal is not None:
         internal = dict(internal)
-        data["Internal (cross-validated)"] = [
-            f"{pct(internal.get(f'mean_{key}'))} ± {pct(internal.get(f'std_{key}'))} %"
-            if internal.get(f"mean_{key}") is not None
-            else "n/a"
-            for _, key in rows.values()
-        ]
-    data["External (95 % CI)"] = [
-        f"{pct(rate['value'])} % ({pct(rate['ci95'][0])}-{pct(rate['ci95'][1])})" for rate, _ in rows.values()
-    ]
-    return pd.DataFrame(data, index=list(rows))
+        for key in rates:
+            mean, std = internal.get(f"mean_{key}", math.nan), internal.get(f"std_{key}", math.nan)
+            # std is the population one over the folds (ddof=0, as in compare_models).
+            half = student_t.ppf(0.975, n_splits - 1) * std / math.sqrt(max(n_splits - 1, 1))
+            inside[key] = (mean, mean - half, mean + half)
+    return inside, outside

@@ -49,6 +49,8 @@ from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from skxray._data import TensorImageDataset
+from skxray._utils import check_open_fraction
 from skxray._validation import check_image_array, is_path_array
 
 __all__ = ["OODDetector", "ShiftTestResult", "ood_rate", "shift_test"]
@@ -270,9 +272,12 @@ def _cross_fitted_distances(Z, y_codes, eligible, n_folds, rng):
 
 
 def _is_skxray_classifier(estimator):
-    from skxray.models._base import BaseImageClassifier
+    """A fitted network that turns images into its own input (``get_dataset``) and owns a skorch net.
 
-    return isinstance(estimator, BaseImageClassifier)
+    Duck-typed, so that this module needs nothing from skxray.models (which
+    imports it): no import cycle.
+    """
+    return callable(getattr(estimator, "get_dataset", None)) and hasattr(estimator, "batch_size")
 
 
 class _Source:
@@ -291,19 +296,16 @@ class _Source:
     @classmethod
     def from_X(cls, X, estimator):
         if estimator is not None and _is_skxray_classifier(estimator):
-            kind, X_checked = estimator._check_X(X, reset=False)
-            return cls(estimator._make_dataset(kind, X_checked), estimator.batch_size)
+            return cls(estimator.get_dataset(X), estimator.batch_size)
         if is_path_array(X):
             raise ValueError(
                 "OODDetector reads file paths only through a fitted skxray classifier "
                 "(estimator=...); otherwise pass image arrays, e.g. from "
                 "skxray.preprocessing.ImageLoader."
             )
-        from skxray.models._base import _TensorImageDataset
-
         arr = check_image_array(X, name="X", allow_2d=True, dtype=np.float32)
         arr = arr[:, None, None, :] if arr.ndim == 2 else arr[:, None] if arr.ndim == 3 else arr
-        return cls(_TensorImageDataset(torch.from_numpy(arr), None))
+        return cls(TensorImageDataset(torch.from_numpy(arr), None))
 
     def __len__(self):
         return len(self.dataset)
@@ -478,17 +480,6 @@ def _mmd_permutation_test(Z_ref, Z_test, bandwidth, n_permutations, rng):
 # The estimator
 
 
-def _check_fraction(name, value, owner="OODDetector"):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not np.isfinite(value)
-        or not 0 < value < 1
-    ):
-        raise ValueError(f"{owner}: {name} must be a float in (0, 1); got {value!r}.")
-    return float(value)
-
-
 class OODDetector(BaseEstimator):
     """Flag images unlike the training images (out of distribution).
 
@@ -636,7 +627,7 @@ class OODDetector(BaseEstimator):
     def _check_params(self):
         if self.method not in _METHODS:
             raise ValueError(f"OODDetector: method must be one of {_METHODS}; got {self.method!r}.")
-        _check_fraction("quantile", self.quantile)
+        check_open_fraction(self.quantile, "quantile", "OODDetector")
         if self.features not in _FEATURES:
             raise ValueError(
                 f"OODDetector: features must be one of {_FEATURES}; got {self.features!r}."
@@ -1109,7 +1100,7 @@ def shift_test(estimator, X, *, alpha=0.05, n_permutations=1000, random_state=No
             "stores one only when it is fitted with a validation split (validation_fraction > 0); "
             "an OODDetector stores one when fitted with method='mahalanobis' or 'knn'."
         )
-    alpha = _check_fraction("alpha", alpha, owner="shift_test")
+    alpha = check_open_fraction(alpha, "alpha", "shift_test")
     if isinstance(n_permutations, bool) or not isinstance(n_permutations, numbers.Integral) or n_permutations < 19:
         raise ValueError(f"shift_test: n_permutations must be an int >= 19; got {n_permutations!r}.")
     rng = check_random_state(random_state)

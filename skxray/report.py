@@ -1,12 +1,23 @@
-"""A self-contained HTML report of an experiment.
+"""A self-contained HTML report of an experiment: the answer first, the detail one click away.
 
-:class:`Report` collects sections (data set summary, learning curves, model
-comparison, confusion matrices, ROC and calibration curves, Grad-CAM maps,
-metrics, parameters, free text, tables and figures) and writes them to one
-HTML file that opens in a browser without network access: figures are
-embedded as base64 PNG images, styles are inline, and nothing refers to an
-external URL. The metrics added go to ``metrics.json`` beside it, and a
-"Software versions" section is appended automatically.
+:class:`Report` collects sections and writes them to one HTML file that opens
+in a browser without network access (figures embedded as PNG, inline styles,
+no external URL). Every report has the same structure:
+
+1. a **summary** that fits one screen: what was run, on which data and how
+   (:meth:`Report.describe`), the best model and its lead with 95 % intervals
+   (from :meth:`Report.add_comparison`), verdict badges of the audit and the
+   shift test (:meth:`Report.add_verdict`), and what the numbers do not show;
+2. **results**: one comparison table with readable headers and percentages,
+   the external validation (:meth:`Report.add_external_validation`), the
+   audit (:meth:`Report.add_audit`);
+3. **figures** side by side: overlaid ROC and calibration curves, confusion
+   matrices in a row (:meth:`Report.add_cv_figures`), learning curves in a
+   grid, a Grad-CAM gallery;
+4. the **data** (:meth:`Report.add_dataset_summary`);
+5. an **appendix** of folded ``<details>`` blocks: per-model metrics (also
+   written to ``metrics.json`` beside the page), parameters, software
+   versions.
 """
 
 import base64
@@ -20,16 +31,29 @@ import numbers
 import os
 import platform
 import re
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["Report"]
+from skxray._utils import as_python_scalar, format_value, jsonable
+
+__all__ = [
+    "Report",
+    "class_label",
+    "comparison_frame",
+    "format_comparison",
+    "format_percent",
+    "mean_interval",
+    "metric_label",
+]
 
 _VERSIONS_ID = "software-versions"
 _VERSIONS_TITLE = "Software versions"
+_SUMMARY_ID = "summary"
+_SUMMARY_TITLE = "Summary"
 #: (label, distribution name) of the packages listed under "Software versions".
 _PACKAGES = (
     ("torch", "torch"),
@@ -47,28 +71,57 @@ _PACKAGES = (
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
        color: #1f2328; background: #fff; line-height: 1.45; }
-header, main { max-width: 1100px; margin: 0 auto; padding: 0 1.5rem; }
-header { padding-top: 1.5rem; border-bottom: 1px solid #d0d7de; }
-h1 { margin: 0 0 .3rem 0; font-size: 1.7rem; }
-h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2rem; margin-top: 2rem; }
-h3 { margin-bottom: .4rem; }
-.meta { color: #57606a; font-size: .9rem; margin: 0 0 .8rem 0; }
+header, main { max-width: 1120px; margin: 0 auto; padding: 0 1.5rem; box-sizing: border-box; }
+header { padding-top: 1.2rem; }
+h1 { margin: 0 0 .2rem 0; font-size: 1.6rem; }
+h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2rem; margin: 1.6rem 0 .6rem 0;
+     font-size: 1.3rem; }
+h3 { margin: .8rem 0 .4rem 0; font-size: 1.05rem; }
+.meta { color: #57606a; font-size: .88rem; margin: 0 0 .5rem 0; }
 .note { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px;
-        padding: .6rem .9rem; margin: .8rem 0; }
-.skipped { background: #f6f8fa; border-left: 4px solid #8c959f; padding: .5rem .9rem; }
-nav ol { columns: 2; font-size: .92rem; padding-left: 1.4rem; }
-nav a { color: #0969da; text-decoration: none; }
-table { border-collapse: collapse; margin: .5rem 0 1rem 0; font-size: .88rem; }
-th, td { border: 1px solid #d0d7de; padding: .25rem .55rem; text-align: right; }
+        padding: .45rem .8rem; margin: .5rem 0; }
+.skipped { background: #f6f8fa; border-left: 4px solid #8c959f; padding: .4rem .8rem; }
+nav { font-size: .9rem; margin: .4rem 0 0 0; padding-bottom: .4rem;
+      border-bottom: 1px solid #d0d7de; }
+nav a { color: #0969da; text-decoration: none; margin-right: 1rem; }
+#summary { border: 1px solid #d0d7de; border-radius: 8px; padding: .3rem 1.1rem .6rem 1.1rem;
+           background: #f6f8fa; }
+#summary h2 { border: 0; margin-top: .5rem; }
+#summary dl { display: grid; grid-template-columns: 9.5rem 1fr; gap: .25rem .8rem; margin: 0; }
+#summary dt { font-weight: 600; color: #57606a; }
+#summary dd { margin: 0; }
+.headline { font-size: 1.12rem; margin: .2rem 0 .6rem 0; }
+.caveat { color: #57606a; font-size: .9rem; margin: .6rem 0 0 0; }
+.badge { color: #fff; padding: 1px 7px; border-radius: 4px; font-weight: 700;
+         font-size: .8rem; letter-spacing: .02em; }
+table { border-collapse: collapse; margin: .4rem 0 .8rem 0; font-size: .86rem; }
+th, td { border: 1px solid #d0d7de; padding: .22rem .5rem; text-align: right; }
 th { background: #f6f8fa; }
 td.text, th.text { text-align: left; }
-figure { margin: .5rem 0 1.2rem 0; }
+table.comparison td { white-space: nowrap; }
+table.comparison th { vertical-align: bottom; }
+td.best { font-weight: 700; background: #dafbe1; }
+.legend { color: #57606a; font-size: .85rem; margin: 0 0 .6rem 0; }
+figure { margin: .3rem 0 .8rem 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
-figcaption { color: #57606a; font-size: .88rem; }
+figcaption { color: #57606a; font-size: .85rem; }
+.row { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr));
+       gap: .8rem 1.2rem; align-items: start; }
+.row figure { margin: 0; }
+.row.wide { grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); }
+table.comparison th.text { white-space: nowrap; }
 code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
             font-size: .85rem; }
 pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; }
-.table-wrap { overflow-x: auto; }
+.table-wrap { overflow-x: auto; max-width: 100%; }
+details { border: 1px solid #d0d7de; border-radius: 6px; margin: .4rem 0; padding: 0 .8rem; }
+details > summary { cursor: pointer; padding: .35rem 0; }
+details > summary h2, details > summary h3 { display: inline; border: 0; font-size: 1rem;
+                                              margin: 0; }
+details[open] > summary { border-bottom: 1px solid #d0d7de; margin-bottom: .5rem; }
+#appendix-title { margin: 2rem 0 .3rem 0; font-size: 1.3rem; font-weight: 600;
+                  border-bottom: 1px solid #d0d7de; }
+main { padding-bottom: 2rem; }
 """
 
 
@@ -81,40 +134,12 @@ def _slug(title):
     return slug or "section"
 
 
-def _py(value):
-    return value.item() if isinstance(value, np.generic) else value
+def _figure_html(fig, alt, caption=None, *, width=None):
+    """``fig`` as an embedded PNG ``<figure>``; the figure is closed afterwards.
 
-
-def _jsonable(obj, where="metrics"):
-    """``obj`` with numpy types, tuples and paths converted; NaN/inf become None."""
-    obj = _py(obj)
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {
-            (k if isinstance(k, str) else str(_py(k))): _jsonable(v, f"{where}[{k!r}]")
-            for k, v in obj.items()
-        }
-    if isinstance(obj, pd.DataFrame):
-        return _jsonable(obj.to_dict(orient="index"), where)
-    if isinstance(obj, pd.Series):
-        return _jsonable(obj.to_dict(), where)
-    if isinstance(obj, np.ndarray):
-        return [_jsonable(v, where) for v in obj.tolist()]
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(
-        f"{where} is a {type(obj).__name__}, which cannot be written to metrics.json; "
-        "use numbers, strings, lists and dicts."
-    )
-
-
-def _figure_html(fig, alt, caption=None):
-    """``fig`` as an embedded PNG ``<figure>``; the figure is closed afterwards."""
+    The image keeps its pixel size (100 dpi) up to ``width`` CSS pixels (or
+    the width of its container) and scales down with the page.
+    """
     from matplotlib.figure import Figure
 
     if not isinstance(fig, Figure):
@@ -125,9 +150,15 @@ def _figure_html(fig, alt, caption=None):
         fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
     finally:
         _close(fig)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    raw = buf.getvalue()
+    w, h = struct.unpack(">II", raw[16:24])  # the IHDR chunk
+    data = base64.b64encode(raw).decode("ascii")
     cap = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{_esc(alt)}">{cap}</figure>'
+    style = f' style="max-width:min(100%, {int(width)}px)"' if width else ""
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{_esc(alt)}" width="{w}" '
+        f'height="{h}"{style}>{cap}</figure>'
+    )
 
 
 def _close(fig):
@@ -139,11 +170,26 @@ def _close(fig):
         plt.close(fig)
 
 
-def _format_value(value):
-    value = _py(value)
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.4g}"
-    return value
+def _class_counts(y, groups):
+    """``(table, counts, total)``: images, share and patients per class, with a total row."""
+    n = len(y)
+    counts = pd.Series(y).value_counts().sort_index()
+    table = pd.DataFrame({"images": counts, "share": counts / n})
+    if groups is not None:
+        groups = np.asarray(groups, dtype=object).reshape(-1)
+        if len(groups) != n:
+            raise ValueError(f"groups has {len(groups)} entries but X has {n} images.")
+        table["patients"] = pd.Series(groups).groupby(pd.Series(y)).nunique()
+    table.index.name = "class"
+    total = {"images": n, "share": 1.0}
+    if groups is not None:
+        total["patients"] = len(pd.unique(pd.Series(groups)))
+    table.loc["total"] = pd.Series(total)
+    table["images"] = table["images"].astype(int)
+    table["share"] = [f"{100 * v:.1f} %" for v in table["share"]]
+    if groups is not None:
+        table["patients"] = table["patients"].astype(int)
+    return table, counts, total
 
 
 def _table_html(df, *, index=True):
@@ -151,28 +197,9 @@ def _table_html(df, *, index=True):
     shown = df.copy()
     for column in shown.columns:
         if pd.api.types.is_float_dtype(shown[column]) or shown[column].dtype == object:
-            shown[column] = shown[column].map(_format_value)
+            shown[column] = shown[column].map(format_value)
     body = shown.to_html(escape=True, index=index, border=0, na_rep="n/a", classes="data")
     return f'<div class="table-wrap">{body}</div>'
-
-
-def _mean_std_frame(table):
-    """Pairs of ``mean_m`` / ``std_m`` columns shown as one ``m`` column, "mean ± std"."""
-    columns = list(table.columns)
-    metrics = [
-        c[len("mean_") :]
-        for c in columns
-        if isinstance(c, str) and c.startswith("mean_") and f"std_{c[len('mean_') :]}" in columns
-    ]
-    if not metrics or 2 * len(metrics) != len(columns):
-        return table
-    shown = pd.DataFrame(index=table.index)
-    for m in metrics:
-        shown[m] = [
-            f"{_format_value(float(a))} ± {_format_value(float(b))}"
-            for a, b in zip(table[f"mean_{m}"], table[f"std_{m}"], strict=True)
-        ]
-    return shown
 
 
 def _as_frame(table, name):
@@ -249,15 +276,325 @@ def _software_versions():
     return versions
 
 
+# ----------------------------------------------------------------------------- formatting
+#: Readable names of the metrics of :func:`skxray.evaluation.compare_models`.
+_METRIC_LABELS = {
+    "accuracy": "Accuracy",
+    "balanced_accuracy": "Balanced accuracy",
+    "roc_auc": "ROC AUC",
+    "brier": "Brier score",
+    "ood_rate": "Flagged OOD",
+    "fit_time": "Fit time (s)",
+    "predict_time": "Predict time (s)",
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+    "ppv": "PPV",
+    "npv": "NPV",
+    "f1": "F1",
+}
+#: Metrics shown as percentages (proportions in [0, 1]).
+_PERCENT_METRICS = {"accuracy", "balanced_accuracy", "roc_auc", "ood_rate", "sensitivity",
+                    "specificity", "ppv", "npv", "f1"}
+#: Metrics where a lower value is better.
+_LOWER_IS_BETTER = {"brier", "fit_time", "predict_time"}
+#: Columns of the comparison table in the page and the terminal, in this order.
+_MAIN_METRICS = ("balanced_accuracy", "accuracy", "roc_auc", "sensitivity", "ppv", "brier",
+                 "ood_rate")
+_PER_CLASS_KEYS = ("sensitivity", "specificity", "ppv", "npv", "f1")
+#: Colours of the verdict badges.
+_BADGE_COLOURS = {"ok": "#1a7f37", "warning": "#9a6700", "fail": "#cf222e", "info": "#57606a"}
+
+
+def class_label(label):
+    """How a class is named in headers: "Covid-19" and "covid" become "COVID-19".
+
+    Examples
+    --------
+    >>> from skxray.report import class_label
+    >>> class_label("Covid-19"), class_label("covid"), class_label("Viral Pneumonia")
+    ('COVID-19', 'COVID-19', 'Viral Pneumonia')
+    """
+    text = str(label)
+    if re.fullmatch(r"(?i)covid[-_ ]?(19)?", text):
+        return "COVID-19"
+    return text
+
+
+def _split_metric(key, classes=None):
+    """``(base, class)`` of a metric key: ``"sensitivity_Covid-19"`` -> ``("sensitivity", "Covid-19")``."""
+    for base in _PER_CLASS_KEYS:
+        prefix = base + "_"
+        if str(key).startswith(prefix):
+            rest = str(key)[len(prefix):]
+            if classes is None or rest in [str(c) for c in classes]:
+                return base, rest
+    return str(key), None
+
+
+def metric_label(key, classes=None):
+    """The readable header of a metric key of :func:`skxray.evaluation.compare_models`.
+
+    Parameters
+    ----------
+    key : str
+        E.g. ``"balanced_accuracy"`` or ``"sensitivity_Covid-19"`` (with or
+        without a ``mean_`` prefix).
+    classes : list or None, default=None
+        The class labels, to tell ``ppv_<class>`` apart from other keys.
+
+    Returns
+    -------
+    str
+        E.g. "Balanced accuracy" or "COVID-19 sensitivity"; unknown keys
+        with underscores replaced by spaces.
+
+    Examples
+    --------
+    >>> from skxray.report import metric_label
+    >>> metric_label("mean_balanced_accuracy"), metric_label("sensitivity_Covid-19")
+    ('Balanced accuracy', 'COVID-19 sensitivity')
+    >>> metric_label("ppv_Normal"), metric_label("roc_auc"), metric_label("my_score")
+    ('Normal PPV', 'ROC AUC', 'my score')
+    """
+    key = str(key)
+    if key.startswith(("mean_", "std_")):
+        key = key.split("_", 1)[1]
+    base, cls = _split_metric(key, classes)
+    if cls is not None:
+        return f"{class_label(cls)} {_METRIC_LABELS[base]}"
+    if base in _METRIC_LABELS:
+        return _METRIC_LABELS[base]
+    return base.replace("_", " ")
+
+
+def _is_missing(value):
+    value = as_python_scalar(value)
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def format_percent(value, spread=None, *, low=None, high=None):
+    """A proportion as a percentage with one decimal, with ± spread or an interval.
+
+    Parameters
+    ----------
+    value : float
+        A proportion in [0, 1] (NaN or None: "n/a").
+    spread : float or None, default=None
+        A standard deviation (proportion), shown as "± x".
+    low, high : float or None, default=None
+        Bounds of an interval (proportions), shown as "(low–high)".
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> from skxray.report import format_percent
+    >>> format_percent(0.99178, 0.011644), format_percent(1.0, 0.0)
+    ('99.2 ± 1.2', '100.0 ± 0.0')
+    >>> format_percent(0.9, low=0.851, high=0.95), format_percent(float("nan"))
+    ('90.0 (85.1–95.0)', 'n/a')
+    """
+    if _is_missing(value):
+        return "n/a"
+    text = f"{100 * float(value):.1f}"
+    if not _is_missing(spread):
+        text += f" ± {100 * float(spread):.1f}"
+    if not _is_missing(low) and not _is_missing(high):
+        text += f" ({100 * float(low):.1f}–{100 * float(high):.1f})"
+    return text
+
+
+def _format_metric(base, mean, std=None):
+    """One cell of the comparison table: percentages, Brier score or seconds."""
+    if base in _PERCENT_METRICS:
+        return format_percent(mean, std)
+    if _is_missing(mean):
+        return "n/a"
+    digits = 3 if base == "brier" else (2 if float(mean) < 10 else 0)
+    text = f"{float(mean):.{digits}f}"
+    if not _is_missing(std):
+        text += f" ± {float(std):.{digits}f}"
+    return text
+
+
+def mean_interval(mean, std, n_splits, level=0.95):
+    """A t interval of the mean of ``n_splits`` fold values, clipped to [0, 1].
+
+    ``std`` is the population standard deviation over the folds (``ddof=0``,
+    as in :func:`skxray.evaluation.compare_models`), so the standard error is
+    ``std / sqrt(n_splits - 1)``.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+        NaN when fewer than two folds or a value is missing.
+
+    Examples
+    --------
+    >>> from skxray.report import mean_interval
+    >>> low, high = mean_interval(0.9, 0.02, 5)
+    >>> round(low, 4), round(high, 4)
+    (0.8722, 0.9278)
+    >>> mean_interval(0.99, 0.02, 3)[1]
+    1.0
+    """
+    from scipy.stats import t
+
+    if _is_missing(mean) or _is_missing(std) or n_splits is None or int(n_splits) < 2:
+        return math.nan, math.nan
+    half = float(t.ppf(0.5 + level / 2, int(n_splits) - 1)) * float(std) / math.sqrt(
+        int(n_splits) - 1
+    )
+    return max(0.0, float(mean) - half), min(1.0, float(mean) + half)
+
+
+def _comparison_metrics(table):
+    """The metric names of a compare_models table (``mean_<m>`` with a ``std_<m>``)."""
+    columns = [str(c) for c in table.columns]
+    return [c[5:] for c in columns if c.startswith("mean_") and f"std_{c[5:]}" in columns]
+
+
+def _main_columns(table):
+    """The metrics of the comparison table shown up front, in display order."""
+    available = _comparison_metrics(table)
+    classes = table.attrs.get("classes")
+    chosen = []
+    for base in _MAIN_METRICS:
+        if base in _PER_CLASS_KEYS:
+            chosen += [m for m in available if _split_metric(m, classes) [0] == base
+                       and _split_metric(m, classes)[1] is not None]
+        elif base in available:
+            if base == "ood_rate" and table[f"mean_{base}"].isna().all():
+                continue
+            chosen.append(base)
+    return chosen
+
+
+def _best_rows(table, metric):
+    """Index labels holding the best mean of ``metric`` (ties all count)."""
+    values = pd.to_numeric(table[f"mean_{metric}"], errors="coerce")
+    if values.isna().all() or metric == "ood_rate":
+        return set()
+    best = values.min() if metric in _LOWER_IS_BETTER else values.max()
+    return set(values.index[np.isclose(values, best, rtol=0, atol=1e-12)])
+
+
+def comparison_frame(table, *, columns=None, mark_best=False):
+    """The comparison table as strings, with readable headers.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        What :func:`skxray.evaluation.compare_models` returned.
+    columns : list of str or None, default=None
+        Metrics to show (without ``mean_``); None: the main ones (balanced
+        accuracy, accuracy, ROC AUC, sensitivity and PPV of each class,
+        Brier score, share flagged out of distribution).
+    mark_best : bool, default=False
+        Append ``" *"`` to the best value of each column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per model; percentages with one decimal "mean ± std".
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from skxray.report import comparison_frame
+    >>> table = pd.DataFrame({"mean_balanced_accuracy": [0.99178, 0.9], "std_balanced_accuracy":
+    ...     [0.011644, 0.05]}, index=pd.Index(["cnn", "fnn"], name="model"))
+    >>> frame = comparison_frame(table, mark_best=True)
+    >>> frame.columns.tolist(), frame["Balanced accuracy"].tolist()
+    (['Balanced accuracy'], ['99.2 ± 1.2 *', '90.0 ± 5.0'])
+    """
+    columns = _main_columns(table) if columns is None else list(columns)
+    classes = table.attrs.get("classes")
+    shown = pd.DataFrame(index=table.index)
+    for metric in columns:
+        best = _best_rows(table, metric) if mark_best else set()
+        base = _split_metric(metric, classes)[0]
+        shown[metric_label(metric, classes)] = [
+            _format_metric(base, table.at[row, f"mean_{metric}"], table.at[row, f"std_{metric}"])
+            + (" *" if row in best else "")
+            for row in table.index
+        ]
+    return shown
+
+
+def format_comparison(table, width=100):
+    """The comparison table as plain text no wider than ``width`` characters.
+
+    Columns are dropped from the right (least important first) until the
+    table fits; the header of each column is wrapped over two lines.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from skxray.report import format_comparison
+    >>> table = pd.DataFrame({"mean_balanced_accuracy": [0.99178, 0.9], "std_balanced_accuracy":
+    ...     [0.011644, 0.05]}, index=pd.Index(["cnn", "fnn"], name="model"))
+    >>> print(format_comparison(table))
+    model  Balanced
+           accuracy (%)
+    -----  ------------
+    cnn    99.2 ± 1.2 *
+    fnn    90.0 ± 5.0
+    * best per column; mean ± std over the folds.
+    """
+    classes = table.attrs.get("classes")
+    columns = _main_columns(table)
+    while True:
+        frame = comparison_frame(table, columns=columns, mark_best=True)
+        heads = []
+        for metric, label in zip(columns, frame.columns, strict=True):
+            base = _split_metric(metric, classes)[0]
+            label = label + (" (%)" if base in _PERCENT_METRICS else "")
+            first, _, second = label.partition(" ") if " " in label else (label, "", "")
+            heads.append((first, second))
+        name = str(table.index.name or "model")
+        rows = [[str(i) for i in frame.index]] + [frame[c].tolist() for c in frame.columns]
+        head_rows = [(name, "")] + heads
+        widths = [
+            max(len(h[0]), len(h[1]), *(len(v) for v in col))
+            for h, col in zip(head_rows, rows, strict=True)
+        ]
+        total = sum(widths) + 2 * (len(widths) - 1)
+        if total <= width or len(columns) <= 1:
+            break
+        columns = columns[:-1]
+    lines = [
+        "  ".join(h[0].ljust(w) for h, w in zip(head_rows, widths, strict=True)),
+        "  ".join(h[1].ljust(w) for h, w in zip(head_rows, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
+    for r in range(len(frame)):
+        lines.append("  ".join(col[r].ljust(w) for col, w in zip(rows, widths, strict=True)))
+    lines.append("* best per column; mean ± std over the folds.")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _badge(verdict, label=None):
+    verdict = str(verdict).lower()
+    colour = _BADGE_COLOURS.get(verdict, _BADGE_COLOURS["info"])
+    text = label if label is not None else verdict.upper()
+    return f'<span class="badge badge-{_esc(verdict)}" style="background:{colour}">{_esc(text)}</span>'
+
+
 class Report:
     """Collect the results of an experiment into one self-contained HTML file.
 
     Add sections with the ``add_*`` methods (each returns the report, so
     calls can be chained), then :meth:`save` it. Every section is a
-    ``<section id="...">`` with an ``<h2>`` title; a table of contents, the
-    ``note`` and a final "Software versions" section (Python, skxray, torch,
-    torchvision, skorch, scikit-learn, numpy, ... and the platform) are added
-    automatically. Figures are rendered to PNG when added, embedded as
+    ``<section id="...">`` with an ``<h2>`` title, placed by kind whatever
+    the order of the calls: the summary (when there is something to
+    summarise), results, figures (in the order added), data, then the
+    folded appendix (metrics, parameters, ``fold=True`` sections and a final
+    "Software versions": Python, skxray, torch, torchvision, skorch,
+    scikit-learn, numpy, ... and the platform). A short navigation bar and
+    the ``note`` are added automatically. Figures are rendered to PNG when added, embedded as
     base64 ``data:`` URIs, and closed; all text is HTML-escaped; no
     external CSS, script, font or URL is used, so the file opens in a
     browser without network access.
@@ -296,27 +633,46 @@ class Report:
     report.html ['metrics.json', 'report.html']
     """
 
+    #: Where each kind of section goes: the page reads summary, results,
+    #: figures, data, then the folded appendix (see :meth:`to_html`).
+    ORDER = {"results": 10, "external": 15, "audit": 20, "figures": 30, "data": 40,
+             "appendix": 90}
+
     def __init__(self, title="skxray report", note=None):
         self.title = title
         self.note = note
-        self._sections = []  # (id, title, body html)
-        self._ids = {_VERSIONS_ID}
+        self._sections = []  # (id, title, body html, order, folded)
+        self._ids = {_VERSIONS_ID, _SUMMARY_ID, "appendix-title"}
         self._metrics = {}
+        self._context = {}  # label -> text, shown in the summary
+        self._caveats = []
+        self._verdicts = []  # (label, verdict, text, anchor)
+        self._comparison = None  # the compare_models table
+        self._dataset = None  # facts of add_dataset_summary
+        self._extra_summary = []  # html lines added by add_external_validation & co.
 
     def __repr__(self):
         return f"Report(title={self.title!r}, n_sections={len(self._sections)})"
 
     # ------------------------------------------------------------ plumbing
+    def _ordered(self):
+        return sorted(self._sections, key=lambda s: (s[4], s[3]))
+
+    def _has_summary(self):
+        return bool(self._context or self._comparison is not None or self._verdicts
+                    or self._dataset or self._extra_summary)
+
     @property
     def sections(self):
         """The ``(id, title)`` pair of each section, in page order.
 
-        A list of tuples of str, ending with the automatic
-        ``("software-versions", "Software versions")``.
+        A list of tuples of str: ``("summary", "Summary")`` first when there
+        is something to summarise, then the results, figures and data
+        sections, then the folded appendix (metrics, parameters), ending
+        with the automatic ``("software-versions", "Software versions")``.
         """
-        return [(sid, title) for sid, title, _ in self._sections] + [
-            (_VERSIONS_ID, _VERSIONS_TITLE)
-        ]
+        head = [(_SUMMARY_ID, _SUMMARY_TITLE)] if self._has_summary() else []
+        return head + [(s[0], s[1]) for s in self._ordered()] + [(_VERSIONS_ID, _VERSIONS_TITLE)]
 
     @property
     def metrics(self):
@@ -326,7 +682,7 @@ class Report:
         """
         return json.loads(json.dumps(self._metrics))
 
-    def _add(self, title, body):
+    def _add(self, title, body, *, order="figures", fold=False):
         if not isinstance(title, str) or not title.strip():
             raise ValueError(f"title must be a non-empty string; got {title!r}.")
         base = _slug(title)
@@ -334,7 +690,8 @@ class Report:
         while sid in self._ids:
             sid, k = f"{base}-{k}", k + 1
         self._ids.add(sid)
-        self._sections.append((sid, title, body))
+        rank = self.ORDER["appendix"] if fold else self.ORDER[order]
+        self._sections.append((sid, title, body, len(self._sections), rank))
         return self
 
     @staticmethod
@@ -343,8 +700,164 @@ class Report:
             raise ValueError(f"name must be a non-empty string; got {name!r}.")
         return name
 
+    # ------------------------------------------------------------ summary
+    def describe(self, *, data=None, protocol=None, models=None, caveats=None, **facts):
+        """Say what was run, on which data and how: the first lines of the summary.
+
+        Parameters
+        ----------
+        data : str or None, default=None
+            The data, e.g. "240 synthetic phantoms (skxray.make_phantom_cxr)"
+            or a folder name. Counts of images, classes and patients and the
+            image size come from :meth:`add_dataset_summary` when it is used.
+        protocol : str or None, default=None
+            How the figures were obtained, e.g. "3-fold cross-validation
+            grouped by patient".
+        models : str or None, default=None
+            The models compared, e.g. "CNN, FNN, ResNet-50 and their soft vote".
+        caveats : str or list of str or None, default=None
+            What the numbers do not show (phantoms, random initialisation,
+            source confounding, ...). One sentence each; they close the
+            summary. Without any, a generic sentence about cross-validation
+            within one data set is shown.
+        **facts : str
+            Further lines of the summary, by label (underscores become
+            spaces), e.g. ``image_size="64 × 64 px"``.
+
+        Returns
+        -------
+        self : Report
+            The report.
+
+        Examples
+        --------
+        >>> from skxray.report import Report
+        >>> report = Report().describe(data="phantoms", protocol="3-fold CV",
+        ...                            caveats="Phantoms are not X-rays.")
+        >>> page = report.to_html()
+        >>> report.sections[0], "Phantoms are not X-rays." in page
+        (('summary', 'Summary'), True)
+        """
+        for label, value in (("Data", data), ("Protocol", protocol), ("Models", models),
+                             *((k.replace("_", " ").capitalize(), v) for k, v in facts.items())):
+            if value is not None:
+                self._context[label] = str(value)
+        if caveats is not None:
+            self._caveats += [caveats] if isinstance(caveats, str) else [str(c) for c in caveats]
+        return self
+
+    def add_verdict(self, label, verdict, text="", *, anchor=None):
+        """Show a coloured verdict badge in the summary.
+
+        :meth:`add_audit` and :meth:`add_external_validation` call it; use it
+        for any other check with a verdict.
+
+        Parameters
+        ----------
+        label : str
+            What was checked, e.g. "Audit" or "Shift test".
+        verdict : {"ok", "warning", "fail", "info"}
+            Green, amber, red or grey.
+        text : str, default=""
+            One line after the badge.
+        anchor : str or None, default=None
+            Id of the section with the detail, linked from the badge line.
+
+        Returns
+        -------
+        self : Report
+            The report.
+
+        Examples
+        --------
+        >>> from skxray.report import Report
+        >>> page = Report().add_verdict("Shift test", "warning", "Sources differ.").to_html()
+        >>> 'class="badge badge-warning"' in page
+        True
+        """
+        verdict = str(verdict).lower()
+        if verdict not in _BADGE_COLOURS:
+            raise ValueError(f"verdict must be one of {sorted(_BADGE_COLOURS)}; got {verdict!r}.")
+        self._verdicts.append((self._check_name(label), verdict, str(text), anchor))
+        return self
+
+    def _summary_html(self):
+        rows = dict(self._context)
+        if self._dataset:
+            d = self._dataset
+            facts = f"{d['n']} images in {d['n_classes']} classes ({d['counts']})"
+            if d.get("patients"):
+                facts += f", {d['patients']} patients"
+            facts += f"; {d['size']}"
+            rows["Data"] = f"{rows['Data']}: {facts}" if "Data" in rows else facts
+        parts = [f'<section id="{_SUMMARY_ID}">', f"<h2>{_SUMMARY_TITLE}</h2>"]
+        headline = self._headline()
+        if headline:
+            parts.append(f'<p class="headline">{headline}</p>')
+        parts += self._extra_summary
+        if rows or self._verdicts:
+            parts.append("<dl>")
+            order = ["Data", "Protocol", "Models"]
+            for label in sorted(rows, key=lambda k: order.index(k) if k in order else 9):
+                parts.append(f"<dt>{_esc(label)}</dt><dd>{_esc(rows[label])}</dd>")
+            for label, verdict, text, anchor in self._verdicts:
+                link = f' <a href="#{_esc(anchor)}">details</a>' if anchor else ""
+                parts.append(
+                    f"<dt>{_esc(label)}</dt><dd>{_badge(verdict)} {_esc(text)}{link}</dd>"
+                )
+            parts.append("</dl>")
+        caveats = self._caveats or [
+            "Cross-validation estimates how the models do on more images like these; it says "
+            "nothing about other hospitals, scanners or populations."
+        ]
+        parts.append(
+            f'<p class="caveat"><strong>Not shown by these numbers:</strong> '
+            f"{_esc(' '.join(caveats))}</p>"
+        )
+        parts.append("</section>")
+        return "\n".join(parts)
+
+    def _headline(self):
+        """"Best: CNN, balanced accuracy 99.2 % (95 % CI ...), ahead of ... by ..." or ""."""
+        table = self._comparison
+        if table is None or len(table) == 0:
+            return ""
+        metric = "balanced_accuracy" if "mean_balanced_accuracy" in table else None
+        if metric is None:
+            metrics = _comparison_metrics(table)
+            if not metrics:
+                return ""
+            metric = metrics[0]
+        n_splits = table.attrs.get("n_splits")
+        means = pd.to_numeric(table[f"mean_{metric}"], errors="coerce")
+        if means.isna().all():
+            return ""
+        ranked = means.sort_values(ascending=metric in _LOWER_IS_BETTER, kind="stable").dropna()
+        label = metric_label(metric).lower()
+
+        def with_ci(name):
+            mean, std = table.at[name, f"mean_{metric}"], table.at[name, f"std_{metric}"]
+            low, high = mean_interval(mean, std, n_splits)
+            if math.isnan(low):
+                return f"{format_percent(mean)} %"
+            return f"{format_percent(mean)} % (95 % CI {format_percent(low)}–{format_percent(high)})"
+
+        best = ranked.index[0]
+        text = f"Best: <strong>{_esc(best)}</strong>, {_esc(label)} {_esc(with_ci(best))}"
+        if len(ranked) > 1:
+            second = ranked.index[1]
+            gap = 100 * abs(ranked.iloc[0] - ranked.iloc[1])
+            text += f"; {gap:.1f} points ahead of {_esc(second)}, {_esc(with_ci(second))}"
+            lo1 = mean_interval(table.at[best, f"mean_{metric}"], table.at[best, f"std_{metric}"],
+                                n_splits)[0]
+            hi2 = mean_interval(table.at[second, f"mean_{metric}"],
+                                table.at[second, f"std_{metric}"], n_splits)[1]
+            if not math.isnan(lo1) and lo1 <= hi2:
+                text += ", within the uncertainty (the intervals overlap)"
+        return text + "."
+
     # ------------------------------------------------------------ generic sections
-    def add_text(self, title, text):
+    def add_text(self, title, text, *, fold=False):
         """Add a section of plain text.
 
         Parameters
@@ -354,6 +867,8 @@ class Report:
         text : str
             The text; blank lines separate paragraphs. It is escaped, so
             markup shows as typed.
+        fold : bool, default=False
+            Put the section in the folded appendix instead of the body.
 
         Returns
         -------
@@ -369,9 +884,9 @@ class Report:
         >>> report.sections[0]
         ('aim', 'Aim')
         """
-        return self._add(title, _paragraphs(text))
+        return self._add(title, _paragraphs(text), fold=fold)
 
-    def add_figure(self, title, fig, *, caption=None):
+    def add_figure(self, title, fig, *, caption=None, fold=False):
         """Add a matplotlib figure, embedded as a PNG image.
 
         Parameters
@@ -383,6 +898,8 @@ class Report:
             to free memory; do not draw on it afterwards.
         caption : str or None, default=None
             Text under the image.
+        fold : bool, default=False
+            Put the section in the folded appendix instead of the body.
 
         Returns
         -------
@@ -398,9 +915,9 @@ class Report:
         >>> Report().add_figure("A line", fig, caption="Decreasing.").sections[0]
         ('a-line', 'A line')
         """
-        return self._add(title, _figure_html(fig, title, caption))
+        return self._add(title, _figure_html(fig, title, caption), fold=fold)
 
-    def add_table(self, title, table, *, index=True):
+    def add_table(self, title, table, *, index=True, fold=False):
         """Add a table.
 
         Parameters
@@ -412,6 +929,8 @@ class Report:
             (name, value); another dict is read by :class:`pandas.DataFrame`.
         index : bool, default=True
             Whether to show the index (row labels).
+        fold : bool, default=False
+            Put the section in the folded appendix instead of the body.
 
         Returns
         -------
@@ -425,7 +944,7 @@ class Report:
         >>> "<td>80</td>" in report.to_html()
         True
         """
-        return self._add(title, _table_html(_as_frame(table, "table"), index=index))
+        return self._add(title, _table_html(_as_frame(table, "table"), index=index), fold=fold)
 
     # ------------------------------------------------------------ data
     def add_dataset_summary(
@@ -489,21 +1008,7 @@ class Report:
         n = len(X)
         if len(y) != n:
             raise ValueError(f"y has {len(y)} labels but X has {n} images.")
-        counts = pd.Series(y).value_counts().sort_index()
-        table = pd.DataFrame({"images": counts, "share": counts / n})
-        if groups is not None:
-            groups = np.asarray(groups, dtype=object).reshape(-1)
-            if len(groups) != n:
-                raise ValueError(f"groups has {len(groups)} entries but X has {n} images.")
-            table["patients"] = pd.Series(groups).groupby(pd.Series(y)).nunique()
-        table.index.name = "class"
-        total = {"images": n, "share": 1.0}
-        if groups is not None:
-            total["patients"] = len(pd.unique(pd.Series(groups)))
-        table.loc["total"] = pd.Series(total)
-        table["images"] = table["images"].astype(int)
-        if groups is not None:
-            table["patients"] = table["patients"].astype(int)
+        table, counts, total = _class_counts(y, groups)
 
         if image_sizes is None:
             sizes = _image_sizes_of(X)
@@ -545,8 +1050,20 @@ class Report:
         if n_images:
             parts.append("<h3>Sample images</h3>")
             fig = plot_image_grid(X, y, n=n_images, random_state=random_state)
-            parts.append(_figure_html(fig, "Sample images with their labels"))
-        return self._add(title, "".join(parts))
+            parts.append(_figure_html(fig, "Sample images with their labels", width=420))
+        if n_distinct == 1:
+            size_text = f"{sizes[0][0]} × {sizes[0][1]} px"
+        else:
+            size_text = f"{n_distinct} image sizes, median {int(np.median(sizes[:, 0]))} × " \
+                        f"{int(np.median(sizes[:, 1]))} px"
+        self._dataset = {
+            "n": n,
+            "n_classes": len(counts),
+            "counts": ", ".join(f"{c} {k}" for c, k in counts.items()),
+            "patients": total.get("patients"),
+            "size": size_text,
+        }
+        return self._add(title, "".join(parts), order="data")
 
     # ------------------------------------------------------------ models
     def add_learning_curves(self, name, estimator):
@@ -582,13 +1099,19 @@ class Report:
     def add_comparison(self, table, *, title="Model comparison"):
         """Add the table of :func:`skxray.evaluation.compare_models`.
 
+        One table with readable headers ("Balanced accuracy", "COVID-19
+        sensitivity"), percentages with one decimal as "mean ± std" over the
+        folds and the best value of each column in bold. The best model, with
+        95 % intervals, heads the summary. Times, specificity, NPV and F1
+        (when present) go to a folded table of the appendix, and the raw
+        values stay in the DataFrame. Tables without ``mean_``/``std_``
+        pairs are shown as they are.
+
         Parameters
         ----------
         table : pandas.DataFrame
-            One row per model; the number of folds and the positive class
-            are read from ``table.attrs`` when present. Pairs of columns
-            ``mean_<m>`` and ``std_<m>`` are shown as one column ``<m>``
-            holding "mean ± std"; other tables are shown as they are.
+            One row per model; the number of folds, the classes and the
+            positive class are read from ``table.attrs`` when present.
         title : str, default="Model comparison"
             Section title.
 
@@ -602,19 +1125,56 @@ class Report:
         >>> import pandas as pd
         >>> from skxray.report import Report
         >>> table = pd.DataFrame({"mean_accuracy": [0.9], "std_accuracy": [0.05]}, index=["CNN"])
-        >>> "0.9 ± 0.05" in Report().add_comparison(table).to_html()
+        >>> "90.0 ± 5.0" in Report().add_comparison(table).to_html()
         True
         """
         if not isinstance(table, pd.DataFrame):
             raise TypeError(f"table must be a pandas DataFrame; got {type(table).__name__}.")
         attrs = table.attrs or {}
-        intro = "Mean and standard deviation of each metric over the cross-validation folds"
-        if "n_splits" in attrs:
-            intro += f" ({attrs['n_splits']} folds)"
+        metrics = _comparison_metrics(table)
+        if not metrics:
+            return self._add(title, _table_html(table), order="results")
+        self._comparison = table
+        classes = attrs.get("classes")
+        main = _main_columns(table)
+        head = "".join(
+            f'<th>{_esc(metric_label(m, classes))}'
+            f'{" (%)" if _split_metric(m, classes)[0] in _PERCENT_METRICS else ""}</th>'
+            for m in main
+        )
+        rows = []
+        for name in table.index:
+            cells = []
+            for m in main:
+                best = name in _best_rows(table, m) and len(table) > 1
+                text = _format_metric(
+                    _split_metric(m, classes)[0], table.at[name, f"mean_{m}"],
+                    table.at[name, f"std_{m}"],
+                )
+                cells.append(f'<td{" class=best" if best else ""}>{_esc(text)}</td>')
+            rows.append(f'<tr><th class="text">{_esc(name)}</th>{"".join(cells)}</tr>')
+        legend = "Mean ± standard deviation over the"
+        legend += f" {attrs['n_splits']} cross-validation folds" if "n_splits" in attrs else " folds"
+        legend += "; bold: best per column (lowest for the Brier score)"
         if "positive_label" in attrs:
-            intro += f"; positive class for ROC AUC and Brier score: {attrs['positive_label']}"
-        intro += ". Times are seconds per fold."
-        return self._add(title, f"<p>{_esc(intro)}</p>" + _table_html(_mean_std_frame(table)))
+            legend += f"; ROC AUC and Brier score for {class_label(attrs['positive_label'])} vs rest"
+        if "ood_rate" in main:
+            legend += "; Flagged OOD: share of test images the model's detector flagged"
+        legend += "."
+        body = (
+            f'<div class="table-wrap"><table class="data comparison"><thead><tr>'
+            f'<th class="text">{_esc(table.index.name or "model")}</th>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div><p class="legend">{_esc(legend)}</p>'
+        )
+        rest = [m for m in metrics if m not in main]
+        if rest:
+            extra = comparison_frame(table, columns=rest)
+            body += (
+                "<details><summary>Other metrics and times per fold</summary>"
+                + _table_html(extra)
+                + "</details>"
+            )
+        return self._add(title, body, order="results")
 
     def add_confusion_matrix(self, name, y_true, y_pred, *, labels=None, normalize=None):
         """Add a confusion matrix.
@@ -828,6 +1388,290 @@ class Report:
         caption = "Warm colours: regions that raised the score of the class shown."
         return self._add(title, _figure_html(fig, name, caption))
 
+    # ------------------------------------------------------------ grouped figures
+    def add_cv_figures(self, y_true, predictions, classes=None, *, positive_label=None,
+                       n_bins=5, title="Cross-validated predictions"):
+        """Add ROC and calibration curves of every model overlaid, and confusion matrices in a row.
+
+        Parameters
+        ----------
+        y_true : array-like of shape (n_samples,)
+            True labels.
+        predictions : dict of str to array-like of shape (n_samples, n_classes)
+            Out-of-fold probabilities of each model, e.g. the second value of
+            ``compare_models(..., return_predictions=True)``. Rows of NaN
+            (images in no test fold) are left out.
+        classes : array-like or None, default=None
+            Labels of the columns; None sorts the labels of ``y_true``.
+        positive_label : object, default=None
+            Class whose ROC and calibration curves are drawn (vs the rest);
+            see :func:`skxray.evaluation.default_positive_label`.
+        n_bins : int, default=5
+            Probability bins of the calibration curves.
+        title : str, default="Cross-validated predictions"
+            Section title.
+
+        Returns
+        -------
+        self : Report
+            The report.
+
+        Examples
+        --------
+        >>> from skxray.report import Report
+        >>> y = ["Covid-19", "Normal"] * 4
+        >>> proba = {"CNN": [[0.9, 0.1], [0.3, 0.7]] * 4, "FNN": [[0.6, 0.4], [0.5, 0.5]] * 4}
+        >>> html = Report().add_cv_figures(y, proba, n_bins=2).to_html()
+        >>> html.count("<img ")
+        3
+        """
+        from matplotlib.figure import Figure
+        from sklearn.calibration import calibration_curve
+        from sklearn.metrics import roc_auc_score, roc_curve
+
+        from skxray.evaluation import _check_positive_label, plot_confusion_matrix
+
+        if not isinstance(predictions, Mapping) or not predictions:
+            raise TypeError("predictions must be a non-empty dict {name: probabilities}.")
+        y_true = np.asarray(y_true, dtype=object).reshape(-1)
+        classes = np.asarray(sorted(pd.unique(pd.Series(y_true))) if classes is None else classes,
+                             dtype=object)
+        positive = _check_positive_label(positive_label, list(classes))
+        col = list(classes).index(positive)
+        pos_name = class_label(positive)
+        roc = Figure(figsize=(4.6, 4.0), layout="constrained")
+        ax_roc = roc.subplots()
+        cal = Figure(figsize=(4.6, 4.0), layout="constrained")
+        ax_cal = cal.subplots()
+        ax_roc.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance")
+        ax_cal.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="perfect")
+        n = len(predictions)
+        cms = Figure(figsize=(min(3.0 * n, 11.0), 3.0), layout="constrained")
+        axes = np.atleast_1d(cms.subplots(1, n))
+        for k, (name, proba) in enumerate(predictions.items()):
+            proba = np.asarray(proba, dtype=np.float64)
+            if proba.shape != (len(y_true), len(classes)):
+                raise ValueError(
+                    f"predictions[{name!r}] has shape {proba.shape}; expected "
+                    f"({len(y_true)}, {len(classes)})."
+                )
+            keep = ~np.isnan(proba).any(axis=1)
+            y, p = y_true[keep], proba[keep]
+            is_pos = y == positive
+            colour = f"C{k % 10}"
+            if 0 < is_pos.sum() < len(is_pos):
+                fpr, tpr, _ = roc_curve(is_pos, p[:, col])
+                auc = roc_auc_score(is_pos, p[:, col])
+                ax_roc.plot(fpr, tpr, c=colour, lw=1.6, label=f"{name} (AUC {auc:.3f})")
+                frac, mean = calibration_curve(is_pos, p[:, col], n_bins=n_bins)
+                ax_cal.plot(mean, frac, "o-", c=colour, lw=1.4, ms=4, label=name)
+            plot_confusion_matrix(
+                y_true=y, y_pred=classes[p.argmax(axis=1)], labels=list(classes), ax=axes[k]
+            )
+            axes[k].set_title(name, fontsize=10)
+            if k:
+                axes[k].set_ylabel("")
+        ax_roc.set(title=f"ROC: {pos_name} vs rest", xlabel="1 - specificity",
+                   ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.02))
+        ax_cal.set(title=f"Calibration: {pos_name}", xlabel=f"predicted probability of {pos_name}",
+                   ylabel=f"observed share of {pos_name}", xlim=(0, 1), ylim=(0, 1.02))
+        for ax in (ax_roc, ax_cal):
+            ax.legend(fontsize=8, loc="lower right")
+            ax.grid(alpha=0.3)
+        body = (
+            '<div class="row">'
+            + _figure_html(roc, f"ROC curves of every model, {pos_name} vs rest", width=460)
+            + _figure_html(cal, f"Calibration curves of every model for {pos_name}", width=460)
+            + "</div>"
+            + _figure_html(
+                cms, "Confusion matrices of every model",
+                "Confusion matrices of the out-of-fold predictions: rows true class, "
+                "columns predicted class.",
+            )
+        )
+        return self._add(title, body)
+
+    def add_learning_curves_grid(self, estimators, *, title="Learning curves"):
+        """Add the learning curves of several fitted models as a grid of small plots.
+
+        Parameters
+        ----------
+        estimators : dict of str to fitted skxray classifier (or history)
+            The models, by name; see
+            :func:`skxray.evaluation.plot_learning_curves`.
+        title : str, default="Learning curves"
+            Section title.
+
+        Returns
+        -------
+        self : Report
+            The report.
+
+        Examples
+        --------
+        >>> from skxray.report import Report
+        >>> history = [{"epoch": 1, "train_loss": 0.7}, {"epoch": 2, "train_loss": 0.5}]
+        >>> Report().add_learning_curves_grid({"CNN": history}).to_html().count("<img ")
+        1
+        """
+        from skxray.evaluation import plot_learning_curves
+
+        figures = []
+        for name, estimator in estimators.items():
+            fig = plot_learning_curves(estimator)
+            fig.set_size_inches(6.4, 2.6)
+            fig.suptitle(name, fontsize=11)
+            figures.append(_figure_html(fig, f"Learning curves of {name}", width=560))
+        caption = (
+            "Loss and validation accuracy per epoch of the final fit on all images; the dashed "
+            "line marks the best epoch."
+        )
+        body = (
+            f'<div class="row wide">{"".join(figures)}</div><p class="legend">{_esc(caption)}</p>'
+        )
+        return self._add(title, body)
+
+    def add_gradcam_gallery(self, estimators, X, y=None, *, n=4, method="gradcam",
+                            title="Grad-CAM"):
+        """Add Grad-CAM heatmaps of several models as a gallery, titled with predicted and true labels.
+
+        Models without convolutional layers (the FNN, ensembles) are listed
+        in one line instead.
+
+        Parameters
+        ----------
+        estimators : dict of str to fitted classifier
+            The models, by name.
+        X : array-like of images or 1-D sequence of file paths
+            Images, in the format the models were fitted on.
+        y : array-like of shape (n_samples,) or None, default=None
+            True labels; the images are then taken from each class in turn.
+        n : int, default=4
+            Images per model.
+        method : str, default="gradcam"
+            CAM variant, as in :func:`skxray.explain.gradcam`.
+        title : str, default="Grad-CAM"
+            Section title.
+
+        Returns
+        -------
+        self : Report
+            The report.
+        """
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n must be an int >= 1; got {n!r}.")
+        try:
+            from skxray.explain import plot_gradcam
+        except ImportError as exc:
+            return self._add(title, f'<p class="skipped">Grad-CAM is unavailable: {_esc(exc)}</p>')
+        if y is not None:
+            from skxray.evaluation import _as_images_or_paths
+
+            X, _ = _as_images_or_paths(X)
+            y = np.asarray(y, dtype=object).reshape(-1)
+            if len(y) != len(X):
+                raise ValueError(f"y has {len(y)} labels but X has {len(X)} images.")
+            idx = _round_robin_by_class(y, n)
+            X, y = X[idx], y[idx]
+        figures, skipped = [], []
+        for name, estimator in estimators.items():
+            try:
+                fig = plot_gradcam(estimator, X, None, y=y, n=min(n, len(X)), method=method)
+            except TypeError:
+                skipped.append(name)
+                continue
+            fig.set_size_inches(2.1 * min(n, len(X), 4), 2.5 * math.ceil(min(n, len(X)) / 4))
+            fig.suptitle(name, fontsize=11)
+            figures.append(_figure_html(fig, f"Grad-CAM of {name}", width=540))
+        body = f'<div class="row">{"".join(figures)}</div>' if figures else ""
+        body += (
+            '<p class="legend">Warm colours: regions that raised the score of the predicted '
+            'class; each panel gives the prediction and, under it, the true class.'
+        )
+        if skipped:
+            body += f" No map for {_esc(', '.join(skipped))}: no convolutional layer."
+        body += "</p>"
+        return self._add(title, body)
+
+    def add_external_validation(self, internal, external, *, shift_verdict=None, shift_text="",
+                                abstention_rate=None, figures=(), title="External validation"):
+        """Add internal vs external figures side by side, with the shift test's verdict.
+
+        The hook for evaluating a model on a folder from another hospital:
+        one table (metric, internal, external, difference), the shift test's
+        verdict as a badge in the summary and the abstention rate.
+
+        Parameters
+        ----------
+        internal, external : dict of str to float or (float, float, float)
+            Metrics (proportions) by key, e.g. ``{"balanced_accuracy": 0.95}``
+            or ``{"balanced_accuracy": (0.95, 0.91, 0.98)}`` with a 95 %
+            interval. Keys of ``internal`` give the rows.
+        shift_verdict : {"ok", "warning", "fail"} or None, default=None
+            Verdict of the distribution-shift test, shown as a badge.
+        shift_text : str, default=""
+            One line on the shift test, after the badge.
+        abstention_rate : float or None, default=None
+            Share of external images the model declined to classify.
+        figures : sequence of matplotlib Figure, default=()
+            Shown side by side under the table (e.g. internal and external
+            ROC curves).
+        title : str, default="External validation"
+            Section title.
+
+        Returns
+        -------
+        self : Report
+            The report.
+
+        Examples
+        --------
+        >>> from skxray.report import Report
+        >>> report = Report().add_external_validation(
+        ...     {"balanced_accuracy": (0.95, 0.91, 0.98)}, {"balanced_accuracy": (0.81, 0.74, 0.87)},
+        ...     shift_verdict="fail", shift_text="The new images differ.", abstention_rate=0.12)
+        >>> page = report.to_html()
+        >>> "95.0 (91.0–98.0)" in page, "badge-fail" in page, "12.0 %" in page
+        (True, True, True)
+        """
+
+        def split(value):
+            if isinstance(value, (tuple, list)):
+                return (list(value) + [None, None])[:3]
+            return [value, None, None]
+
+        rows = []
+        for key, value in internal.items():
+            mean_i, lo_i, hi_i = split(value)
+            mean_e, lo_e, hi_e = split(external.get(key))
+            diff = "n/a" if _is_missing(mean_i) or _is_missing(mean_e) else (
+                f"{100 * (float(mean_e) - float(mean_i)):+.1f}")
+            rows.append(
+                f'<tr><th class="text">{_esc(metric_label(key))}</th>'
+                f"<td>{_esc(format_percent(mean_i, low=lo_i, high=hi_i))}</td>"
+                f"<td>{_esc(format_percent(mean_e, low=lo_e, high=hi_e))}</td>"
+                f"<td>{_esc(diff)}</td></tr>"
+            )
+        body = (
+            '<div class="table-wrap"><table class="data comparison"><thead><tr>'
+            '<th class="text">metric (%)</th><th>internal (95 % CI)</th>'
+            '<th>external (95 % CI)</th><th>difference (points)</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>'
+        )
+        anchor = _slug(title)
+        if shift_verdict is not None:
+            body += f"<p>Shift test: {_badge(shift_verdict)} {_esc(shift_text)}</p>"
+            self.add_verdict("Shift test", shift_verdict, shift_text, anchor=anchor)
+        if abstention_rate is not None:
+            line = f"{format_percent(abstention_rate)} % of the external images were not classified (abstention)."
+            body += f"<p>{_esc(line)}</p>"
+            self._context["Abstention"] = line
+        if figures:
+            body += '<div class="row">' + "".join(
+                _figure_html(f, f"{title} figure {i + 1}", width=540) for i, f in enumerate(figures)
+            ) + "</div>"
+        return self._add(title, body, order="external")
+
     def add_audit(self, result, *, title=None):
         """Add the findings of a shortcut-learning and leakage audit.
 
@@ -857,21 +1701,37 @@ class Report:
         >>> from skxray.audit import AuditReport, Finding
         >>> from skxray.report import Report
         >>> result = AuditReport([Finding("leakage", "ok", "No patient leakage found.")])
-        >>> Report().add_audit(result).sections[0]
-        ('shortcut-and-leakage-audit', 'Shortcut and leakage audit')
+        >>> Report().add_audit(result).sections[:2]  # the verdict also heads the summary
+        [('summary', 'Summary'), ('shortcut-and-leakage-audit', 'Shortcut and leakage audit')]
         """
         if not callable(getattr(result, "to_html", None)):
             raise TypeError(
                 "result must be a skxray.audit.AuditReport (with to_html()); "
                 f"got {type(result).__name__}."
             )
-        fragment = result.to_html()
-        heading = "Shortcut and leakage audit"
-        # The fragment is a <section> with its own <h2>: unwrap it into ours.
-        match = re.match(r"\s*<section[^>]*>\s*<h2>(.*?)</h2>(.*)</section>\s*$", fragment, re.S)
-        if match:
-            heading, fragment = html.unescape(match.group(1)), match.group(2)
-        return self._add(title or heading, fragment)
+        # The audit's content without its own <section> and <h2>: ours wrap it.
+        fragment = result.to_html(wrap=False)
+        heading = getattr(result, "title", "Shortcut and leakage audit")
+        # The overview (facts, verdict, one row per check) stays in view; the
+        # per-check detail (figures, plots, tables) folds away.
+        cut = fragment.find("<h3")
+        if cut > 0:
+            fragment = (
+                fragment[:cut]
+                + "<details><summary>Detail of each check</summary>"
+                + fragment[cut:]
+                + "</details>"
+            )
+        title = title or heading
+        verdict = str(getattr(result, "verdict", "")).lower()
+        if verdict in _BADGE_COLOURS:
+            findings = list(getattr(result, "findings", []))
+            flagged = [str(getattr(f, "title", getattr(f, "name", "?")))
+                       for f in findings if getattr(f, "verdict", "ok") != "ok"]
+            text = f"{len(findings)} checks"
+            text += f"; flagged: {', '.join(flagged)}" if flagged else ", none flagged"
+            self.add_verdict("Audit", verdict, text + ".", anchor=_slug(title))
+        return self._add(title, fragment, order="audit")
 
     def add_metrics(self, name, metrics):
         """Add metrics as tables; they are also written to ``metrics.json``.
@@ -915,14 +1775,14 @@ class Report:
             raise TypeError(f"metrics must be a dict; got {type(metrics).__name__}.")
         if name in self._metrics:
             raise ValueError(f"name: metrics were already added under {name!r}.")
-        clean = _jsonable(metrics, f"metrics of {name!r}")
+        clean = jsonable(metrics, where=f"metrics of {name!r}")
         scalars = {
             k: v for k, v in metrics.items() if np.ndim(v) == 0 and not isinstance(v, Mapping)
         }
         parts = []
         if scalars:
             frame = pd.DataFrame(
-                {"value": [_format_value(v) for v in scalars.values()]},
+                {"value": [format_value(v) for v in scalars.values()]},
                 index=pd.Index(list(scalars), name="metric"),
             )
             parts.append(_table_html(frame))
@@ -946,10 +1806,10 @@ class Report:
         if len(rest) < len(metrics) - len(scalars) and "classes" in rest:
             rest.remove("classes")  # already the rows of the tables above
         for key in rest:
-            text = json.dumps(clean[key if isinstance(key, str) else str(_py(key))], indent=1)
+            text = json.dumps(clean[key if isinstance(key, str) else str(as_python_scalar(key))], indent=1)
             parts.append(f"<h3>{_esc(key)}</h3><pre>{_esc(text)}</pre>")
         self._metrics[name] = clean
-        return self._add(f"Metrics: {name}", "".join(parts))
+        return self._add(f"Metrics: {name}", "".join(parts), fold=True)
 
     def add_parameters(self, name, estimator):
         """Add the parameters of an estimator, exactly as ``get_params()`` returns them.
@@ -993,48 +1853,17 @@ class Report:
             '<div class="table-wrap"><table class="data"><thead><tr><th class="text">parameter</th>'
             f'<th class="text">value</th></tr></thead><tbody>{rows}</tbody></table></div>'
         )
-        return self._add(f"Parameters: {name}", body)
+        return self._add(f"Parameters: {name}", body, fold=True)
 
     # ------------------------------------------------------------ output
-    def add_external_validation(self, name, external, *, internal=None):
-        """Add a model's internal and external figures side by side.
-
-        The table of :func:`skxray.evaluation.external_validation_table`
-        (accuracy, each present class's sensitivity and the abstention rate,
-        internal mean ± std over folds beside the external value with its
-        95 % Wilson interval), the batch shift test's verdict, and what
-        could not be computed on the external set.
-
-        Parameters
-        ----------
-        name : str
-            The model's name, used in the title.
-        external : dict
-            As returned by :func:`skxray.evaluation.external_validation`.
-        internal : pandas.Series, dict or None, default=None
-            The model's cross-validated figures (a row of
-            :func:`skxray.evaluation.compare_models`), or None.
-
-        Returns
-        -------
-        self : Report
-            The report.
-        """
-        from skxray.evaluation import external_validation_table
-        from skxray.ood import ShiftTestResult
-
-        lines = []
-        shift = external.get("shift_test")
-        if shift is not None:
-            lines.append(f"Shift test: {ShiftTestResult(**shift).verdict()}")
-        lines.extend(f"Not computed: {note}" for note in external.get("notes", []))
-        if internal is None:
-            lines.append("No internal figures: cross-validate the model's settings on its training data to add them.")
-        self.add_table(f"{name}: internal and external figures", external_validation_table(external, internal))
-        return self.add_text(f"{name}: what the external figures mean", "\n\n".join(lines))
-
     def to_html(self):
         """Return the report as one HTML document.
+
+        The page reads: title and note; the summary (what was run, the best
+        model with 95 % intervals, verdict badges, what the numbers do not
+        show); the results (comparison table, external validation, audit);
+        figures; the data; then an appendix of folded ``<details>`` blocks
+        (per-model metrics, parameters, software versions).
 
         Returns
         -------
@@ -1053,20 +1882,34 @@ class Report:
             f'<tr><th class="text">{_esc(k)}</th><td class="text">{_esc(v)}</td></tr>'
             for k, v in versions.items()
         )
-        sections = self._sections + [
-            (
-                _VERSIONS_ID,
-                _VERSIONS_TITLE,
-                f'<table class="data"><tbody>{version_rows}</tbody></table>',
-            )
-        ]
-        created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        toc = "".join(f'<li><a href="#{_esc(sid)}">{_esc(t)}</a></li>' for sid, t, _ in sections)
-        note = f'<p class="note">{_esc(self.note)}</p>' if self.note else ""
-        body = "\n".join(
-            f'<section id="{_esc(sid)}">\n<h2>{_esc(t)}</h2>\n{content}\n</section>'
-            for sid, t, content in sections
+        ordered = self._ordered()
+        main = [s for s in ordered if s[4] < self.ORDER["appendix"]]
+        folded = [s for s in ordered if s[4] >= self.ORDER["appendix"]]
+        folded.append(
+            (_VERSIONS_ID, _VERSIONS_TITLE,
+             f'<table class="data"><tbody>{version_rows}</tbody></table>', 0, 0)
         )
+        created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        links = [(_SUMMARY_ID, _SUMMARY_TITLE)] if self._has_summary() else []
+        links += [(s[0], s[1]) for s in main] + [("appendix-title", "Appendix")]
+        nav = "".join(f'<a href="#{_esc(sid)}">{_esc(t)}</a>' for sid, t in links)
+        note = f'<p class="note">{_esc(self.note)}</p>' if self.note else ""
+        body = [self._summary_html()] if self._has_summary() else []
+        body += [
+            f'<section id="{_esc(sid)}">\n<h2>{_esc(t)}</h2>\n{content}\n</section>'
+            for sid, t, content, *_ in main
+        ]
+        body.append(
+            '<p id="appendix-title" class="appendix-head">Appendix</p>\n<p class="legend">'
+            "Per-model metrics, parameters and software versions; the metrics are also in "
+            "metrics.json, beside this page.</p>"
+        )
+        body += [
+            f'<section id="{_esc(sid)}">\n<details><summary><h2>{_esc(t)}</h2></summary>\n'
+            f"{content}\n</details>\n</section>"
+            for sid, t, content, *_ in folded
+        ]
+        body = "\n".join(body)
         return (
             "<!DOCTYPE html>\n"
             '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -1074,7 +1917,7 @@ class Report:
             f"<title>{_esc(self.title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
             f"<header>\n<h1>{_esc(self.title)}</h1>\n"
             f'<p class="meta">Created {_esc(created)} with skxray {_esc(versions["skxray"])}.</p>\n'
-            f"{note}\n<nav><ol>{toc}</ol></nav>\n</header>\n"
+            f"{note}\n<nav>{nav}</nav>\n</header>\n"
             f"<main>\n{body}\n</main>\n</body>\n</html>\n"
         )
 

@@ -21,13 +21,10 @@ LONG_FUNCTION_MARK = "# long-function:"
 #: Import edges that still close a cycle, in files owned by someone else
 #: while the architecture issue (#16) is merged. Remove each entry when its
 #: owner switches the import:
-#: - ood.py (lead): use ``BaseImageClassifier.get_dataset`` and
-#:   ``skxray._data.TensorImageDataset`` instead of importing models._base.
 #: - models/_persistence.py (io/persistence owner): import ``dumps_json`` from
 #:   ``skxray._utils``, ``private_generator_iterator`` from ``skxray._data``
 #:   and the classes by name from ``skxray.models._registry.CLASSIFIERS``.
 ALLOWED_CYCLE_EDGES = {
-    ("skxray.ood", "skxray.models._base"),  # owner: lead (ood.py)
     ("skxray.models._persistence", "skxray.models._base"),  # owner: io/persistence
     ("skxray.models._persistence", "skxray.models"),  # owner: io/persistence
 }
@@ -237,14 +234,8 @@ SHARED_HELPERS = {
     "_make_cv",
 }
 
-#: Copies still defined in files owned by someone else while issue #16 is
-#: merged; each should switch to skxray._utils (see the issue's report).
-ALLOWED_HELPER_COPIES = {
-    ("cli.py", "_jsonable"),  # owner: lead -> _utils.jsonable
-    ("report.py", "_jsonable"),  # owner: report -> _utils.jsonable(where=...)
-    ("report.py", "_format_value"),  # owner: report -> _utils.format_value
-    ("ood.py", "_check_fraction"),  # owner: lead -> _utils.check_open_fraction
-}
+#: Copies allowed outside skxray/_utils.py: none.
+ALLOWED_HELPER_COPIES = set()
 
 
 def test_shared_helpers_have_one_home():

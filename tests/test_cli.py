@@ -139,7 +139,7 @@ def test_evaluate_one_class_folder(model_dir, covid_only, tmp_path):
     assert "sensitivity Covid-19:" in text.stdout and "95 % CI" in text.stdout
     assert "not computed:" in text.stdout and "Shift test:" in text.stdout
     html = (tmp_path / "r" / "report.html").read_text()
-    assert "External (95 % CI)" in html and "Sensitivity, Covid-19" in html
+    assert "COVID-19 sensitivity" in html and "badge-" in html and "What could not be computed" in html
 
 
 def test_evaluate_with_internal_figures(model_dir, folder, covid_only, tmp_path):
@@ -148,7 +148,8 @@ def test_evaluate_with_internal_figures(model_dir, folder, covid_only, tmp_path)
     )
     assert result.returncode == 0, result.stderr
     html = (tmp_path / "report.html").read_text()
-    assert "Internal (cross-validated)" in html and "grouped by patient" in html
+    assert "grouped by patient" in html and "COVID-19 sensitivity" in html
+    assert "n/a" not in html.split("COVID-19 sensitivity")[1][:200]  # the internal column is filled
 
 
 def test_evaluate_folder_with_a_class_the_model_does_not_know(model_dir, tmp_path):
@@ -217,6 +218,7 @@ def test_compare_writes_report(folder, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "grouped by patient" in result.stdout
     assert "soft-voting" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines() if str(tmp_path) not in line) <= 100
     html = (tmp_path / "report.html").read_text()
     assert "<html" in html.lower() and "data:image/png;base64," in html
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -258,6 +260,33 @@ def test_demo_on_phantoms(tmp_path):
     assert "synthetic phantoms" in result.stdout
     html = (tmp_path / "report.html").read_text()
     assert "synthetic phantoms" in html
+    # A compact table that fits 100 columns, then the report's path.
+    assert max(len(line) for line in result.stdout.splitlines() if str(tmp_path) not in line) <= 100
+    assert "Balanced" in result.stdout and "± " in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == f"report: {tmp_path / 'report.html'}"
+    assert '<section id="summary">' in html and "Best: <strong>" in html
+
+
+def test_train_progress_bar_only_on_a_terminal(folder, tmp_path):
+    args = ["train", folder, "--model", "fnn", "--image-size", SIZE, "--epochs", 1]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+
+    def raw(*more):  # bytes: text mode would turn the carriage returns into newlines
+        cmd = [sys.executable, "-m", "skxray.cli", *map(str, args), *map(str, more)]
+        return subprocess.run(cmd, capture_output=True, env=env, timeout=900)
+
+    logged = raw("--out", tmp_path / "m1")
+    assert logged.returncode == 0, logged.stderr
+    assert b"\r" not in logged.stdout + logged.stderr  # a log file gets no carriage returns
+    assert b"epoch" in logged.stdout  # but keeps the per-epoch table
+    asked = raw("--out", tmp_path / "m2", "--progress")
+    assert asked.returncode == 0, asked.stderr
+    assert b"\r" in asked.stdout + asked.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "demo"])
+def test_keep_aspect_option(command):
+    assert "--keep-aspect {crop,pad,stretch}" in run(command, "--help").stdout
 
 
 def test_audit_command(folder, tmp_path):
@@ -311,3 +340,23 @@ def test_one_class_and_unreadable_image(tmp_path):
     assert "broken.png" in result.stderr and "Traceback" not in result.stderr
     verbose = run("--verbose", "train", bad, "--model", "cnn", "--out", tmp_path / "m3", "--image-size", 8)
     assert "Traceback" in verbose.stderr
+
+
+def test_resnet_fallback_warning_is_one_line(monkeypatch, capsys):
+    from skxray import cli
+    from skxray.models import resnet
+
+    def offline(weights):
+        print('Downloading: "https://download.pytorch.org/models/resnet50.pth"')
+        raise resnet.PretrainedWeightsError("Could not obtain ... (<urlopen error [Errno -2]>)")
+
+    monkeypatch.setattr(resnet, "load_resnet50_state_dict", offline)
+    weights, note, cause = cli._resnet_weights("IMAGENET1K_V2")
+    captured = capsys.readouterr()
+    assert weights is None and "Downloading" not in captured.out + captured.err
+    cli._warn(note, cause)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) <= 101  # one line, under 100 columns
+    assert "--weights FILE" in err and "urlopen" not in err
+    cli._warn(note, cause, verbose=True)
+    assert "urlopen error" in capsys.readouterr().err  # the cause, with --verbose only

@@ -141,9 +141,11 @@ def full_report(phantoms, models, tmp_path_factory):
 
 
 EXPECTED_SECTIONS = [
-    ("dataset-summary", "Dataset summary"),
-    ("learning-curves-cnn", "Learning curves: CNN"),
+    # The summary first, then results, figures (in the order added), the data,
+    # and the folded appendix.
+    ("summary", "Summary"),
     ("model-comparison", "Model comparison"),
+    ("learning-curves-cnn", "Learning curves: CNN"),
     ("confusion-matrix-fnn", "Confusion matrix: FNN"),
     ("roc-curve-fnn", "ROC curve: FNN"),
     ("calibration-fnn", "Calibration: FNN"),
@@ -153,6 +155,7 @@ EXPECTED_SECTIONS = [
     ("a-line", "A line"),
     ("hyper-parameters-tried", "Hyper-parameters tried"),
     ("counts", "Counts"),
+    ("dataset-summary", "Dataset summary"),
     ("metrics-fnn-cross-validated", "Metrics: FNN (cross-validated)"),
     ("parameters-cnn", "Parameters: CNN"),
     ("software-versions", "Software versions"),
@@ -219,9 +222,9 @@ def test_section_contents(full_report):
     assert "<th>Covid-19</th>" in summary and "<th>total</th>" in summary
     assert "Run on synthetic phantoms, not real X-rays." in text
     comparison = section_html(text, "model-comparison")
-    assert "<th>sensitivity_Covid-19</th>" in comparison and "2 folds" in comparison
+    assert "<th>COVID-19 sensitivity (%)</th>" in comparison and "2 cross-validation folds" in comparison
     table = full_report.table
-    acc = f"{table.loc['FNN', 'mean_accuracy']:.4g} ± {table.loc['FNN', 'std_accuracy']:.4g}"
+    acc = f"{100 * table.loc['FNN', 'mean_accuracy']:.1f} ± {100 * table.loc['FNN', 'std_accuracy']:.1f}"
     assert f"<td>{acc}</td>" in comparison
     assert "mean_accuracy" not in comparison
     assert "Skipped" in section_html(text, "grad-cam-fnn")
@@ -381,16 +384,21 @@ def test_add_audit_unwraps_the_audit_section():
     )
     result = AuditReport([finding], info={"estimator": "CNN", "n_samples": 10})
     report = Report().add_audit(result).add_audit(result, title="Audit again")
-    assert report.sections[:2] == [
+    assert report.sections[:3] == [
+        ("summary", "Summary"),  # with the audit's verdict as a badge
         ("shortcut-and-leakage-audit", "Shortcut and leakage audit"),
         ("audit-again", "Audit again"),
     ]
     text = report.to_html()
     page = parse(text)
     assert [s[0] for s in page.sections] == [sid for sid, _ in report.sections]  # not nested
-    assert page.tags.count("h2") == 3
+    assert page.tags.count("h2") == 4  # the summary, two audits, software versions
     body = section_html(text, "shortcut-and-leakage-audit")
     assert "WARNING" in body and "No patient ids &lt;groups&gt;" in body
+    assert "<details><summary>Detail of each check</summary>" in body
+    summary = section_html(text, "summary")
+    assert summary.count('class="badge badge-warning"') == 2  # one per audit added
+    assert "flagged: 1. Patient leakage" in summary
     assert "http://" not in text and "https://" not in text
     with pytest.raises(TypeError, match="result must be a skxray.audit.AuditReport"):
         Report().add_audit({"verdict": "ok"})
@@ -451,3 +459,178 @@ def test_docstring_examples():
     result = doctest.testmod(skxray.report, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# ----------------------------------------------------------------------------- readable output
+def three_class_table(n_models=4):
+    """A compare_models-like table: 3 classes, 4 models, 5 folds."""
+    classes = ["Covid-19", "Normal", "Viral Pneumonia"]
+    rng = np.random.default_rng(0)
+    metrics = ["accuracy", "balanced_accuracy", "roc_auc", "brier"]
+    metrics += [f"{k}_{c}" for k in ("sensitivity", "ppv") for c in classes]
+    metrics += ["ood_rate", "fit_time", "predict_time"]
+    names = ["cnn", "fnn", "resnet50", "soft-voting"][:n_models]
+    records = {}
+    for k, name in enumerate(names):
+        row = {}
+        for m in metrics:
+            row[f"mean_{m}"] = 0.8 + 0.05 * k if "time" not in m else 12.0 * (k + 1)
+            row[f"std_{m}"] = float(rng.uniform(0.001, 0.05))
+        records[name] = row
+    table = pd.DataFrame.from_dict(records, orient="index")
+    table.index.name = "model"
+    table.attrs = {"classes": classes, "positive_label": "Covid-19", "n_splits": 5}
+    return table
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, expected",
+    [
+        ((0.99178, 0.011644), {}, "99.2 ± 1.2"),
+        ((1, 0), {}, "100.0 ± 0.0"),
+        ((0.5,), {}, "50.0"),
+        ((0.9,), {"low": 0.851, "high": 0.95}, "90.0 (85.1–95.0)"),
+        ((float("nan"), 0.1), {}, "n/a"),
+        ((None,), {}, "n/a"),
+        ((np.float32(0.25), np.float64(0.0)), {}, "25.0 ± 0.0"),
+    ],
+)
+def test_format_percent(args, kwargs, expected):
+    assert skxray.report.format_percent(*args, **kwargs) == expected
+
+
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("mean_balanced_accuracy", "Balanced accuracy"),
+        ("balanced_accuracy", "Balanced accuracy"),
+        ("sensitivity_Covid-19", "COVID-19 sensitivity"),
+        ("std_ppv_Viral Pneumonia", "Viral Pneumonia PPV"),
+        ("roc_auc", "ROC AUC"),
+        ("brier", "Brier score"),
+        ("ood_rate", "Flagged OOD"),
+        ("fit_time", "Fit time (s)"),
+        ("something_else", "something else"),
+    ],
+)
+def test_metric_labels(key, expected):
+    assert skxray.report.metric_label(key) == expected
+
+
+def test_comparison_table_is_readable_and_marks_the_best():
+    table = three_class_table()
+    text = Report().add_comparison(table).to_html()
+    comparison = section_html(text, "model-comparison")
+    for header in ("Balanced accuracy (%)", "COVID-19 sensitivity (%)", "Normal PPV (%)",
+                   "ROC AUC (%)", "Brier score", "Flagged OOD (%)"):
+        assert f"<th>{header}</th>" in comparison
+    assert "mean_" not in comparison and "sensitivity_Covid-19" not in comparison
+    # soft-voting has the highest means: bold in every "higher is better" column;
+    # the Brier score is best when lowest (cnn).
+    rows = {m.group(1): m.group(2) for m in
+            __import__("re").finditer(r'<tr><th class="text">([^<]+)</th>(.*?)</tr>', comparison)}
+    assert rows["soft-voting"].count("class=best") == 9
+    assert rows["cnn"].count("class=best") == 1
+    assert f"{100 * table.at['cnn', 'mean_accuracy']:.1f} ± " in rows["cnn"]
+    # Times are folded away, not in the main table.
+    main_table = comparison[: comparison.index("</table>")]
+    assert "Fit time" not in main_table
+    assert "<details><summary>Other metrics and times per fold</summary>" in comparison
+
+
+def test_terminal_table_fits_100_columns():
+    table = three_class_table()
+    text = skxray.report.format_comparison(table, width=100)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert lines[0].startswith("model") and "Balanced" in lines[0]
+    assert sum("*" in line for line in lines[3:7]) >= 1
+    assert "soft-voting" in text and "mean ± std" in lines[-1]
+    narrow = skxray.report.format_comparison(table, width=60)
+    assert max(len(line) for line in narrow.splitlines()) <= 60
+
+
+def test_mean_interval():
+    low, high = skxray.report.mean_interval(0.8, 0.05, 5)
+    # t(0.975, 4) = 2.776; standard error = 0.05 / sqrt(4)
+    assert low == pytest.approx(0.8 - 2.776445 * 0.025, abs=1e-5)
+    assert high == pytest.approx(0.8 + 2.776445 * 0.025, abs=1e-5)
+    assert skxray.report.mean_interval(0.99, 0.05, 3)[1] == 1.0  # clipped
+    assert np.isnan(skxray.report.mean_interval(0.9, 0.1, 1)[0])
+
+
+def test_summary_names_best_model_with_intervals():
+    table = three_class_table()
+    report = Report().describe(data="phantoms", protocol="5-fold CV grouped by patient",
+                               caveats="Phantoms are not X-rays.")
+    report.add_comparison(table)
+    assert report.sections[:2] == [("summary", "Summary"), ("model-comparison", "Model comparison")]
+    summary = section_html(report.to_html(), "summary")
+    assert "Best: <strong>soft-voting</strong>, balanced accuracy 95.0 % (95 % CI" in summary
+    assert "5.0 points ahead of resnet50, 90.0 % (95 % CI" in summary
+    assert "5-fold CV grouped by patient" in summary and "phantoms" in summary
+    assert "Phantoms are not X-rays." in summary
+    assert "badge" not in summary  # no check was run
+
+
+def test_summary_badges_match_the_verdicts():
+    from skxray.audit import AuditReport, Finding
+
+    audit = AuditReport([Finding("leakage", "ok", "fine"), Finding("lungs", "fail", "bad")])
+    report = Report().add_audit(audit)
+    report.add_external_validation(
+        {"balanced_accuracy": (0.95, 0.9, 0.98)}, {"balanced_accuracy": (0.7, 0.6, 0.8)},
+        shift_verdict="warning", shift_text="The new images differ.", abstention_rate=0.2,
+    )
+    assert report.sections[:3] == [
+        ("summary", "Summary"),
+        ("external-validation", "External validation"),
+        ("shortcut-and-leakage-audit", "Shortcut and leakage audit"),
+    ]
+    summary = section_html(report.to_html(), "summary")
+    assert '<dt>Audit</dt><dd><span class="badge badge-fail"' in summary
+    assert '<dt>Shift test</dt><dd><span class="badge badge-warning"' in summary
+    assert "20.0 % of the external images were not classified" in summary
+    external = section_html(report.to_html(), "external-validation")
+    assert "95.0 (90.0–98.0)" in external and "70.0 (60.0–80.0)" in external
+    assert "<td>-25.0</td>" in external
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        Report().add_verdict("x", "maybe")
+
+
+def test_detail_is_folded_in_an_appendix(full_report):
+    text = full_report.path.read_text(encoding="utf-8")
+    appendix = text[text.index('id="appendix-title"'):]
+    for sid in ("metrics-fnn-cross-validated", "parameters-cnn", "software-versions"):
+        assert f'<section id="{sid}">\n<details><summary><h2>' in appendix
+    body = text[: text.index('id="appendix-title"')]
+    assert "<details><summary><h2>" not in body
+    assert body.index('<section id="summary">') < body.index('<section id="model-comparison">')
+
+
+def test_cv_figures_overlay_every_model(phantoms):
+    X, y, groups = phantoms
+    rng = np.random.default_rng(0)
+    proba = {}
+    for name in ("CNN", "FNN", "Vote"):
+        p = rng.uniform(size=len(y))
+        proba[name] = np.column_stack([p, 1 - p])
+    proba["FNN"][:3] = np.nan  # images in no test fold are left out
+    text = Report().add_cv_figures(y, proba).to_html()
+    section = section_html(text, "cross-validated-predictions")
+    assert section.count("<img ") == 3  # ROC, calibration, one row of confusion matrices
+    assert '<div class="row">' in section
+    assert 'alt="ROC curves of every model, COVID-19 vs rest"' in section
+    with pytest.raises(ValueError, match="has shape"):
+        Report().add_cv_figures(y, {"CNN": np.zeros((3, 2))})
+
+
+def test_grouped_learning_curves_and_gradcam(models, phantoms):
+    X, y, _ = phantoms
+    cnn, fnn = models
+    report = Report().add_learning_curves_grid({"CNN": cnn, "FNN": fnn})
+    report.add_gradcam_gallery({"CNN": cnn, "FNN": fnn}, X, y, n=2)
+    text = report.to_html()
+    assert section_html(text, "learning-curves").count("<img ") == 2
+    gallery = section_html(text, "grad-cam")
+    assert gallery.count("<img ") == 1 and "No map for FNN" in gallery

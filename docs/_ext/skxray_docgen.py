@@ -276,6 +276,17 @@ def _table_for(value):
     return _list_table(["value"], [[value]])
 
 
+def _doc_tables(results_dir):
+    """benchmarks/doc_tables.py (shared with benchmarks/run_all.py), or None."""
+    path = Path(results_dir).parent / "doc_tables.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("skxray_bench_doc_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _benchmarks_rst(results_dir):
     files = sorted(Path(results_dir).glob("*.json")) if Path(results_dir).is_dir() else []
     if not files:
@@ -297,9 +308,22 @@ def _benchmarks_rst(results_dir):
                 + "\n"
             )
             continue
-        if isinstance(data, dict):
+        tables = _doc_tables(results_dir)
+        if isinstance(data, dict) and file.name == "accuracy.json" and tables is not None:
+            # Results (with the paper's figures and the targets), settings, machine.
+            header, rows = tables.accuracy_table(data)
+            out.extend(_list_table(header, rows))
+            out.extend(_escape(note) + "\n" for note in tables.accuracy_notes(data))
+            out.append(_heading("Settings", "^"))
+            out.extend(_list_table(["setting", "value"], tables.settings_rows(data)))
+            out.append(_heading("Machine", "^"))
+            out.extend(_list_table(["", "value"], tables.machine_rows(data)))
+        elif isinstance(data, dict):
             scalars = {k: v for k, v in data.items() if not isinstance(v, (dict, list))}
             nested = {k: v for k, v in data.items() if isinstance(v, (dict, list))}
+            # What was measured first; how and where it was measured last.
+            last = [k for k in ("settings", "machine") if k in nested]
+            nested = {k: nested[k] for k in [*(k for k in nested if k not in last), *last]}
             if scalars:
                 out.extend(_list_table(["name", "value"], list(scalars.items())))
             for key, value in nested.items():

@@ -23,8 +23,8 @@ class _ConvNet(nn.Module):
         self, input_shape, n_outputs, filters, kernel_size, dense_units, dropout, batch_norm, channels_last=True
     ):
         super().__init__()
-        # NHWC convolutions train 1.26-1.36x faster on CPU here (and ~5 %
-        # on a GPU); benchmarks/speed.py measures it against NCHW.
+        # NHWC convolutions train 1.21x faster on CPU (benchmarks/results/speed.json,
+        # roofline "channels_last"; ~5 % on a GPU); benchmarks/speed.py measures it.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         channels, height, width = input_shape
         layers = []
