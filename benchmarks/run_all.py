@@ -68,6 +68,7 @@ def main(argv=None):
     p.add_argument("--threads", default="auto", help="passed to both scripts")
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--skip-new-hospital", action="store_true")
     args = p.parse_args(argv)
 
     common = ["--device", args.device, "--threads", args.threads] + (["--quick"] if args.quick else [])
@@ -76,6 +77,10 @@ def main(argv=None):
         steps.append(("accuracy", [str(BENCH_DIR / "accuracy.py"), "--masking", *common]))
     if not args.skip_speed:
         steps.append(("speed", [str(BENCH_DIR / "speed.py"), *common]))
+    if not args.skip_new_hospital:
+        # Its own options: the default CNN and FNN on the CPU, as a user gets them.
+        extra = ["--quick"] if args.quick else []
+        steps.append(("new_hospital", [str(BENCH_DIR / "new_hospital.py"), *extra]))
 
     status, durations, succeeded = 0, {}, 0
     t0 = time.perf_counter()

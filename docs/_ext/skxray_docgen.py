@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 API_FILE = "_generated_api.rst"
 CLI_FILE = "_generated_cli.rst"
 BENCH_FILE = "_generated_benchmarks.rst"
+NEW_HOSPITAL_FILE = "_generated_new_hospital.rst"
 STUB_DIR = "api/generated"
 
 #: Public modules in the order of the API page, with their section titles.
@@ -334,6 +335,49 @@ def _benchmarks_rst(results_dir):
     return "\n".join(out) + "\n"
 
 
+def _pct(value):
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _new_hospital_rst(path):
+    """The tables of docs/new_hospital.rst, from benchmarks/results/new_hospital.json."""
+    if not Path(path).is_file():
+        return (
+            ".. note::\n\n   No figures yet: run ``benchmarks/new_hospital.py`` and commit "
+            "``benchmarks/results/new_hospital.json``.\n"
+        )
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    before = data["settings"].get("before_issue_14", {})
+    header = ["model", "held-out accuracy", "abstained: held-out patients",
+              "abstained: held-out Pneumonia", "abstained: Hannover", "ood_score AUROC",
+              "Hannover flagged at 1 / 5 / 10 % held-out"]
+    rows = []
+    if before:
+        rows.append(["CNN, before (issue 14)", "91.5 %", _pct(before["abstained_held_out"]), "",
+                     _pct(before["abstained_hannover"]),
+                     f"{before['ood_score_auroc_hannover_vs_held_out']:.2f}", ""])
+    for r in data["results"]:
+        rows.append([
+            f"{r['model'].upper()} {r['image_size']} px",
+            _pct(r["held_out_accuracy"]),
+            _pct(r["abstained_held_out"]),
+            _pct(r["abstained_pneumonia"]),
+            _pct(r["abstained_hannover"]),
+            f"{r['ood_score_auroc_hannover_vs_held_out']:.3f}",
+            " / ".join(_pct(r[f"external_flagged_at_{k}pct_held_out"]) for k in (1, 5, 10)),
+        ])
+    out = ["Per image:", ""] + _list_table(header, rows)
+    shift_rows = [
+        [r["model"].upper(), r["batches_from"].replace("_", " "), r["batch_size"], r["n_batches"],
+         _pct(r["rejected_at_0.05"]), _pct(r["rejected_at_0.01"]), f"{r['median_pvalue']:.3g}"]
+        for r in data["shift_test"]
+    ]
+    out += ["Per batch (shift test):", ""] + _list_table(
+        ["model", "batches from", "images", "batches", "rejected at 0.05", "rejected at 0.01",
+         "median p"], shift_rows)
+    return "\n".join(out) + "\n"
+
+
 # --------------------------------------------------------------------------
 # Sphinx hooks
 
@@ -344,6 +388,10 @@ def _generate_files(app, config):
     _write_if_changed(srcdir / API_FILE, _api_rst())
     _write_if_changed(srcdir / CLI_FILE, _cli_rst())
     _write_if_changed(srcdir / BENCH_FILE, _benchmarks_rst(repo / "benchmarks" / "results"))
+    _write_if_changed(
+        srcdir / NEW_HOSPITAL_FILE,
+        _new_hospital_rst(repo / "benchmarks" / "results" / "new_hospital.json"),
+    )
 
 
 def _generate_api_stubs(app):
