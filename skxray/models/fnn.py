@@ -20,20 +20,25 @@ class _MLP(nn.Module):
         self.output = nn.Linear(n_inputs, n_outputs)
 
     def activation_stats(self, x):
-        """Every hidden layer's activations, concatenated (for out-of-distribution detection).
+        """Mean, standard deviation and share of active units of every hidden layer.
 
-        A dense layer has no channels to summarise, so its units are kept
-        as they are; without hidden layers, the flattened pixels' mean and
-        standard deviation.
+        For out-of-distribution detection, like the CNN's per-channel
+        statistics. Summaries, not the units themselves: the units of a
+        dense layer fitted on a few hundred images recognise individual
+        patients, so new patients of the training hospitals would look
+        unfamiliar too (their raw activations made the shift test reject
+        10-18 % of held-out same-hospital batches at alpha 0.05). Without
+        hidden layers, the same three summaries of the flattened pixels.
         """
+        x = torch.flatten(x, 1)
         stats = []
         for layer in self.hidden:
             x = layer(x)
             if isinstance(layer, nn.ReLU):
-                stats.append(x)
+                stats += [x.mean(dim=1), x.std(dim=1, correction=0), (x > 0).float().mean(dim=1)]
         if not stats:
-            return torch.stack([x.mean(dim=1), x.std(dim=1, correction=0)], dim=1)
-        return torch.cat(stats, dim=1)
+            stats = [x.mean(dim=1), x.std(dim=1, correction=0), (x > 0).float().mean(dim=1)]
+        return torch.stack(stats, dim=1)
 
     def embed(self, x):
         """Last hidden layer's activations (the flattened pixels without hidden layers)."""
