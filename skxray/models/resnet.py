@@ -278,6 +278,12 @@ default="IMAGENET1K_V2"
     )
 
     _rgb_input = True
+    _machine_params = ("checkpoint_dir", "feature_cache_dir")
+
+    def _restore_loaded_state(self):
+        # Whether fit trained on cached features; a loaded model predicts on
+        # images (through the feature store when feature_cache_dir is given).
+        self.features_cached_ = False
 
     def __init__(
         self,
