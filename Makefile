@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The stamp is rebuilt only when the declared dependencies change, so a second run is quick.
 STAMP := $(VENV)/.skxray-installed
 
-.PHONY: setup demo test lint docs bench bench-quick clean
+.PHONY: setup demo test lint docs bench bench-quick fuzz clean
 
 setup: $(STAMP)
 
@@ -36,3 +36,9 @@ bench-quick: setup
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .ruff_cache
+
+# Coverage-guided fuzzing of skxray.io.read_image (needs the `fuzz` extra: atheris).
+SECONDS ?= 60
+fuzz: setup
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[fuzz]"
+	$(BIN)/python benchmarks/fuzz.py --seconds $(SECONDS)
