@@ -111,7 +111,9 @@ COMMON_PARAMETERS_DOC = """\
         ``optimizer.pt``, ``history.json``) and, every epoch, the full
         training state ``last.pt`` that ``fit(X, y, resume=True)`` continues
         from. Every file is written atomically (temporary file, then rename):
-        a crash never leaves a half-written checkpoint.
+        a crash never leaves a half-written checkpoint, and a full disk stops
+        ``fit`` with an ``OSError`` naming the file, the previous checkpoint
+        intact. A folder of this machine: :meth:`save` does not keep it.
 
     device : {{"auto", "cpu", "cuda"}}, default="auto"
         Where to train; ``"auto"`` picks CUDA when available.

@@ -209,7 +209,9 @@ default="IMAGENET1K_V2"
         runs then pass each distinct image through the backbone once instead
         of once per fit and per prediction. Needs ``freeze=True``; safe to
         share between processes (files are written atomically). Gradients
-        (Grad-CAM) always run the backbone. None keeps nothing.
+        (Grad-CAM) always run the backbone. None keeps nothing. A folder of
+        this machine: :meth:`save` does not keep it, and
+        ``skxray.load(folder, feature_cache_dir=...)`` takes it again.
 
 {common}
     Attributes
