@@ -20,7 +20,11 @@ with libFuzzer's exit status 77 and a ``crash-<sha1>`` file.
 
 Replay a finding (exit status 0 once it is fixed)::
 
-    python benchmarks/fuzz.py --worker path/to/crash-file
+    python benchmarks/fuzz.py --worker path/to/crash-file     # instrumented, as libFuzzer
+    python benchmarks/fuzz.py --check path/to/crash-file      # plain, timed, one JSON line
+
+Timeouts are replayed with ``--check`` when the summary is written, so that a
+stall of the niced fuzzer on a busy machine is told apart from a real hang.
 
 Coverage guidance only sees Python bytecode: skxray, Pillow's Python plugins
 (PNG, TIFF, BMP, JPEG headers) and pydicom are instrumented; Pillow's C
@@ -297,74 +301,136 @@ def worker(argv, keep_going, findings_dir):
 _STAT = re.compile(r"#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)")
 
 
-def drive(seconds, out, corpus_dir, findings_dir, max_len, extra):
-    """Run the worker for ``seconds`` seconds and write the summary JSON."""
+def drive(seconds, out, corpus_dir, findings_dir, max_len, timeout, extra):
+    """Run the worker for ``seconds`` seconds, then write the summary JSON."""
     corpus_dir = Path(corpus_dir)
+    findings_dir = Path(findings_dir)
     n_seeds = write_corpus(corpus_dir)
     cmd = [
         sys.executable, __file__, "--worker", "--keep-going",
         "--findings", str(findings_dir),
-        f"-max_total_time={seconds}", f"-max_len={max_len}", "-timeout=20",
+        f"-max_total_time={seconds}", f"-max_len={max_len}", f"-timeout={timeout}",
         "-rss_limit_mb=2048", "-print_final_stats=1",
         f"-artifact_prefix={findings_dir}/", *extra, str(corpus_dir),
     ]
-    Path(findings_dir).mkdir(parents=True, exist_ok=True)
+    findings_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    logs, crashes, restarts = [], [], 0
+    restarts = 0
     # libFuzzer stops at a timeout or an out-of-memory input even with
-    # --keep-going (those are not Python exceptions): record it as a finding
-    # and go on with the time left and the corpus grown so far.
+    # --keep-going (those are not Python exceptions): summarise() records it
+    # as a finding; go on with the time left and the corpus grown so far.
     while True:
         left = int(seconds - (time.time() - start))
         if left < 5:
             break
         run = [c if not c.startswith("-max_total_time=") else f"-max_total_time={left}" for c in cmd]
         # Written to a file as it runs, so that a long run can be watched.
-        log_path = Path(findings_dir) / f"libfuzzer-{restarts}.log"
+        log_path = findings_dir / f"libfuzzer-{restarts}.log"
         with open(log_path, "w", encoding="utf-8") as log_fh:
             proc = subprocess.run(run, stdout=log_fh, stderr=subprocess.STDOUT)
-        proc.stderr = log_path.read_text(encoding="utf-8", errors="replace")
-        logs.append(proc.stderr)
         if proc.returncode == 0:
             break
         restarts += 1
-        artifact = re.findall(r"Test unit written to (\S+)", proc.stderr)
-        reason = re.findall(r"ERROR: libFuzzer: ([^\n]+)", proc.stderr)
-        crashes.append({"signature": f"libFuzzer: {reason[-1] if reason else proc.returncode}",
-                        "message": proc.stderr[-500:],
-                        "input": Path(artifact[-1]).name if artifact else None})
         if restarts > 20:
             break
-    elapsed = time.time() - start
-    log = "\n".join(logs)
-    stats = _STAT.findall(log)
+    meta = {"seconds": seconds, "max_len": max_len, "timeout_s": timeout, "max_pixels": MAX_PIXELS,
+            "seed_files": n_seeds, "extra_flags": extra, "duration_s": round(time.time() - start, 1),
+            "restarts": restarts, "exit_status": proc.returncode}
+    (findings_dir / "run.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return summarise(findings_dir, out)
+
+
+def summarise(findings_dir, out):
+    """Write ``out`` (fuzz.json) from the logs and findings in ``findings_dir``."""
+    findings_dir = Path(findings_dir)
+    meta = json.loads((findings_dir / "run.json").read_text(encoding="utf-8"))
+    logs = sorted(findings_dir.glob("libfuzzer-*.log"), key=lambda p: int(p.stem.split("-")[1]))
+    texts = [p.read_text(encoding="utf-8", errors="replace") for p in logs]
+    executed = 0
+    for text in texts:
+        runs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", text)
+        if runs:
+            executed += int(runs[-1])
+        else:  # killed without final stats: its last status line
+            stats = _STAT.findall(text)
+            executed += int(stats[-1][0]) if stats else 0
+    stats = _STAT.findall("\n".join(texts))
     last = stats[-1] if stats else ("0", "0", "0", "0")
-    executed = sum(int(n) for n in re.findall(r"stat::number_executed_units:\s*(\d+)", log))
     findings = []
-    jsonl = Path(findings_dir) / "findings.jsonl"
+    jsonl = findings_dir / "findings.jsonl"
     if jsonl.is_file():
-        findings = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+        for line in jsonl.read_text().splitlines():
+            if line.strip():
+                f = json.loads(line)
+                findings.append({k: f[k] for k in ("signature", "message", "input")})
+    # Timeouts, slow units and out-of-memory stops: replayed without
+    # instrumentation, so that a stall of a low-priority process on a busy
+    # machine is told apart from a real hang.
+    for text in texts:
+        reason = re.findall(r"ERROR: libFuzzer: ([^\n]+)", text)
+        if not reason:
+            continue
+        artifacts = re.findall(r"Test unit written to (\S+)", text)
+        entry = {"signature": f"libFuzzer: {reason[-1].strip()}", "message": "",
+                 "input": [Path(a).name for a in artifacts]}
+        entry["replay"] = [_replay(Path(a)) for a in artifacts if Path(a).is_file()]
+        findings.append(entry)
     payload = {
         "target": "skxray.io.read_image",
         "fuzzer": "atheris (libFuzzer), instrumented: skxray, PIL, pydicom",
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count()},
         "versions": _versions(),
-        "settings": {"seconds": seconds, "max_len": max_len, "max_pixels": MAX_PIXELS,
-                     "seed_files": n_seeds, "extra_flags": extra},
-        "duration_s": round(elapsed, 1),
-        "exit_status": proc.returncode,
-        "executions": executed or int(last[0]),
-        "restarts": restarts,
+        "settings": {k: meta[k] for k in ("seconds", "max_len", "timeout_s", "max_pixels",
+                                          "seed_files", "extra_flags") if k in meta},
+        "duration_s": meta.get("duration_s"),
+        "restarts": meta.get("restarts"),
+        "exit_status": meta.get("exit_status"),
+        "executions": executed,
         "coverage": {"edges": int(last[1]), "features": int(last[2]), "corpus": int(last[3])},
-        "findings": [{k: f[k] for k in ("signature", "message", "input")} for f in findings]
-        + crashes,
+        "findings": findings,
     }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: payload[k] for k in ("duration_s", "executions", "coverage")}))
     print(f"{len(findings)} finding(s); summary in {out}")
-    return 0 if not findings and not crashes else 1
+    return 0 if not findings else 1
+
+
+def _replay(artifact):
+    """Read one input again in a fresh, uninstrumented process; report time and outcome."""
+    proc = subprocess.run([sys.executable, __file__, "--check", str(artifact)],
+                          capture_output=True, text=True)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"input": artifact.name, "outcome": f"exit {proc.returncode}: {proc.stderr[-300:]}"}
+
+
+def check(paths):
+    """Read each input as the harness does; print one JSON line each; 1 if any finding."""
+    from skxray.io import ImageReadError, read_image
+
+    status = 0
+    scratch = tempfile.mkdtemp(prefix="skxray-fuzz-check-")
+    for src in paths:
+        data = Path(src).read_bytes()
+        path = os.path.join(scratch, "input" + _suffix_for(data))
+        Path(path).write_bytes(data)
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                img = read_image(path, max_pixels=MAX_PIXELS)
+                outcome = f"read {img.shape}"
+            except ImageReadError as exc:
+                outcome = f"ImageReadError: {exc.reason}"[:300]
+            except Exception as exc:  # noqa: BLE001 - that is the finding
+                outcome = f"FINDING {type(exc).__name__}: {exc}"[:300]
+                status = 1
+        print(json.dumps({"input": Path(src).name, "seconds": round(time.perf_counter() - start, 3),
+                          "outcome": outcome}))
+    return status
 
 
 def _versions():
@@ -398,9 +464,19 @@ def main(argv=None):
     parser.add_argument("--corpus", default=None,
                         help="corpus folder (default: a temporary one)")
     parser.add_argument("--max-len", type=int, default=4096)
+    parser.add_argument("--timeout", type=int, default=120,
+                        help="seconds one input may take (generous: the run is niced on a shared machine)")
+    parser.add_argument("--summarise", metavar="FINDINGS_DIR",
+                        help="only rewrite --out from an earlier run's findings folder")
+    parser.add_argument("--check", nargs="+", metavar="FILE",
+                        help="read these inputs without instrumentation and report each")
     parser.add_argument("--write-corpus", metavar="DIR",
                         help="only write the seed corpus into DIR")
     args, rest = parser.parse_known_args(argv[1:])
+    if args.check:
+        return check(args.check)
+    if args.summarise:
+        return summarise(args.summarise, args.out)
     if args.write_corpus:
         print(write_corpus(args.write_corpus))
         return 0
@@ -409,7 +485,7 @@ def main(argv=None):
         return 0  # not reached: atheris.Fuzz() exits the process
     with tempfile.TemporaryDirectory() as tmp:
         return drive(args.seconds, args.out, args.corpus or tmp, Path(args.findings),
-                     args.max_len, rest)
+                     args.max_len, args.timeout, rest)
 
 
 if __name__ == "__main__":
