@@ -433,6 +433,15 @@ def test_forged_config_is_refused_before_building(tmp_path, changes, match):
         load(folder)
 
 
+def test_oversized_config_is_refused_unread(tmp_path, monkeypatch):
+    from skxray.models import _persistence
+
+    folder = _copy_model("format_v1_fnn", tmp_path)
+    monkeypatch.setattr(_persistence, "_MAX_CONFIG_BYTES", 100)
+    with pytest.raises(ValueError, match=r"config.json' is [0-9,]+ bytes; a skxray config.json is a few kB"):
+        load(folder)
+
+
 def test_persistence_uses_class_hooks_not_attribute_probing():
     import inspect
 

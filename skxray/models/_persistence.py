@@ -55,6 +55,9 @@ _REQUIRED = ("params", "classes", "classes_dtype", "input_shape", "input_kind", 
 # Largest side of an input image accepted from a config.json: a forged input
 # shape must not make load build (allocate) a gigantic network.
 _MAX_SIDE = 16384
+# A config.json holds settings and the training history: a few kB, a few MB
+# for thousands of epochs. Anything bigger is not one (and would fill memory).
+_MAX_CONFIG_BYTES = 64 * 1024**2
 
 
 def _registry():
@@ -245,6 +248,12 @@ def load(path, *, feature_cache_dir=None, checkpoint_dir=None):
 
 def _read_config(config_path):
     """Parse and check ``config.json``; return it as a dict."""
+    size = config_path.stat().st_size
+    if size > _MAX_CONFIG_BYTES:
+        raise ValueError(
+            f"{str(config_path)!r} is {size:,} bytes; a skxray config.json is a few kB "
+            f"(at most {_MAX_CONFIG_BYTES:,} accepted)."
+        )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
