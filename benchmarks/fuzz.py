@@ -315,7 +315,7 @@ def drive(seconds, out, corpus_dir, findings_dir, max_len, timeout, extra):
     ]
     findings_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    restarts = 0
+    restarts, status = 0, None
     # libFuzzer stops at a timeout or an out-of-memory input even with
     # --keep-going (those are not Python exceptions): summarise() records it
     # as a finding; go on with the time left and the corpus grown so far.
@@ -327,15 +327,15 @@ def drive(seconds, out, corpus_dir, findings_dir, max_len, timeout, extra):
         # Written to a file as it runs, so that a long run can be watched.
         log_path = findings_dir / f"libfuzzer-{restarts}.log"
         with open(log_path, "w", encoding="utf-8") as log_fh:
-            proc = subprocess.run(run, stdout=log_fh, stderr=subprocess.STDOUT)
-        if proc.returncode == 0:
+            status = subprocess.run(run, stdout=log_fh, stderr=subprocess.STDOUT).returncode
+        if status == 0:
             break
         restarts += 1
         if restarts > 20:
             break
     meta = {"seconds": seconds, "max_len": max_len, "timeout_s": timeout, "max_pixels": MAX_PIXELS,
             "seed_files": n_seeds, "extra_flags": extra, "duration_s": round(time.time() - start, 1),
-            "restarts": restarts, "exit_status": proc.returncode}
+            "restarts": restarts, "exit_status": status}
     (findings_dir / "run.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return summarise(findings_dir, out)
 
