@@ -373,7 +373,9 @@ def summarise(findings_dir, out):
         artifacts = re.findall(r"Test unit written to (\S+)", text)
         entry = {"signature": f"libFuzzer: {reason[-1].strip()}", "message": "",
                  "input": [Path(a).name for a in artifacts]}
-        entry["replay"] = [_replay(Path(a)) for a in artifacts if Path(a).is_file()]
+        # Looked up in findings_dir too: the folder may have been moved since.
+        found = [Path(a) if Path(a).is_file() else findings_dir / Path(a).name for a in artifacts]
+        entry["replay"] = [_replay(p) for p in found if p.is_file()]
         findings.append(entry)
     payload = {
         "target": "skxray.io.read_image",
