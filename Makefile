@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The stamp is rebuilt only when the declared dependencies change, so a second run is quick.
 STAMP := $(VENV)/.skxray-installed
 
-.PHONY: setup demo test lint docs bench bench-quick report-check clean
+.PHONY: setup demo test lint docs bench bench-quick report-check fuzz clean
 
 setup: $(STAMP)
 
@@ -41,3 +41,9 @@ bench-quick: setup
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .ruff_cache
+
+# Coverage-guided fuzzing of skxray.io.read_image (needs the `fuzz` extra: atheris).
+SECONDS ?= 60
+fuzz: setup
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[fuzz]"
+	$(BIN)/python benchmarks/fuzz.py --seconds $(SECONDS)

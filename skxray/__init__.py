@@ -3,6 +3,7 @@
 The public API is re-exported here; see the documentation for a guided tour.
 """
 
+from skxray._version import __version__  # noqa: F401 (the package version)
 from skxray.audit import AuditReport, audit
 from skxray.datasets import load_image_folder, make_phantom_cxr
 from skxray.io import ImageReadError, read_image
@@ -14,8 +15,6 @@ from skxray.models import (
     load,
 )
 from skxray.ood import OODDetector
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "AuditReport",

@@ -184,14 +184,27 @@ def cmd_explore(args):
 
 
 def cmd_train(args):
-    from skxray.evaluation import plot_learning_curves
-
     # Refuse a bad destination before minutes of training, not after.
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {str(out)!r} exists and is not a folder")
     if args.resume and not args.checkpoint_dir:
         raise UserError("--resume needs --checkpoint-dir, the folder the interrupted run wrote to")
+    from skxray._atomic import FolderLockedError, exclusive_lock
+
+    # Held from before training until the model is saved: a second
+    # 'skxray train --out SAME_DIR' fails at once, instead of training for
+    # minutes and then mixing its files with the first one's.
+    try:
+        with exclusive_lock(out):
+            return _train_into(args, out)
+    except FolderLockedError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def _train_into(args, out):
+    from skxray.evaluation import plot_learning_curves
+
     keep_aspect = _keep_aspect(args)
     bunch = _load_folder(
         args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes), keep_aspect=keep_aspect
@@ -206,7 +219,8 @@ def cmd_train(args):
         random_state=args.random_state,
         verbose=1,
         weights=weights,
-        # Only a folder the user chose: the saved model keeps this path.
+        # Only a folder the user chose. The saved model does not keep it:
+        # pass --feature-cache-dir again to the commands that load it.
         feature_cache_dir=args.feature_cache_dir,
     )
     # Saved with the model, so evaluate and predict read images the same way.
@@ -710,6 +724,7 @@ def cmd_audit(args):
 
 
 # ----------------------------------------------------------------------------- parser
+# long-function: one add_argument call per option and sub-command, read top to bottom as the --help.
 def build_parser():
     """Return the argument parser of the ``skxray`` command.
 

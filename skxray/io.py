@@ -309,7 +309,7 @@ def read_image(
         if has_magic or Path(path).suffix.lower() in _DICOM_EXTENSIONS:
             image = _read_dicom(fh, path, has_magic=has_magic, max_pixels=max_pixels)
         else:
-            image = _read_pil(fh, path, max_pixels=max_pixels)
+            image = _read_pil(fh, path, max_pixels=max_pixels, file_size=size)
 
     if as_gray:
         if image.ndim == 3:
@@ -330,7 +330,7 @@ def _check_pixels(path, width, height, max_pixels):
         )
 
 
-def _read_pil(fh, path, *, max_pixels):
+def _read_pil(fh, path, *, max_pixels, file_size):
     """Decode with Pillow; return float64 (H, W) or RGB (H, W, 3) in [0, 1]."""
     try:
         with _WARNINGS_LOCK, warnings.catch_warnings():
@@ -349,6 +349,7 @@ def _read_pil(fh, path, *, max_pixels):
     with im:
         width, height = im.size
         _check_pixels(path, width, height, max_pixels)
+        _check_png_size(path, im, width, height, file_size)
         try:
             # Decoding happens here; without load() a truncated file would
             # only fail later, outside this function.
@@ -363,6 +364,30 @@ def _read_pil(fh, path, *, max_pixels):
             raise
         except Exception as exc:
             raise ImageReadError(path, f"cannot convert {im.mode!r} image: {exc}") from exc
+
+
+# Deflate (zlib), PNG's only compression, expands at most 1032-fold: one
+# 258-byte match per two bits. Even a 1-bit PNG needs width * height / 8
+# bytes once decompressed.
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _check_png_size(path, im, width, height, file_size):
+    """Refuse a PNG whose header claims more pixels than its file can hold.
+
+    Pillow allocates the whole image before it finds out that the data are
+    missing, so a 100-byte file claiming 10000x10000 RGBA pixels would cost
+    400 MB (for nothing: it is truncated) without this check.
+    """
+    if im.format != "PNG":
+        return
+    min_bytes = width * height / 8
+    if min_bytes > _DEFLATE_MAX_RATIO * file_size:
+        raise ImageReadError(
+            path,
+            f"header claims {width}x{height} pixels, more than a {file_size:,}-byte PNG can "
+            "hold (deflate expands at most 1032-fold): the file is truncated or forged",
+        )
 
 
 def _tiff_tag(im, tag):
@@ -435,22 +460,14 @@ def _read_dicom(fh, path, *, has_magic, max_pixels):
     except Exception as exc:
         raise ImageReadError(path, f"not a valid DICOM file: {exc}") from exc
 
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise ImageReadError(path, "DICOM file has no pixel data")
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    if not photometric:
-        raise ImageReadError(path, "DICOM file has no PhotometricInterpretation")
-    if photometric not in _MONOCHROME + _DICOM_COLOR:
-        supported = ", ".join(_MONOCHROME + _DICOM_COLOR)
-        raise ImageReadError(
-            path,
-            f"unsupported DICOM PhotometricInterpretation {photometric!r} (supported: {supported})",
-        )
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
+        # pydicom converts elements lazily, so a malformed one (an unknown VR,
+        # a bad length) raises only here, with any exception type.
+        photometric = _dicom_header(ds, path, max_pixels)
+    except ImageReadError:
+        raise
     except Exception as exc:
-        raise ImageReadError(path, f"DICOM file has no valid Rows/Columns: {exc}") from exc
-    _check_pixels(path, cols, rows, max_pixels)
+        raise ImageReadError(path, f"corrupt DICOM header: {type(exc).__name__}: {exc}") from exc
 
     try:
         arr = pixel_array(ds, index=0)
@@ -476,6 +493,59 @@ def _read_dicom(fh, path, *, has_magic, max_pixels):
         raise
     except Exception as exc:
         raise ImageReadError(path, f"cannot convert DICOM pixel data: {exc}") from exc
+
+
+def _dicom_header(ds, path, max_pixels):
+    """Check the header before any pixel is decoded; return the photometric interpretation.
+
+    Every size the decoder will allocate from (Rows, Columns, SamplesPerPixel,
+    BitsAllocated, and for uncompressed data the length of the pixel data
+    itself) is checked here, so that a header that lies is refused before
+    pydicom allocates anything.
+    """
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise ImageReadError(path, "DICOM file has no pixel data")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if not photometric:
+        raise ImageReadError(path, "DICOM file has no PhotometricInterpretation")
+    if photometric not in _MONOCHROME + _DICOM_COLOR:
+        supported = ", ".join(_MONOCHROME + _DICOM_COLOR)
+        raise ImageReadError(
+            path,
+            f"unsupported DICOM PhotometricInterpretation {photometric!r} (supported: {supported})",
+        )
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except Exception as exc:
+        raise ImageReadError(path, f"DICOM file has no valid Rows/Columns: {exc}") from exc
+    _check_pixels(path, cols, rows, max_pixels)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    expected_samples = 1 if photometric in _MONOCHROME else 3
+    if samples != expected_samples:
+        raise ImageReadError(
+            path, f"DICOM SamplesPerPixel is {samples}; {photometric} has {expected_samples}"
+        )
+    if "PixelData" not in ds:
+        return photometric  # float pixel data: 32 or 64 bits by definition
+    bits = ds.get("BitsAllocated")
+    if bits is None or int(bits) not in (1, 8, 16, 32, 64):
+        raise ImageReadError(path, f"DICOM BitsAllocated is {bits!r}; expected 1, 8, 16, 32 or 64")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not getattr(syntax, "is_compressed", False):
+        # Uncompressed: the first frame must be there in full. Comparing with
+        # the element's length catches a forged Rows/Columns in a small file
+        # before the decoder allocates the array it describes.
+        needed = (rows * cols * samples * int(bits) + 7) // 8
+        if photometric == "YBR_FULL_422":  # two chroma samples for every two pixels
+            needed = needed * 2 // 3
+        held = len(ds.PixelData or b"")
+        if held < needed:
+            raise ImageReadError(
+                path,
+                f"DICOM pixel data holds {held:,} bytes, but the header ({rows}x{cols}, "
+                f"{samples} sample(s) of {int(bits)} bits) needs {needed:,} for one frame",
+            )
+    return photometric
 
 
 def _stored_range(ds, arr):

@@ -1949,10 +1949,18 @@ class Report:
         ...     json.loads((path.parent / "metrics.json").read_text())
         {'CNN': {'accuracy': 0.75}}
         """
+        from skxray._atomic import atomic_write_many
+
         path = Path(os.fspath(path))
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_html(), encoding="utf-8")
-        (path.parent / "metrics.json").write_text(
-            json.dumps(self._metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        html_text = self.to_html()
+        metrics = json.dumps(self._metrics, indent=2, allow_nan=False) + "\n"
+        # Both files or neither: a full disk must not leave a half report, or
+        # a new report beside the previous run's metrics.
+        atomic_write_many(
+            [
+                (path, lambda tmp: Path(tmp).write_text(html_text, encoding="utf-8")),
+                (path.parent / "metrics.json", lambda tmp: Path(tmp).write_text(metrics, encoding="utf-8")),
+            ]
         )
         return path

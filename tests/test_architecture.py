@@ -18,23 +18,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "skxray"
 MAX_FUNCTION_LINES = 80
 LONG_FUNCTION_MARK = "# long-function:"
 
-#: Import edges that still close a cycle, in files owned by someone else
-#: while the architecture issue (#16) is merged. Remove each entry when its
-#: owner switches the import:
-#: - models/_persistence.py (io/persistence owner): import ``dumps_json`` from
-#:   ``skxray._utils``, ``private_generator_iterator`` from ``skxray._data``
-#:   and the classes by name from ``skxray.models._registry.CLASSIFIERS``.
-ALLOWED_CYCLE_EDGES = {
-    ("skxray.models._persistence", "skxray.models._base"),  # owner: io/persistence
-    ("skxray.models._persistence", "skxray.models"),  # owner: io/persistence
-}
+#: Import edges allowed to close a cycle: none.
+ALLOWED_CYCLE_EDGES = set()
 
-#: Functions over MAX_FUNCTION_LINES in files owned by someone else while
-#: issue #16 is merged: (file relative to skxray/, function) -> owner.
-ALLOWED_LONG_FUNCTIONS = {
-    ("cli.py", "build_parser"): "lead (cli.py): one add_argument call per option",
-    ("models/_persistence.py", "load"): "io/persistence owner",
-}
+#: Functions over MAX_FUNCTION_LINES allowed without a comment: none.
+ALLOWED_LONG_FUNCTIONS = {}
 
 
 def _modules():

@@ -377,10 +377,12 @@ def test_resnet_feature_cache_dir_shares_features_across_fits(monkeypatch, tmp_p
     np.testing.assert_allclose(other.predict_proba(X), uncached.predict_proba(X), atol=1e-5)
 
     # A saved and reloaded model hashes its loaded weights to the same folder.
+    # The folder is not restored from the file (issue #19): it is passed again.
     other.save(tmp_path / "model.skx")
     expected = uncached.predict_proba(X)
     seen.clear()
-    np.testing.assert_allclose(load(tmp_path / "model.skx").predict_proba(X), expected, atol=1e-5)
+    reloaded = load(tmp_path / "model.skx", feature_cache_dir=tmp_path)
+    np.testing.assert_allclose(reloaded.predict_proba(X), expected, atol=1e-5)
     assert seen == []
 
 

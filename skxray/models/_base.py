@@ -123,7 +123,9 @@ COMMON_PARAMETERS_DOC = """\
         ``optimizer.pt``, ``history.json``) and, every epoch, the full
         training state ``last.pt`` that ``fit(X, y, resume=True)`` continues
         from. Every file is written atomically (temporary file, then rename):
-        a crash never leaves a half-written checkpoint.
+        a crash never leaves a half-written checkpoint, and a full disk stops
+        ``fit`` with an ``OSError`` naming the file, the previous checkpoint
+        intact. A folder of this machine: :meth:`save` does not keep it.
 
     device : {{"auto", "cpu", "cuda"}}, default="auto"
         Where to train; ``"auto"`` picks CUDA when available.
@@ -267,8 +269,20 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         "ood": ["boolean"],
         "min_confidence": [Interval(Real, 0, 1, closed="both")],
     }
+    #: Constructor parameters that name folders of the machine running the
+    #: fit. :meth:`save` writes them as None and :func:`skxray.load` never
+    #: restores them from a file (it takes them as arguments instead): a model
+    #: file from elsewhere must not choose where this machine writes.
+    _machine_params = ("checkpoint_dir",)
 
     # ------------------------------------------------------------------ hooks
+    def _restore_loaded_state(self):
+        """Set the fitted attributes that ``config.json`` does not hold.
+
+        Called by :func:`skxray.load` once the weights are in ``net_``;
+        subclasses with attributes of their own override it.
+        """
+
     def _build_module(self, input_shape, n_outputs):
         """Return a fresh ``torch.nn.Module`` for inputs of ``input_shape``.
 
@@ -923,7 +937,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
 
         Writes ``config.json`` (class, parameters, classes, input shape,
         history) and ``model.safetensors`` (weights and buffers). Load it
-        with :func:`skxray.load`, which never unpickles anything.
+        with :func:`skxray.load`, which never unpickles anything. Both files
+        are written atomically under a lock on the folder: a full disk
+        leaves the previous model intact, and a second process saving into
+        the same folder at the same time gets an error. Folders of this
+        machine (``checkpoint_dir``, ``feature_cache_dir``) are saved as None.
 
         Parameters
         ----------
@@ -934,6 +952,13 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         -------
         path : pathlib.Path
             The folder written.
+
+        Raises
+        ------
+        OSError
+            If a file cannot be written; the message names it and says why.
+        skxray._atomic.FolderLockedError
+            If another process is saving into the same folder.
         """
         from skxray.models._persistence import save_model
 

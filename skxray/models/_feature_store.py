@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skxray.models._resume import atomic_write
+from skxray._atomic import atomic_write
 
 __all__ = ["FeatureStore", "weights_fingerprint"]
 

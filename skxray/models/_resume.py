@@ -8,23 +8,26 @@ number generators that draw dropout masks, augmentation and the batch order).
 a run killed after epoch k and resumed gives the same model as a run that was
 never interrupted.
 
-Every file is written atomically: to a temporary file in the same folder,
-flushed to disk, then renamed over the old one. A process killed while
-writing leaves the previous checkpoint intact (and a stray temporary file that
-nothing reads). Files are read back with ``torch.load(weights_only=True)``,
+Every file is written atomically (:func:`skxray._atomic.atomic_write`): to a
+temporary file in the same folder, flushed to disk, then renamed over the old
+one. A process killed while writing, or a write that fails with a full disk,
+leaves the previous checkpoint intact; a failed write raises an OSError that
+names the file. Files are read back with ``torch.load(weights_only=True)``,
 which refuses pickled code.
 """
 
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 from skorch.callbacks import Callback, Checkpoint
 from skorch.history import History
+
+# One atomic-write helper for every file skxray writes (see skxray._atomic).
+from skxray._atomic import atomic_write
 
 STATE_FILE = "last.pt"
 _FORMAT = 1
@@ -36,36 +39,16 @@ _FREE_PARAMETERS = ("verbose", "checkpoint_dir", "device", "feature_cache_dir")
 _CALLBACK_ATTRIBUTES = ("best_score_", "misses_", "dynamic_threshold_", "best_epoch_", "best_model_weights_")
 
 
-def atomic_write(path, write):
-    """Write a file by calling ``write(tmp_path)`` and renaming it into place.
-
-    ``os.replace`` is atomic on POSIX and Windows, so readers see either the
-    old file or the complete new one, never a half-written one.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(str(tmp))
-        if not tmp.exists():  # the writer reported its failure some other way
-            return
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 class AtomicCheckpoint(Checkpoint):
     """skorch's ``Checkpoint`` with each file written atomically."""
 
     def _save_params(self, f, net, f_name, log_name):
         if not isinstance(f, (str, os.PathLike)):
             return super()._save_params(f, net, f_name, log_name)
-        atomic_write(f, lambda tmp: super(AtomicCheckpoint, self)._save_params(tmp, net, f_name, log_name))
+        # skorch's own _save_params turns a failed write into a printed line
+        # and carries on; a full disk must instead stop the fit with an error
+        # naming the file, the previous checkpoint left intact.
+        atomic_write(f, lambda tmp: net.save_params(**{f_name: tmp, "use_safetensors": self.use_safetensors}))
 
 
 def training_fingerprint(estimator, X, y_enc, seed):

@@ -233,7 +233,9 @@ default="IMAGENET1K_V2"
         runs then pass each distinct image through the backbone once instead
         of once per fit and per prediction. Needs ``freeze=True``; safe to
         share between processes (files are written atomically). Gradients
-        (Grad-CAM) always run the backbone. None keeps nothing.
+        (Grad-CAM) always run the backbone. None keeps nothing. A folder of
+        this machine: :meth:`save` does not keep it, and
+        ``skxray.load(folder, feature_cache_dir=...)`` takes it again.
 
 {common}
     Attributes
@@ -302,6 +304,12 @@ default="IMAGENET1K_V2"
     )
 
     _rgb_input = True
+    _machine_params = ("checkpoint_dir", "feature_cache_dir")
+
+    def _restore_loaded_state(self):
+        # Whether fit trained on cached features; a loaded model predicts on
+        # images (through the feature store when feature_cache_dir is given).
+        self.features_cached_ = False
 
     def __init__(
         self,
