@@ -15,7 +15,7 @@ photograph, a blank frame. Two tools here warn before that happens:
 Three detector methods. ``"mahalanobis"`` (Lee et al., NeurIPS 2018, the
 default) fits a Gaussian with a Ledoit-Wolf shrunk covariance, class means
 and a shared covariance, to features of the training images: for the CNN and
-FNN the per-channel mean and standard deviation of every hidden layer
+FNN summary statistics of every hidden layer (``activation_stats``)
 together with a cheap image descriptor (``"layers"``); the penultimate
 embedding and/or the descriptor otherwise. ``"energy"`` (Liu et al., NeurIPS
 2020) and ``"msp"`` (Hendrycks & Gimpel, ICLR 2017) read the fitted
@@ -25,7 +25,7 @@ however strange it is.
 
 What they achieve on real X-rays is measured, not promised: on 243 images
 of a hospital in no training set (``benchmarks/new_hospital.py``) the
-default CNN's detector flagged about half, at about 5 % false alarms on new
+default CNN's detector flagged about 60 %, at about 5 % false alarms on new
 patients of its training hospitals, and the shift test rejected nearly every
 batch of 40 of them; the phantom tests only show the code runs. A flagged
 image is not a diagnosis, and not necessarily a bad image; an unflagged one
@@ -512,9 +512,11 @@ class OODDetector(BaseEstimator):
         in ``X`` are read through it.
 
     features : {"auto", "layers", "embedding", "image", "both"}, default="auto"
-        Features of the Mahalanobis distance: ``"layers"`` the per-channel
-        mean and standard deviation of every hidden layer of a skxray CNN or
-        FNN (``activation_stats``) together with the image descriptor, in one
+        Features of the Mahalanobis distance: ``"layers"`` summary
+        statistics of every hidden layer of a skxray CNN or FNN
+        (``activation_stats``: per-channel mean and standard deviation of the
+        CNN's blocks, mean, spread and share of active units of the FNN's
+        layers) together with the image descriptor, in one
         Gaussian; ``"embedding"`` the estimator's ``embed`` (penultimate
         layer); ``"image"`` a cheap image descriptor (intensity histogram,
         8 x 8 thumbnail, noise texture, radial power spectrum, border
@@ -962,8 +964,8 @@ def _fit_descriptor(source, indices, rng):
 def _fit_for_classifier(clf, dataset, y_enc, valid_idx, rng, train_embeddings=None):
     """The detector a classifier fits at the end of ``fit`` (``ood=True``).
 
-    For the CNN and the FNN: one Mahalanobis distance on the per-channel
-    mean and standard deviation of every hidden layer's output together
+    For the CNN and the FNN: one Mahalanobis distance on summary statistics
+    of every hidden layer's output (``activation_stats``) together
     with the image descriptor (``features="layers"``), with class means
     from ``y_enc``. For the ResNet-50: the embedding and the image
     descriptor, one Gaussian each (``features="both"``). Thresholds are set

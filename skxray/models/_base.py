@@ -159,7 +159,7 @@ COMMON_PARAMETERS_DOC = """\
         training images and is used by :meth:`predict_with_abstention` and
         :meth:`ood_score`. Needs at least 10 training images (``ood_`` is
         None below). At a hospital it never saw, the default CNN's
-        detector flagged about half of the images (see the user guide's
+        detector flagged about 60 % of the images (see the user guide's
         page on new hospitals).
 
     min_confidence : float in [0, 1], default=0.0
