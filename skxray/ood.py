@@ -67,6 +67,10 @@ MIN_SAMPLES = 10
 #: should have to re-read by hand, so that as many unfamiliar images as
 #: possible are flagged (see the user guide's page on new hospitals).
 CLASSIFIER_QUANTILE = 0.95
+#: Fewest validation images with which a classifier's detector uses the
+#: hidden layers' statistics (``features="layers"``); with fewer it uses the
+#: embedding and the image descriptor (``"both"``).
+MIN_LAYER_CALIBRATION = 20
 _N_BINS = 16
 _N_BANDS = 16
 _THUMBNAIL = 8
@@ -998,7 +1002,16 @@ def _fit_for_classifier(clf, dataset, y_enc, valid_idx, rng, train_embeddings=No
             stacklevel=3,
         )
         return None
-    detector = OODDetector(quantile=CLASSIFIER_QUANTILE, estimator=clf)
+    valid_idx = None if valid_idx is None else np.sort(np.asarray(valid_idx, dtype=np.int64))
+    held_out = valid_idx is not None and len(valid_idx) >= 2
+    # The layer statistics are a few hundred features whose distances
+    # concentrate: their threshold needs enough held-out images to be placed
+    # well (with 6, new phantoms were flagged 10-70 % of the time instead of
+    # 5 %). Below that, the embedding and the descriptor, which are forgiving.
+    few = not held_out or len(valid_idx) < MIN_LAYER_CALIBRATION
+    detector = OODDetector(
+        quantile=CLASSIFIER_QUANTILE, estimator=clf, features="both" if few else "auto"
+    )
     detector.features_ = detector._resolve_features()
     everyone = np.arange(n)
     source = _Source(dataset, clf.batch_size)
@@ -1016,8 +1029,6 @@ def _fit_for_classifier(clf, dataset, y_enc, valid_idx, rng, train_embeddings=No
             "embedding": np.asarray(train_embeddings, dtype=np.float64),
             "image": np.concatenate([detector._descriptor.transform(x) for x in images]),
         }
-    valid_idx = None if valid_idx is None else np.sort(np.asarray(valid_idx, dtype=np.int64))
-    held_out = valid_idx is not None and len(valid_idx) >= 2
     eligible = {name: (valid_idx if held_out and name in _NETWORK_BLOCKS else everyone) for name in raw}
     return detector._fit_from_raw(
         raw, np.asarray(y_enc, dtype=np.int64), eligible, rng, reference=valid_idx if held_out else None

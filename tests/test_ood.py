@@ -403,6 +403,13 @@ def test_shift_test_flags_scanner_b_not_scanner_a(who, request, held_out, scanne
     assert not same.shifted and "no difference" in same.verdict()
 
 
+def test_few_validation_images_fall_back_to_embedding_and_descriptor(train):
+    X, y = train
+    # ceil(0.1 * 60) = 6 validation images, under MIN_LAYER_CALIBRATION.
+    small = tiny_cnn(max_epochs=1).fit(X[:60], y[:60])
+    assert small.ood_.features_ == ("embedding", "image") and small.ood_.has_reference_
+
+
 def test_shift_test_reference_is_the_validation_split(cnn, train):
     det = cnn.ood_
     # ceil(0.1 * 300) validation images: the only ones the network never fitted.
