@@ -253,6 +253,18 @@ def _image_sizes_of(X):
     return np.tile(np.asarray(arr.shape[-2:], dtype=np.int64), (len(arr), 1))
 
 
+def _gradcam_sample(X, y, n):
+    """``n`` images (and labels) taken in turn from each class, for a Grad-CAM figure."""
+    from skxray.evaluation import _as_images_or_paths
+
+    X, _ = _as_images_or_paths(X)
+    y = np.asarray(y, dtype=object).reshape(-1)
+    if len(y) != len(X):
+        raise ValueError(f"y has {len(y)} labels but X has {len(X)} images.")
+    idx = _round_robin_by_class(y, n)
+    return X[idx], y[idx]
+
+
 def _round_robin_by_class(y, n):
     """Indices of ``n`` samples: the first of each class in turn (classes sorted)."""
     per_class = [np.flatnonzero(y == c).tolist() for c in pd.unique(pd.Series(y)).tolist()]
@@ -1373,14 +1385,7 @@ class Report:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"n must be an int >= 1; got {n!r}.")
         if y is not None:
-            from skxray.evaluation import _as_images_or_paths
-
-            X, _ = _as_images_or_paths(X)
-            y = np.asarray(y, dtype=object).reshape(-1)
-            if len(y) != len(X):
-                raise ValueError(f"y has {len(y)} labels but X has {len(X)} images.")
-            idx = _round_robin_by_class(y, n)
-            X, y = X[idx], y[idx]
+            X, y = _gradcam_sample(X, y, n)
         try:
             fig = plot_gradcam(estimator, X, target, y=y, n=n, method=method)
         except TypeError as exc:  # no convolutional layer, or not a skxray classifier
@@ -1565,14 +1570,7 @@ class Report:
         except ImportError as exc:
             return self._add(title, f'<p class="skipped">Grad-CAM is unavailable: {_esc(exc)}</p>')
         if y is not None:
-            from skxray.evaluation import _as_images_or_paths
-
-            X, _ = _as_images_or_paths(X)
-            y = np.asarray(y, dtype=object).reshape(-1)
-            if len(y) != len(X):
-                raise ValueError(f"y has {len(y)} labels but X has {len(X)} images.")
-            idx = _round_robin_by_class(y, n)
-            X, y = X[idx], y[idx]
+            X, y = _gradcam_sample(X, y, n)
         figures, skipped = [], []
         for name, estimator in estimators.items():
             try:
