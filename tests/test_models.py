@@ -68,6 +68,7 @@ EXPECTED_FAILED_CHECKS = {"CNNClassifier": {}, "FNNClassifier": {}, "ResNet50Cla
     [
         FNNClassifier(max_epochs=20, random_state=0),
         CNNClassifier(filters=(4, 8), dense_units=16, max_epochs=20, random_state=0),
+        CNNClassifier(architecture="residual", filters=(4, 8), dense_units=16, max_epochs=20, random_state=0),
         ResNet50Classifier(weights=None, head_units=16, max_epochs=5, random_state=0),
     ],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS[type(est).__name__],
@@ -82,13 +83,14 @@ def test_sklearn_compatible(estimator, check):
     "make",
     [
         lambda: tiny_cnn(max_epochs=10),
+        lambda: tiny_cnn(max_epochs=10, architecture="residual"),
         lambda: tiny_fnn(max_epochs=30, hidden_layer_sizes=(64,)),
         # 4 epochs: with 3, one torch thread (tests/conftest.py) reached only 0.63.
         lambda: tiny_resnet(
             freeze=False, max_epochs=4, batch_size=16, head_units=256, validation_fraction=None
         ),
     ],
-    ids=["cnn", "fnn", "resnet-unfrozen"],
+    ids=["cnn", "cnn-residual", "fnn", "resnet-unfrozen"],
 )
 def test_learns_phantoms(make, phantom_split):
     X_train, y_train, X_test, y_test = phantom_split
@@ -644,7 +646,14 @@ def test_set_params_then_fit_equals_fresh(phantoms):
 
 
 # -------------------------------------------------------------- persistence
-@pytest.mark.parametrize("make", [tiny_cnn, tiny_fnn, tiny_resnet], ids=["cnn", "fnn", "resnet"])
+def tiny_residual_cnn(**kw):
+    """The residual CNN with every option of this kind set away from its default."""
+    return tiny_cnn(**{"architecture": "residual", "label_smoothing": 0.1, "tta": True, **kw})
+
+
+@pytest.mark.parametrize(
+    "make", [tiny_cnn, tiny_residual_cnn, tiny_fnn, tiny_resnet], ids=["cnn", "cnn-residual", "fnn", "resnet"]
+)
 def test_pickle_and_safe_save_round_trip(make, tmp_path, phantoms):
     X, y, _ = phantoms
     clf = make().fit(X, y)
@@ -711,3 +720,126 @@ def test_pickle_keeps_weights_where_skorch_maps_them_to_cpu(make, phantoms):
     # Only the CPU states of the private shuffling generators remain.
     assert all(t.dtype == torch.uint8 and t.device.type == "cpu" for t in outside)
     assert len(outside) <= 2
+
+
+# -------------------------------------------------------------- residual CNN, label smoothing, TTA
+def _n_weights(clf):
+    return sum(p.numel() for p in clf.module_.parameters())
+
+
+def test_residual_cnn_weights_do_not_grow_with_image_size():
+    counts = {}
+    for architecture in ("plain", "residual"):
+        for size in (32, 64):
+            X, y = make_phantom_cxr(20, image_size=size, random_state=0)
+            clf = tiny_cnn(architecture=architecture, max_epochs=1, ood=False).fit(X, y)
+            counts[architecture, size] = _n_weights(clf)
+    assert counts["residual", 32] == counts["residual", 64]
+    # The plain network's dense layer reads every pixel of the last feature map.
+    assert counts["plain", 64] > counts["plain", 32]
+    clf = tiny_cnn(architecture="residual", max_epochs=1, ood=False).fit(X, y)
+    blocks = [m for m in clf.module_.modules() if type(m).__name__ == "_ResidualBlock"]
+    assert len(blocks) == 2  # one per entry of filters=(8, 16)
+    assert isinstance(clf.module_.classifier[0], torch.nn.AdaptiveAvgPool2d)
+
+
+def test_residual_cnn_has_gradcam_and_ood_layers(phantoms):
+    X, y, _ = phantoms
+    clf = tiny_cnn(architecture="residual", max_epochs=1).fit(X, y)
+    stats = clf.module_.activation_stats(torch.from_numpy(X[:4, None]))
+    assert stats.shape == (4, 2 * (8 + 16))  # mean and std of each block's channels
+    assert clf.module_.gradcam_layer is clf.module_.features[-1].relu
+    assert clf.ood_score(X[:3]).shape == (3,)
+
+
+@pytest.mark.parametrize("make", [tiny_cnn, tiny_fnn], ids=["cnn", "fnn"])
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_tta_averages_the_image_and_its_mirror(make, n_classes):
+    classes = ("Covid-19", "Normal", "Pneumonia")[:n_classes]
+    X, y = make_phantom_cxr(60, image_size=SIZE, classes=classes, random_state=0)
+    clf = make(max_epochs=2, ood=False).fit(X, y)
+    plain = clf.predict_proba(X)
+    mirrored = clf.predict_proba(X[..., ::-1].copy())
+    assert not np.allclose(plain, mirrored)  # otherwise the test proves nothing
+    clf.set_params(tta=True)
+    tta = clf.predict_proba(X)
+    np.testing.assert_allclose(tta, (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)
+    # decision_function and predict follow the averaged probabilities.
+    scores = clf.decision_function(X)
+    expected = tta.argmax(1) if n_classes > 2 else (scores > 0).astype(int)
+    np.testing.assert_array_equal(np.searchsorted(clf.classes_, clf.predict(X)), expected)
+    if n_classes == 2:
+        np.testing.assert_allclose(scores, np.log(tta[:, 1] / tta[:, 0]), rtol=1e-4, atol=1e-5)
+
+
+def test_tta_reads_paths_like_arrays(tmp_path, phantoms):
+    X, y, _ = phantoms
+    paths = write_pngs(tmp_path, X[:12])
+    loaded = ImageLoader(image_size=SIZE).fit_transform(paths)
+    clf = tiny_cnn(max_epochs=1, ood=False, tta=True, image_size=SIZE).fit(loaded, y[:12])
+    np.testing.assert_allclose(clf.predict_proba(paths), clf.predict_proba(loaded), rtol=1e-5, atol=1e-6)
+
+
+def test_tta_leaves_tabular_input_alone():
+    rng = np.random.RandomState(0)
+    X, y = rng.rand(40, 6).astype(np.float32), np.repeat([0, 1], 20)
+    clf = tiny_fnn(ood=False).fit(X, y)
+    expected = clf.predict_proba(X)
+    np.testing.assert_array_equal(clf.set_params(tta=True).predict_proba(X), expected)
+
+
+def _first_batch_loss(clf, X, y):
+    """The fitted criterion's loss on the network's logits for (X, y)."""
+    dataset = clf.get_dataset(X, y)
+    logits = clf.net_.forward(dataset, training=False)
+    target = torch.as_tensor(clf._label_encoder.transform(y))
+    return logits, target, float(clf.net_.criterion_(logits, target))
+
+
+@pytest.mark.parametrize("class_weight", [None, "balanced"])
+def test_binary_label_smoothing_is_the_formula(class_weight):
+    X, y = make_phantom_cxr(40, image_size=SIZE, random_state=0)
+    # Unbalanced classes (20 and 8 images), so that the class weight matters.
+    keep = np.r_[np.flatnonzero(y == "Covid-19"), np.flatnonzero(y == "Normal")[:8]]
+    X, y = X[keep], y[keep]
+    eps = 0.2
+    clf = tiny_cnn(max_epochs=1, ood=False, label_smoothing=eps, class_weight=class_weight).fit(X, y)
+    logits, target, loss = _first_batch_loss(clf, X, y)
+    z = logits.reshape(-1).double()
+    t = target.double() * (1 - eps) + eps / 2
+    counts = np.bincount(target.numpy())
+    pos_weight = counts[0] / counts[1] if class_weight else 1.0
+    by_hand = -(pos_weight * t * torch.nn.functional.logsigmoid(z)
+                + (1 - t) * torch.nn.functional.logsigmoid(-z)).mean()
+    assert loss == pytest.approx(float(by_hand), rel=1e-5)
+    unsmoothed = clf.net_.criterion_.loss(z.float(), target.float())
+    assert abs(loss - float(unsmoothed)) > 1e-4
+
+
+def test_multiclass_label_smoothing_is_the_formula():
+    X, y = make_phantom_cxr(45, image_size=SIZE, classes=("Covid-19", "Normal", "Pneumonia"), random_state=0)
+    eps = 0.3
+    clf = tiny_cnn(max_epochs=1, ood=False, label_smoothing=eps).fit(X, y)
+    logits, target, loss = _first_batch_loss(clf, X, y)
+    log_p = torch.log_softmax(logits.double(), dim=1)
+    by_hand = ((1 - eps) * -log_p[torch.arange(len(target)), target] - eps / 3 * log_p.sum(1)).mean()
+    assert loss == pytest.approx(float(by_hand), rel=1e-5)
+    assert abs(loss - float(-log_p[torch.arange(len(target)), target].mean())) > 1e-4
+
+
+def test_label_smoothing_changes_training(phantoms):
+    X, y, _ = phantoms
+    plain = tiny_cnn(max_epochs=2, ood=False).fit(X, y)
+    smooth = tiny_cnn(max_epochs=2, ood=False, label_smoothing=0.2).fit(X, y)
+    assert plain.history_[0]["train_loss"] != smooth.history_[0]["train_loss"]
+    # Smoothed targets keep the probabilities away from 0 and 1.
+    assert smooth.predict_proba(X).max() < plain.predict_proba(X).max()
+
+
+@pytest.mark.parametrize(
+    ("param", "value"), [("architecture", "dense"), ("label_smoothing", 1.0), ("label_smoothing", -0.1), ("tta", "yes")]
+)
+def test_new_options_are_validated(param, value, phantoms):
+    X, y, _ = phantoms
+    with pytest.raises(ValueError, match=param):
+        tiny_cnn(**{param: value}).fit(X, y)

@@ -165,6 +165,22 @@ COMMON_PARAMETERS_DOC = """\
     min_confidence : float in [0, 1], default=0.0
         :meth:`predict_with_abstention` answers ``"uncertain"`` when the
         top class probability is below it (0 never abstains on confidence).
+
+    label_smoothing : float in [0, 1), default=0.0
+        Label smoothing of the training loss (Szegedy et al., CVPR 2016):
+        the target of each image is ``1 - label_smoothing`` on its class and
+        ``label_smoothing / n_classes`` spread over all classes, as
+        ``torch.nn.CrossEntropyLoss(label_smoothing=...)``; with two classes
+        (one logit) the binary target becomes
+        ``y * (1 - label_smoothing) + label_smoothing / 2``. It discourages
+        over-confident outputs, which noisy labels would otherwise drive.
+
+    tta : bool, default=False
+        Test-time augmentation: :meth:`predict_proba` (and so
+        :meth:`predict` and :meth:`decision_function`) average the class
+        probabilities of each image and of its left-right mirror image. Costs
+        a second forward pass; has no effect on 2-D (tabular) input, whose
+        columns have no left and right.
 """
 
 
@@ -208,14 +224,36 @@ class _ImageFileReader:
 
 
 class _BinaryLogitLoss(nn.Module):
-    """BCE on a single logit, so two-class models have one output unit."""
+    """BCE on a single logit, so two-class models have one output unit.
 
-    def __init__(self, pos_weight=None):
+    ``label_smoothing`` moves the targets towards 1/2 as
+    ``CrossEntropyLoss(label_smoothing=...)`` does for two softmax outputs.
+    """
+
+    def __init__(self, pos_weight=None, label_smoothing=0.0):
         super().__init__()
         self.loss = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        self.label_smoothing = label_smoothing
 
     def forward(self, logits, target):
-        return self.loss(logits.reshape(-1), target.to(logits.dtype))
+        target = target.to(logits.dtype)
+        if self.label_smoothing:
+            target = target * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        return self.loss(logits.reshape(-1), target)
+
+
+class _MirroredDataset(torch.utils.data.Dataset):
+    """Each image of ``dataset`` flipped left-right (test-time augmentation)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        x, y = self.dataset[index]
+        return torch.flip(x, dims=(-1,)), y
 
 
 def _binary_accuracy_or_multiclass(net, X, y):
@@ -268,6 +306,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         "verbose": [Interval(Integral, 0, None, closed="left")],
         "ood": ["boolean"],
         "min_confidence": [Interval(Real, 0, 1, closed="both")],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "tta": ["boolean"],
     }
     #: Constructor parameters that name folders of the machine running the
     #: fit. :meth:`save` writes them as None and :func:`skxray.load` never
@@ -459,11 +499,12 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             weights = compute_class_weight(
                 self.class_weight, classes=self.classes_, y=self.classes_[y_enc]
             )
+        smoothing = float(self.label_smoothing)
         if n_classes == 2:
             pos_weight = None if weights is None else torch.tensor([weights[1] / weights[0]])
-            return _BinaryLogitLoss, {"pos_weight": pos_weight}
+            return _BinaryLogitLoss, {"pos_weight": pos_weight, "label_smoothing": smoothing}
         weight = None if weights is None else torch.tensor(weights, dtype=torch.float32)
-        return nn.CrossEntropyLoss, {"weight": weight}
+        return nn.CrossEntropyLoss, {"weight": weight, "label_smoothing": smoothing}
 
     def _callbacks(self, n_train, validate):
         monitor = "valid_loss" if validate else "train_loss"
@@ -730,11 +771,27 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         )
 
     # ------------------------------------------------------------- prediction
-    def _forward_logits(self, X):
-        """Logits as a float64 ndarray of shape (n, 1) or (n, k)."""
-        dataset = self.get_dataset(X)
+    def _forward_logits(self, dataset):
+        """Logits of a dataset's images as a float64 ndarray of shape (n, 1) or (n, k)."""
         logits = self.net_.forward(dataset, training=False, device="cpu")
         return logits.detach().numpy().astype(np.float64)
+
+    def _proba_from_logits(self, logits):
+        if len(self.classes_) == 2:
+            p1 = 1.0 / (1.0 + np.exp(-logits.reshape(-1)))
+            return np.column_stack([1.0 - p1, p1])
+        proba = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def _uses_tta(self):
+        # A mirror of a row of tabular features would be meaningless.
+        return bool(getattr(self, "tta", False)) and self._input_kind == "images"
+
+    def _tta_proba(self, dataset):
+        """Mean float64 probabilities of the images and their mirror images."""
+        proba = self._proba_from_logits(self._forward_logits(dataset))
+        mirrored = self._proba_from_logits(self._forward_logits(_MirroredDataset(dataset)))
+        return (proba + mirrored) / 2.0
 
     def decision_function(self, X):
         """Raw scores (logits) of the network for the images in ``X``.
@@ -749,11 +806,23 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
             For two classes, the logit of ``classes_[1]`` (positive means
-            ``classes_[1]``); otherwise one logit per class.
+            ``classes_[1]``); otherwise one logit per class. With
+            ``tta=True``, the log-odds (two classes) or log-probabilities of
+            the averaged probabilities of :meth:`predict_proba`.
         """
+        dataset = self.get_dataset(X)
+        if self._uses_tta():
+            # Scores of the averaged probabilities, so that predict (the
+            # argmax of predict_proba) and these scores agree: the log-odds
+            # for two classes, the log-probabilities otherwise.
+            proba = np.clip(self._tta_proba(dataset), np.finfo(np.float64).tiny, None)
+            log_proba = np.log(proba)
+            logits = log_proba[:, 1:] - log_proba[:, :1] if len(self.classes_) == 2 else log_proba
+        else:
+            logits = self._forward_logits(dataset)
         # float32 like the network: the last digits change with the batch
         # composition (BLAS blocking), so more precision would be false.
-        logits = self._forward_logits(X).astype(np.float32)
+        logits = logits.astype(np.float32)
         return logits.reshape(-1) if len(self.classes_) == 2 else logits
 
     def embed(self, X):
@@ -798,13 +867,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             Probabilities (float32); columns follow ``classes_`` and rows
             sum to 1.
         """
-        logits = self._forward_logits(X)
-        if len(self.classes_) == 2:
-            p1 = 1.0 / (1.0 + np.exp(-logits.reshape(-1)))
-            proba = np.column_stack([1.0 - p1, p1])
+        dataset = self.get_dataset(X)
+        if self._uses_tta():
+            proba = self._tta_proba(dataset)
         else:
-            proba = np.exp(logits - logits.max(axis=1, keepdims=True))
-            proba /= proba.sum(axis=1, keepdims=True)
+            proba = self._proba_from_logits(self._forward_logits(dataset))
         # float32 for the same reason as decision_function.
         return proba.astype(np.float32)
 

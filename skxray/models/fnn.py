@@ -149,6 +149,8 @@ class FNNClassifier(BaseImageClassifier):
         verbose=0,
         ood=True,
         min_confidence=0.0,
+        label_smoothing=0.0,
+        tta=False,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.lr = lr
@@ -171,6 +173,8 @@ class FNNClassifier(BaseImageClassifier):
         self.verbose = verbose
         self.ood = ood
         self.min_confidence = min_confidence
+        self.label_smoothing = label_smoothing
+        self.tta = tta
 
     _parameter_constraints: dict = {
         **BaseImageClassifier._parameter_constraints,

@@ -339,6 +339,8 @@ default="IMAGENET1K_V2"
         verbose=0,
         ood=True,
         min_confidence=0.0,
+        label_smoothing=0.0,
+        tta=False,
     ):
         self.weights = weights
         self.freeze = freeze
@@ -365,6 +367,8 @@ default="IMAGENET1K_V2"
         self.verbose = verbose
         self.ood = ood
         self.min_confidence = min_confidence
+        self.label_smoothing = label_smoothing
+        self.tta = tta
 
     _parameter_constraints: dict = {
         **BaseImageClassifier._parameter_constraints,
