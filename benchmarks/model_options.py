@@ -1,0 +1,267 @@
+"""What each CNN training option does, on one fixed patient-grouped split.
+
+Every option is the benchmark's CNN (``accuracy.MODEL_SETTINGS["cnn"]``:
+``class_weight="balanced"``, ``lr=2e-3``, ``lr_schedule="onecycle"``, 15
+epochs, no validation split, ``ood=False``) with **one** change, fitted on the
+same training patients and scored on the same held-out patients, so that the
+rows differ by that change only. Beside them, the library's defaults
+(``CNNClassifier(random_state=0)``: ``ood=True`` with a 10 % validation split
+to calibrate it) and the benchmark settings with the same ``ood=True`` and
+validation split, so that abstention is measured too.
+
+The split: the first fold of ``accuracy.make_splits(..., "patient", 5)``
+(``StratifiedGroupKFold(5, shuffle=True, random_state=0)`` grouped by the
+manifest's ``patient_id``): about 80 % of the patients train, 20 % test, no
+patient on both sides. One split of about 125 (binary) or 225 (three
+classes) test images: a difference of 1 point is 1-3 images, within the
+noise of one split; only larger differences say anything.
+
+Options (``--options``, comma-separated, in this order by default):
+
+``benchmark``
+    the benchmark's CNN settings (the reference of every other row);
+``defaults``
+    ``CNNClassifier(random_state=0)``, nothing else set (20 epochs, lr 1e-3,
+    no class weights, no schedule, ``ood=True``);
+``benchmark_ood``
+    the benchmark settings with the defaults' ``validation_fraction=0.1`` and
+    ``ood=True``;
+``tta``
+    the ``benchmark`` model itself, predicted with ``tta=True`` (flip
+    averaging is a prediction-time option: no second fit);
+``residual``
+    ``architecture="residual"``;
+``label_smoothing``
+    ``label_smoothing=0.1``;
+``seeds_x3``
+    soft vote of three fits with ``random_state`` 0, 1, 2 (0 is ``benchmark``);
+``epochs30``
+    one-cycle over 30 epochs instead of 15;
+``px96`` / ``px128``
+    images of 96 / 128 px instead of 64.
+
+Metrics on the held-out patients: accuracy, balanced accuracy, ROC AUC
+(one-vs-rest macro for three classes), with ``ood=True`` the abstention rate
+of ``predict_with_abstention`` and the accuracy on the answered images.
+Rows are merged into ``--out`` as each option finishes (a crash keeps what
+finished; two runs with different ``--tasks`` can share the file).
+
+Example (about 60 CPU-minutes on a shared 2-core machine)::
+
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/model_options.py --tasks binary
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/model_options.py --tasks 3class
+"""
+
+import argparse
+import fcntl
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    RESULTS_DIR,
+    Stopwatch,
+    command_line,
+    configure_threads,
+    load_metadata,
+    load_pixels,
+    log,
+    machine_info,
+    phantom_bunch,
+    require_data,
+    write_json,
+)
+from accuracy import COMMON_PARAMS, MODEL_SETTINGS, make_splits, scores, task_index  # noqa: E402
+
+OUT = RESULTS_DIR / "tuning" / "model_options.json"
+# One change each against "benchmark": (parameter overrides, image size or
+# None for --image-size, extra random_states to average, predict with tta).
+OPTIONS = {
+    "benchmark": ({}, None, (), False),
+    "defaults": (None, None, (), False),  # None: CNNClassifier's own defaults
+    "benchmark_ood": ({"validation_fraction": 0.1, "ood": True}, None, (), False),
+    "tta": ({}, None, (), True),
+    "residual": ({"architecture": "residual"}, None, (), False),
+    "label_smoothing": ({"label_smoothing": 0.1}, None, (), False),
+    "seeds_x3": ({}, None, (1, 2), False),
+    "epochs30": ({"max_epochs": 30}, None, (), False),
+    "px96": ({}, 96, (), False),
+    "px128": ({}, 128, (), False),
+}
+DEFAULT_OPTIONS = ("benchmark", "defaults", "benchmark_ood", "tta", "residual", "label_smoothing",
+                   "seeds_x3", "epochs30", "px96")
+
+
+def option_params(option, args):
+    """Constructor parameters of ``option`` (the image size is the array's)."""
+    overrides, _, _, _ = OPTIONS[option]
+    if overrides is None:
+        return {"random_state": 0}
+    spec = MODEL_SETTINGS["cnn"]
+    return {**COMMON_PARAMS, **spec["params"], "max_epochs": args.epochs, **overrides}
+
+
+class Fits:
+    """Fitted models by parameters, so that options sharing a fit reuse it."""
+
+    def __init__(self, X_train, y_train):
+        self.X_train, self.y_train = X_train, y_train
+        self.cache = {}
+
+    def get(self, params):
+        from skxray.models import CNNClassifier
+
+        key = json.dumps(params, sort_keys=True, default=repr)
+        if key not in self.cache:
+            with Stopwatch() as t:
+                clf = CNNClassifier(**params).fit(self.X_train, self.y_train)
+            self.cache[key] = (clf, t.seconds)
+        return self.cache[key]
+
+
+def evaluate_option(option, args, fits_by_size, X_test_by_size, y_test, classes):
+    """One result row: fit (or reuse), predict the held-out patients, score."""
+    _, size, extra_seeds, tta = OPTIONS[option]
+    size = size or args.image_size
+    fits, X_test = fits_by_size[size], X_test_by_size[size]
+    params = option_params(option, args)
+    clf, fit_s = fits.get(params)
+    members = [clf] + [fits.get({**params, "random_state": s})[0] for s in extra_seeds]
+    fit_s += sum(fits.get({**params, "random_state": s})[1] for s in extra_seeds)
+    with Stopwatch() as t:
+        probas = []
+        for member in members:
+            member.set_params(tta=tta)
+            probas.append(member.predict_proba(X_test))
+            member.set_params(tta=False)
+    proba = np.mean(probas, axis=0)
+    order = [list(clf.classes_).index(c) for c in classes]
+    row = {"option": option, "image_size": size, "n_models": len(members), "tta": tta,
+           **scores(y_test, proba[:, order], classes), "fit_time_s": fit_s, "predict_time_s": t.seconds}
+    row["abstention_rate"] = row["answered_accuracy"] = None
+    if clf.ood_ is not None:
+        answer = clf.predict_with_abstention(X_test)
+        answered = answer != "uncertain"
+        row["abstention_rate"] = float(1.0 - answered.mean())
+        row["answered_accuracy"] = float((answer[answered] == y_test[answered]).mean()) if answered.any() else None
+    row["params"] = {k: v for k, v in clf.get_params().items() if k in (params or {}) or k == "random_state"}
+    return row
+
+
+def merge_rows(out, rows, settings):
+    """Replace the rows of the same (task, option) in ``out`` and write it, under a lock."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        payload = json.loads(out.read_text()) if out.exists() else {"results": [], "settings": {}}
+        keys = {(r["task"], r["option"]) for r in rows}
+        payload["results"] = [r for r in payload["results"] if (r["task"], r["option"]) not in keys] + rows
+        payload["machine"] = machine_info("cpu")
+        payload["settings"].update(settings)
+        write_json(out, payload)
+
+
+def load_data(args):
+    if args.phantom:
+        return phantom_bunch(args.image_size, n_samples=300), "phantom"
+    root = require_data()
+    return load_metadata(root), root
+
+
+def pixels(args, root, size, phantom):
+    if phantom:
+        from skxray.preprocessing import resize_images
+
+        return resize_images(phantom.data, size)
+    with Stopwatch() as t:
+        X = load_pixels(root, size).data
+    log(f"loaded {len(X)} images at {size} px in {t.seconds:.0f} s")
+    return X
+
+
+def run_task(task, args, meta, root):
+    y_all = np.asarray(meta.target, dtype=object)
+    idx, classes = task_index(y_all, task)
+    y, groups = y_all[idx], np.asarray(meta.groups, dtype=object)[idx]
+    train, test = make_splits(y, groups, "patient", 5)[0]
+    log(f"== {task}: {len(train)} training images, {len(test)} held-out images "
+        f"({len(set(groups[test]))} patients)")
+    sizes = sorted({OPTIONS[o][1] or args.image_size for o in args.options})
+    phantom = meta if args.phantom else None
+    X_by_size = {s: pixels(args, root, s, phantom)[idx] for s in sizes}
+    fits = {s: Fits(X_by_size[s][train], y[train]) for s in sizes}
+    X_test = {s: X_by_size[s][test] for s in sizes}
+    settings = {f"{task}_split": {"n_train": len(train), "n_test": len(test),
+                                  "n_test_patients": len(set(groups[test])),
+                                  "test_counts": {c: int((y[test] == c).sum()) for c in classes}}}
+    for option in args.options:
+        row = {"task": task, **evaluate_option(option, args, fits, X_test, y[test], classes)}
+        log(f"  {option}: accuracy {row['accuracy']:.4f}, balanced {row['balanced_accuracy']:.4f}, "
+            f"AUC {row['roc_auc'] or float('nan'):.4f}, abstention {row['abstention_rate']}, fit {row['fit_time_s']:.0f} s")
+        merge_rows(args.out, [row], settings)
+
+
+def markdown_table(payload):
+    """The results as a Markdown table, in the order of ``OPTIONS``, per task."""
+    def pct(value):
+        return "" if value is None else f"{100 * value:.1f}"
+
+    lines = ["| task | option | px | accuracy % | balanced % | ROC AUC % | abstained % | "
+             "answered accuracy % | fit min |", "|---" * 9 + "|"]
+    order = {name: i for i, name in enumerate(OPTIONS)}
+    rows = sorted(payload["results"], key=lambda r: (r["task"] != "binary", order.get(r["option"], 99)))
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['option']} | {r['image_size']} | {pct(r['accuracy'])} | "
+            f"{pct(r['balanced_accuracy'])} | {pct(r['roc_auc'])} | {pct(r['abstention_rate'])} | "
+            f"{pct(r['answered_accuracy'])} | {r['fit_time_s'] / 60:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", default="binary,3class")
+    parser.add_argument("--options", default=",".join(DEFAULT_OPTIONS),
+                        help=f"comma-separated, from {', '.join(OPTIONS)}")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=MODEL_SETTINGS["cnn"]["max_epochs"])
+    parser.add_argument("--threads", default="1")
+    parser.add_argument("--phantom", action="store_true", help="synthetic images (smoke test)")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--table", action="store_true", help="print the table of --out and exit")
+    args = parser.parse_args(argv)
+    args.options = [o for o in args.options.split(",") if o]
+    unknown = [o for o in args.options if o not in OPTIONS]
+    if unknown:
+        parser.error(f"unknown option(s) {unknown}; choose from {list(OPTIONS)}")
+    args.out = args.out or (RESULTS_DIR / "quick" / "model_options.json" if args.phantom else OUT)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.out.read_text())))
+        return
+    threads = configure_threads(args.threads)
+    meta, root = load_data(args)
+    t0 = time.perf_counter()
+    merge_rows(args.out, [], {
+        "command": command_line(), "threads": threads, "protocol": (
+            "first fold of StratifiedGroupKFold(5, shuffle=True, random_state=0) by patient_id"),
+        "benchmark_cnn": {**COMMON_PARAMS, **MODEL_SETTINGS["cnn"]["params"], "max_epochs": args.epochs},
+        "image_size": args.image_size, "data": str(root),
+    })
+    for task in [t for t in args.tasks.split(",") if t]:
+        run_task(task, args, meta, root)
+    log(f"done in {time.perf_counter() - t0:.0f} s; results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
