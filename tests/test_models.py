@@ -843,3 +843,15 @@ def test_new_options_are_validated(param, value, phantoms):
     X, y, _ = phantoms
     with pytest.raises(ValueError, match=param):
         tiny_cnn(**{param: value}).fit(X, y)
+
+
+def test_from_preset_sets_the_benchmark_settings_and_keeps_the_rest():
+    clf = CNNClassifier.from_preset("benchmark", random_state=0, max_epochs=3)
+    params = clf.get_params()
+    assert (params["lr"], params["lr_schedule"], params["class_weight"]) == (2e-3, "onecycle", "balanced")
+    assert params["max_epochs"] == 3 and params["random_state"] == 0  # overrides win
+    # Abstention keeps working: the detector and its calibration split stay on.
+    assert params["ood"] is True and params["validation_fraction"] == CNNClassifier().validation_fraction
+    assert clone(clf).get_params() == params
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        CNNClassifier.from_preset("fast")

@@ -1,8 +1,8 @@
 """The skxray classifiers: scikit-learn estimators that own a skorch net."""
 
 from skxray.models._persistence import load
-from skxray.models.cnn import CNNClassifier
+from skxray.models.cnn import CNN_PRESETS, CNNClassifier
 from skxray.models.fnn import FNNClassifier
 from skxray.models.resnet import PretrainedWeightsError, ResNet50Classifier
 
-__all__ = ["CNNClassifier", "FNNClassifier", "ResNet50Classifier", "PretrainedWeightsError", "load"]
+__all__ = ["CNNClassifier", "CNN_PRESETS", "FNNClassifier", "ResNet50Classifier", "PretrainedWeightsError", "load"]

@@ -9,7 +9,16 @@ from skxray._param_validation import Interval, StrOptions
 from skxray._utils import is_int
 from skxray.models._base import COMMON_PARAMETERS_DOC, BaseImageClassifier
 
-__all__ = ["CNNClassifier"]
+__all__ = ["CNNClassifier", "CNN_PRESETS"]
+
+#: Named settings of :meth:`CNNClassifier.from_preset`. ``"benchmark"``: the
+#: settings of the committed darkcovidnet benchmark (benchmarks/accuracy.py,
+#: MODEL_SETTINGS["cnn"]), which beat the defaults on held-out patients
+#: (benchmarks/results/tuning/model_options.json and issue 15); the
+#: validation split and the out-of-distribution detector stay on.
+CNN_PRESETS = {
+    "benchmark": {"lr": 2e-3, "lr_schedule": "onecycle", "class_weight": "balanced", "max_epochs": 15},
+}
 
 
 def _pool_for(height, width):
@@ -334,6 +343,37 @@ class CNNClassifier(BaseImageClassifier):
         "batch_norm": "no_validation",  # read as a truth value
         "architecture": [StrOptions({"plain", "residual"})],
     }
+
+    @classmethod
+    def from_preset(cls, name, **params):
+        """A CNNClassifier with the settings of a named preset.
+
+        Parameters
+        ----------
+        name : {"benchmark"}
+            ``"benchmark"``: ``lr=2e-3``, ``lr_schedule="onecycle"``,
+            ``class_weight="balanced"``, ``max_epochs=15``, the settings of
+            the darkcovidnet benchmark (see the Benchmarks page); every other
+            parameter keeps its default, ``ood=True`` and
+            ``validation_fraction=0.1`` included.
+        **params
+            Further constructor parameters; they override the preset's.
+
+        Returns
+        -------
+        clf : CNNClassifier
+            An unfitted classifier; ``get_params()`` shows every setting.
+
+        Examples
+        --------
+        >>> from skxray.models import CNNClassifier
+        >>> clf = CNNClassifier.from_preset("benchmark", random_state=0)
+        >>> clf.lr_schedule, clf.class_weight, clf.ood
+        ('onecycle', 'balanced', True)
+        """
+        if name not in CNN_PRESETS:
+            raise ValueError(f"CNNClassifier.from_preset: unknown preset {name!r}; choose from {sorted(CNN_PRESETS)}.")
+        return cls(**{**CNN_PRESETS[name], **params})
 
     def _check_params(self):
         super()._check_params()
