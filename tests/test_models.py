@@ -750,6 +750,10 @@ def test_residual_cnn_has_gradcam_and_ood_layers(phantoms):
     assert stats.shape == (4, 2 * (8 + 16))  # mean and std of each block's channels
     assert clf.module_.gradcam_layer is clf.module_.features[-1].relu
     assert clf.ood_score(X[:3]).shape == (3,)
+    from skxray.explain import gradcam
+
+    heat = gradcam(clf, X[:2])
+    assert heat.shape == (2, SIZE, SIZE) and heat.max() > 0
 
 
 @pytest.mark.parametrize("make", [tiny_cnn, tiny_fnn], ids=["cnn", "fnn"])
