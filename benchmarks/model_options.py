@@ -9,7 +9,7 @@ rows differ by that change only. Beside them, the library's defaults
 to calibrate it) and the benchmark settings with the same ``ood=True`` and
 validation split, so that abstention is measured too.
 
-The split: the first fold of ``accuracy.make_splits(..., "patient", 5)``
+The split: fold ``--fold`` (default 0, the first) of ``accuracy.make_splits(..., "patient", 5)``
 (``StratifiedGroupKFold(5, shuffle=True, random_state=0)`` grouped by the
 manifest's ``patient_id``): about 80 % of the patients train, 20 % test, no
 patient on both sides. One split of about 125 (binary) or 225 (three
@@ -33,6 +33,8 @@ Options (``--options``, comma-separated, in this order by default):
     ``architecture="residual"``;
 ``label_smoothing``
     ``label_smoothing=0.1``;
+``residual_ls``
+    both of the above (two changes; run after each alone);
 ``seeds_x3``
     soft vote of three fits with ``random_state`` 0, 1, 2 (0 is ``benchmark``);
 ``epochs30``
@@ -88,6 +90,7 @@ OPTIONS = {
     "tta": ({}, None, (), True),
     "residual": ({"architecture": "residual"}, None, (), False),
     "label_smoothing": ({"label_smoothing": 0.1}, None, (), False),
+    "residual_ls": ({"architecture": "residual", "label_smoothing": 0.1}, None, (), False),
     "seeds_x3": ({}, None, (1, 2), False),
     "epochs30": ({"max_epochs": 30}, None, (), False),
     "px96": ({}, 96, (), False),
@@ -159,10 +162,17 @@ def merge_rows(out, rows, settings):
     with open(out.with_name(out.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         payload = json.loads(out.read_text()) if out.exists() else {"results": [], "settings": {}}
-        keys = {(r["task"], r["option"]) for r in rows}
-        payload["results"] = [r for r in payload["results"] if (r["task"], r["option"]) not in keys] + rows
+        def key(r):
+            return r["task"], r["option"], r.get("fold", 0)
+
+        keys = {key(r) for r in rows}
+        payload["results"] = [r for r in payload["results"] if key(r) not in keys] + rows
         payload["machine"] = machine_info("cpu")
-        payload["settings"].update(settings)
+        # Each run adds its command line; the first run's stays first.
+        commands = payload["settings"].get("commands", [])
+        if "command" in settings:
+            commands = commands + [settings.pop("command")]
+        payload["settings"].update(settings, commands=commands)
         write_json(out, payload)
 
 
@@ -188,7 +198,7 @@ def run_task(task, args, meta, root):
     y_all = np.asarray(meta.target, dtype=object)
     idx, classes = task_index(y_all, task)
     y, groups = y_all[idx], np.asarray(meta.groups, dtype=object)[idx]
-    train, test = make_splits(y, groups, "patient", 5)[0]
+    train, test = make_splits(y, groups, "patient", 5)[args.fold]
     log(f"== {task}: {len(train)} training images, {len(test)} held-out images "
         f"({len(set(groups[test]))} patients)")
     sizes = sorted({OPTIONS[o][1] or args.image_size for o in args.options})
@@ -196,11 +206,11 @@ def run_task(task, args, meta, root):
     X_by_size = {s: pixels(args, root, s, phantom)[idx] for s in sizes}
     fits = {s: Fits(X_by_size[s][train], y[train]) for s in sizes}
     X_test = {s: X_by_size[s][test] for s in sizes}
-    settings = {f"{task}_split": {"n_train": len(train), "n_test": len(test),
+    settings = {f"{task}_split" + (f"_fold{args.fold}" if args.fold else ""): {"n_train": len(train), "n_test": len(test),
                                   "n_test_patients": len(set(groups[test])),
                                   "test_counts": {c: int((y[test] == c).sum()) for c in classes}}}
     for option in args.options:
-        row = {"task": task, **evaluate_option(option, args, fits, X_test, y[test], classes)}
+        row = {"task": task, "fold": args.fold, **evaluate_option(option, args, fits, X_test, y[test], classes)}
         log(f"  {option}: accuracy {row['accuracy']:.4f}, balanced {row['balanced_accuracy']:.4f}, "
             f"AUC {row['roc_auc'] or float('nan'):.4f}, abstention {row['abstention_rate']}, fit {row['fit_time_s']:.0f} s")
         merge_rows(args.out, [row], settings)
@@ -211,13 +221,14 @@ def markdown_table(payload):
     def pct(value):
         return "" if value is None else f"{100 * value:.1f}"
 
-    lines = ["| task | option | px | accuracy % | balanced % | ROC AUC % | abstained % | "
-             "answered accuracy % | fit min |", "|---" * 9 + "|"]
+    lines = ["| task | fold | option | px | accuracy % | balanced % | ROC AUC % | abstained % | "
+             "answered accuracy % | fit min |", "|---" * 10 + "|"]
     order = {name: i for i, name in enumerate(OPTIONS)}
-    rows = sorted(payload["results"], key=lambda r: (r["task"] != "binary", order.get(r["option"], 99)))
+    rows = sorted(payload["results"],
+                  key=lambda r: (r["task"] != "binary", r.get("fold", 0), order.get(r["option"], 99)))
     for r in rows:
         lines.append(
-            f"| {r['task']} | {r['option']} | {r['image_size']} | {pct(r['accuracy'])} | "
+            f"| {r['task']} | {r.get('fold', 0)} | {r['option']} | {r['image_size']} | {pct(r['accuracy'])} | "
             f"{pct(r['balanced_accuracy'])} | {pct(r['roc_auc'])} | {pct(r['abstention_rate'])} | "
             f"{pct(r['answered_accuracy'])} | {r['fit_time_s'] / 60:.1f} |"
         )
@@ -231,6 +242,8 @@ def parse_args(argv=None):
                         help=f"comma-separated, from {', '.join(OPTIONS)}")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=MODEL_SETTINGS["cnn"]["max_epochs"])
+    parser.add_argument("--fold", type=int, default=0, choices=range(5),
+                        help="which of the 5 patient-grouped folds is held out")
     parser.add_argument("--threads", default="1")
     parser.add_argument("--phantom", action="store_true", help="synthetic images (smoke test)")
     parser.add_argument("--out", type=Path, default=None)
