@@ -48,7 +48,8 @@ of ``predict_with_abstention`` and the accuracy on the answered images.
 Rows are merged into ``--out`` as each option finishes (a crash keeps what
 finished; two runs with different ``--tasks`` can share the file).
 
-Example (about 60 CPU-minutes on a shared 2-core machine)::
+Example (one thread each; about 10 and 20 CPU-minutes, 40-80 minutes of
+wall time on a 2-core machine shared with five other jobs)::
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/model_options.py --tasks binary
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/model_options.py --tasks 3class
@@ -58,6 +59,7 @@ import argparse
 import fcntl
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -159,7 +161,8 @@ def evaluate_option(option, args, fits_by_size, X_test_by_size, y_test, classes)
 def merge_rows(out, rows, settings):
     """Replace the rows of the same (task, option) in ``out`` and write it, under a lock."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_name(out.name + ".lock"), "w") as lock:
+    # The lock lives in the temporary folder, not beside the committed results.
+    with open(Path(tempfile.gettempdir()) / f"skxray-{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         payload = json.loads(out.read_text()) if out.exists() else {"results": [], "settings": {}}
         def key(r):
