@@ -169,7 +169,7 @@ def load_xrv_state_dict(backbone, weights="pretrained"):
     Parameters
     ----------
     backbone : str
-        One of :data:`XRV_BACKBONES`, e.g. ``"densenet121-res224-all"``.
+        One of ``skxray.models.xrv.XRV_BACKBONES``, e.g. ``"densenet121-res224-all"``.
     weights : "pretrained" or path-like, default="pretrained"
         ``"pretrained"``: torchxrayvision's released file for ``backbone``,
         read from its cache (``~/.torchxrayvision/models_data/``) and
@@ -282,7 +282,7 @@ class PretrainedCXRClassifier(ResNet50Classifier):
         source ``all``, ``nih``, ``pc`` (PadChest), ``chex`` (CheXpert),
         ``rsna``, ``mimic_nb`` or ``mimic_ch`` (MIMIC-CXR), trained at
         224 px; or ``"resnet50-res512-all"``, trained at 512 px (see
-        :data:`XRV_BACKBONES`).
+        ``skxray.models.xrv.XRV_BACKBONES``).
 
     weights : "pretrained", path-like or None, default="pretrained"
         ``"pretrained"``: torchxrayvision's released weights of ``backbone``,
@@ -420,33 +420,21 @@ class PretrainedCXRClassifier(ResNet50Classifier):
         ood=True,
         min_confidence=0.0,
     ):
+        # ResNet50Classifier stores its parameters; a parameter it gains later
+        # is then set (to its default) here too, so its methods always find it.
+        super().__init__(
+            weights=weights, freeze=freeze, head_units=head_units,
+            cache_features=cache_features, feature_cache_dir=feature_cache_dir, lr=lr,
+            weight_decay=weight_decay, dropout=dropout, batch_size=batch_size,
+            max_epochs=max_epochs, optimizer=optimizer, lr_schedule=lr_schedule,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change, class_weight=class_weight, augment=augment,
+            checkpoint_dir=checkpoint_dir, device=device, image_size=image_size,
+            keep_aspect=keep_aspect, random_state=random_state, verbose=verbose, ood=ood,
+            min_confidence=min_confidence,
+        )
         self.backbone = backbone
-        self.weights = weights
         self.input_resolution = input_resolution
-        self.freeze = freeze
-        self.head_units = head_units
-        self.cache_features = cache_features
-        self.feature_cache_dir = feature_cache_dir
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.dropout = dropout
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.optimizer = optimizer
-        self.lr_schedule = lr_schedule
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.class_weight = class_weight
-        self.augment = augment
-        self.checkpoint_dir = checkpoint_dir
-        self.device = device
-        self.image_size = image_size
-        self.keep_aspect = keep_aspect
-        self.random_state = random_state
-        self.verbose = verbose
-        self.ood = ood
-        self.min_confidence = min_confidence
 
     _parameter_constraints: dict = {
         **ResNet50Classifier._parameter_constraints,
