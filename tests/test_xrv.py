@@ -212,6 +212,22 @@ def test_saved_model_loads_without_pickle_or_weights_file(densenet, phantoms, tm
     assert loaded.ood_ is not None
 
 
+def test_resnet50_backbone_saves_and_loads_without_torchxrayvision(phantoms, tmp_path, monkeypatch):
+    # The ResNet-50 is torchvision's (1-channel stem); only the DenseNets need
+    # torchxrayvision to be rebuilt, and say so when it is missing.
+    X, y = phantoms
+    resnet = tiny(backbone=RESNET, weights=None).fit(X, y)
+    densenet = tiny(weights=None).fit(X, y)
+    resnet.save(tmp_path / "resnet")
+    densenet.save(tmp_path / "densenet")
+    monkeypatch.setitem(sys.modules, "torchxrayvision", None)
+    loaded = load(tmp_path / "resnet")
+    assert loaded.module_.backbone.conv1.in_channels == 1
+    np.testing.assert_array_equal(loaded.predict_proba(X), resnet.predict_proba(X))
+    with pytest.raises(ImportError, match=r'pip install "skxray\[xrv\]"'):
+        load(tmp_path / "densenet")
+
+
 def _count_backbone_images(monkeypatch):
     seen = []
     original = _XRVNet._backbone_features
@@ -272,6 +288,8 @@ def test_bad_images_and_weight_files_are_refused(densenet, phantoms, tmp_path):
     torch.save(densenet, pickled)
     with pytest.raises(ValueError, match="Only plain state dicts"):
         load_xrv_state_dict(DENSENET, pickled)
+    with pytest.raises(ValueError, match="backbone must be one of .*got 'densenet'"):
+        load_xrv_state_dict("densenet", pickled)
 
 
 def test_missing_torchxrayvision_says_how_to_install(phantoms, monkeypatch):

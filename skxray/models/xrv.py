@@ -199,6 +199,8 @@ def load_xrv_state_dict(backbone, weights="pretrained"):
     ImportError
         When ``"pretrained"`` is asked for and torchxrayvision is not installed.
     """
+    if backbone not in XRV_BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(XRV_BACKBONES)}; got {backbone!r}.")
     if isinstance(weights, str) and weights == "pretrained":
         xrv, url = _weights_url(backbone)
         local = Path(xrv.utils.get_cache_dir()) / Path(url).name
