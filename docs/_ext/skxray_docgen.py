@@ -59,7 +59,11 @@ API_MODULES = (
 #: Public names that live in a sub-module without being re-exported by the
 #: documented module; shown in its table, relative to it.
 API_EXTRAS = {
-    "skxray.models": ("resnet.load_resnet50_state_dict",),
+    "skxray.models": (
+        "resnet.load_resnet50_state_dict",
+        "xrv.load_xrv_state_dict",
+        "xrv.to_xrv_input",
+    ),
 }
 
 
