@@ -39,6 +39,7 @@ each with its reason, as expected failures under ``xfail_strict=True``:
 """
 
 import os
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from skxray._geometry import central_lung_mask
-from skxray._utils import check_border_fraction, is_int, is_real
+from skxray._param_validation import Interval, Pair, StrOptions, check_param, validate_params
 from skxray._validation import check_image_array, is_path_array, to_nchw
 
 __all__ = [
@@ -69,19 +70,25 @@ __all__ = [
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+# What ``size``/``image_size`` and ``keep_aspect`` accept, for the
+# transformers' ``_parameter_constraints`` and the resize functions alike.
+_SIZE = [
+    Interval(Integral, 1, None, closed="left"),
+    Pair(Integral, 1, None, closed="left", ordered=False, what="(height, width) pair"),
+]
+_KEEP_ASPECT = ["boolean", StrOptions({"pad", "crop"})]
+
+
+def _size_pair(size):
+    """A valid ``size`` as a ``(height, width)`` tuple of ints."""
+    if isinstance(size, Integral):
+        return int(size), int(size)
+    return int(size[0]), int(size[1])
+
+
 def _check_size(size, owner, param="size"):
     """Return ``size`` as a ``(height, width)`` tuple of positive ints."""
-    if is_int(size) and size > 0:
-        return int(size), int(size)
-    if (
-        isinstance(size, (tuple, list, np.ndarray))
-        and len(size) == 2
-        and all(is_int(s) and s > 0 for s in size)
-    ):
-        return int(size[0]), int(size[1])
-    raise ValueError(
-        f"{owner}: {param} must be a positive int or (height, width) pair, got {size!r}"
-    )
+    return _size_pair(check_param(param, size, _SIZE, owner))
 
 
 def _n_channels(X):
@@ -104,11 +111,10 @@ def _interpolate(x, size):
 
 def _check_keep_aspect(value, owner):
     """``keep_aspect`` as False, "pad" or "crop" (True means "pad")."""
+    check_param("keep_aspect", value, _KEEP_ASPECT, owner)
     if isinstance(value, (bool, np.bool_)):
         return "pad" if value else False
-    if isinstance(value, str) and value in ("pad", "crop"):
-        return value
-    raise ValueError(f'{owner}: keep_aspect must be False, True, "pad" or "crop"; got {value!r}')
+    return value
 
 
 def _resize_nchw(x, size, keep_aspect):
@@ -248,12 +254,15 @@ def resize_image(img, size, *, keep_aspect=False):
 class _ImageTransformer(TransformerMixin, BaseEstimator):
     """Shared plumbing of the stateless array-to-array transformers.
 
-    Subclasses implement ``_check_params`` (raise ValueError naming the
-    parameter), optionally ``_check_X`` (input constraints beyond
+    Subclasses declare their parameters in ``_parameter_constraints``
+    (checked by ``fit`` and ``transform``), optionally implement
+    ``_check_params`` for rules the declarations cannot state, ``_check_X`` (input constraints beyond
     :func:`check_image_array`) and ``_transform`` (validated float32 array in,
     new float32 array out; never modify the input in place, since
     ``check_image_array`` may return the caller's own array).
     """
+
+    _parameter_constraints: dict = {}
 
     def _check_params(self):
         pass
@@ -262,6 +271,7 @@ class _ImageTransformer(TransformerMixin, BaseEstimator):
         pass
 
     def _validate(self, X):
+        validate_params(self)
         self._check_params()
         X = check_image_array(X, name="X")
         self._check_X(X)
@@ -368,6 +378,18 @@ class ImageLoader(TransformerMixin, BaseEstimator):
     >>> tmp.cleanup()
     """
 
+    _parameter_constraints: dict = {
+        "image_size": [None, *_SIZE],
+        "as_gray": ["boolean"],
+        "keep_aspect": _KEEP_ASPECT,
+        # joblib's n_jobs: any int but 0.
+        "n_jobs": [
+            None,
+            Interval(Integral, None, -1, closed="right"),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+    }
+
     def __init__(self, image_size=None, as_gray=True, keep_aspect="crop", n_jobs=None):
         self.image_size = image_size
         self.as_gray = as_gray
@@ -375,17 +397,8 @@ class ImageLoader(TransformerMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     def _check_params(self):
-        size = None
-        if self.image_size is not None:
-            size = _check_size(self.image_size, "ImageLoader", "image_size")
-        if not isinstance(self.as_gray, (bool, np.bool_)):
-            raise ValueError(f"ImageLoader: as_gray must be a bool, got {self.as_gray!r}")
-        _check_keep_aspect(self.keep_aspect, "ImageLoader")
-        if self.n_jobs is not None and (not is_int(self.n_jobs) or self.n_jobs == 0):
-            raise ValueError(
-                f"ImageLoader: n_jobs must be None or a non-zero int, got {self.n_jobs!r}"
-            )
-        return size
+        validate_params(self)
+        return None if self.image_size is None else _size_pair(self.image_size)
 
     @staticmethod
     def _check_paths(X):
@@ -511,13 +524,11 @@ class Resize(_ImageTransformer):
     (4, 3, 32, 32)
     """
 
+    _parameter_constraints: dict = {"size": _SIZE, "keep_aspect": _KEEP_ASPECT}
+
     def __init__(self, size=224, keep_aspect=False):
         self.size = size
         self.keep_aspect = keep_aspect
-
-    def _check_params(self):
-        _check_size(self.size, "Resize")
-        _check_keep_aspect(self.keep_aspect, "Resize")
 
     def _transform(self, X):
         return resize_images(X, self.size, keep_aspect=self.keep_aspect)
@@ -553,14 +564,13 @@ class CenterCrop(_ImageTransformer):
            [20., 21.]], dtype=float32)
     """
 
+    _parameter_constraints: dict = {"size": _SIZE}
+
     def __init__(self, size=224):
         self.size = size
 
-    def _check_params(self):
-        _check_size(self.size, "CenterCrop")
-
     def _check_X(self, X):
-        crop_h, crop_w = _check_size(self.size, "CenterCrop")
+        crop_h, crop_w = _size_pair(self.size)
         h, w = X.shape[-2:]
         if crop_h > h or crop_w > w:
             raise ValueError(
@@ -569,7 +579,7 @@ class CenterCrop(_ImageTransformer):
             )
 
     def _transform(self, X):
-        crop_h, crop_w = _check_size(self.size, "CenterCrop")
+        crop_h, crop_w = _size_pair(self.size)
         h, w = X.shape[-2:]
         top = (h - crop_h) // 2
         left = (w - crop_w) // 2
@@ -711,6 +721,14 @@ class Normalize(_ImageTransformer):
     array([0.066, 0.196, 0.418], dtype=float32)
     """
 
+    # A number or one per channel; each value's finiteness (and the std's
+    # sign) is checked by hand in _stats, as the declarations see only the
+    # whole sequence.
+    _parameter_constraints: dict = {
+        "mean": [Interval(Real, None, None, closed="neither"), "array-like"],
+        "std": [Interval(Real, 0, None, closed="neither"), "array-like"],
+    }
+
     def __init__(self, mean=0.5, std=0.25):
         self.mean = mean
         self.std = std
@@ -784,14 +802,10 @@ class XRayNormalize(_ImageTransformer):
     array([[[-1024.,     0.,  1024.]]], dtype=float32)
     """
 
+    _parameter_constraints: dict = {"max_value": [Interval(Real, 0, np.inf, closed="neither")]}
+
     def __init__(self, max_value=1.0):
         self.max_value = max_value
-
-    def _check_params(self):
-        if not is_real(self.max_value) or not 0 < self.max_value < np.inf:
-            raise ValueError(
-                f"XRayNormalize: max_value must be a positive finite number, got {self.max_value!r}"
-            )
 
     def _check_X(self, X):
         high, low = float(X.max()), float(X.min())
@@ -849,14 +863,10 @@ class HistogramEqualization(_ImageTransformer):
             [0.667, 1.   ]]], dtype=float32)
     """
 
+    _parameter_constraints: dict = {"n_bins": [Interval(Integral, 2, None, closed="left")]}
+
     def __init__(self, n_bins=256):
         self.n_bins = n_bins
-
-    def _check_params(self):
-        if not is_int(self.n_bins) or self.n_bins < 2:
-            raise ValueError(
-                f"HistogramEqualization: n_bins must be an int >= 2, got {self.n_bins!r}"
-            )
 
     def _transform(self, X):
         n_bins = int(self.n_bins)
@@ -905,11 +915,11 @@ class BorderMask(_ImageTransformer):
            [0., 0., 0., 0.]], dtype=float32)
     """
 
+    # Two bands of half the side would hide the whole image.
+    _parameter_constraints: dict = {"fraction": [Interval(Real, 0, 0.5, closed="left")]}
+
     def __init__(self, fraction=0.1):
         self.fraction = fraction
-
-    def _check_params(self):
-        check_border_fraction(self.fraction, "fraction", "BorderMask")
 
     def _transform(self, X):
         h, w = X.shape[-2:]
@@ -962,12 +972,10 @@ class LungFieldMask(_ImageTransformer):
            [0., 0., 0., 0.]], dtype=float32)
     """
 
+    _parameter_constraints: dict = {"fill": [Interval(Real, None, None, closed="neither")]}
+
     def __init__(self, fill=0.0):
         self.fill = fill
-
-    def _check_params(self):
-        if not is_real(self.fill) or not np.isfinite(self.fill):
-            raise ValueError(f"LungFieldMask: fill must be a finite number, got {self.fill!r}")
 
     def _transform(self, X):
         mask = central_lung_mask(*X.shape[-2:])

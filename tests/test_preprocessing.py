@@ -2,6 +2,7 @@
 
 import doctest
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -464,41 +465,51 @@ def test_init_stores_parameters_unchanged():
 # Errors
 
 
+def _names(cls, param, value):
+    """The declared-constraint error: class, parameter and value named."""
+    return rf"The '{param}' parameter of {cls} must be .*Got {re.escape(repr(value))} instead"
+
+
 @pytest.mark.parametrize(
     "transformer, match",
     [
-        (Resize(size=-3), r"Resize: size must be a positive int or \(height, width\) pair, got -3"),
-        (Resize(size=2.5), r"Resize: size must be .* got 2.5"),
-        (Resize(size=True), "Resize: size must be"),
-        (Resize(size=(4,)), "Resize: size must be"),
-        (Resize(size=(4, 0)), "Resize: size must be"),
-        (Resize(size=None), "Resize: size must be"),
-        (Resize(keep_aspect="yes"), r'Resize: keep_aspect must be False, True, "pad" or "crop"; got \'yes\''),
-        (CenterCrop(size=0), "CenterCrop: size must be a positive int"),
+        (
+            Resize(size=-3),
+            r"'size' parameter of Resize must be an int in the range \[1, inf\) or a "
+            r"\(height, width\) pair, each an int in the range \[1, inf\). Got -3 instead",
+        ),
+        (Resize(size=2.5), _names("Resize", "size", 2.5)),
+        (Resize(size=True), _names("Resize", "size", True)),
+        (Resize(size=(4,)), _names("Resize", "size", (4,))),
+        (Resize(size=(4, 0)), _names("Resize", "size", (4, 0))),
+        (Resize(size=None), _names("Resize", "size", None)),
+        (Resize(keep_aspect="yes"), _names("Resize", "keep_aspect", "yes")),
+        (CenterCrop(size=0), _names("CenterCrop", "size", 0)),
         (
             CenterCrop(size=50),
             r"CenterCrop: size 50 is larger than the images \(X has shape \(3, 1, 12, 10\)\)",
         ),
         (CenterCrop(size=(11, 11)), "CenterCrop: size .* is larger than the images"),
-        (Normalize(std=0), "Normalize: std must be positive, got 0"),
+        (Normalize(std=0), _names("Normalize", "std", 0)),
         (Normalize(std=[0.2, -0.1, 0.3]), "Normalize: std must be positive"),
-        (Normalize(mean=np.nan), "Normalize: mean must be a finite number"),
-        (Normalize(mean="a"), "Normalize: mean must be a finite number"),
+        (Normalize(mean=np.nan), _names("Normalize", "mean", np.nan)),
+        (Normalize(mean="a"), _names("Normalize", "mean", "a")),
         (Normalize(mean=[]), "Normalize: mean must be"),
         (Normalize(mean=[[0.1]]), "Normalize: mean must be"),
         (Normalize(mean=[0.1, 0.2, 0.3]), r"Normalize: mean has 3 values but X has 1 channel\(s\)"),
         (Normalize(std=[1.0, 2.0]), r"Normalize: std has 2 values but X has 1 channel\(s\)"),
         (XRayNormalize(max_value=0.5), r"XRayNormalize: X has values up to .*above max_value=0.5"),
-        (XRayNormalize(max_value=0), "XRayNormalize: max_value must be a positive finite number"),
-        (XRayNormalize(max_value=np.inf), "XRayNormalize: max_value must be"),
-        (XRayNormalize(max_value="1"), "XRayNormalize: max_value must be"),
-        (HistogramEqualization(n_bins=1), "HistogramEqualization: n_bins must be an int >= 2"),
-        (HistogramEqualization(n_bins=2.0), "HistogramEqualization: n_bins must be"),
-        (BorderMask(fraction=0.5), r"BorderMask: fraction must be a float in \[0, 0.5\); got 0.5"),
-        (BorderMask(fraction=-0.1), "BorderMask: fraction must be"),
-        (BorderMask(fraction=None), "BorderMask: fraction must be"),
-        (LungFieldMask(fill=np.nan), "LungFieldMask: fill must be a finite number, got nan"),
-        (LungFieldMask(fill="0"), "LungFieldMask: fill must be a finite number"),
+        (XRayNormalize(max_value=0), _names("XRayNormalize", "max_value", 0)),
+        (XRayNormalize(max_value=np.inf), _names("XRayNormalize", "max_value", np.inf)),
+        (XRayNormalize(max_value="1"), _names("XRayNormalize", "max_value", "1")),
+        (HistogramEqualization(n_bins=1), _names("HistogramEqualization", "n_bins", 1)),
+        (HistogramEqualization(n_bins=2.0), _names("HistogramEqualization", "n_bins", 2.0)),
+        (BorderMask(fraction=0.5), r"'fraction' .* BorderMask must be a float in the range \[0.0, 0.5\)"),
+        (BorderMask(fraction=-0.1), _names("BorderMask", "fraction", -0.1)),
+        (BorderMask(fraction=None), _names("BorderMask", "fraction", None)),
+        (LungFieldMask(fill=np.nan), _names("LungFieldMask", "fill", np.nan)),
+        (LungFieldMask(fill=np.inf), _names("LungFieldMask", "fill", np.inf)),
+        (LungFieldMask(fill="0"), _names("LungFieldMask", "fill", "0")),
     ],
     ids=repr,
 )
@@ -507,6 +518,12 @@ def test_invalid_parameters(transformer, match, method):
     X = _unit_images()
     with pytest.raises(ValueError, match=match):
         getattr(transformer, method)(X)
+
+
+@pytest.mark.parametrize("transformer", [*TRANSFORMERS, ImageLoader()], ids=[*IDS, "ImageLoader"])
+def test_every_parameter_is_declared(transformer):
+    # A parameter missing from _parameter_constraints would go unchecked.
+    assert set(type(transformer)._parameter_constraints) == set(transformer.get_params())
 
 
 def test_xray_normalize_rejects_negative_values():
@@ -565,9 +582,9 @@ def test_float64_overflow_in_float32_rejected():
     [
         (lambda: resize_image(np.zeros(5), 3), r"resize_image: img must have shape .* \(5,\)"),
         (lambda: resize_image(np.zeros((1, 2, 3, 4)), 3), "resize_image: img must have shape"),
-        (lambda: resize_image(np.zeros((4, 4)), 0), "resize_image: size must be a positive int"),
+        (lambda: resize_image(np.zeros((4, 4)), 0), _names("resize_image", "size", 0)),
         (lambda: resize_image(np.full((4, 4), np.nan), 2), "NaN or infinite"),
-        (lambda: resize_images(np.zeros((2, 4, 4)), (2, -1)), "resize_images: size must be"),
+        (lambda: resize_images(np.zeros((2, 4, 4)), (2, -1)), _names("resize_images", "size", (2, -1))),
         (lambda: resize_images(np.zeros((4, 4)), 2), "X must have shape"),
     ],
 )
@@ -705,13 +722,13 @@ def test_image_loader_rejects_non_paths(X, match):
     [
         (
             {"image_size": 0},
-            r"ImageLoader: image_size must be a positive int or \(height, width\) pair",
+            _names("ImageLoader", "image_size", 0),
         ),
-        ({"image_size": "224"}, "ImageLoader: image_size must be"),
-        ({"as_gray": "yes"}, "ImageLoader: as_gray must be a bool"),
-        ({"keep_aspect": "stretch"}, 'ImageLoader: keep_aspect must be False, True, "pad" or "crop"'),
-        ({"n_jobs": 0}, "ImageLoader: n_jobs must be None or a non-zero int"),
-        ({"n_jobs": 1.5}, "ImageLoader: n_jobs must be"),
+        ({"image_size": "224"}, _names("ImageLoader", "image_size", "224")),
+        ({"as_gray": "yes"}, _names("ImageLoader", "as_gray", "yes")),
+        ({"keep_aspect": "stretch"}, _names("ImageLoader", "keep_aspect", "stretch")),
+        ({"n_jobs": 0}, _names("ImageLoader", "n_jobs", 0)),
+        ({"n_jobs": 1.5}, _names("ImageLoader", "n_jobs", 1.5)),
     ],
 )
 def test_image_loader_invalid_parameters(png_files, params, match):
