@@ -1201,7 +1201,13 @@ def compare_models(
         metric is undefined (e.g. the PPV of a class never predicted in that
         fold) are left out of its mean and std, which are NaN only when it
         is undefined in every fold. ``table.attrs`` holds ``classes``,
-        ``positive_label`` and ``n_splits``.
+        ``positive_label``, ``n_splits`` and ``per_fold``: for each model,
+        each metric's value in every fold, as lists in the order of the
+        folds (NaN where undefined), e.g.
+        ``table.attrs["per_fold"]["CNN"]["balanced_accuracy"]``;
+        ``pd.DataFrame(table.attrs["per_fold"]["CNN"])`` has one row per
+        fold, like the ``split<i>_test_score`` entries of scikit-learn's
+        ``cv_results_``.
     predictions : dict of str to ndarray of shape (n_samples, n_classes)
         Only if ``return_predictions``: each model's out-of-fold
         probabilities, columns in the order of ``table.attrs["classes"]``
@@ -1234,6 +1240,8 @@ def compare_models(
     ['mean_accuracy', 'std_accuracy', 'mean_balanced_accuracy', 'std_balanced_accuracy']
     >>> oof["wide"].shape
     (24, 2)
+    >>> len(table.attrs["per_fold"]["wide"]["accuracy"])  # one value per fold
+    2
     """
     _check_estimators(estimators)
     X, _ = _as_images_or_paths(X) if not np.ndim(X) == 2 else (np.asarray(X), False)
@@ -1273,7 +1281,17 @@ def compare_models(
         {name: _mean_and_std(per_fold[name]) for name in names}, orient="index"
     )
     table.index.name = "model"
-    table.attrs = {"classes": class_list, "positive_label": positive, "n_splits": len(splits)}
+    # Plain lists (not frames) in attrs: pandas compares and deep-copies
+    # attrs as the table is transformed, which frames would break.
+    table.attrs = {
+        "classes": class_list,
+        "positive_label": positive,
+        "n_splits": len(splits),
+        "per_fold": {
+            name: {m: [float(v) for v in values] for m, values in per_fold[name].items()}
+            for name in names
+        },
+    }
     if return_predictions:
         return table, oof
     return table

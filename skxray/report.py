@@ -536,6 +536,23 @@ def comparison_frame(table, *, columns=None, mark_best=False):
     return shown
 
 
+def _per_fold_frame(per_fold, metrics, classes):
+    """One row per (model, fold): each metric's value in that fold, formatted."""
+    rows = []
+    for model, values in per_fold.items():
+        n_folds = max((len(v) for v in values.values()), default=0)
+        for fold in range(n_folds):
+            row = {"model": model, "fold": str(fold + 1)}
+            for metric in metrics:
+                folds = values.get(metric, [])
+                value = folds[fold] if fold < len(folds) else None
+                row[metric_label(metric, classes)] = _format_metric(
+                    _split_metric(metric, classes)[0], value
+                )
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def format_comparison(table, width=100):
     """The comparison table as plain text no wider than ``width`` characters.
 
@@ -660,6 +677,7 @@ class Report:
         self._caveats = []
         self._verdicts = []  # (label, verdict, text, anchor)
         self._comparison = None  # the compare_models table
+        self._per_fold = {}  # its attrs["per_fold"], JSON-ready: model -> metric -> folds
         self._dataset = None  # facts of add_dataset_summary
         self._extra_summary = []  # html lines added by add_external_validation & co.
 
@@ -690,9 +708,15 @@ class Report:
     def metrics(self):
         """The metrics added with :meth:`add_metrics`, by name.
 
-        A JSON-ready copy (dict), as written to ``metrics.json``.
+        A JSON-ready copy (dict), as written to ``metrics.json``. Each model
+        of :meth:`add_comparison` whose table carries per-fold values gets
+        them under ``[name]["per_fold"]`` (``{metric: [value per fold]}``,
+        null where undefined), beside what :meth:`add_metrics` stored.
         """
-        return json.loads(json.dumps(self._metrics))
+        merged = json.loads(json.dumps(self._metrics))
+        for name, values in self._per_fold.items():
+            merged.setdefault(name, {})["per_fold"] = json.loads(json.dumps(values))
+        return merged
 
     def _add(self, title, body, *, order="figures", fold=False):
         if not isinstance(title, str) or not title.strip():
@@ -1116,8 +1140,11 @@ class Report:
         folds and the best value of each column in bold. The best model, with
         95 % intervals, heads the summary. Times, specificity, NPV and F1
         (when present) go to a folded table of the appendix, and the raw
-        values stay in the DataFrame. Tables without ``mean_``/``std_``
-        pairs are shown as they are.
+        values stay in the DataFrame. The value of each fold, when
+        ``table.attrs["per_fold"]`` holds them (as from ``compare_models``),
+        goes to a folded "Per-fold values" section of the appendix and to
+        ``metrics.json`` (see :attr:`metrics`). Tables without
+        ``mean_``/``std_`` pairs are shown as they are.
 
         Parameters
         ----------
@@ -1186,7 +1213,20 @@ class Report:
                 + _table_html(extra)
                 + "</details>"
             )
-        return self._add(title, body, order="results")
+        self._add(title, body, order="results")
+        per_fold = attrs.get("per_fold")
+        if isinstance(per_fold, Mapping) and per_fold:
+            self._per_fold = jsonable(per_fold, where="table.attrs['per_fold']")
+            frame = _per_fold_frame(self._per_fold, main, classes)
+            self._add(
+                "Per-fold values",
+                _table_html(frame, index=False)
+                + '<p class="legend">The value of each metric in each cross-validation fold, '
+                "from which the comparison's mean ± standard deviation is computed; also in "
+                "metrics.json under each model's \"per_fold\".</p>",
+                fold=True,
+            )
+        return self
 
     def add_confusion_matrix(self, name, y_true, y_pred, *, labels=None, normalize=None):
         """Add a confusion matrix.
@@ -1899,7 +1939,7 @@ class Report:
         ]
         body.append(
             '<p id="appendix-title" class="appendix-head">Appendix</p>\n<p class="legend">'
-            "Per-model metrics, parameters and software versions; the metrics are also in "
+            "Per-model and per-fold metrics, parameters and software versions; the metrics are also in "
             "metrics.json, beside this page.</p>"
         )
         body += [
@@ -1934,7 +1974,8 @@ class Report:
         -------
         path : pathlib.Path
             The HTML file written. ``path.parent / "metrics.json"`` holds
-            ``{name: metrics}`` for every :meth:`add_metrics` call (``{}``
+            :attr:`metrics`: ``{name: metrics}`` for every :meth:`add_metrics`
+            call and the per-fold values of :meth:`add_comparison` (``{}``
             if none).
 
         Examples
@@ -1952,7 +1993,7 @@ class Report:
         path = Path(os.fspath(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         html_text = self.to_html()
-        metrics = json.dumps(self._metrics, indent=2, allow_nan=False) + "\n"
+        metrics = json.dumps(self.metrics, indent=2, allow_nan=False) + "\n"
         # Both files or neither: a full disk must not leave a half report, or
         # a new report beside the previous run's metrics.
         atomic_write_many(
