@@ -53,13 +53,6 @@ def _check_image(owner, img):
         )
 
 
-# The area and aspect-ratio ranges of RandomResizedCrop and RandomErasing.
-_AREA_AND_RATIO = {
-    "scale": [Pair(Real, 0, 1, closed="right")],
-    "ratio": [Pair(Real, 0, None, closed="neither")],
-}
-
-
 def _uniform(low, high):
     return low + (high - low) * torch.rand(()).item()
 
@@ -198,7 +191,21 @@ class RandomRotation(_Augmentation):
         return TF.rotate(img, angle, interpolation=T.InterpolationMode.BILINEAR, fill=0.0)
 
 
-class RandomResizedCrop(_Augmentation):
+class _AreaAndRatio(_Augmentation):
+    """A rectangle drawn by area (``scale``) and aspect ratio (``ratio``) ranges."""
+
+    _parameter_constraints: dict = {
+        **_Augmentation._parameter_constraints,
+        "scale": [Pair(Real, 0, 1, closed="right")],
+        "ratio": [Pair(Real, 0, None, closed="neither")],
+    }
+
+    def _ranges(self):
+        """``scale`` and ``ratio`` as tuples of floats, as torchvision takes them."""
+        return tuple(map(float, self.scale)), tuple(map(float, self.ratio))
+
+
+class RandomResizedCrop(_AreaAndRatio):
     """Crop a random region and resize it back to the input size.
 
     Parameters
@@ -234,10 +241,8 @@ class RandomResizedCrop(_Augmentation):
         self.ratio = ratio
         self.p = p
 
-    _parameter_constraints: dict = {**_Augmentation._parameter_constraints, **_AREA_AND_RATIO}
-
     def _apply(self, img):
-        scale, ratio = tuple(map(float, self.scale)), tuple(map(float, self.ratio))
+        scale, ratio = self._ranges()
         crop = T.RandomResizedCrop(size=tuple(img.shape[-2:]), scale=scale, ratio=ratio)
         return crop(img)
 
@@ -351,7 +356,7 @@ class RandomGamma(_Augmentation):
         return bottom + span * ((img - bottom) / span).clamp(0, 1).pow(gamma)
 
 
-class RandomErasing(_Augmentation):
+class RandomErasing(_AreaAndRatio):
     """Set a random rectangle to 0 (cut-out).
 
     Parameters
@@ -387,10 +392,8 @@ class RandomErasing(_Augmentation):
         self.scale = scale
         self.ratio = ratio
 
-    _parameter_constraints: dict = {**_Augmentation._parameter_constraints, **_AREA_AND_RATIO}
-
     def _apply(self, img):
-        scale, ratio = tuple(map(float, self.scale)), tuple(map(float, self.ratio))
+        scale, ratio = self._ranges()
         return T.RandomErasing(p=1.0, scale=scale, ratio=ratio, value=0.0)(img)
 
 

@@ -396,7 +396,8 @@ class ImageLoader(TransformerMixin, BaseEstimator):
         self.keep_aspect = keep_aspect
         self.n_jobs = n_jobs
 
-    def _check_params(self):
+    def _validated_size(self):
+        """Check the parameters; return the size to load to, None for as stored."""
         validate_params(self)
         return None if self.image_size is None else _size_pair(self.image_size)
 
@@ -430,7 +431,7 @@ class ImageLoader(TransformerMixin, BaseEstimator):
         self : object
             The transformer itself.
         """
-        self._check_params()
+        self._validated_size()
         self._check_paths(X)
         return self
 
@@ -469,7 +470,7 @@ class ImageLoader(TransformerMixin, BaseEstimator):
         skxray.io.ImageReadError
             If a file cannot be read; the message names the file.
         """
-        size = self._check_params()
+        size = self._validated_size()
         paths = self._check_paths(X)
         images = Parallel(n_jobs=self.n_jobs, prefer="threads")(
             delayed(self._load_one)(path, size) for path in paths
