@@ -59,7 +59,7 @@ def get_data_home(data_home=None):
 
     See Also
     --------
-    load_image_folder : Load a data set found there.
+    load_image_folder : Load a data set found there, e.g. ``get_data_home() / "darkcovidnet"``.
 
     Examples
     --------
@@ -624,7 +624,7 @@ def make_phantom_cxr(
 
     See Also
     --------
-    load_image_folder : Load real images from a folder.
+    load_image_folder : Load real X-rays from a folder of class subfolders.
 
     Examples
     --------

@@ -147,7 +147,7 @@ def resize_images(X, size, keep_aspect=False):
     ----------
     X : array-like of shape (n_samples, height, width) or \
 (n_samples, channels, height, width)
-        Images to resize.
+        Images to resize, one size or several.
     size : int or tuple of (int, int)
         Output size: an int gives a square ``size x size`` output, a pair
         gives ``(height, width)``.
@@ -205,16 +205,9 @@ def resize_image(img, size, *, keep_aspect=False):
     img : array-like of shape (height, width) or (channels, height, width)
         The image.
     size : int or tuple of (int, int)
-        Output size: an int gives a square ``size x size`` output, a pair
-        gives ``(height, width)``.
+        Output size, as in :func:`resize_images`.
     keep_aspect : {False, True, "pad", "crop"}, default=False
-        If False, stretch each image to ``size``. If True or "pad", scale it
-        so that it fits inside ``size`` without distortion and pad the rest
-        with zeros, centred (letterbox). If "crop", cut the largest
-        centred region with the aspect ratio of ``size`` and resize that: no
-        distortion and no padding, at the cost of the edges of the longer
-        side. A stretch distorts images of one shape only, which a network
-        can learn as a shortcut when the shape depends on the source.
+        Stretch, pad or crop, as in :func:`resize_images`.
 
     Returns
     -------
@@ -229,13 +222,13 @@ def resize_image(img, size, *, keep_aspect=False):
 
     See Also
     --------
-    resize_images : Resize a batch of images.
+    resize_images : The same for a batch of images of one size.
 
     Examples
     --------
     >>> import numpy as np
     >>> from skxray.preprocessing import resize_image
-    >>> img = np.zeros((3, 100, 50), dtype=np.float32)
+    >>> img = np.zeros((3, 100, 50))  # any real dtype; float32 out
     >>> resize_image(img, 32).shape
     (3, 32, 32)
     >>> resize_image(img[0], (20, 40)).shape
@@ -251,7 +244,27 @@ def resize_image(img, size, *, keep_aspect=False):
     return resize_images(arr[None], size, keep_aspect=keep_aspect)[0]
 
 
-class _ImageTransformer(TransformerMixin, BaseEstimator):
+class _StatelessTransformer(TransformerMixin, BaseEstimator):
+    """What every transformer here shares: nothing to fit, float32 out.
+
+    Subclasses name the input tag of what they take in ``_input_tag``.
+    """
+
+    _input_tag = "three_d_array"  # image arrays; "string" for file paths
+
+    def __sklearn_is_fitted__(self):
+        return True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        tags.input_tags.two_d_array = False
+        setattr(tags.input_tags, self._input_tag, True)
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+
+class _ImageTransformer(_StatelessTransformer):
     """Shared plumbing of the stateless array-to-array transformers.
 
     Subclasses declare their parameters in ``_parameter_constraints``
@@ -269,13 +282,6 @@ class _ImageTransformer(TransformerMixin, BaseEstimator):
 
     def _check_X(self, X):
         pass
-
-    def _validate(self, X):
-        validate_params(self)
-        self._check_params()
-        X = check_image_array(X, name="X")
-        self._check_X(X)
-        return X
 
     def fit(self, X, y=None):
         """Validate the parameters and ``X``; nothing is learned.
@@ -312,19 +318,15 @@ class _ImageTransformer(TransformerMixin, BaseEstimator):
         """
         return self._transform(self._validate(X))
 
-    def __sklearn_is_fitted__(self):
-        return True
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = False
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        tags.transformer_tags.preserves_dtype = ["float32"]
-        return tags
+    def _validate(self, X):
+        validate_params(self)
+        self._check_params()
+        X = check_image_array(X, name="X")
+        self._check_X(X)
+        return X
 
 
-class ImageLoader(TransformerMixin, BaseEstimator):
+class ImageLoader(_StatelessTransformer):
     """Read image files into an array, optionally resizing on load.
 
     Parameters
@@ -378,6 +380,7 @@ class ImageLoader(TransformerMixin, BaseEstimator):
     >>> tmp.cleanup()
     """
 
+    _input_tag = "string"
     _parameter_constraints: dict = {
         "image_size": [None, *_SIZE],
         "as_gray": ["boolean"],
@@ -396,11 +399,6 @@ class ImageLoader(TransformerMixin, BaseEstimator):
         self.keep_aspect = keep_aspect
         self.n_jobs = n_jobs
 
-    def _validated_size(self):
-        """Check the parameters; return the size to load to, None for as stored."""
-        validate_params(self)
-        return None if self.image_size is None else _size_pair(self.image_size)
-
     @staticmethod
     def _check_paths(X):
         if not is_path_array(X):
@@ -416,6 +414,11 @@ class ImageLoader(TransformerMixin, BaseEstimator):
             )
         return list(X.to_numpy() if hasattr(X, "to_numpy") else X)
 
+    def _validated_size(self):
+        """Check the parameters; return the size to load to, None for as stored."""
+        validate_params(self)
+        return None if self.image_size is None else _size_pair(self.image_size)
+
     def fit(self, X, y=None):
         """Check the parameters and that ``X`` holds file paths.
 
@@ -428,8 +431,8 @@ class ImageLoader(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        self : object
-            The transformer itself.
+        self : ImageLoader
+            The loader, unchanged: nothing is learned.
         """
         self._validated_size()
         self._check_paths(X)
@@ -484,17 +487,6 @@ class ImageLoader(TransformerMixin, BaseEstimator):
                     f"{img.shape[-2]}x{img.shape[-1]}); set image_size to resize them on load."
                 )
         return np.stack(images).astype(np.float32, copy=False)
-
-    def __sklearn_is_fitted__(self):
-        return True
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = False
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        tags.transformer_tags.preserves_dtype = ["float32"]
-        return tags
 
 
 class Resize(_ImageTransformer):
@@ -587,7 +579,18 @@ class CenterCrop(_ImageTransformer):
         return X[..., top : top + crop_h, left : left + crop_w].copy()
 
 
-class ToGrayscale(_ImageTransformer):
+class _ChannelConversion(_ImageTransformer):
+    """Takes grayscale or RGB images only: 1 or 3 channels."""
+
+    def _check_X(self, X):
+        if X.ndim == 4 and X.shape[1] not in (1, 3):
+            raise ValueError(
+                f"{type(self).__name__}: expected 1 or 3 channels, got {X.shape[1]} channels "
+                f"(X has shape {X.shape})."
+            )
+
+
+class ToGrayscale(_ChannelConversion):
     """Convert images to single-channel grayscale.
 
     RGB images of shape (n_samples, 3, height, width) become their luminance
@@ -597,7 +600,7 @@ class ToGrayscale(_ImageTransformer):
 
     See Also
     --------
-    ToRGB : The opposite conversion.
+    ToRGB : Back to three (identical) channels.
 
     Examples
     --------
@@ -609,13 +612,6 @@ class ToGrayscale(_ImageTransformer):
     ((2, 4, 4), True)
     """
 
-    def _check_X(self, X):
-        if X.ndim == 4 and X.shape[1] not in (1, 3):
-            raise ValueError(
-                f"ToGrayscale: expected 1 or 3 channels, got {X.shape[1]} channels "
-                f"(X has shape {X.shape})."
-            )
-
     def _transform(self, X):
         if X.ndim == 3:
             return X.copy()
@@ -624,7 +620,7 @@ class ToGrayscale(_ImageTransformer):
         return np.tensordot(_LUMA_WEIGHTS, X, axes=([0], [1])).astype(np.float32, copy=False)
 
 
-class ToRGB(_ImageTransformer):
+class ToRGB(_ChannelConversion):
     """Replicate grayscale images into three identical channels.
 
     Useful for networks pretrained on ImageNet, which expect RGB input.
@@ -642,13 +638,6 @@ class ToRGB(_ImageTransformer):
     >>> ToRGB().fit_transform(np.zeros((2, 8, 8))).shape
     (2, 3, 8, 8)
     """
-
-    def _check_X(self, X):
-        if X.ndim == 4 and X.shape[1] not in (1, 3):
-            raise ValueError(
-                f"ToRGB: expected 1 or 3 channels, got {X.shape[1]} channels "
-                f"(X has shape {X.shape})."
-            )
 
     def _transform(self, X):
         X = to_nchw(X)
