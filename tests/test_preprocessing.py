@@ -86,12 +86,18 @@ def _per_image(X):
 # Properties of each transformer
 
 
+def _unit_range_output(transformer, X):
+    """``transformer.fit_transform(X)``, checked to be float32 in [0, 1], shaped as X."""
+    out = transformer.fit_transform(X)
+    assert out.shape == X.shape and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 1
+    return out
+
+
 @FAST
 @given(X=image_arrays())
 def test_rescale_maps_each_image_to_unit_range(X):
-    out = Rescale().fit_transform(X)
-    assert out.shape == X.shape and out.dtype == np.float32
-    assert out.min() >= 0 and out.max() <= 1
+    out = _unit_range_output(Rescale(), X)
     flat_in = _per_image(np.asarray(X, dtype=np.float32))
     for image_in, image_out in zip(flat_in, _per_image(out)):
         if image_in.max() > image_in.min():
@@ -192,9 +198,7 @@ def test_center_crop_is_central():
 @FAST
 @given(X=image_arrays())
 def test_histogram_equalization_range_and_monotonicity(X):
-    out = HistogramEqualization().fit_transform(X)
-    assert out.shape == X.shape and out.dtype == np.float32
-    assert out.min() >= 0 and out.max() <= 1
+    out = _unit_range_output(HistogramEqualization(), X)
     for image_in, image_out in zip(_per_image(np.asarray(X, dtype=np.float32)), _per_image(out)):
         order = np.argsort(image_in, kind="stable")
         assert (np.diff(image_out[order]) >= 0).all(), "equalisation must keep the intensity order"
@@ -350,19 +354,20 @@ def test_resize_image_single_image():
 # Behaviour shared by all array transformers
 
 
-def _transformers():
+def _transformers(crop=4, max_value=1.0, fill=0.0):
+    """One of each array transformer; the arguments suit other inputs."""
     return [
         Resize(size=8),
         Resize(size=(6, 10), keep_aspect=True),
-        CenterCrop(size=4),
+        CenterCrop(size=crop),
         ToGrayscale(),
         ToRGB(),
         Rescale(),
         Normalize(),
-        XRayNormalize(),
+        XRayNormalize(max_value=max_value),
         HistogramEqualization(),
         BorderMask(),
-        LungFieldMask(),
+        LungFieldMask(fill=fill),
     ]
 
 
@@ -827,21 +832,9 @@ def _tabular_view(estimator):
     return view(**estimator.get_params())
 
 
-_CHECKED_TRANSFORMERS = [
-    Resize(size=8),
-    Resize(size=(6, 10), keep_aspect=True),
-    # Rows are one pixel high.
-    CenterCrop(size=1),
-    ToGrayscale(),
-    ToRGB(),
-    Rescale(),
-    Normalize(),
-    # Above the largest value the checks feed (iris, shifted to be >= 0).
-    XRayNormalize(max_value=1000.0),
-    HistogramEqualization(),
-    BorderMask(),
-    LungFieldMask(fill=0.5),
-]
+# Rows are one pixel high (crop 1); max_value is above the largest value
+# the checks feed (iris, shifted to be >= 0).
+_CHECKED_TRANSFORMERS = _transformers(crop=1, max_value=1000.0, fill=0.5)
 
 _ARRAY_EXPECTED_FAILURES = {
     "check_n_features_in": "stateless image transformers set no n_features_in_: images have "
