@@ -843,7 +843,7 @@ class OODDetector(BaseEstimator):
         Parameters
         ----------
         X : array-like
-            Images in the format of ``fit``.
+            Images in the format of ``fit`` (arrays, or file paths).
 
         Returns
         -------
@@ -860,7 +860,7 @@ class OODDetector(BaseEstimator):
         Parameters
         ----------
         X : array-like
-            Images in the format of ``fit``.
+            Images, as for :meth:`score_samples`.
 
         Returns
         -------
