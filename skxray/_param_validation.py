@@ -36,8 +36,10 @@ __all__ = [
     "Interval",
     "InvalidParameterError",
     "Options",
+    "KEEP_ASPECT",
     "Pair",
     "StrOptions",
+    "check_keep_aspect",
     "check_param",
     "validate_params",
 ]
@@ -108,6 +110,18 @@ def check_param(name, value, constraints, caller):
             f"The {name!r} parameter of {caller} must be {_accepted(constraints)}. "
             f"Got {value!r} instead."
         )
+    return value
+
+
+#: What ``keep_aspect`` accepts wherever images are resized (True means "pad").
+KEEP_ASPECT = ["boolean", StrOptions({"pad", "crop"})]
+
+
+def check_keep_aspect(value, caller):
+    """``keep_aspect`` as False, "pad" or "crop"; raises naming ``caller`` otherwise."""
+    check_param("keep_aspect", value, KEEP_ASPECT, caller)
+    if isinstance(value, (bool, np.bool_)):
+        return "pad" if value else False
     return value
 
 

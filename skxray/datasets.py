@@ -19,6 +19,7 @@ from joblib import Parallel, delayed
 from PIL import Image
 from sklearn.utils import Bunch, check_random_state
 
+from ._param_validation import check_keep_aspect
 from .io import is_image_file, read_image
 
 __all__ = ["get_data_home", "load_image_folder", "make_phantom_cxr"]
@@ -451,9 +452,7 @@ def load_image_folder(
         raise NotADirectoryError(f"Image folder '{root}' is not a directory.")
     if image_size is not None:
         image_size = _check_positive_int(image_size, "image_size")
-    from skxray.preprocessing import _check_keep_aspect
-
-    keep_aspect = _check_keep_aspect(keep_aspect, "load_image_folder")
+    keep_aspect = check_keep_aspect(keep_aspect, "load_image_folder")
     if min_classes not in (1, 2) or isinstance(min_classes, bool):
         raise ValueError(f"load_image_folder: min_classes must be 1 or 2; got {min_classes!r}.")
 

@@ -47,7 +47,14 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from skxray._geometry import central_lung_mask
-from skxray._param_validation import Interval, Pair, StrOptions, check_param, validate_params
+from skxray._param_validation import (
+    KEEP_ASPECT,
+    Interval,
+    Pair,
+    check_keep_aspect,
+    check_param,
+    validate_params,
+)
 from skxray._validation import check_image_array, is_path_array, to_nchw
 
 __all__ = [
@@ -70,13 +77,12 @@ __all__ = [
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-# What ``size``/``image_size`` and ``keep_aspect`` accept, for the
-# transformers' ``_parameter_constraints`` and the resize functions alike.
+# What ``size``/``image_size`` accepts, for the transformers'
+# ``_parameter_constraints`` and the resize functions alike.
 _SIZE = [
     Interval(Integral, 1, None, closed="left"),
     Pair(Integral, 1, None, closed="left", ordered=False, what="(height, width) pair"),
 ]
-_KEEP_ASPECT = ["boolean", StrOptions({"pad", "crop"})]
 
 
 def _size_pair(size):
@@ -107,14 +113,6 @@ def _interpolate(x, size):
     low = x.amin(dim=(1, 2, 3), keepdim=True)
     high = x.amax(dim=(1, 2, 3), keepdim=True)
     return torch.clamp(out, low, high)
-
-
-def _check_keep_aspect(value, owner):
-    """``keep_aspect`` as False, "pad" or "crop" (True means "pad")."""
-    check_param("keep_aspect", value, _KEEP_ASPECT, owner)
-    if isinstance(value, (bool, np.bool_)):
-        return "pad" if value else False
-    return value
 
 
 def _resize_nchw(x, size, keep_aspect):
@@ -191,7 +189,7 @@ def resize_images(X, size, keep_aspect=False):
     array([0.125, 0.15 , 0.175, 0.2  , 0.225], dtype=float32)
     """
     size = _check_size(size, "resize_images")
-    keep_aspect = _check_keep_aspect(keep_aspect, "resize_images")
+    keep_aspect = check_keep_aspect(keep_aspect, "resize_images")
     X = check_image_array(X, name="X")
     out = _resize_nchw(torch.from_numpy(to_nchw(X)), size, keep_aspect).numpy()
     return out[:, 0] if X.ndim == 3 else out
@@ -384,7 +382,7 @@ class ImageLoader(_StatelessTransformer):
     _parameter_constraints: dict = {
         "image_size": [None, *_SIZE],
         "as_gray": ["boolean"],
-        "keep_aspect": _KEEP_ASPECT,
+        "keep_aspect": KEEP_ASPECT,
         # joblib's n_jobs: any int but 0.
         "n_jobs": [
             None,
@@ -517,7 +515,7 @@ class Resize(_ImageTransformer):
     (4, 3, 32, 32)
     """
 
-    _parameter_constraints: dict = {"size": _SIZE, "keep_aspect": _KEEP_ASPECT}
+    _parameter_constraints: dict = {"size": _SIZE, "keep_aspect": KEEP_ASPECT}
 
     def __init__(self, size=224, keep_aspect=False):
         self.size = size

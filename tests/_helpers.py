@@ -23,3 +23,31 @@ def check_unit_image(img, shape=None):
     assert np.isfinite(img).all() and img.min() >= 0.0 and img.max() <= 1.0
     if shape is not None:
         assert img.shape == shape
+
+
+# Small seeded classifiers for 32-px phantoms. A test file that needs other
+# settings binds them once: ``tiny_cnn = partial(_helpers.tiny_cnn, max_epochs=5)``;
+# keyword arguments given at the call still win.
+
+
+def tiny_cnn(**params):
+    """A CNNClassifier with two small convolution blocks."""
+    from skxray.models import CNNClassifier
+
+    defaults = {"filters": (4, 8), "dense_units": 16, "max_epochs": 2, "random_state": 0}
+    return CNNClassifier(**{**defaults, **params})
+
+
+def tiny_fnn(**params):
+    """An FNNClassifier with one hidden layer of 16 units."""
+    from skxray.models import FNNClassifier
+
+    return FNNClassifier(**{"hidden_layer_sizes": (16,), "max_epochs": 2, "random_state": 0, **params})
+
+
+def tiny_resnet(**params):
+    """A ResNet50Classifier without pretrained weights (no download) and a small head."""
+    from skxray.models import ResNet50Classifier
+
+    defaults = {"weights": None, "head_units": 16, "max_epochs": 2, "random_state": 0}
+    return ResNet50Classifier(**{**defaults, **params})

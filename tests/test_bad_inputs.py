@@ -34,9 +34,11 @@ import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
+import _helpers
 import numpy as np
 import pytest
 from _helpers import FILE_SIGNATURES, check_unit_image
@@ -49,7 +51,7 @@ import skxray.models._persistence as persistence
 from skxray._testing import dicom_dataset
 from skxray.datasets import load_image_folder, make_phantom_cxr
 from skxray.io import ImageReadError, read_image
-from skxray.models import CNNClassifier, FNNClassifier, load
+from skxray.models import load
 from skxray.preprocessing import ImageLoader
 
 SIZE = 16  # side of the phantoms the array cases fit on
@@ -58,14 +60,8 @@ HANG_S = 30  # hang guard per fuzz example: generous, this is not a speed test
 CLI_TIMEOUT_S = 300
 
 
-def tiny_cnn(**kw):
-    return CNNClassifier(
-        **{"filters": (4, 8), "dense_units": 8, "max_epochs": 1, "random_state": 0, **kw}
-    )
-
-
-def tiny_fnn(**kw):
-    return FNNClassifier(**{"hidden_layer_sizes": (8,), "max_epochs": 1, "random_state": 0, **kw})
+tiny_cnn = partial(_helpers.tiny_cnn, dense_units=8, max_epochs=1)
+tiny_fnn = partial(_helpers.tiny_fnn, hidden_layer_sizes=(8,), max_epochs=1)
 
 
 # ------------------------------------------------------------------ file makers

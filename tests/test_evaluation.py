@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from _helpers import tiny_cnn, tiny_fnn
 from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -27,19 +28,10 @@ from skxray.evaluation import (
     plot_precision_recall,
     plot_roc,
 )
-from skxray.models import CNNClassifier, FNNClassifier
 
 C, N = "Covid-19", "Normal"
 
 
-def tiny_cnn(**kw):
-    return CNNClassifier(
-        **{**dict(filters=(4, 8), dense_units=16, max_epochs=2, random_state=0), **kw}
-    )
-
-
-def tiny_fnn(**kw):
-    return FNNClassifier(**{**dict(hidden_layer_sizes=(16,), max_epochs=2, random_state=0), **kw})
 
 
 

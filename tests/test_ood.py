@@ -15,7 +15,9 @@ the seed would be for a detector that is no better than the bound.
 """
 
 import pickle
+from functools import partial
 
+import _helpers
 import numpy as np
 import pytest
 import torch
@@ -39,9 +41,7 @@ from skxray.ood import (
 SIZE = 32
 
 
-def tiny_cnn(**kw):
-    params = dict(filters=(4, 8), dense_units=16, max_epochs=5, random_state=0)
-    return CNNClassifier(**{**params, **kw})
+tiny_cnn = partial(_helpers.tiny_cnn, max_epochs=5)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import tiny_cnn, tiny_fnn
 from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.ensemble import VotingClassifier
@@ -21,7 +22,7 @@ import skxray.explain
 import skxray.report
 from skxray.datasets import make_phantom_cxr
 from skxray.evaluation import classification_metrics, compare_models
-from skxray.models import CNNClassifier, FNNClassifier
+from skxray.models import FNNClassifier
 from skxray.report import Report
 
 C, N = "Covid-19", "Normal"
@@ -94,10 +95,9 @@ def phantoms():
 
 @pytest.fixture(scope="module")
 def models(phantoms):
-    X, y, _ = phantoms
-    cnn = CNNClassifier(filters=(4, 8), dense_units=16, max_epochs=2, random_state=0).fit(X, y)
-    fnn = FNNClassifier(hidden_layer_sizes=(16,), max_epochs=2, random_state=0).fit(X, y)
-    return cnn, fnn
+    """A fitted CNN (Grad-CAM works) and FNN (Grad-CAM is skipped)."""
+    X_y = phantoms[:2]
+    return tiny_cnn().fit(*X_y), tiny_fnn().fit(*X_y)
 
 
 @pytest.fixture(scope="module")
