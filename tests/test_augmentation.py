@@ -410,3 +410,21 @@ def test_docstring_examples():
     result = doctest.testmod(skxray.augmentation, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_pair_constraint():
+    from numbers import Integral, Real
+
+    from skxray._param_validation import Pair
+
+    pair = Pair(Real, 0, 1, closed="right")
+    for good in [(0.5, 1.0), [0.1, 0.1], np.array([0.2, 0.3]), (np.float32(0.2), 1)]:
+        assert pair.is_satisfied_by(good), good
+    bad_values = [(0.0, 0.5), (0.6, 0.5), (0.5,), (0.1, 0.2, 0.3), (True, 0.5), ("a", 0.5)]
+    bad_values += [(np.nan, 0.5), 0.5, "ab", None]
+    for bad in bad_values:
+        assert not pair.is_satisfied_by(bad), bad
+    assert str(pair) == "a (min, max) pair with min <= max, each a float in the range (0.0, 1.0]"
+    size = Pair(Integral, 1, None, closed="left", ordered=False, what="(height, width) pair")
+    assert size.is_satisfied_by((10, 4)) and size.is_satisfied_by((4, 10))
+    assert not size.is_satisfied_by((10.0, 4)) and not size.is_satisfied_by((0, 4))
