@@ -51,3 +51,20 @@ def tiny_resnet(**params):
 
     defaults = {"weights": None, "head_units": 16, "max_epochs": 2, "random_state": 0}
     return ResNet50Classifier(**{**defaults, **params})
+
+
+def count_backbone_images(monkeypatch, net_class):
+    """Patch ``net_class._backbone_features`` to count the images it sees.
+
+    Returns the list that receives the batch size of every backbone pass,
+    to check that cached features are not recomputed.
+    """
+    seen = []
+    original = net_class._backbone_features
+
+    def counting(self, x):
+        seen.append(len(x))
+        return original(self, x)
+
+    monkeypatch.setattr(net_class, "_backbone_features", counting)
+    return seen

@@ -334,18 +334,10 @@ def test_resnet_cache_features_true_needs_frozen_unaugmented(phantoms):
 
 
 def _count_backbone_images(monkeypatch):
-    """Patch the backbone pass to count the images it sees."""
+    """Patch the ResNet-50's backbone pass to count the images it sees."""
     from skxray.models.resnet import _ResNet50Net
 
-    seen = []
-    original = _ResNet50Net._backbone_features
-
-    def counting(self, x):
-        seen.append(len(x))
-        return original(self, x)
-
-    monkeypatch.setattr(_ResNet50Net, "_backbone_features", counting)
-    return seen
+    return _helpers.count_backbone_images(monkeypatch, _ResNet50Net)
 
 
 def test_resnet_feature_cache_dir_shares_features_across_fits(monkeypatch, tmp_path, phantoms):
