@@ -19,6 +19,9 @@ and tests) and has been stable since scikit-learn 1.2; constraints.txt pins
 the version that is tested, ``tests/test_architecture.py`` fails if these
 names stop importing, and this is the only module that imports them, so a
 vendored copy (as imbalanced-learn keeps) would replace one import line.
+The loop that applies the constraints (:func:`check_param`) is skxray's own,
+about 15 lines in scikit-learn's wording, so that it can add :class:`Pair`
+and refuse bools where a number is asked for.
 """
 
 import numpy as np
