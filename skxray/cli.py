@@ -755,8 +755,7 @@ def build_parser():
         p.add_argument("--classes", help="comma-separated classes to use (default: all folders)")
         p.add_argument("--weights", default="IMAGENET1K_V2", help="ResNet-50 weights: IMAGENET1K_V2, a file, or none")
         p.add_argument(
-            "--feature-cache-dir",
-            metavar="DIR",
+            "--feature-cache-dir", metavar="DIR",
             help="keep the frozen ResNet-50's features of each image in DIR, for later runs "
             "(compare, demo and audit otherwise share them through a temporary folder)",
         )

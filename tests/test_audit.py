@@ -11,7 +11,9 @@ networks tiny, so the whole file runs in well under two minutes on a CPU.
 import io
 import json
 import os
+from functools import partial
 
+import _helpers
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,17 +22,13 @@ from sklearn.pipeline import make_pipeline
 
 from skxray.audit import CHECKS, DEFAULT_THRESHOLDS, AuditReport, Finding, audit
 from skxray.datasets import make_phantom_cxr
-from skxray.models import CNNClassifier, FNNClassifier
+from skxray.models import FNNClassifier
 from skxray.preprocessing import Rescale
 
 SIZE = 32
 
 
-def tiny_cnn(**kw):
-    params = dict(
-        filters=(8, 16), dense_units=16, max_epochs=20, lr=3e-3, batch_size=16, random_state=0
-    )
-    return CNNClassifier(**{**params, **kw})
+tiny_cnn = partial(_helpers.tiny_cnn, filters=(8, 16), max_epochs=20, lr=3e-3, batch_size=16)
 
 
 def two_scanner_sites(n, names):

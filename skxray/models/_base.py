@@ -767,7 +767,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, height, width), \
 (n_samples, channels, height, width) or (n_samples,) of file paths
-            Images in the same format as in ``fit``.
+            Images as given to ``fit`` (same shape, channels and scaling).
 
         Returns
         -------
@@ -815,7 +815,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, height, width), \
 (n_samples, channels, height, width) or (n_samples,) of file paths
-            Images in the same format as in ``fit``.
+            Images as for :meth:`predict_proba`, which this calls.
 
         Returns
         -------
@@ -836,7 +836,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, height, width), \
 (n_samples, channels, height, width) or (n_samples,) of file paths
-            Images in the same format as in ``fit``.
+            Images in the format of ``fit``; each gets one score.
 
         Returns
         -------
@@ -951,14 +951,14 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         path : pathlib.Path
-            The folder written.
+            The folder written, holding both files.
 
         Raises
         ------
         OSError
             If a file cannot be written; the message names it and says why.
         skxray._atomic.FolderLockedError
-            If another process is saving into the same folder.
+            If another process is saving into ``path`` at the same time.
         """
         from skxray.models._persistence import save_model
 
