@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from _helpers import count_backbone_images
 from sklearn.base import clone
 
 from skxray import load
@@ -228,21 +229,9 @@ def test_resnet50_backbone_saves_and_loads_without_torchxrayvision(phantoms, tmp
         load(tmp_path / "densenet")
 
 
-def _count_backbone_images(monkeypatch):
-    seen = []
-    original = _XRVNet._backbone_features
-
-    def counting(self, x):
-        seen.append(len(x))
-        return original(self, x)
-
-    monkeypatch.setattr(_XRVNet, "_backbone_features", counting)
-    return seen
-
-
 def test_feature_cache_is_per_backbone_and_resolution(phantoms, tmp_path, monkeypatch):
     X, y = phantoms
-    seen = _count_backbone_images(monkeypatch)
+    seen = count_backbone_images(monkeypatch, _XRVNet)
     first = tiny(weights=None, feature_cache_dir=tmp_path).fit(X, y)
     (folder,) = tmp_path.iterdir()
     assert folder.name.startswith(f"xrv-{DENSENET}-own-") and len(list(folder.glob("*.npy"))) == 24
