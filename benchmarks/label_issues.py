@@ -1,0 +1,283 @@
+"""Label issues on darkcovidnet (3 classes), and training with them removed, measured honestly.
+
+Three parts, all with the library's code, written to
+``benchmarks/results/label_issues.json``::
+
+    .venv/bin/python benchmarks/label_issues.py            # about 10-15 min on 1 shared CPU core
+    .venv/bin/python benchmarks/label_issues.py --phantom  # smoke run, synthetic images
+
+1. ``audit``: :func:`skxray.audit.audit` with only its ``"labels"`` check
+   (one patient-grouped 5-fold cross-validation; cleanlab's confident
+   learning on the out-of-fold probabilities) on all 1,124 images at 64 px,
+   for the CNN of ``benchmarks/audit_darkcovidnet.py`` and for the default
+   FNN. Gives the suspects per (given, suggested) class pair and the most
+   suspect files.
+2. ``cleaning``: the default :class:`~skxray.models.FNNClassifier` (64 px)
+   with and without ``cleanlab.classification.CleanLearning``, in the same
+   patient-grouped 5 folds (:func:`sklearn.model_selection.cross_validate`).
+   CleanLearning finds the suspects of each *training* fold with its own
+   inner cross-validation, drops them and refits; every score is computed
+   on the test fold's *original* labels.
+3. ``phantom_evidence``: phantoms (32 px) with 10% of the labels flipped at
+   random, audited with a logistic regression on the pixels: the share of
+   the flips that are flagged (recall) and of the flagged that are flips
+   (precision), and the flags on the same phantoms before flipping.
+
+The counts of part 1 are images the out-of-fold models doubt, not proven
+label errors: a radiologist has to look at them.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    CLASSES_3,
+    QUICK_RESULTS_DIR,
+    RESULTS_DIR,
+    command_line,
+    log,
+    machine_info,
+    require_data,
+    write_json,
+)
+
+#: Suspects listed in the JSON (the audit report itself has all of them).
+N_LISTED = 30
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--image-size", type=int, default=64, help="image side in pixels (64)")
+    p.add_argument("--epochs", type=int, default=12, help="CNN training epochs per fit (12)")
+    p.add_argument("--cv", type=int, default=5, help="number of patient-grouped folds (5)")
+    p.add_argument("--random-state", type=int, default=0, help="seed of folds and fits (0)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: the CPU is shared)")
+    p.add_argument("--phantom-seeds", type=int, default=10, help="phantom data sets (10)")
+    p.add_argument("--phantom", action="store_true", help="synthetic smoke run (not real data)")
+    p.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    return p.parse_args(argv)
+
+
+def load_data(args):
+    """File paths (or phantom images), labels, patient ids, sources, where they come from."""
+    if args.phantom:
+        from skxray.datasets import make_phantom_cxr
+
+        X, y, groups = make_phantom_cxr(
+            240, classes=CLASSES_3, image_size=args.image_size, random_state=0, return_groups=True
+        )
+        return X, y, groups, None, "phantoms (synthetic smoke run)"
+    from doc_tables import portable_dataset
+
+    from skxray.datasets import load_image_folder
+
+    root = require_data()
+    meta = load_image_folder(root, classes=CLASSES_3, image_size=None)
+    where = portable_dataset(root)  # relative to SKXRAY_DATA: no machine path in results
+    return meta.data, meta.target, meta.groups, meta.frame["source"].to_numpy(), where
+
+
+def models(args):
+    """The audited models: the audit benchmark's CNN and the default FNN."""
+    from skxray.models import CNNClassifier, FNNClassifier
+
+    cnn = CNNClassifier(
+        filters=(16, 32, 64),
+        dense_units=32,
+        max_epochs=args.epochs,
+        batch_size=32,
+        lr=1e-3,
+        class_weight="balanced",
+        image_size=args.image_size,
+        device="cpu",
+        random_state=args.random_state,
+    )
+    fnn = FNNClassifier(image_size=args.image_size, device="cpu", random_state=args.random_state)
+    return {"cnn": cnn, "fnn": fnn}
+
+
+def audit_labels(args, X, y, groups, sources):
+    """Part 1: the audit's label check for each model."""
+    from skxray.audit import audit
+
+    rows = []
+    for name, model in models(args).items():
+        t0 = time.perf_counter()
+        report = audit(
+            model,
+            X,
+            y,
+            groups=groups,
+            sources=sources,
+            cv=args.cv,
+            random_state=args.random_state,
+            checks=["labels"],
+            image_size=args.image_size,
+            verbose=1,
+        )
+        finding = report["labels"]
+        log(f"{name}: {finding.summary}")
+        suspects = finding.details["suspects"].head(N_LISTED).copy()
+        if "path" in suspects:
+            # "Class/file.png", as in the data set's manifest.csv.
+            suspects["file"] = [str(Path(p).relative_to(Path(p).parents[1])) for p in suspects["path"]]
+            suspects = suspects.drop(columns="path")
+        rows.append(
+            {
+                "model": name,
+                "estimator": repr(model),
+                "verdict": finding.verdict,
+                "explanation": finding.explanation,
+                **{k: v for k, v in finding.figures.items()},
+                "pairs": finding.details["pairs"].to_dict(orient="records"),
+                "top_suspects": suspects.to_dict(orient="records"),
+                "elapsed_s": round(time.perf_counter() - t0, 1),
+            }
+        )
+    return rows
+
+
+def cleaning(args, X_images, y, groups):
+    """Part 2: FNN with and without CleanLearning, scored on the original test labels."""
+    from cleanlab.classification import CleanLearning
+    from sklearn.model_selection import StratifiedGroupKFold, cross_validate
+    from sklearn.preprocessing import LabelEncoder
+
+    from skxray.models import FNNClassifier
+
+    y_int = LabelEncoder().fit_transform(y)  # cleanlab wants class indices 0..k-1
+    cv = StratifiedGroupKFold(args.cv, shuffle=True, random_state=args.random_state)
+    fnn = FNNClassifier(image_size=args.image_size, device="cpu", random_state=args.random_state)
+    variants = {
+        "fnn": fnn,
+        "fnn + CleanLearning": CleanLearning(
+            fnn, seed=args.random_state, cv_n_folds=args.cv, find_label_issues_kwargs={"n_jobs": 1}
+        ),
+    }
+    rows = []
+    for name, estimator in variants.items():
+        t0 = time.perf_counter()
+        res = cross_validate(
+            estimator,
+            X_images,
+            y_int,
+            groups=groups,
+            cv=cv,
+            scoring=["accuracy", "balanced_accuracy"],
+            return_estimator=True,
+        )
+        removed = [
+            int(est.label_issues_mask.sum()) if hasattr(est, "label_issues_mask") else 0
+            for est in res["estimator"]
+        ]
+        row = {"model": name, "elapsed_s": round(time.perf_counter() - t0, 1)}
+        for metric in ("accuracy", "balanced_accuracy"):
+            scores = res[f"test_{metric}"]
+            row[f"{metric}_mean"] = float(np.mean(scores))
+            row[f"{metric}_std"] = float(np.std(scores))
+            row[f"{metric}_per_fold"] = [float(s) for s in scores]
+        row["removed_from_training_per_fold"] = removed
+        log(f"{name}: accuracy {row['accuracy_mean']:.4f} removed {removed}")
+        rows.append(row)
+    return rows
+
+
+def phantom_evidence(args):
+    """Part 3: recall and precision of the flags on phantoms with 10% of labels flipped."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from skxray.audit import audit
+    from skxray.datasets import make_phantom_cxr
+
+    rows = []
+    for n_classes in (2, 3):
+        classes = ("Covid-19", "Normal", "Pneumonia")[:n_classes]
+        for seed in range(args.phantom_seeds):
+            X, y, groups = make_phantom_cxr(
+                300, classes=classes, image_size=32, random_state=seed, return_groups=True
+            )
+            rng = np.random.default_rng(seed)
+            flips = rng.choice(len(y), len(y) // 10, replace=False)
+            noisy = y.copy()
+            for i in flips:
+                noisy[i] = rng.choice([c for c in classes if c != y[i]])
+            model = make_pipeline(
+                FunctionTransformer(_flatten), LogisticRegression(C=0.1, max_iter=1000)
+            )
+            kw = dict(groups=groups, cv=5, random_state=0, checks=["labels"])
+            clean = audit(model, X, y, **kw)["labels"].figures["n_suspected"]
+            found = audit(model, X, noisy, **kw)["labels"].details["suspects"]["image"]
+            hits = len(set(found.tolist()) & set(flips.tolist()))
+            rows.append(
+                {
+                    "classes": n_classes,
+                    "seed": seed,
+                    "n_images": len(y),
+                    "n_flipped": len(flips),
+                    "n_flagged": len(found),
+                    "recall": hits / len(flips),
+                    "precision": hits / len(found) if len(found) else None,
+                    "n_flagged_before_flipping": int(clean),
+                }
+            )
+    return rows
+
+
+def _flatten(X):
+    return X.reshape(len(X), -1)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    t0 = time.perf_counter()
+    X, y, groups, sources, where = load_data(args)
+    log(f"{len(X)} images from {where}")
+    out = args.out or (QUICK_RESULTS_DIR if args.phantom else RESULTS_DIR) / "label_issues.json"
+    payload = {
+        "machine": machine_info("cpu"),
+        "settings": {
+            "command": command_line(),
+            "data": where,
+            "classes": list(CLASSES_3),
+            "image_size": args.image_size,
+            "cv": f"StratifiedGroupKFold({args.cv}, shuffle=True) by patient",
+            "random_state": args.random_state,
+            "torch_threads": torch.get_num_threads(),
+        },
+    }
+    # Written after each part: a slow shared machine still leaves the parts done.
+    parts = (
+        ("audit", lambda: audit_labels(args, X, y, groups, sources)),
+        ("phantom_evidence", lambda: phantom_evidence(args)),
+        ("cleaning", lambda: cleaning(args, _pixels(args, X), y, groups)),
+    )
+    for name, run in parts:
+        payload[name] = run()
+        payload["settings"]["elapsed_s"] = round(time.perf_counter() - t0, 1)
+        write_json(out, payload)
+        log(f"wrote {name} to {out}")
+    return 0
+
+
+def _pixels(args, X):
+    """The images as arrays (the audit read the files itself)."""
+    if args.phantom:
+        return X
+    from _common import load_pixels
+
+    return load_pixels(require_data(), args.image_size, n_jobs=1).data
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
