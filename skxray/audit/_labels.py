@@ -158,8 +158,9 @@ def _verdict(th, fraction, n_suspected, n, pairs, balanced_accuracy, k):
             f"{100 * limit:.0f}% ({top}). Review them: each is a doubt, not a proven error, "
             "and a model's own mistakes are flagged too."
         )
+    if n_suspected == 0:
+        return "ok", "The out-of-fold models confidently doubt no image's given label."
     return "ok", (
         f"The out-of-fold models confidently doubt the given label of {share}, at most "
-        f"{100 * limit:.0f}%; the ranked list is worth a look, but labels show no "
-        "widespread problem."
+        f"{100 * limit:.0f}%: worth a look, but no sign of a widespread labelling problem."
     )
