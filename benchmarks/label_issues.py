@@ -27,7 +27,6 @@ The counts of part 1 are images the out-of-fold models doubt, not proven
 label errors: a radiologist has to look at them.
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -46,21 +45,15 @@ from _common import (  # noqa: E402
     require_data,
     write_json,
 )
+from audit_darkcovidnet import audit_cnn, base_parser  # noqa: E402
 
 #: Suspects listed in the JSON (the audit report itself has all of them).
 N_LISTED = 30
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--image-size", type=int, default=64, help="image side in pixels (64)")
-    p.add_argument("--epochs", type=int, default=12, help="CNN training epochs per fit (12)")
-    p.add_argument("--cv", type=int, default=5, help="number of patient-grouped folds (5)")
-    p.add_argument("--random-state", type=int, default=0, help="seed of folds and fits (0)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1: the CPU is shared)")
+    p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--phantom-seeds", type=int, default=10, help="phantom data sets (10)")
-    p.add_argument("--phantom", action="store_true", help="synthetic smoke run (not real data)")
-    p.add_argument("--out", type=Path, default=None, help="JSON file to write")
     return p.parse_args(argv)
 
 
@@ -84,63 +77,39 @@ def load_data(args):
 
 
 def models(args):
-    """The audited models: the audit benchmark's CNN and the default FNN."""
-    from skxray.models import CNNClassifier, FNNClassifier
+    """The audited models: the default FNN and the CNN of the audit benchmark."""
+    from skxray.models import FNNClassifier
 
-    cnn = CNNClassifier(
-        filters=(16, 32, 64),
-        dense_units=32,
-        max_epochs=args.epochs,
-        batch_size=32,
-        lr=1e-3,
-        class_weight="balanced",
-        image_size=args.image_size,
-        device="cpu",
-        random_state=args.random_state,
-    )
     fnn = FNNClassifier(image_size=args.image_size, device="cpu", random_state=args.random_state)
-    return {"cnn": cnn, "fnn": fnn}
+    return {"fnn": fnn, "cnn": audit_cnn(args)}
 
 
 def audit_labels(args, X, y, groups, sources, name):
     """Part 1: the audit's label check with one of the models."""
     from skxray.audit import audit
 
-    rows = []
-    for model in [models(args)[name]]:
-        t0 = time.perf_counter()
-        report = audit(
-            model,
-            X,
-            y,
-            groups=groups,
-            sources=sources,
-            cv=args.cv,
-            random_state=args.random_state,
-            checks=["labels"],
-            image_size=args.image_size,
-            verbose=1,
-        )
-        finding = report["labels"]
-        log(f"{name}: {finding.summary}")
-        suspects = finding.details["suspects"].head(N_LISTED).copy()
-        if "path" in suspects:
-            # "Class/file.png", as in the data set's manifest.csv.
-            suspects["file"] = [str(Path(p).relative_to(Path(p).parents[1])) for p in suspects["path"]]
-            suspects = suspects.drop(columns="path")
-        rows.append(
-            {
-                "model": name,
-                "estimator": repr(model),
-                "verdict": finding.verdict,
-                "explanation": finding.explanation,
-                **{k: v for k, v in finding.figures.items()},
-                "pairs": finding.details["pairs"].to_dict(orient="records"),
-                "top_suspects": suspects.to_dict(orient="records"),
-                "elapsed_s": round(time.perf_counter() - t0, 1),
-            }
-        )
-    return rows
+    model = models(args)[name]
+    t0 = time.perf_counter()
+    kw = dict(groups=groups, sources=sources, cv=args.cv, random_state=args.random_state)
+    report = audit(model, X, y, checks=["labels"], image_size=args.image_size, verbose=1, **kw)
+    finding = report["labels"]
+    log(f"{name}: {finding.summary}")
+    suspects = finding.details["suspects"].head(N_LISTED).copy()
+    if "path" in suspects:
+        # "Class/file.png", as in the data set's manifest.csv: no machine path in results.
+        suspects["file"] = [str(Path(p).relative_to(Path(p).parents[1])) for p in suspects["path"]]
+        suspects = suspects.drop(columns="path")
+    row = {
+        "model": name,
+        "estimator": repr(model),
+        "verdict": finding.verdict,
+        "explanation": finding.explanation,
+        **finding.figures,
+        "pairs": finding.details["pairs"].to_dict(orient="records"),
+        "top_suspects": suspects.to_dict(orient="records"),
+        "elapsed_s": round(time.perf_counter() - t0, 1),
+    }
+    return [row]
 
 
 def cleaning(args, X_images, y, groups):
@@ -236,13 +205,13 @@ def _flatten(X):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    import torch
-
-    torch.set_num_threads(max(1, args.threads))
     t0 = time.perf_counter()
+    args = parse_args(argv)
     X, y, groups, sources, where = load_data(args)
     log(f"{len(X)} images from {where}")
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))  # 1 by default: the CPU is shared
     out = args.out or (QUICK_RESULTS_DIR if args.phantom else RESULTS_DIR) / "label_issues.json"
     payload = {
         "machine": machine_info("cpu"),
