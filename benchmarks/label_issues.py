@@ -27,6 +27,7 @@ The counts of part 1 are images the out-of-fold models doubt, not proven
 label errors: a radiologist has to look at them.
 """
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -49,11 +50,22 @@ from audit_darkcovidnet import audit_cnn, base_parser  # noqa: E402
 
 #: Suspects listed in the JSON (the audit report itself has all of them).
 N_LISTED = 30
+#: The parts, cheapest first; the CNN's audit (5 CNN fits) last.
+PARTS = ("audit-fnn", "phantom_evidence", "cleaning", "audit-cnn")
 
 
 def parse_args(argv=None):
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--phantom-seeds", type=int, default=10, help="phantom data sets (10)")
+    p.add_argument(
+        "--inner-cv", type=int, default=5, help="CleanLearning's own folds in part 3 (5)"
+    )
+    p.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help="comma-separated parts to run; the others are kept from the JSON file if it "
+        f"exists (default: {','.join(PARTS)})",
+    )
     return p.parse_args(argv)
 
 
@@ -126,7 +138,10 @@ def cleaning(args, X_images, y, groups):
     variants = {
         "fnn": fnn,
         "fnn + CleanLearning": CleanLearning(
-            fnn, seed=args.random_state, cv_n_folds=args.cv, find_label_issues_kwargs={"n_jobs": 1}
+            fnn,
+            seed=args.random_state,
+            cv_n_folds=args.inner_cv,
+            find_label_issues_kwargs={"n_jobs": 1},
         ),
     }
     rows = []
@@ -146,6 +161,8 @@ def cleaning(args, X_images, y, groups):
             for est in res["estimator"]
         ]
         row = {"model": name, "elapsed_s": round(time.perf_counter() - t0, 1)}
+        if name != "fnn":
+            row["inner_cv"] = f"{args.inner_cv}-fold, image-level (CleanLearning's own)"
         for metric in ("accuracy", "balanced_accuracy"):
             scores = res[f"test_{metric}"]
             row[f"{metric}_mean"] = float(np.mean(scores))
@@ -213,32 +230,49 @@ def main(argv=None):
 
     torch.set_num_threads(max(1, args.threads))  # 1 by default: the CPU is shared
     out = args.out or (QUICK_RESULTS_DIR if args.phantom else RESULTS_DIR) / "label_issues.json"
-    payload = {
-        "machine": machine_info("cpu"),
-        "settings": {
-            "command": command_line(),
-            "data": where,
-            "classes": list(CLASSES_3),
-            "image_size": args.image_size,
-            "cv": f"StratifiedGroupKFold({args.cv}, shuffle=True) by patient",
-            "random_state": args.random_state,
-            "torch_threads": torch.get_num_threads(),
-        },
+    settings = {
+        "data": where,
+        "classes": list(CLASSES_3),
+        "image_size": args.image_size,
+        "cv": f"StratifiedGroupKFold({args.cv}, shuffle=True) by patient",
+        "random_state": args.random_state,
+        "torch_threads": torch.get_num_threads(),
     }
-    # Written after each part: a slow shared machine still leaves the parts done.
-    # Cheapest first; the CNN's audit (5 CNN fits) last.
-    parts = (
-        ("audit", lambda: audit_labels(args, X, y, groups, sources, "fnn")),
-        ("phantom_evidence", lambda: phantom_evidence(args)),
-        ("cleaning", lambda: cleaning(args, _pixels(args, X), y, groups)),
-        ("audit", lambda: audit_labels(args, X, y, groups, sources, "cnn")),
-    )
-    for name, run in parts:
-        payload[name] = payload.get(name, []) + run()
-        payload["settings"]["elapsed_s"] = round(time.perf_counter() - t0, 1)
-        write_json(out, payload)
-        log(f"wrote {name} to {out}")
+    runs = {
+        "audit-fnn": lambda: audit_labels(args, X, y, groups, sources, "fnn"),
+        "phantom_evidence": lambda: phantom_evidence(args),
+        "cleaning": lambda: cleaning(args, _pixels(args, X), y, groups),
+        "audit-cnn": lambda: audit_labels(args, X, y, groups, sources, "cnn"),
+    }
+    for name in [p for p in PARTS if p in args.parts.split(",")]:
+        t_part = time.perf_counter()
+        result = runs[name]()
+        _save_part(out, name, result, settings, round(time.perf_counter() - t_part, 1))
+        log(f"wrote {name} to {out} ({time.perf_counter() - t0:.0f} s so far)")
     return 0
+
+
+def _save_part(out, name, result, settings, seconds):
+    """Put one part into the JSON file, keeping the parts of earlier (or parallel) runs.
+
+    The file is read just before it is written, so that runs of different
+    parts (``--parts``) can share it.
+    """
+    payload = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+    payload["machine"] = machine_info("cpu")
+    payload.setdefault("settings", {}).update(settings)
+    payload["settings"].pop("command", None)  # one per part, in "commands"
+    for key, value in (("commands", command_line()), ("elapsed_s", seconds)):
+        if not isinstance(payload["settings"].get(key), dict):
+            payload["settings"][key] = {}
+        payload["settings"][key][name] = value
+    if name.startswith("audit-"):
+        model = name.split("-", 1)[1]
+        rows = [r for r in payload.get("audit", []) if r["model"] != model] + result
+        payload["audit"] = sorted(rows, key=lambda r: r["model"], reverse=True)  # fnn, cnn
+    else:
+        payload[name] = result
+    write_json(out, payload)
 
 
 def _pixels(args, X):

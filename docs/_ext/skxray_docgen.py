@@ -459,19 +459,23 @@ def _label_issues_rst(path):
             [[r["given"], r["suggested"], r["n_suspected"], _pct(r["share_of_given_class"])]
              for r in a["pairs"]],
         )
-    cnn = next((a for a in data.get("audit", []) if a["model"] == "cnn"), None)
-    if cnn and cnn["top_suspects"]:
-        out += ["The ten most suspect images (CNN), for a radiologist to review:", ""]
+    # The suspects of the most accurate model: its doubts are the least its own errors.
+    best = max(data.get("audit", []), key=lambda a: a["model_balanced_accuracy"], default=None)
+    if best and best["top_suspects"]:
+        out += [f"The ten most suspect images ({best['model'].upper()}), for a radiologist "
+                "to review:", ""]
         out += _list_table(
             ["rank", "file", "patient", "given", "suggested", "label quality"],
             [[r["rank"], r.get("file", r["image"]), r.get("patient", ""), r["given"],
-              r["suggested"], f"{r['label_quality']:.3f}"] for r in cnn["top_suspects"][:10]],
+              r["suggested"], f"{r['label_quality']:.3f}"] for r in best["top_suspects"][:10]],
         )
     if data.get("cleaning"):
         out += ["**Training with the suspects removed**: " + _escape(
             f"FNNClassifier, {s['image_size']} px, "
             f"{s['cv']}; every score on the test fold's original labels; mean ± std over the "
-            "folds."
+            "folds. CleanLearning looks for the suspects of each training fold with its own "
+            + next((r["inner_cv"] for r in data["cleaning"] if r.get("inner_cv")), "")
+            + " cross-validation."
         ), ""]
         out += _list_table(
             ["model", "accuracy", "balanced accuracy", "training images removed per fold"],
