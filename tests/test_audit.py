@@ -506,3 +506,22 @@ def test_source_model_can_be_the_estimator():
     # No class spans two sources: no grouped CV, no leave-one-source-out, only the source model.
     assert report.info["n_fits"] == 2
     assert figs["loso_sources_tested"] == 0
+
+
+@pytest.mark.slow
+def test_audit_page_examples_print_what_the_page_shows():
+    # docs/audit.rst shows no hand-written output: its examples are doctests,
+    # run here, so a change in the audit's figures or wording fails this test
+    # instead of leaving the page out of date.
+    import doctest
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "audit.rst"
+    result = doctest.testfile(
+        str(page),
+        module_relative=False,
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+        raise_on_error=False,
+    )
+    assert result.attempted >= 20
+    assert result.failed == 0, f"{result.failed} example(s) of {page.name} failed (output above)"
