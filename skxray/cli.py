@@ -4,7 +4,8 @@ User errors (a missing folder, one class only, an unknown model) print one
 line and exit with status 2; ``--verbose`` shows the traceback instead.
 ``predict`` and ``evaluate`` go on past files they cannot read: they answer
 for every readable image, list each unreadable one with its reason, and exit
-with status 1.
+with status 1; with ``--scheduler`` they do the same on a Dask cluster
+(:mod:`skxray.dask`).
 """
 
 import argparse

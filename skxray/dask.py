@@ -151,7 +151,9 @@ class FilePredictions:
     unreadable : list of (str, str)
         ``(file, reason)`` of each file that could not be read, in input order.
     n_partitions : int
-        Partitions the files were split into.
+        Partitions the files were split into (one task each).
+    partition_size : int
+        Most files in one partition.
     """
 
     files: list
@@ -162,9 +164,10 @@ class FilePredictions:
     out_of_distribution: np.ndarray | None
     unreadable: list
     n_partitions: int
+    partition_size: int
 
 
-def _assemble(parts, n_partitions):
+def _assemble(parts, n_partitions, partition_size):
     """One :class:`FilePredictions` from partition results, put back in partition order.
 
     ``parts`` holds ``(index, classes, readable, unreadable, scores)`` in any
@@ -192,6 +195,7 @@ def _assemble(parts, n_partitions):
         out_of_distribution=joined("out_of_distribution"),
         unreadable=[u for part in ordered for u in part[2]],
         n_partitions=n_partitions,
+        partition_size=partition_size,
     )
 
 
@@ -337,14 +341,14 @@ class DaskPredictor:
 
             self.client_.register_plugin(ModelPlugin(path.resolve()), name=self._plugin_name)
         except BaseException:
-            self._close_owned()
+            self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc_info):
         try:
             self.client_.unregister_worker_plugin(self._plugin_name)
-        except Exception:  # noqa: BLE001 - the cluster may be gone already; nothing left to free
+        except Exception:  # noqa: BLE001 - the cluster may be gone, or never got the plugin
             pass
         self._close_owned()
 
@@ -394,7 +398,7 @@ class DaskPredictor:
         for future in as_completed(futures):
             parts.append(future.result())
             future.release()
-        return _assemble(parts, len(partitions))
+        return _assemble(parts, len(partitions), size)
 
     def shift_test(self, files, *, alpha=0.05, n_permutations=1000, random_state=0):
         """:func:`skxray.ood.shift_test` of the images of ``files``, run on one worker.

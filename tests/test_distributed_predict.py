@@ -105,6 +105,10 @@ def _load_count(dask_worker):
     return dask_worker.skxray_test_loads
 
 
+def _plugin_names(dask_worker):
+    return list(dask_worker.plugins)
+
+
 @pytest.fixture(scope="module")
 def client():
     import cloudpickle
@@ -146,7 +150,7 @@ def test_same_scores_as_serial_and_model_loaded_once_per_worker(client, model_di
         predictions = predictor.predict(files)
     after = client.run(_load_count)
     # Ten partitions, two workers: two loads, one on each worker.
-    assert predictions.n_partitions == 10
+    assert predictions.n_partitions == 10 and predictions.partition_size == 3
     assert {w: after[w] - before[w] for w in after} == {w: 1 for w in after}
     readable, unreadable, scores = _serial(model_dir, files)
     assert predictions.files == readable == files and predictions.unreadable == unreadable == []
@@ -162,6 +166,26 @@ def test_the_model_travels_as_its_path(model_dir):
     plugin = ModelPlugin(model_dir)
     weights = sum(p.stat().st_size for p in Path(model_dir).iterdir())
     assert len(pickle.dumps(plugin)) < 500 < weights
+
+
+def test_a_model_the_workers_cannot_load_fails_at_once(client, model_dir, tmp_path):
+    import shutil
+
+    from skxray.dask import DaskPredictor
+
+    broken = tmp_path / "cnn"
+    shutil.copytree(model_dir, broken)
+    weights = broken / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum|safetensors|weights"):
+        with DaskPredictor(broken, client):
+            pass
+    # The cluster is still usable, and the plugin of the failed attempt gone.
+    names = client.run(_plugin_names)
+    assert len(names) == 2
+    assert not [n for worker in names.values() for n in worker if n.startswith("skxray-model-")]
 
 
 def test_order_kept_when_partitions_finish_out_of_order(client, model_dir, folder, tmp_path):
@@ -201,12 +225,12 @@ def test_assemble_places_parts_by_index():
         return index, np.array(["a", "b"]), files, [(f"bad-{index}", "why")], scores
 
     parts = [part(2, 1), part(0, 2), part(1, 0)]
-    out = _assemble(parts, 3)
+    out = _assemble(parts, 3, 2)
     assert out.files == ["0-0", "0-1", "2-0"]
     assert out.proba[:, 0].tolist() == [0, 0, 2]
     assert out.unreadable == [("bad-0", "why"), ("bad-1", "why"), ("bad-2", "why")]
     with pytest.raises(RuntimeError, match=r"partitions \[1\]"):
-        _assemble(parts[:2], 3)
+        _assemble(parts[:2], 3, 2)
 
 
 def _assert_same_json(a, b, where="result"):
