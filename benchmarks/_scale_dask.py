@@ -2,8 +2,9 @@
 
 ``benchmarks/scale.py`` imports :func:`measure_dask_predict`. Run alone, this
 file writes ``--n-images`` phantom PNGs of 128 to 256 px to a temporary
-folder, trains and saves a small CNN, measures 1 and 2 workers and prints
-the figures as JSON (nothing is written to ``results/``)::
+folder, trains and saves a small CNN, measures the worker counts of
+``--workers`` (0: without Dask) and prints the figures as JSON (nothing is
+written to ``results/``)::
 
     nice -n 10 python benchmarks/_scale_dask.py --n-images 2000
 """
@@ -70,6 +71,33 @@ def measure_dask_predict(model_path, paths, n_workers, *, partition_size=None):
     }
 
 
+def measure_serial_predict(model_path, paths):
+    """The same figures for ``skxray predict`` without Dask: one process, all files at once.
+
+    ``n_workers`` is 0; ``startup_s`` is the model's load. Runs in this
+    process, with the torch threads it has.
+    """
+    from skxray.dask import read_images, score_images
+    from skxray.models import load
+
+    start = time.perf_counter()
+    model = load(model_path)
+    ready = time.perf_counter()
+    X, readable, unreadable = read_images(model, paths)
+    score_images(model, X)
+    wall = time.perf_counter() - ready
+    return {
+        "n_workers": 0,
+        "n_images": len(paths),
+        "n_unreadable": len(unreadable),
+        "partition_size": len(paths),
+        "n_partitions": 1,
+        "wall_s": round(wall, 3),
+        "images_per_s": round(len(readable) / wall, 2),
+        "startup_s": round(ready - start, 3),
+    }
+
+
 def write_phantom_pngs(folder, n_images, *, min_size=128, max_size=256, random_state=0):
     """``n_images`` phantom PNGs of sizes between ``min_size`` and ``max_size`` px, in ``folder``."""
     from PIL import Image
@@ -105,15 +133,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-images", type=int, default=2000)
     parser.add_argument("--image-size", type=int, default=64, help="the model's input side (default 64)")
-    parser.add_argument("--workers", default="1,2", help="worker counts to measure (default 1,2)")
+    parser.add_argument(
+        "--workers", default="1,2", help="worker counts to measure, in this order; 0 is without Dask (default 1,2)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="skxray-dask-bench-") as tmp:
         paths = write_phantom_pngs(Path(tmp) / "images", args.n_images)
         model_path = _small_model(tmp, args.image_size)
-        rows = [measure_dask_predict(model_path, paths, int(n)) for n in args.workers.split(",")]
-    base = rows[0]["images_per_s"] / rows[0]["n_workers"]
+        rows = [
+            measure_dask_predict(model_path, paths, int(n)) if int(n) else measure_serial_predict(model_path, paths)
+            for n in args.workers.split(",")
+        ]
+    fewest = min((row for row in rows if row["n_workers"]), key=lambda row: row["n_workers"])
+    base = fewest["images_per_s"] / fewest["n_workers"]
     for row in rows:
-        row["efficiency"] = round(row["images_per_s"] / (base * row["n_workers"]), 3)
+        if row["n_workers"]:  # throughput per worker, relative to the fewest workers measured
+            row["efficiency"] = round(row["images_per_s"] / (base * row["n_workers"]), 3)
     print(json.dumps({"model_image_size": args.image_size, "results": rows}, indent=2))
     return 0 if all(math.isfinite(r["images_per_s"]) for r in rows) else 1
 
