@@ -19,6 +19,7 @@ Install the ``dask`` extra (``pip install "skxray[dask]"``); this module
 imports without it, and :class:`DaskPredictor` then says what is missing.
 """
 
+import logging
 import math
 import uuid
 from dataclasses import dataclass
@@ -268,7 +269,13 @@ def _connect(scheduler):
             raise OSError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from exc
         return client, [client]
     # One thread per worker: two would only queue behind the model's lock.
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+    # Quiet logs: a failed task reaches the caller as its exception, and the
+    # workers' messages while the cluster closes (heartbeats to a scheduler
+    # already gone) would only clutter the command's standard error.
+    cluster = LocalCluster(
+        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+        silence_logs=logging.CRITICAL,
+    )
     client = Client(cluster)
     return client, [client, cluster]
 
