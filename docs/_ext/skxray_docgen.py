@@ -55,6 +55,7 @@ API_MODULES = (
     ("skxray.explain", "Grad-CAM and saliency"),
     ("skxray.audit", "Shortcut and leakage audit"),
     ("skxray.ood", "Out-of-distribution detection"),
+    ("skxray.dask", "Prediction on a Dask cluster"),
     ("skxray.cli", "Command line"),
 )
 
