@@ -240,3 +240,16 @@ def test_resume_in_two_processes_equals_uninterrupted(child_script, pair, tmp_pa
     )
     with pytest.raises(ValueError, match="num_processes 2 in the checkpoint vs 1 now"):
         clf.fit(X, y, resume=stopped[0]["checkpoint_path"])
+
+
+def test_only_the_main_process_saves_a_model(tmp_path, monkeypatch):
+    import skxray.models._base as base
+
+    X, y = make_phantom_cxr(40, image_size=16, random_state=0)
+    clf = FNNClassifier(hidden_layer_sizes=(8,), max_epochs=1, random_state=0, ood=False).fit(X, y)
+    monkeypatch.setattr(base, "is_secondary_process", lambda: True)
+    assert clf.save(tmp_path / "model") == tmp_path / "model"
+    assert not (tmp_path / "model").exists()
+    monkeypatch.setattr(base, "is_secondary_process", lambda: False)
+    clf.save(tmp_path / "model")
+    assert (tmp_path / "model" / "config.json").is_file()

@@ -46,6 +46,7 @@ from skxray.io import read_image
 from skxray.models._distributed import (
     AcceleratedNet,
     TrainingNet,
+    is_secondary_process,
     loader_kwargs,
     resolve_accelerator,
     resolve_autocast,
@@ -1074,6 +1075,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         leaves the previous model intact, and a second process saving into
         the same folder at the same time gets an error. Folders of this
         machine (``checkpoint_dir``, ``feature_cache_dir``) are saved as None.
+        In a data-parallel run (several processes) only the main process
+        writes; the others return the path at once.
 
         Parameters
         ----------
@@ -1094,6 +1097,10 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         """
         from skxray.models._persistence import save_model
 
+        if is_secondary_process():
+            # Every process of a data-parallel run holds the same model; the
+            # main one writes it (no barrier: a script may call save there only).
+            return Path(path)
         return save_model(self, path)
 
     def __sklearn_tags__(self):

@@ -33,6 +33,7 @@ from skorch.history import DistributedHistory, History
 __all__ = [
     "AcceleratedNet",
     "TrainingNet",
+    "is_secondary_process",
     "launched_processes",
     "loader_kwargs",
     "resolve_accelerator",
@@ -50,6 +51,12 @@ _FIT_COUNTER = itertools.count()
 def launched_processes():
     """How many processes a launcher (torchrun, accelerate launch) started, 1 if none."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_secondary_process():
+    """Whether this is a process other than the main one of a distributed run."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
 
 
 def loader_kwargs(num_workers, pin_memory):
