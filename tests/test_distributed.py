@@ -23,6 +23,7 @@ What would make these tests fail:
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -153,15 +154,23 @@ def _launch(script, out, checkpoint_dir, *, processes, mode="fresh", **env):
     # The processes import the skxray under test, wherever the script lies.
     source = os.path.dirname(os.path.dirname(skxray.__file__))
     clean["PYTHONPATH"] = os.pathsep.join(filter(None, [source, clean.get("PYTHONPATH")]))
-    # The time limit only turns a hang (processes waiting for each other) into a failure.
-    result = subprocess.run(
+    # Its own process group, so that a hang (processes waiting for each other
+    # forever) ends, after the time limit, with every process killed and a failure.
+    proc = subprocess.Popen(
         cmd,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=900,
         env={**clean, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **env},
+        start_new_session=True,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the {processes} processes did not finish in 600 s (a hang?):\n{stderr[-3000:]}")
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-5000:]
     runs = [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
     return runs
 
