@@ -126,6 +126,11 @@ CHILD = textwrap.dedent(
                           early_stopping=True, n_iter_no_change=2, random_state=0, ood=False),
         )
         result["cv_scores"] = cross_val_score(pipe, X, y, cv=2).tolist()
+        # Learning-rate schedules, per epoch and per batch of this process.
+        for schedule in ("cosine", "onecycle"):
+            scheduled = FNNClassifier(hidden_layer_sizes=(8,), max_epochs=4, batch_size=batch_size,
+                                      lr_schedule=schedule, random_state=0, ood=False).fit(X, y)
+            result[f"{{schedule}}_lr"] = [h["lr"] for h in scheduled.history_]
     with open(os.path.join(out, f"rank{{rank}}.json"), "w") as f:
         json.dump(result, f)
     """
@@ -208,6 +213,18 @@ def test_processes_hold_one_model_and_stop_together(pair):
     assert first["has_ood"] and second["has_ood"]
     # Cloned estimators in cross-validation also train together and agree.
     assert first["cv_scores"] == second["cv_scores"]
+
+
+def test_schedules_follow_epochs_not_processes(pair, single):
+    # The same learning rate at every epoch in 1 and 2 processes, for a
+    # per-epoch (cosine) and a per-batch schedule (one-cycle: each process
+    # steps it once per batch of its own, half as many, so its length must
+    # be counted in those; counted in all batches it would end half-way).
+    for schedule in ("cosine", "onecycle"):
+        rates = pair[0][f"{schedule}_lr"]
+        assert rates[1] != rates[0]
+        np.testing.assert_allclose(rates, single[f"{schedule}_lr"], rtol=1e-6)
+        assert pair[1][f"{schedule}_lr"] == rates
 
 
 def test_two_processes_reach_the_single_process_accuracy(pair, single):

@@ -538,7 +538,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         weight = None if weights is None else torch.tensor(weights, dtype=torch.float32)
         return _CrossEntropyLoss, {"weight": weight}
 
-    def _callbacks(self, n_train, validate, writer=True):
+    def _callbacks(self, n_train, validate, writer=True, processes=1):
         monitor = "valid_loss" if validate else "train_loss"
         callbacks = [("lr_record", _RecordLearningRate())]
         if validate:
@@ -573,7 +573,10 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 )
             )
         elif self.lr_schedule == "onecycle":
-            steps = self.max_epochs * max(1, math.ceil(n_train / self.batch_size))
+            # Each of the processes of a data-parallel fit takes every
+            # processes-th batch (accelerate pads the last round).
+            batches = max(1, math.ceil(n_train / self.batch_size))
+            steps = self.max_epochs * math.ceil(batches / processes)
             callbacks.append(
                 (
                     "lr_scheduler",
@@ -641,7 +644,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         iterator_train = {"shuffle": True, "generator": generator, **run["loader"]}
         if self.augment is not None:
             iterator_train["collate_fn"] = _AugmentingCollate(self.augment)
-        callbacks = self._callbacks(n_train, validate, writer=run["writer"])
+        processes = 1 if accelerator is None else accelerator.num_processes
+        callbacks = self._callbacks(n_train, validate, writer=run["writer"], processes=processes)
         if self.checkpoint_path_ is not None:
             callbacks.append(("training_state", self._training_state_callback(generator, run["writer"])))
         net_kwargs = dict(
