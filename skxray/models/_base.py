@@ -610,7 +610,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                     ),
                 )
             )
-        if self.verbose:
+        if self.verbose and writer:  # one progress bar, from the main process
             callbacks.append(("progress_bar", ProgressBar()))
         return callbacks
 
