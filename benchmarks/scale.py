@@ -240,7 +240,11 @@ def measure_dask(args, paths, model_dir):
     for n_workers in (1, 2):
         result = measure_dask_predict(str(model_dir), subset, n_workers)
         log(f"dask workers={n_workers}: {result}")
-        rows.append(dict(section="dask", n_workers=n_workers, **result))
+        rows.append({"section": "dask", **result, "n_workers": n_workers})
+    per_s = {r["n_workers"]: r["images_per_s"] for r in rows}
+    for r in rows:
+        r["speedup_vs_1"] = r["images_per_s"] / per_s[1]
+        r["efficiency"] = r["speedup_vs_1"] / r["n_workers"]
     return rows
 
 
