@@ -744,9 +744,12 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         n_processes = 1 if accelerator is None else accelerator.num_processes
         self._fingerprint = training_fingerprint(self, X, y_enc, seed, num_processes=n_processes)
 
+        loaded = {}
+
         def choose():
             found = find_resume_state(self, resume, self._fingerprint) if resume is not False else None
             if found is not None:
+                loaded["state"] = found[1]
                 return str(found[0]), True
             stamp = time.strftime("%Y%m%d-%H%M%S")
             return str(Path(self.checkpoint_dir) / f"{type(self).__name__}-{stamp}-{uuid.uuid4().hex[:8]}"), False
@@ -754,7 +757,9 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         self.checkpoint_path_, resumed = share_from_main(accelerator, choose)
         if resumed:
             self.resumed_from_ = str(Path(self.checkpoint_path_) / STATE_FILE)
-            self._resume_state = read_state(self.resumed_from_, mmap=False)
+            # The process that chose the checkpoint has read it already.
+            state = loaded.get("state")
+            self._resume_state = read_state(self.resumed_from_, mmap=False) if state is None else state
 
     def fit(self, X, y, *, resume=False):
         """Train the network on images ``X`` with labels ``y``.
