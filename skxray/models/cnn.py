@@ -197,6 +197,9 @@ class CNNClassifier(BaseImageClassifier):
         verbose=0,
         ood=True,
         min_confidence=0.0,
+        num_workers=0,
+        amp="auto",
+        accelerator="auto",
     ):
         self.filters = filters
         self.kernel_size = kernel_size
@@ -222,6 +225,9 @@ class CNNClassifier(BaseImageClassifier):
         self.verbose = verbose
         self.ood = ood
         self.min_confidence = min_confidence
+        self.num_workers = num_workers
+        self.amp = amp
+        self.accelerator = accelerator
 
     _parameter_constraints: dict = {
         **BaseImageClassifier._parameter_constraints,

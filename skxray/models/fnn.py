@@ -149,6 +149,9 @@ class FNNClassifier(BaseImageClassifier):
         verbose=0,
         ood=True,
         min_confidence=0.0,
+        num_workers=0,
+        amp="auto",
+        accelerator="auto",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.lr = lr
@@ -171,6 +174,9 @@ class FNNClassifier(BaseImageClassifier):
         self.verbose = verbose
         self.ood = ood
         self.min_confidence = min_confidence
+        self.num_workers = num_workers
+        self.amp = amp
+        self.accelerator = accelerator
 
     _parameter_constraints: dict = {
         **BaseImageClassifier._parameter_constraints,

@@ -387,6 +387,9 @@ default="IMAGENET1K_V2"
         verbose=0,
         ood=True,
         min_confidence=0.0,
+        num_workers=0,
+        amp="auto",
+        accelerator="auto",
     ):
         self.weights = weights
         self.freeze = freeze
@@ -413,6 +416,9 @@ default="IMAGENET1K_V2"
         self.verbose = verbose
         self.ood = ood
         self.min_confidence = min_confidence
+        self.num_workers = num_workers
+        self.amp = amp
+        self.accelerator = accelerator
 
     _parameter_constraints: dict = {
         **BaseImageClassifier._parameter_constraints,
