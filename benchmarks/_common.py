@@ -174,6 +174,16 @@ def write_json(path, payload):
     return path
 
 
+def finish(payload, out, started, table):
+    """End a benchmark run: record its total time, write ``out``, print ``table(payload)``."""
+    payload["settings"]["total_time_s"] = time.perf_counter() - started
+    write_json(out, payload)
+    print()
+    print(table(payload))
+    log(f"done in {payload['settings']['total_time_s']:.0f} s; results in {out}")
+    return payload
+
+
 def default_out(name, quick):
     return (QUICK_RESULTS_DIR if quick else RESULTS_DIR) / name
 

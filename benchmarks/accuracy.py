@@ -71,6 +71,7 @@ from _common import (  # noqa: E402
     Stopwatch,
     configure_threads,
     default_out,
+    finish,
     load_metadata,
     load_pixels,
     log,
@@ -570,12 +571,7 @@ def main(argv=None):
                 )
     payload = run.payload
     flag_best(payload["results"])
-    payload["settings"]["total_time_s"] = time.perf_counter() - t_start
-    write_json(out, payload)
-    print()
-    print(markdown_table(payload))
-    log(f"done in {payload['settings']['total_time_s']:.0f} s; results in {out}")
-    return payload
+    return finish(payload, out, t_start, markdown_table)
 
 
 @dataclass

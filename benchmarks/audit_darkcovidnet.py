@@ -41,17 +41,40 @@ from _common import (  # noqa: E402
 )
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def base_parser(description):
+    """The options of this benchmark, shared with ``benchmarks/label_issues.py``."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--image-size", type=int, default=64, help="image side in pixels (64)")
-    p.add_argument("--epochs", type=int, default=12, help="training epochs per fit (12)")
+    p.add_argument("--epochs", type=int, default=12, help="CNN training epochs per fit (12)")
     p.add_argument("--cv", type=int, default=5, help="number of folds (5)")
     p.add_argument("--random-state", type=int, default=0, help="seed of folds and fits (0)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: the CPU is shared)")
     p.add_argument("--phantom", action="store_true", help="synthetic smoke run (not real data)")
     p.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    return p
+
+
+def parse_args(argv=None):
+    p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--html", type=Path, default=None, help="also write the HTML fragment here")
     return p.parse_args(argv)
+
+
+def audit_cnn(args):
+    """The audited CNN: modest on purpose (see the module docstring)."""
+    from skxray.models import CNNClassifier
+
+    return CNNClassifier(
+        filters=(16, 32, 64),
+        dense_units=32,
+        max_epochs=args.epochs,
+        batch_size=32,
+        lr=1e-3,
+        class_weight="balanced",
+        image_size=args.image_size,
+        device="cpu",
+        random_state=args.random_state,
+    )
 
 
 def load_data(args):
@@ -100,21 +123,11 @@ def main(argv=None):
 
     torch.set_num_threads(max(1, args.threads))
     from skxray.audit import audit
-    from skxray.models import CNNClassifier
 
     t0 = time.perf_counter()
     X, y, groups, sources, where = load_data(args)
     log(f"loaded {len(X)} images from {where} in {time.perf_counter() - t0:.0f} s")
-    model = CNNClassifier(
-        filters=(16, 32, 64),
-        dense_units=32,
-        max_epochs=args.epochs,
-        batch_size=32,
-        lr=1e-3,
-        class_weight="balanced",
-        device="cpu",
-        random_state=args.random_state,
-    )
+    model = audit_cnn(args)
     report = audit(
         model,
         X,

@@ -76,6 +76,8 @@ def accuracy_notes(payload):
             "Lungs masked: balanced accuracy with the lungs hidden, target "
             f"{s['lungs_masked_target']} (a model that reads the lungs should fall to chance)."
         )
+    if s.get("masking_note"):
+        notes.append(f"Lungs masked, caveat: {s['masking_note']}")
     weights = str(s.get("resnet50_weights") or "")
     if weights.upper().startswith("RANDOM"):
         notes.append(

@@ -70,21 +70,16 @@ def _png_bytes(arr, **kwargs):
 
 def _dicom_bytes(pixels, *, photometric="MONOCHROME2", bits_stored=None, syntax=None, **elements):
     import numpy as np
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    # Fixed UIDs keep the corpus byte-for-byte reproducible.
-    meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
+    from skxray._testing import dicom_dataset
+
+    # A fixed UID keeps the corpus byte-for-byte reproducible.
+    ds = dicom_dataset(uid="1.2.826.0.1.3680043.8.498.1")
     pixels = np.asarray(pixels)
-    ds.set_pixel_data(pixels, photometric, bits_stored or pixels.dtype.itemsize * 8)
+    # set_pixel_data would draw a new SOP instance UID on every run, undoing the fixed one.
+    ds.set_pixel_data(
+        pixels, photometric, bits_stored or pixels.dtype.itemsize * 8, generate_instance_uid=False
+    )
     for key, value in elements.items():
         setattr(ds, key, value)
     if syntax is not None:

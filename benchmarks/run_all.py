@@ -6,7 +6,9 @@ CV, masking figures) and every speed measurement; results go to
 ``benchmarks/results/accuracy.json``, ``speed.json`` and ``README.md``.
 The full run took 61 minutes on a 2-core CPU (56 for accuracy: the
 ResNet-50's features are computed once per image and shared by all folds);
-``--device cuda`` runs it on a GPU.
+``--device cuda`` runs it on a GPU. ``benchmarks/scale.py`` (files on disk,
+loader workers, data-parallel and Dask throughput; ``scale.json``) runs last;
+``--skip-scale`` leaves it out.
 
 ``make bench-quick`` runs ``python benchmarks/run_all.py --quick``: the same
 code on reduced sizes (2 folds, 32 px, 4 epochs, 240 images; small speed
@@ -69,6 +71,7 @@ def main(argv=None):
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--skip-new-hospital", action="store_true")
+    p.add_argument("--skip-scale", action="store_true")
     args = p.parse_args(argv)
 
     common = ["--device", args.device, "--threads", args.threads] + (["--quick"] if args.quick else [])
@@ -81,6 +84,10 @@ def main(argv=None):
         # Its own options: the default CNN and FNN on the CPU, as a user gets them.
         extra = ["--quick"] if args.quick else []
         steps.append(("new_hospital", [str(BENCH_DIR / "new_hospital.py"), *extra]))
+    if not args.skip_scale:
+        # Loader workers, memory, data-parallel and Dask throughput on generated files.
+        extra = ["--quick"] if args.quick else []
+        steps.append(("scale", [str(BENCH_DIR / "scale.py"), *extra]))
 
     status, durations, succeeded = 0, {}, 0
     t0 = time.perf_counter()

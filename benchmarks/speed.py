@@ -60,6 +60,7 @@ from _common import (  # noqa: E402
     command_line,
     configure_threads,
     default_out,
+    finish,
     load_metadata,
     log,
     machine_info,
@@ -797,12 +798,7 @@ def main(argv=None):
         payload["results"].extend(rows)
         payload["settings"].setdefault("section_seconds", {})[section] = t.seconds
         write_json(out, payload)
-    payload["settings"]["total_time_s"] = time.perf_counter() - t0
-    write_json(out, payload)
-    print()
-    print(markdown_table(payload))
-    log(f"done in {payload['settings']['total_time_s']:.0f} s; results in {out}")
-    return payload
+    return finish(payload, out, t0, markdown_table)
 
 
 def _fmt_or_blank(value, fmt):

@@ -10,6 +10,7 @@ from skxray.io import ImageReadError, read_image
 from skxray.models import (
     CNNClassifier,
     FNNClassifier,
+    PretrainedCXRClassifier,
     PretrainedWeightsError,
     ResNet50Classifier,
     load,
@@ -22,6 +23,7 @@ __all__ = [
     "OODDetector",
     "FNNClassifier",
     "ImageReadError",
+    "PretrainedCXRClassifier",
     "PretrainedWeightsError",
     "ResNet50Classifier",
     "audit",

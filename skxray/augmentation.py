@@ -10,20 +10,22 @@ Python's ``random`` generators.
 The classes are scikit-learn estimators (:class:`~sklearn.base.BaseEstimator`
 subclasses): they can be cloned, pickled and tuned, e.g.
 ``GridSearchCV(pipe, {"clf__augment__degrees": [5, 10]})``. Their parameters
-are validated on each call, and an invalid one raises a ``ValueError`` naming
-it. They are built on :mod:`torchvision.transforms.v2`.
+are declared in ``_parameter_constraints`` (scikit-learn's format) and
+validated on each call; an invalid one raises a ``ValueError`` naming the
+class, the parameter and the value. They are built on :mod:`torchvision.transforms.v2`.
 
 :func:`xray_augmentation` returns ready-made presets.
 """
 
 import math
+from numbers import Real
 
 import torch
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from sklearn.base import BaseEstimator
 
-from skxray._utils import is_real
+from skxray._param_validation import Interval, Pair, validate_params
 
 __all__ = [
     "Compose",
@@ -36,30 +38,6 @@ __all__ = [
     "RandomRotation",
     "xray_augmentation",
 ]
-
-
-def _check_probability(owner, p):
-    if not is_real(p) or not 0 <= p <= 1:
-        raise ValueError(f"{owner}: p must be a number in [0, 1], got {p!r}")
-
-
-def _check_range(owner, name, value, low=0.0, high=float("inf"), low_open=True):
-    """Check that ``value`` is a ``(min, max)`` pair within (low, high]."""
-    ok = (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(is_real(v) for v in value)
-        and value[0] <= value[1]
-        and (value[0] > low if low_open else value[0] >= low)
-        and value[1] <= high
-    )
-    if not ok:
-        bound = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        raise ValueError(
-            f"{owner}: {name} must be a (min, max) pair with min <= max, both in {bound}; "
-            f"got {value!r}"
-        )
-    return float(value[0]), float(value[1])
 
 
 def _check_image(owner, img):
@@ -82,9 +60,12 @@ def _uniform(low, high):
 class _Augmentation(BaseEstimator):
     """Shared ``__call__``: validate, skip with probability ``1 - p``, apply.
 
-    Subclasses implement ``_check_params`` and ``_apply(img)``, or override
+    Subclasses declare their parameters in ``_parameter_constraints`` (merged
+    with this one's ``p``) and implement ``_apply(img)``, or override
     ``_augment(img)`` to handle ``p`` themselves.
     """
+
+    _parameter_constraints: dict = {"p": [Interval(Real, 0, 1, closed="both")]}
 
     def __call__(self, img):
         """Augment one image.
@@ -100,10 +81,8 @@ class _Augmentation(BaseEstimator):
             The augmented image, same shape and dtype (``img`` itself when
             the augmentation is skipped).
         """
-        owner = type(self).__name__
-        _check_probability(owner, self.p)
-        self._check_params()
-        _check_image(owner, img)
+        validate_params(self)
+        _check_image(type(self).__name__, img)
         return self._augment(img)
 
     def _augment(self, img):
@@ -152,10 +131,11 @@ class RandomFlip(_Augmentation):
         self.horizontal = horizontal
         self.vertical = vertical
 
-    def _check_params(self):
-        for name in ("horizontal", "vertical"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"RandomFlip: {name} must be a bool, got {getattr(self, name)!r}")
+    _parameter_constraints: dict = {
+        **_Augmentation._parameter_constraints,
+        "horizontal": ["boolean"],
+        "vertical": ["boolean"],
+    }
 
     def _augment(self, img):
         # Each axis has its own draw, so the shared "skip with 1 - p" logic
@@ -197,22 +177,35 @@ class RandomRotation(_Augmentation):
         self.degrees = degrees
         self.p = p
 
-    def _check_params(self):
-        if is_real(self.degrees):
-            if not 0 <= self.degrees <= 180:
-                raise ValueError(
-                    f"RandomRotation: degrees must be in [0, 180], got {self.degrees!r}"
-                )
-            return -float(self.degrees), float(self.degrees)
-        return _check_range("RandomRotation", "degrees", self.degrees, -180, 180, low_open=False)
+    _parameter_constraints: dict = {
+        **_Augmentation._parameter_constraints,
+        "degrees": [Interval(Real, 0, 180, closed="both"), Pair(Real, -180, 180, closed="both")],
+    }
 
     def _apply(self, img):
-        low, high = self._check_params()
+        if isinstance(self.degrees, Real):
+            low, high = -float(self.degrees), float(self.degrees)
+        else:
+            low, high = map(float, self.degrees)
         angle = _uniform(low, high)
         return TF.rotate(img, angle, interpolation=T.InterpolationMode.BILINEAR, fill=0.0)
 
 
-class RandomResizedCrop(_Augmentation):
+class _AreaAndRatio(_Augmentation):
+    """A rectangle drawn by area (``scale``) and aspect ratio (``ratio``) ranges."""
+
+    _parameter_constraints: dict = {
+        **_Augmentation._parameter_constraints,
+        "scale": [Pair(Real, 0, 1, closed="right")],
+        "ratio": [Pair(Real, 0, None, closed="neither")],
+    }
+
+    def _ranges(self):
+        """``scale`` and ``ratio`` as tuples of floats, as torchvision takes them."""
+        return tuple(map(float, self.scale)), tuple(map(float, self.ratio))
+
+
+class RandomResizedCrop(_AreaAndRatio):
     """Crop a random region and resize it back to the input size.
 
     Parameters
@@ -248,13 +241,8 @@ class RandomResizedCrop(_Augmentation):
         self.ratio = ratio
         self.p = p
 
-    def _check_params(self):
-        scale = _check_range("RandomResizedCrop", "scale", self.scale, 0, 1)
-        ratio = _check_range("RandomResizedCrop", "ratio", self.ratio)
-        return scale, ratio
-
     def _apply(self, img):
-        scale, ratio = self._check_params()
+        scale, ratio = self._ranges()
         crop = T.RandomResizedCrop(size=tuple(img.shape[-2:]), scale=scale, ratio=ratio)
         return crop(img)
 
@@ -300,13 +288,11 @@ class RandomBrightnessContrast(_Augmentation):
         self.contrast = contrast
         self.p = p
 
-    def _check_params(self):
-        for name in ("brightness", "contrast"):
-            value = getattr(self, name)
-            if not is_real(value) or not 0 <= value < 1:
-                raise ValueError(
-                    f"RandomBrightnessContrast: {name} must be a number in [0, 1), got {value!r}"
-                )
+    _parameter_constraints: dict = {
+        **_Augmentation._parameter_constraints,
+        "brightness": [Interval(Real, 0, 1, closed="left")],
+        "contrast": [Interval(Real, 0, 1, closed="left")],
+    }
 
     def _apply(self, img):
         contrast = _uniform(1 - self.contrast, 1 + self.contrast)
@@ -354,11 +340,13 @@ class RandomGamma(_Augmentation):
         self.gamma = gamma
         self.p = p
 
-    def _check_params(self):
-        return _check_range("RandomGamma", "gamma", self.gamma)
+    _parameter_constraints: dict = {
+        **_Augmentation._parameter_constraints,
+        "gamma": [Pair(Real, 0, None, closed="neither")],
+    }
 
     def _apply(self, img):
-        low, high = self._check_params()
+        low, high = map(float, self.gamma)
         gamma = math.exp(_uniform(math.log(low), math.log(high)))
         top = img.max()
         bottom = torch.clamp(img.min(), max=0.0)
@@ -368,7 +356,7 @@ class RandomGamma(_Augmentation):
         return bottom + span * ((img - bottom) / span).clamp(0, 1).pow(gamma)
 
 
-class RandomErasing(_Augmentation):
+class RandomErasing(_AreaAndRatio):
     """Set a random rectangle to 0 (cut-out).
 
     Parameters
@@ -404,13 +392,8 @@ class RandomErasing(_Augmentation):
         self.scale = scale
         self.ratio = ratio
 
-    def _check_params(self):
-        scale = _check_range("RandomErasing", "scale", self.scale, 0, 1)
-        ratio = _check_range("RandomErasing", "ratio", self.ratio)
-        return scale, ratio
-
     def _apply(self, img):
-        scale, ratio = self._check_params()
+        scale, ratio = self._ranges()
         return T.RandomErasing(p=1.0, scale=scale, ratio=ratio, value=0.0)(img)
 
 
@@ -451,12 +434,10 @@ class RandomBorderMask(_Augmentation):
         self.max_fraction = max_fraction
         self.p = p
 
-    def _check_params(self):
-        if not is_real(self.max_fraction) or not 0 <= self.max_fraction < 0.5:
-            raise ValueError(
-                "RandomBorderMask: max_fraction must be a number in [0, 0.5), "
-                f"got {self.max_fraction!r}"
-            )
+    _parameter_constraints: dict = {
+        **_Augmentation._parameter_constraints,
+        "max_fraction": [Interval(Real, 0, 0.5, closed="left")],
+    }
 
     def _apply(self, img):
         h, w = img.shape[-2:]
@@ -496,26 +477,27 @@ class Compose(BaseEstimator):
              [3., 2.]]])
     """
 
+    _parameter_constraints: dict = {"transforms": [list, tuple]}
+
     def __init__(self, transforms):
         self.transforms = transforms
 
     def __call__(self, img):
-        """Apply the transforms to one image.
+        """Pass one image through each transform in turn, first to last.
 
         Parameters
         ----------
         img : torch.Tensor of shape (channels, height, width)
-            A floating-point image.
+            The image; each transform checks it.
 
         Returns
         -------
-        torch.Tensor of shape (channels, height, width)
-            The augmented image.
+        torch.Tensor
+            What the last transform returns.
         """
-        if not isinstance(self.transforms, (list, tuple)):
-            raise ValueError(
-                f"Compose: transforms must be a list of callables, got {type(self.transforms).__name__}"
-            )
+        validate_params(self)
+        # Each item must be callable: a rule on the list's items, which the
+        # declared constraints (on the list itself) cannot state.
         for index, transform in enumerate(self.transforms):
             if not callable(transform):
                 raise ValueError(f"Compose: transforms[{index}] is not callable: {transform!r}")

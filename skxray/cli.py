@@ -4,7 +4,8 @@ User errors (a missing folder, one class only, an unknown model) print one
 line and exit with status 2; ``--verbose`` shows the traceback instead.
 ``predict`` and ``evaluate`` go on past files they cannot read: they answer
 for every readable image, list each unreadable one with its reason, and exit
-with status 1.
+with status 1; with ``--scheduler`` they do the same on a Dask cluster
+(:mod:`skxray.dask`).
 """
 
 import argparse
@@ -300,46 +301,23 @@ def _expand_images(items):
     return files
 
 
-def _read_images(model, files):
-    """``(X, readable, unreadable)``: the images the model can take, and why the others failed.
+def _batch_shift_test(model, n_images, run, *, quiet):
+    """The shift test of a batch of 20 images or more, printed first (None when not run).
 
-    Each file is read and resized as in training; one that cannot be read
-    is listed as ``(file, reason)`` and the others still come back.
+    ``run()`` computes it: in this process, or on a Dask worker.
     """
-    from skxray.io import ImageReadError, read_image
-    from skxray.preprocessing import resize_image
-
-    channels, height, width = model.input_shape_
-    images, readable, unreadable = [], [], []
-    for file in files:
-        try:
-            img = read_image(file, as_gray=channels == 1)
-        except (ImageReadError, OSError, ValueError) as exc:
-            unreadable.append((str(file), str(exc)))
-            continue
-        img = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
-        images.append(resize_image(img, (height, width), keep_aspect=model.keep_aspect))
-        readable.append(str(file))
-    X = np.stack(images) if images else np.empty((0, channels, height, width), dtype=np.float32)
-    return X, readable, unreadable
-
-
-def _batch_shift_test(model, X, *, quiet):
-    """The shift test of a batch of 20 images or more, printed first (None when not run)."""
-    from skxray.ood import shift_test
-
     if getattr(model, "ood_", None) is None or not model.ood_.has_reference_:
         if not quiet:
             print("Shift test: not available (the model has no held-out reference sample).")
         return None
-    if len(X) < MIN_BATCH_FOR_SHIFT_TEST:
+    if n_images < MIN_BATCH_FOR_SHIFT_TEST:
         if not quiet:
             print(
-                f"Shift test: not run ({len(X)} images; it needs {MIN_BATCH_FOR_SHIFT_TEST} or more "
+                f"Shift test: not run ({n_images} images; it needs {MIN_BATCH_FOR_SHIFT_TEST} or more "
                 "to say anything about a batch)."
             )
         return None
-    result = shift_test(model, X, random_state=0)
+    result = run()
     if not quiet:
         print(f"Shift test: {result.verdict()}")
     return result
@@ -354,9 +332,20 @@ def _print_unreadable(unreadable):
 def cmd_predict(args):
     model = _load_model(args.model_dir)
     files = _expand_images(args.images)
-    X, readable, unreadable = _read_images(model, files)
-    shift = _batch_shift_test(model, X, quiet=args.json) if len(X) else None
-    rows = _prediction_rows(model, X, readable) if len(X) else []
+    if args.scheduler:
+        readable, unreadable, scores, shift = _predict_on_dask(args, model, files)
+    else:
+        from skxray.dask import read_images, score_images
+        from skxray.ood import shift_test
+
+        X, readable, unreadable = read_images(model, files)
+        shift = None
+        if len(X):
+            shift = _batch_shift_test(
+                model, len(X), lambda: shift_test(model, X, random_state=0), quiet=args.json
+            )
+        scores = score_images(model, X)
+    rows = _prediction_rows(model, readable, scores)
     if args.json:
         print(
             json.dumps(
@@ -379,13 +368,46 @@ def cmd_predict(args):
     return 1 if unreadable else 0
 
 
-def _prediction_rows(model, X, files):
-    proba = model.predict_proba(X)
-    best = proba.argmax(axis=1)
-    scores = flags = decisions = None
-    if getattr(model, "ood_", None) is not None:
-        decisions, scores = model.predict_with_abstention(X, return_scores=True)
-        flags = scores > model.ood_.threshold_
+@contextlib.contextmanager
+def _dask_predictor(args):
+    """A :class:`skxray.dask.DaskPredictor` for ``--scheduler``, with its errors as user errors."""
+    from skxray.dask import DaskPredictor
+
+    if args.partition_size is not None and args.partition_size < 1:
+        raise UserError(f"--partition-size must be 1 or more; got {args.partition_size}")
+    with contextlib.ExitStack() as stack:
+        try:
+            predictor = stack.enter_context(
+                DaskPredictor(args.model_dir, args.scheduler, partition_size=args.partition_size)
+            )
+        except ImportError as exc:  # no dask extra
+            raise UserError(str(exc)) from exc
+        yield predictor
+
+
+def _predict_on_dask(args, model, files):
+    """``(readable, unreadable, scores, shift)`` of ``predict`` scored on the Dask cluster."""
+    with _dask_predictor(args) as predictor:
+        predictions = predictor.predict(files)
+        shift = None
+        if predictions.files:
+            shift = _batch_shift_test(
+                model, len(predictions.files), lambda: predictor.shift_test(predictions.files),
+                quiet=args.json,
+            )
+    scores = {
+        "proba": predictions.proba,
+        "answers": predictions.answers,
+        "ood_scores": predictions.ood_scores,
+        "out_of_distribution": predictions.out_of_distribution,
+    }
+    return predictions.files, predictions.unreadable, scores, shift
+
+
+def _prediction_rows(model, files, scores):
+    """One JSON-friendly row per file from :func:`skxray.dask.score_images`'s ``scores``."""
+    proba = scores["proba"]
+    best = proba.argmax(axis=1) if len(proba) else np.empty(0, dtype=int)
     rows = []
     for i, file in enumerate(files):
         row = {
@@ -394,17 +416,16 @@ def _prediction_rows(model, X, files):
             "probability": float(proba[i, best[i]]),
             "probabilities": {str(c): float(p) for c, p in zip(model.classes_, proba[i])},
         }
-        if flags is not None:
-            row["out_of_distribution"] = bool(flags[i])
-            row["ood_distance"] = float(scores[i])
-            row["answer"] = jsonable(decisions[i])
+        if scores["answers"] is not None:
+            row["out_of_distribution"] = bool(scores["out_of_distribution"][i])
+            row["ood_distance"] = float(scores["ood_scores"][i])
+            row["answer"] = jsonable(scores["answers"][i])
         rows.append(row)
     return rows
 
 
 def cmd_evaluate(args):
     from skxray.datasets import load_image_folder
-    from skxray.evaluation import external_validation
 
     model = _load_model(args.model_dir)
     path = Path(args.data_dir)
@@ -419,14 +440,18 @@ def cmd_evaluate(args):
             f"{str(path)!r} has class folder(s) {foreign} that the model does not know; "
             f"its classes are {sorted(known)}"
         )
-    X, readable, unreadable = _read_images(model, bunch.filenames)
-    if not len(X):
+    label_of = dict(zip(map(str, bunch.filenames), bunch.target))
+
+    def labels(readable):
+        return _as_model_labels(np.asarray([label_of[f] for f in readable], dtype=object), model.classes_)
+
+    if args.scheduler:
+        result, unreadable = _evaluate_on_dask(args, bunch.filenames, labels)
+    else:
+        result, unreadable = _evaluate_here(model, bunch.filenames, labels)
+    if result is None:
         _print_unreadable(unreadable)
         return 1
-    label_of = dict(zip(map(str, bunch.filenames), bunch.target))
-    y = np.asarray([label_of[f] for f in readable], dtype=object)
-    y = _as_model_labels(y, model.classes_)
-    result = external_validation(model, X, y, random_state=0)
     result["unreadable"] = [{"image": f, "reason": r} for f, r in unreadable]
     if args.json:
         print(json.dumps(jsonable(result), indent=2))
@@ -436,6 +461,27 @@ def cmd_evaluate(args):
         _write_evaluate_report(args, model, result)
     _print_unreadable(unreadable)
     return 1 if unreadable else 0
+
+
+def _evaluate_here(model, files, labels):
+    """``(external_validation result or None when nothing is readable, unreadable)`` in this process."""
+    from skxray.dask import read_images
+    from skxray.evaluation import external_validation
+
+    X, readable, unreadable = read_images(model, files)
+    if not len(X):
+        return None, unreadable
+    return external_validation(model, X, labels(readable), random_state=0), unreadable
+
+
+def _evaluate_on_dask(args, files, labels):
+    """As :func:`_evaluate_here`, the images scored on the Dask cluster of ``--scheduler``."""
+    with _dask_predictor(args) as predictor:
+        predictions = predictor.predict(files)
+        if not predictions.files:
+            return None, predictions.unreadable
+        result = predictor.external_validation(predictions, labels(predictions.files), random_state=0)
+    return result, predictions.unreadable
 
 
 def _write_evaluate_report(args, model, result):
@@ -748,6 +794,25 @@ def build_parser():
             help="how non-square images become square: centre crop (default), zero padding or stretch",
         )
 
+    def dask_options(p):
+        p.add_argument(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="score the images on a Dask cluster: the address of a running scheduler "
+            "(tcp://host:8786), or local:N to start N worker processes on this machine; "
+            "each worker loads the model once, the output is the same, in the same order "
+            "(needs the dask extra)",
+        )
+        from skxray.dask import MAX_PARTITION_SIZE
+
+        p.add_argument(
+            "--partition-size",
+            type=int,
+            metavar="N",
+            help="with --scheduler: images per task (default: about 4 tasks per worker, "
+            f"at most {MAX_PARTITION_SIZE} images each)",
+        )
+
     def common(p, *, image_size=64, epochs=10):
         p.add_argument("--image-size", type=int, default=image_size, help=f"side of the square images (default {image_size})")
         p.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
@@ -755,8 +820,7 @@ def build_parser():
         p.add_argument("--classes", help="comma-separated classes to use (default: all folders)")
         p.add_argument("--weights", default="IMAGENET1K_V2", help="ResNet-50 weights: IMAGENET1K_V2, a file, or none")
         p.add_argument(
-            "--feature-cache-dir",
-            metavar="DIR",
+            "--feature-cache-dir", metavar="DIR",
             help="keep the frozen ResNet-50's features of each image in DIR, for later runs "
             "(compare, demo and audit otherwise share them through a temporary folder)",
         )
@@ -806,6 +870,7 @@ def build_parser():
         "when it has a manifest with patient_id) to show internal figures beside the external ones",
     )
     p.add_argument("--cv", type=int, default=5, help="folds of --internal (default 5)")
+    dask_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -816,6 +881,7 @@ def build_parser():
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+")
     p.add_argument("--json", action="store_true", help="print JSON")
+    dask_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("compare", help="CNN vs FNN vs ResNet-50 (and their ensemble) under cross-validation, HTML report")

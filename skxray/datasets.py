@@ -19,6 +19,7 @@ from joblib import Parallel, delayed
 from PIL import Image
 from sklearn.utils import Bunch, check_random_state
 
+from ._param_validation import check_keep_aspect
 from .io import is_image_file, read_image
 
 __all__ = ["get_data_home", "load_image_folder", "make_phantom_cxr"]
@@ -59,7 +60,7 @@ def get_data_home(data_home=None):
 
     See Also
     --------
-    load_image_folder : Load a data set found there.
+    load_image_folder : Load a data set found there, e.g. ``get_data_home() / "darkcovidnet"``.
 
     Examples
     --------
@@ -451,9 +452,7 @@ def load_image_folder(
         raise NotADirectoryError(f"Image folder '{root}' is not a directory.")
     if image_size is not None:
         image_size = _check_positive_int(image_size, "image_size")
-    from skxray.preprocessing import _check_keep_aspect
-
-    keep_aspect = _check_keep_aspect(keep_aspect, "load_image_folder")
+    keep_aspect = check_keep_aspect(keep_aspect, "load_image_folder")
     if min_classes not in (1, 2) or isinstance(min_classes, bool):
         raise ValueError(f"load_image_folder: min_classes must be 1 or 2; got {min_classes!r}.")
 
@@ -624,7 +623,7 @@ def make_phantom_cxr(
 
     See Also
     --------
-    load_image_folder : Load real images from a folder.
+    load_image_folder : Load real X-rays from a folder of class subfolders.
 
     Examples
     --------

@@ -682,19 +682,50 @@ def _axes_for(ax, figsize=(5.0, 4.5)):
     return ax.figure, ax
 
 
-def plot_confusion_matrix(
-    estimator=None,
-    X=None,
-    y=None,
-    *,
-    y_true=None,
-    y_pred=None,
-    labels=None,
-    normalize=None,
-    name=None,
-    cmap="Blues",
-    ax=None,
-):
+# Docstring parts shared by the plots of predictions (one template, like the
+# classifiers' COMMON_PARAMETERS_DOC), filled in by @_fill_plot_doc.
+_X_Y_DOC = """X : array-like of images or 1-D sequence of file paths, default=None
+        Test images, with ``estimator``.
+    y : array-like of shape (n_samples,), default=None
+        True labels, with ``estimator``."""
+_PLOT_DOC = {
+    "X_y": _X_Y_DOC,
+    "proba_parameters": """Parameters
+    ----------
+    estimator : fitted classifier with predict_proba, default=None
+        Scores ``X``; its ``classes_`` name the probability columns.
+    """ + _X_Y_DOC + """
+    y_true : array-like of shape (n_samples,), default=None
+        True labels, with ``y_proba``.
+    y_proba : array-like of shape (n_samples, n_classes), default=None
+        Probabilities (e.g. out-of-fold ones from :func:`compare_models`),
+        with ``y_true``.
+    classes : array-like of shape (n_classes,), default=None
+        Labels of the columns of ``y_proba``; None means the sorted labels
+        of ``y_true``.
+    positive_label : object, default=None
+        Class of the binary curve; see :func:`default_positive_label`.""",
+    "name_ax": """name : str, default=None
+        Model name used in the legend.
+    ax : matplotlib Axes, default=None
+        Axes to draw on; None creates a new figure.""",
+    "raises": """Raises
+    ------
+    ValueError
+        If neither or both input forms are given, shapes disagree, or
+        ``y_true`` holds a single class.""",
+}
+
+
+def _fill_plot_doc(func):
+    if func.__doc__:  # None under python -OO
+        func.__doc__ = func.__doc__.format(**_PLOT_DOC)
+    return func
+
+
+@_fill_plot_doc
+def plot_confusion_matrix(estimator=None, X=None, y=None, *, y_true=None, y_pred=None, labels=None,
+                          normalize=None, name=None, cmap="Blues", ax=None):
     """Plot a confusion matrix with :class:`~sklearn.metrics.ConfusionMatrixDisplay`.
 
     Pass either a fitted ``estimator`` with ``X`` and ``y``, or ``y_true``
@@ -704,10 +735,7 @@ def plot_confusion_matrix(
     ----------
     estimator : fitted classifier, default=None
         Predicts ``X``; its ``classes_`` order the rows and columns.
-    X : array-like of images or 1-D sequence of file paths, default=None
-        Test images, with ``estimator``.
-    y : array-like of shape (n_samples,), default=None
-        True labels, with ``estimator``.
+    {X_y}
     y_true : array-like of shape (n_samples,), default=None
         True labels, with ``y_pred``.
     y_pred : array-like of shape (n_samples,), default=None
@@ -715,7 +743,7 @@ def plot_confusion_matrix(
     labels : array-like of shape (n_classes,), default=None
         Order of the classes; None means ``estimator.classes_`` or the
         sorted labels found.
-    normalize : {"true", "pred", "all"} or None, default=None
+    normalize : {{"true", "pred", "all"}} or None, default=None
         Show counts (None) or fractions over the true classes (rows), the
         predictions (columns) or all images.
     name : str, default=None
@@ -766,12 +794,22 @@ def plot_confusion_matrix(
     return fig
 
 
-def _one_vs_rest_curves(display, func, y_true, proba, classes, positive_label, name, ax, kw):
+def _draw_one_vs_rest(
+    func, display, kw, estimator, X, y, y_true, y_proba, classes, positive_label, name, ax
+):
     """Draw the positive class's curve (binary) or one curve per class (3+).
 
-    ``kw(i)`` gives extra keyword arguments of the ``i``-th curve drawn.
+    The common part of the probability plots: check the inputs of ``func``
+    (either form), then draw with ``display.from_predictions``; ``kw(i)``
+    gives extra keyword arguments of the ``i``-th curve drawn. Returns the
+    figure, the axes and the positive class (None for 3+ classes).
     """
+    y_true, proba, classes = _resolve_inputs(
+        func, estimator, X, y, y_true, y_proba, "y_proba", classes, proba=True
+    )
+    fig, ax = _axes_for(ax)
     classes = list(classes)
+    pos = None
     if len(classes) == 2:
         pos = _check_positive_label(positive_label, classes)
         col = [as_python_scalar(c) for c in classes].index(pos)
@@ -792,66 +830,18 @@ def _one_vs_rest_curves(display, func, y_true, proba, classes, positive_label, n
         drawn += 1
     if drawn == 0:
         raise ValueError(f"{func}: y_true must hold at least two classes to draw a curve.")
-
-
-# Docstring parts shared by the probability plots (one template, like the
-# classifiers' COMMON_PARAMETERS_DOC), filled in by @_fill_plot_doc.
-_PLOT_DOC = {
-    "proba_inputs": """estimator : fitted classifier with predict_proba, default=None
-        Scores ``X``; its ``classes_`` name the probability columns.
-    X : array-like of images or 1-D sequence of file paths, default=None
-        Test images, with ``estimator``.
-    y : array-like of shape (n_samples,), default=None
-        True labels, with ``estimator``.
-    y_true : array-like of shape (n_samples,), default=None
-        True labels, with ``y_proba``.
-    y_proba : array-like of shape (n_samples, n_classes), default=None
-        Probabilities (e.g. out-of-fold ones from :func:`compare_models`),
-        with ``y_true``.
-    classes : array-like of shape (n_classes,), default=None
-        Labels of the columns of ``y_proba``; None means the sorted labels
-        of ``y_true``.
-    positive_label : object, default=None
-        Class of the binary curve; see :func:`default_positive_label`.""",
-    "name_ax": """name : str, default=None
-        Model name used in the legend.
-    ax : matplotlib Axes, default=None
-        Axes to draw on; None creates a new figure.""",
-    "raises": """Raises
-    ------
-    ValueError
-        If neither or both input forms are given, shapes disagree, or
-        ``y_true`` holds a single class.""",
-}
-
-
-def _fill_plot_doc(func):
-    if func.__doc__:  # None under python -OO
-        func.__doc__ = func.__doc__.format(**_PLOT_DOC)
-    return func
+    return fig, ax, pos
 
 
 @_fill_plot_doc
-def plot_roc(
-    estimator=None,
-    X=None,
-    y=None,
-    *,
-    y_true=None,
-    y_proba=None,
-    classes=None,
-    positive_label=None,
-    name=None,
-    ax=None,
-):
+def plot_roc(estimator=None, X=None, y=None, *, y_true=None, y_proba=None, classes=None,
+             positive_label=None, name=None, ax=None):
     """Plot ROC curves with :class:`~sklearn.metrics.RocCurveDisplay`.
 
     Two classes: the curve of the positive class. Three or more: one
     one-vs-rest curve per class. The legend gives each curve's AUC.
 
-    Parameters
-    ----------
-    {proba_inputs}
+    {proba_parameters}
     {name_ax}
 
     Returns
@@ -876,26 +866,11 @@ def plot_roc(
     >>> fig.axes[0].get_title()
     'ROC curve (positive: Covid-19)'
     """
-    y_true, proba, classes = _resolve_inputs(
-        "plot_roc", estimator, X, y, y_true, y_proba, "y_proba", classes, proba=True
+    fig, ax, pos = _draw_one_vs_rest(
+        "plot_roc", RocCurveDisplay, lambda i: {"plot_chance_level": i == 0},
+        estimator, X, y, y_true, y_proba, classes, positive_label, name, ax,
     )
-    fig, ax = _axes_for(ax)
-    _one_vs_rest_curves(
-        RocCurveDisplay,
-        "plot_roc",
-        y_true,
-        proba,
-        classes,
-        positive_label,
-        name,
-        ax,
-        kw=lambda i: {"plot_chance_level": i == 0},
-    )
-    if len(classes) == 2:
-        pos = _check_positive_label(positive_label, classes)
-        ax.set_title(f"ROC curve (positive: {pos})")
-    else:
-        ax.set_title("ROC curves (one-vs-rest)")
+    ax.set_title("ROC curves (one-vs-rest)" if pos is None else f"ROC curve (positive: {pos})")
     ax.set(
         xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)"
     )
@@ -903,18 +878,8 @@ def plot_roc(
 
 
 @_fill_plot_doc
-def plot_precision_recall(
-    estimator=None,
-    X=None,
-    y=None,
-    *,
-    y_true=None,
-    y_proba=None,
-    classes=None,
-    positive_label=None,
-    name=None,
-    ax=None,
-):
+def plot_precision_recall(estimator=None, X=None, y=None, *, y_true=None, y_proba=None,
+                          classes=None, positive_label=None, name=None, ax=None):
     """Plot precision-recall curves with :class:`~sklearn.metrics.PrecisionRecallDisplay`.
 
     More telling than ROC curves when the positive class is rare (e.g. few
@@ -922,16 +887,15 @@ def plot_precision_recall(
     positive class; three or more: one one-vs-rest curve per class. The
     legend gives each curve's average precision.
 
-    Parameters
-    ----------
-    {proba_inputs}
+    {proba_parameters}
     {name_ax}
 
     Returns
     -------
     fig : matplotlib.figure.Figure
-        The figure, titled "Precision-recall curve (positive: <label>)" or
-        "Precision-recall curves (one-vs-rest)".
+        The figure. Its title names the positive class ("Precision-recall
+        curve (positive: <label>)"), or reads "Precision-recall curves
+        (one-vs-rest)" for three or more classes.
 
     {raises}
 
@@ -949,45 +913,21 @@ def plot_precision_recall(
     >>> fig.axes[0].get_title()
     'Precision-recall curve (positive: Covid-19)'
     """
-    y_true, proba, classes = _resolve_inputs(
-        "plot_precision_recall", estimator, X, y, y_true, y_proba, "y_proba", classes, proba=True
+    fig, ax, pos = _draw_one_vs_rest(
+        "plot_precision_recall", PrecisionRecallDisplay, lambda i: {},
+        estimator, X, y, y_true, y_proba, classes, positive_label, name, ax,
     )
-    fig, ax = _axes_for(ax)
-    _one_vs_rest_curves(
-        PrecisionRecallDisplay,
-        "plot_precision_recall",
-        y_true,
-        proba,
-        classes,
-        positive_label,
-        name,
-        ax,
-        kw=lambda i: {},
-    )
-    if len(classes) == 2:
-        pos = _check_positive_label(positive_label, classes)
-        ax.set_title(f"Precision-recall curve (positive: {pos})")
-    else:
+    if pos is None:
         ax.set_title("Precision-recall curves (one-vs-rest)")
+    else:
+        ax.set_title(f"Precision-recall curve (positive: {pos})")
     ax.set(xlabel="sensitivity (recall)", ylabel="positive predictive value (precision)")
     return fig
 
 
 @_fill_plot_doc
-def plot_calibration(
-    estimator=None,
-    X=None,
-    y=None,
-    *,
-    y_true=None,
-    y_proba=None,
-    classes=None,
-    positive_label=None,
-    n_bins=5,
-    strategy="uniform",
-    name=None,
-    ax=None,
-):
+def plot_calibration(estimator=None, X=None, y=None, *, y_true=None, y_proba=None, classes=None,
+                     positive_label=None, n_bins=5, strategy="uniform", name=None, ax=None):
     """Plot reliability curves with :class:`~sklearn.calibration.CalibrationDisplay`.
 
     Two classes: the predicted probability of the positive class against the
@@ -995,9 +935,7 @@ def plot_calibration(
     one-vs-rest curve per class. A well-calibrated model follows the
     diagonal.
 
-    Parameters
-    ----------
-    {proba_inputs}
+    {proba_parameters}
     n_bins : int, default=5
         Number of probability bins.
     strategy : {{"uniform", "quantile"}}, default="uniform"
@@ -1020,31 +958,19 @@ def plot_calibration(
     Examples
     --------
     >>> from skxray.evaluation import plot_calibration
-    >>> y_true = ["Covid-19", "Normal", "Covid-19", "Normal"]
     >>> proba = [[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.2, 0.8]]
-    >>> fig = plot_calibration(y_true=y_true, y_proba=proba, n_bins=2)
+    >>> fig = plot_calibration(y_true=["Covid-19", "Normal"] * 2, y_proba=proba, n_bins=2)
     >>> fig.axes[0].get_title()
     'Calibration (positive: Covid-19)'
     """
-    y_true, proba, classes = _resolve_inputs(
-        "plot_calibration", estimator, X, y, y_true, y_proba, "y_proba", classes, proba=True
-    )
     if not is_int(n_bins) or n_bins < 2:
         raise ValueError(f"n_bins must be an int >= 2; got {n_bins!r}.")
-    fig, ax = _axes_for(ax)
-    _one_vs_rest_curves(
-        CalibrationDisplay,
-        "plot_calibration",
-        y_true,
-        proba,
-        classes,
-        positive_label,
-        name,
-        ax,
-        kw=lambda i: {"n_bins": n_bins, "strategy": strategy, "ref_line": i == 0},
+    fig, ax, pos = _draw_one_vs_rest(
+        "plot_calibration", CalibrationDisplay,
+        lambda i: {"n_bins": n_bins, "strategy": strategy, "ref_line": i == 0},
+        estimator, X, y, y_true, y_proba, classes, positive_label, name, ax,
     )
-    if len(classes) == 2:
-        pos = _check_positive_label(positive_label, classes)
+    if pos is not None:
         ax.set_title(f"Calibration (positive: {pos})")
         ax.set(xlabel=f"mean predicted probability of {pos}", ylabel=f"fraction of {pos}")
     else:
@@ -1201,7 +1127,13 @@ def compare_models(
         metric is undefined (e.g. the PPV of a class never predicted in that
         fold) are left out of its mean and std, which are NaN only when it
         is undefined in every fold. ``table.attrs`` holds ``classes``,
-        ``positive_label`` and ``n_splits``.
+        ``positive_label``, ``n_splits`` and ``per_fold``: for each model,
+        each metric's value in every fold, as lists in the order of the
+        folds (NaN where undefined), e.g.
+        ``table.attrs["per_fold"]["CNN"]["balanced_accuracy"]``;
+        ``pd.DataFrame(table.attrs["per_fold"]["CNN"])`` has one row per
+        fold, like the ``split<i>_test_score`` entries of scikit-learn's
+        ``cv_results_``.
     predictions : dict of str to ndarray of shape (n_samples, n_classes)
         Only if ``return_predictions``: each model's out-of-fold
         probabilities, columns in the order of ``table.attrs["classes"]``
@@ -1234,6 +1166,8 @@ def compare_models(
     ['mean_accuracy', 'std_accuracy', 'mean_balanced_accuracy', 'std_balanced_accuracy']
     >>> oof["wide"].shape
     (24, 2)
+    >>> len(table.attrs["per_fold"]["wide"]["accuracy"])  # one value per fold
+    2
     """
     _check_estimators(estimators)
     X, _ = _as_images_or_paths(X) if not np.ndim(X) == 2 else (np.asarray(X), False)
@@ -1273,7 +1207,17 @@ def compare_models(
         {name: _mean_and_std(per_fold[name]) for name in names}, orient="index"
     )
     table.index.name = "model"
-    table.attrs = {"classes": class_list, "positive_label": positive, "n_splits": len(splits)}
+    # Plain lists (not frames) in attrs: pandas compares and deep-copies
+    # attrs as the table is transformed, which frames would break.
+    table.attrs = {
+        "classes": class_list,
+        "positive_label": positive,
+        "n_splits": len(splits),
+        "per_fold": {
+            name: {m: [float(v) for v in values] for m, values in per_fold[name].items()}
+            for name in names
+        },
+    }
     if return_predictions:
         return table, oof
     return table

@@ -377,9 +377,8 @@ def saliency(estimator, X, target=None, *, batch_size=16):
 
     Examples
     --------
-    >>> from skxray.datasets import make_phantom_cxr
+    >>> from skxray import FNNClassifier, make_phantom_cxr
     >>> from skxray.explain import saliency
-    >>> from skxray.models import FNNClassifier
     >>> X, y = make_phantom_cxr(20, image_size=32, random_state=0)
     >>> clf = FNNClassifier(max_epochs=1, random_state=0).fit(X, y)
     >>> maps = saliency(clf, X[:2], target="Normal")
@@ -426,10 +425,9 @@ def plot_gradcam(
     Parameters
     ----------
     estimator : CNNClassifier or ResNet50Classifier
-        A fitted classifier with convolutional layers.
-    X : array-like of shape (n_samples, height, width), \
-(n_samples, channels, height, width) or (n_samples,) of file paths
-        Images in the same format as for the estimator's ``predict``.
+        The fitted model to explain, as for :func:`gradcam`.
+    X : array-like of images or 1-D sequence of file paths
+        Images, as for :func:`gradcam`; see ``n`` for how many are shown.
     target : label or None, default=None
         Class whose evidence is mapped, as in :func:`gradcam`.
     y : array-like of shape (n_samples,) or None, default=None
@@ -473,11 +471,10 @@ default="gradcam"
 
     Examples
     --------
-    >>> from skxray.datasets import make_phantom_cxr
-    >>> from skxray.explain import plot_gradcam
-    >>> from skxray.models import CNNClassifier
+    >>> from skxray import CNNClassifier, make_phantom_cxr
     >>> X, y = make_phantom_cxr(20, image_size=32, random_state=0)
     >>> clf = CNNClassifier(filters=(4, 8), max_epochs=1, random_state=0).fit(X, y)
+    >>> from skxray.explain import plot_gradcam
     >>> fig = plot_gradcam(clf, X, y=y, n=6)
     >>> len(fig.axes)
     6

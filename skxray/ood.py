@@ -50,6 +50,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from skxray._data import TensorImageDataset
+from skxray._param_validation import Interval, StrOptions, validate_params
 from skxray._utils import check_open_fraction
 from skxray._validation import check_image_array, is_path_array
 
@@ -612,6 +613,15 @@ class OODDetector(BaseEstimator):
     True
     """
 
+    _parameter_constraints: dict = {
+        "method": [StrOptions(set(_METHODS))],
+        "quantile": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "estimator": "no_validation",  # checked below: fitted, and needed or not
+        "features": [StrOptions(set(_FEATURES))],
+        "cv": [Interval(numbers.Integral, 2, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
     def __init__(
         self,
         method="mahalanobis",
@@ -631,15 +641,9 @@ class OODDetector(BaseEstimator):
 
     # ------------------------------------------------------------ parameters
     def _check_params(self):
-        if self.method not in _METHODS:
-            raise ValueError(f"OODDetector: method must be one of {_METHODS}; got {self.method!r}.")
-        check_open_fraction(self.quantile, "quantile", "OODDetector")
-        if self.features not in _FEATURES:
-            raise ValueError(
-                f"OODDetector: features must be one of {_FEATURES}; got {self.features!r}."
-            )
-        if isinstance(self.cv, bool) or not isinstance(self.cv, numbers.Integral) or self.cv < 2:
-            raise ValueError(f"OODDetector: cv must be an int >= 2; got {self.cv!r}.")
+        validate_params(self)
+        # What follows ties parameters together: the method and features
+        # chosen decide whether a fitted classifier is needed.
         needs = None
         if self.method in ("energy", "msp"):
             needs = f"method={self.method!r} reads the classifier's logits"
@@ -839,7 +843,7 @@ class OODDetector(BaseEstimator):
         Parameters
         ----------
         X : array-like
-            Images in the format of ``fit``.
+            Images in the format of ``fit`` (arrays, or file paths).
 
         Returns
         -------
@@ -856,7 +860,7 @@ class OODDetector(BaseEstimator):
         Parameters
         ----------
         X : array-like
-            Images in the format of ``fit``.
+            Images, as for :meth:`score_samples`.
 
         Returns
         -------

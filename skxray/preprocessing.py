@@ -39,6 +39,7 @@ each with its reason, as expected failures under ``xfail_strict=True``:
 """
 
 import os
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -46,7 +47,14 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from skxray._geometry import central_lung_mask
-from skxray._utils import check_border_fraction, is_int, is_real
+from skxray._param_validation import (
+    KEEP_ASPECT,
+    Interval,
+    Pair,
+    check_keep_aspect,
+    check_param,
+    validate_params,
+)
 from skxray._validation import check_image_array, is_path_array, to_nchw
 
 __all__ = [
@@ -69,19 +77,24 @@ __all__ = [
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+# What ``size``/``image_size`` accepts, for the transformers'
+# ``_parameter_constraints`` and the resize functions alike.
+_SIZE = [
+    Interval(Integral, 1, None, closed="left"),
+    Pair(Integral, 1, None, closed="left", ordered=False, what="(height, width) pair"),
+]
+
+
+def _size_pair(size):
+    """A valid ``size`` as a ``(height, width)`` tuple of ints."""
+    if isinstance(size, Integral):
+        return int(size), int(size)
+    return int(size[0]), int(size[1])
+
+
 def _check_size(size, owner, param="size"):
     """Return ``size`` as a ``(height, width)`` tuple of positive ints."""
-    if is_int(size) and size > 0:
-        return int(size), int(size)
-    if (
-        isinstance(size, (tuple, list, np.ndarray))
-        and len(size) == 2
-        and all(is_int(s) and s > 0 for s in size)
-    ):
-        return int(size[0]), int(size[1])
-    raise ValueError(
-        f"{owner}: {param} must be a positive int or (height, width) pair, got {size!r}"
-    )
+    return _size_pair(check_param(param, size, _SIZE, owner))
 
 
 def _n_channels(X):
@@ -100,15 +113,6 @@ def _interpolate(x, size):
     low = x.amin(dim=(1, 2, 3), keepdim=True)
     high = x.amax(dim=(1, 2, 3), keepdim=True)
     return torch.clamp(out, low, high)
-
-
-def _check_keep_aspect(value, owner):
-    """``keep_aspect`` as False, "pad" or "crop" (True means "pad")."""
-    if isinstance(value, (bool, np.bool_)):
-        return "pad" if value else False
-    if isinstance(value, str) and value in ("pad", "crop"):
-        return value
-    raise ValueError(f'{owner}: keep_aspect must be False, True, "pad" or "crop"; got {value!r}')
 
 
 def _resize_nchw(x, size, keep_aspect):
@@ -141,7 +145,7 @@ def resize_images(X, size, keep_aspect=False):
     ----------
     X : array-like of shape (n_samples, height, width) or \
 (n_samples, channels, height, width)
-        Images to resize.
+        Images to resize, one size or several.
     size : int or tuple of (int, int)
         Output size: an int gives a square ``size x size`` output, a pair
         gives ``(height, width)``.
@@ -185,7 +189,7 @@ def resize_images(X, size, keep_aspect=False):
     array([0.125, 0.15 , 0.175, 0.2  , 0.225], dtype=float32)
     """
     size = _check_size(size, "resize_images")
-    keep_aspect = _check_keep_aspect(keep_aspect, "resize_images")
+    keep_aspect = check_keep_aspect(keep_aspect, "resize_images")
     X = check_image_array(X, name="X")
     out = _resize_nchw(torch.from_numpy(to_nchw(X)), size, keep_aspect).numpy()
     return out[:, 0] if X.ndim == 3 else out
@@ -199,16 +203,9 @@ def resize_image(img, size, *, keep_aspect=False):
     img : array-like of shape (height, width) or (channels, height, width)
         The image.
     size : int or tuple of (int, int)
-        Output size: an int gives a square ``size x size`` output, a pair
-        gives ``(height, width)``.
+        Output size, as in :func:`resize_images`.
     keep_aspect : {False, True, "pad", "crop"}, default=False
-        If False, stretch each image to ``size``. If True or "pad", scale it
-        so that it fits inside ``size`` without distortion and pad the rest
-        with zeros, centred (letterbox). If "crop", cut the largest
-        centred region with the aspect ratio of ``size`` and resize that: no
-        distortion and no padding, at the cost of the edges of the longer
-        side. A stretch distorts images of one shape only, which a network
-        can learn as a shortcut when the shape depends on the source.
+        Stretch, pad or crop, as in :func:`resize_images`.
 
     Returns
     -------
@@ -223,13 +220,13 @@ def resize_image(img, size, *, keep_aspect=False):
 
     See Also
     --------
-    resize_images : Resize a batch of images.
+    resize_images : The same for a batch of images of one size.
 
     Examples
     --------
     >>> import numpy as np
     >>> from skxray.preprocessing import resize_image
-    >>> img = np.zeros((3, 100, 50), dtype=np.float32)
+    >>> img = np.zeros((3, 100, 50))  # any real dtype; float32 out
     >>> resize_image(img, 32).shape
     (3, 32, 32)
     >>> resize_image(img[0], (20, 40)).shape
@@ -245,27 +242,44 @@ def resize_image(img, size, *, keep_aspect=False):
     return resize_images(arr[None], size, keep_aspect=keep_aspect)[0]
 
 
-class _ImageTransformer(TransformerMixin, BaseEstimator):
+class _StatelessTransformer(TransformerMixin, BaseEstimator):
+    """What every transformer here shares: nothing to fit, float32 out.
+
+    Subclasses name the input tag of what they take in ``_input_tag``.
+    """
+
+    _input_tag = "three_d_array"  # image arrays; "string" for file paths
+
+    def __sklearn_is_fitted__(self):
+        return True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        tags.input_tags.two_d_array = False
+        setattr(tags.input_tags, self._input_tag, True)
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+
+class _ImageTransformer(_StatelessTransformer):
     """Shared plumbing of the stateless array-to-array transformers.
 
-    Subclasses implement ``_check_params`` (raise ValueError naming the
-    parameter), optionally ``_check_X`` (input constraints beyond
+    Subclasses declare their parameters in ``_parameter_constraints``
+    (checked by ``fit`` and ``transform``), optionally implement
+    ``_check_params`` for rules the declarations cannot state, ``_check_X`` (input constraints beyond
     :func:`check_image_array`) and ``_transform`` (validated float32 array in,
     new float32 array out; never modify the input in place, since
     ``check_image_array`` may return the caller's own array).
     """
+
+    _parameter_constraints: dict = {}
 
     def _check_params(self):
         pass
 
     def _check_X(self, X):
         pass
-
-    def _validate(self, X):
-        self._check_params()
-        X = check_image_array(X, name="X")
-        self._check_X(X)
-        return X
 
     def fit(self, X, y=None):
         """Validate the parameters and ``X``; nothing is learned.
@@ -302,19 +316,15 @@ class _ImageTransformer(TransformerMixin, BaseEstimator):
         """
         return self._transform(self._validate(X))
 
-    def __sklearn_is_fitted__(self):
-        return True
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = False
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        tags.transformer_tags.preserves_dtype = ["float32"]
-        return tags
+    def _validate(self, X):
+        validate_params(self)
+        self._check_params()
+        X = check_image_array(X, name="X")
+        self._check_X(X)
+        return X
 
 
-class ImageLoader(TransformerMixin, BaseEstimator):
+class ImageLoader(_StatelessTransformer):
     """Read image files into an array, optionally resizing on load.
 
     Parameters
@@ -368,24 +378,24 @@ class ImageLoader(TransformerMixin, BaseEstimator):
     >>> tmp.cleanup()
     """
 
+    _input_tag = "string"
+    _parameter_constraints: dict = {
+        "image_size": [None, *_SIZE],
+        "as_gray": ["boolean"],
+        "keep_aspect": KEEP_ASPECT,
+        # joblib's n_jobs: any int but 0.
+        "n_jobs": [
+            None,
+            Interval(Integral, None, -1, closed="right"),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+    }
+
     def __init__(self, image_size=None, as_gray=True, keep_aspect="crop", n_jobs=None):
         self.image_size = image_size
         self.as_gray = as_gray
         self.keep_aspect = keep_aspect
         self.n_jobs = n_jobs
-
-    def _check_params(self):
-        size = None
-        if self.image_size is not None:
-            size = _check_size(self.image_size, "ImageLoader", "image_size")
-        if not isinstance(self.as_gray, (bool, np.bool_)):
-            raise ValueError(f"ImageLoader: as_gray must be a bool, got {self.as_gray!r}")
-        _check_keep_aspect(self.keep_aspect, "ImageLoader")
-        if self.n_jobs is not None and (not is_int(self.n_jobs) or self.n_jobs == 0):
-            raise ValueError(
-                f"ImageLoader: n_jobs must be None or a non-zero int, got {self.n_jobs!r}"
-            )
-        return size
 
     @staticmethod
     def _check_paths(X):
@@ -402,6 +412,11 @@ class ImageLoader(TransformerMixin, BaseEstimator):
             )
         return list(X.to_numpy() if hasattr(X, "to_numpy") else X)
 
+    def _validated_size(self):
+        """Check the parameters; return the size to load to, None for as stored."""
+        validate_params(self)
+        return None if self.image_size is None else _size_pair(self.image_size)
+
     def fit(self, X, y=None):
         """Check the parameters and that ``X`` holds file paths.
 
@@ -414,10 +429,10 @@ class ImageLoader(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        self : object
-            The transformer itself.
+        self : ImageLoader
+            The loader, unchanged: nothing is learned.
         """
-        self._check_params()
+        self._validated_size()
         self._check_paths(X)
         return self
 
@@ -456,7 +471,7 @@ class ImageLoader(TransformerMixin, BaseEstimator):
         skxray.io.ImageReadError
             If a file cannot be read; the message names the file.
         """
-        size = self._check_params()
+        size = self._validated_size()
         paths = self._check_paths(X)
         images = Parallel(n_jobs=self.n_jobs, prefer="threads")(
             delayed(self._load_one)(path, size) for path in paths
@@ -470,17 +485,6 @@ class ImageLoader(TransformerMixin, BaseEstimator):
                     f"{img.shape[-2]}x{img.shape[-1]}); set image_size to resize them on load."
                 )
         return np.stack(images).astype(np.float32, copy=False)
-
-    def __sklearn_is_fitted__(self):
-        return True
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = False
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        tags.transformer_tags.preserves_dtype = ["float32"]
-        return tags
 
 
 class Resize(_ImageTransformer):
@@ -511,13 +515,11 @@ class Resize(_ImageTransformer):
     (4, 3, 32, 32)
     """
 
+    _parameter_constraints: dict = {"size": _SIZE, "keep_aspect": KEEP_ASPECT}
+
     def __init__(self, size=224, keep_aspect=False):
         self.size = size
         self.keep_aspect = keep_aspect
-
-    def _check_params(self):
-        _check_size(self.size, "Resize")
-        _check_keep_aspect(self.keep_aspect, "Resize")
 
     def _transform(self, X):
         return resize_images(X, self.size, keep_aspect=self.keep_aspect)
@@ -553,14 +555,13 @@ class CenterCrop(_ImageTransformer):
            [20., 21.]], dtype=float32)
     """
 
+    _parameter_constraints: dict = {"size": _SIZE}
+
     def __init__(self, size=224):
         self.size = size
 
-    def _check_params(self):
-        _check_size(self.size, "CenterCrop")
-
     def _check_X(self, X):
-        crop_h, crop_w = _check_size(self.size, "CenterCrop")
+        crop_h, crop_w = _size_pair(self.size)
         h, w = X.shape[-2:]
         if crop_h > h or crop_w > w:
             raise ValueError(
@@ -569,14 +570,25 @@ class CenterCrop(_ImageTransformer):
             )
 
     def _transform(self, X):
-        crop_h, crop_w = _check_size(self.size, "CenterCrop")
+        crop_h, crop_w = _size_pair(self.size)
         h, w = X.shape[-2:]
         top = (h - crop_h) // 2
         left = (w - crop_w) // 2
         return X[..., top : top + crop_h, left : left + crop_w].copy()
 
 
-class ToGrayscale(_ImageTransformer):
+class _ChannelConversion(_ImageTransformer):
+    """Takes grayscale or RGB images only: 1 or 3 channels."""
+
+    def _check_X(self, X):
+        if X.ndim == 4 and X.shape[1] not in (1, 3):
+            raise ValueError(
+                f"{type(self).__name__}: expected 1 or 3 channels, got {X.shape[1]} channels "
+                f"(X has shape {X.shape})."
+            )
+
+
+class ToGrayscale(_ChannelConversion):
     """Convert images to single-channel grayscale.
 
     RGB images of shape (n_samples, 3, height, width) become their luminance
@@ -586,7 +598,7 @@ class ToGrayscale(_ImageTransformer):
 
     See Also
     --------
-    ToRGB : The opposite conversion.
+    ToRGB : Back to three (identical) channels.
 
     Examples
     --------
@@ -598,13 +610,6 @@ class ToGrayscale(_ImageTransformer):
     ((2, 4, 4), True)
     """
 
-    def _check_X(self, X):
-        if X.ndim == 4 and X.shape[1] not in (1, 3):
-            raise ValueError(
-                f"ToGrayscale: expected 1 or 3 channels, got {X.shape[1]} channels "
-                f"(X has shape {X.shape})."
-            )
-
     def _transform(self, X):
         if X.ndim == 3:
             return X.copy()
@@ -613,7 +618,7 @@ class ToGrayscale(_ImageTransformer):
         return np.tensordot(_LUMA_WEIGHTS, X, axes=([0], [1])).astype(np.float32, copy=False)
 
 
-class ToRGB(_ImageTransformer):
+class ToRGB(_ChannelConversion):
     """Replicate grayscale images into three identical channels.
 
     Useful for networks pretrained on ImageNet, which expect RGB input.
@@ -631,13 +636,6 @@ class ToRGB(_ImageTransformer):
     >>> ToRGB().fit_transform(np.zeros((2, 8, 8))).shape
     (2, 3, 8, 8)
     """
-
-    def _check_X(self, X):
-        if X.ndim == 4 and X.shape[1] not in (1, 3):
-            raise ValueError(
-                f"ToRGB: expected 1 or 3 channels, got {X.shape[1]} channels "
-                f"(X has shape {X.shape})."
-            )
 
     def _transform(self, X):
         X = to_nchw(X)
@@ -710,6 +708,14 @@ class Normalize(_ImageTransformer):
     >>> norm.fit_transform(X)[0, :, 0, 0].round(3)
     array([0.066, 0.196, 0.418], dtype=float32)
     """
+
+    # A number or one per channel; each value's finiteness (and the std's
+    # sign) is checked by hand in _stats, as the declarations see only the
+    # whole sequence.
+    _parameter_constraints: dict = {
+        "mean": [Interval(Real, None, None, closed="neither"), "array-like"],
+        "std": [Interval(Real, 0, None, closed="neither"), "array-like"],
+    }
 
     def __init__(self, mean=0.5, std=0.25):
         self.mean = mean
@@ -784,14 +790,10 @@ class XRayNormalize(_ImageTransformer):
     array([[[-1024.,     0.,  1024.]]], dtype=float32)
     """
 
+    _parameter_constraints: dict = {"max_value": [Interval(Real, 0, np.inf, closed="neither")]}
+
     def __init__(self, max_value=1.0):
         self.max_value = max_value
-
-    def _check_params(self):
-        if not is_real(self.max_value) or not 0 < self.max_value < np.inf:
-            raise ValueError(
-                f"XRayNormalize: max_value must be a positive finite number, got {self.max_value!r}"
-            )
 
     def _check_X(self, X):
         high, low = float(X.max()), float(X.min())
@@ -849,14 +851,10 @@ class HistogramEqualization(_ImageTransformer):
             [0.667, 1.   ]]], dtype=float32)
     """
 
+    _parameter_constraints: dict = {"n_bins": [Interval(Integral, 2, None, closed="left")]}
+
     def __init__(self, n_bins=256):
         self.n_bins = n_bins
-
-    def _check_params(self):
-        if not is_int(self.n_bins) or self.n_bins < 2:
-            raise ValueError(
-                f"HistogramEqualization: n_bins must be an int >= 2, got {self.n_bins!r}"
-            )
 
     def _transform(self, X):
         n_bins = int(self.n_bins)
@@ -905,11 +903,11 @@ class BorderMask(_ImageTransformer):
            [0., 0., 0., 0.]], dtype=float32)
     """
 
+    # Two bands of half the side would hide the whole image.
+    _parameter_constraints: dict = {"fraction": [Interval(Real, 0, 0.5, closed="left")]}
+
     def __init__(self, fraction=0.1):
         self.fraction = fraction
-
-    def _check_params(self):
-        check_border_fraction(self.fraction, "fraction", "BorderMask")
 
     def _transform(self, X):
         h, w = X.shape[-2:]
@@ -962,12 +960,10 @@ class LungFieldMask(_ImageTransformer):
            [0., 0., 0., 0.]], dtype=float32)
     """
 
+    _parameter_constraints: dict = {"fill": [Interval(Real, None, None, closed="neither")]}
+
     def __init__(self, fill=0.0):
         self.fill = fill
-
-    def _check_params(self):
-        if not is_real(self.fill) or not np.isfinite(self.fill):
-            raise ValueError(f"LungFieldMask: fill must be a finite number, got {self.fill!r}")
 
     def _transform(self, X):
         mask = central_lung_mask(*X.shape[-2:])

@@ -54,19 +54,10 @@ _VERSIONS_ID = "software-versions"
 _VERSIONS_TITLE = "Software versions"
 _SUMMARY_ID = "summary"
 _SUMMARY_TITLE = "Summary"
-#: (label, distribution name) of the packages listed under "Software versions".
-_PACKAGES = (
-    ("torch", "torch"),
-    ("torchvision", "torchvision"),
-    ("skorch", "skorch"),
-    ("scikit-learn", "scikit-learn"),
-    ("numpy", "numpy"),
-    ("pandas", "pandas"),
-    ("matplotlib", "matplotlib"),
-    ("Pillow", "pillow"),
-    ("pydicom", "pydicom"),
-    ("grad-cam", "grad-cam"),
-)
+#: Distributions listed under "Software versions" (importlib.metadata
+#: matches their names regardless of case).
+_PACKAGES = ("torch", "torchvision", "skorch", "scikit-learn", "numpy", "pandas", "matplotlib",
+             "Pillow", "pydicom", "grad-cam")
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
@@ -279,11 +270,11 @@ def _software_versions():
     import skxray
 
     versions = {"python": platform.python_version(), "skxray": skxray.__version__}
-    for label, dist in _PACKAGES:
+    for dist in _PACKAGES:
         try:
-            versions[label] = importlib.metadata.version(dist)
+            versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
-            versions[label] = "not installed"
+            versions[dist] = "not installed"
     versions["platform"] = platform.platform()
     return versions
 
@@ -291,18 +282,12 @@ def _software_versions():
 # ----------------------------------------------------------------------------- formatting
 #: Readable names of the metrics of :func:`skxray.evaluation.compare_models`.
 _METRIC_LABELS = {
-    "accuracy": "Accuracy",
-    "balanced_accuracy": "Balanced accuracy",
-    "roc_auc": "ROC AUC",
-    "brier": "Brier score",
-    "ood_rate": "Flagged OOD",
-    "fit_time": "Fit time (s)",
-    "predict_time": "Predict time (s)",
-    "sensitivity": "sensitivity",
-    "specificity": "specificity",
-    "ppv": "PPV",
-    "npv": "NPV",
-    "f1": "F1",
+    "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "roc_auc": "ROC AUC",
+    "brier": "Brier score", "ood_rate": "Flagged OOD",
+    "fit_time": "Fit time (s)", "predict_time": "Predict time (s)",
+    # per class, after the class name: "COVID-19 sensitivity"
+    "sensitivity": "sensitivity", "specificity": "specificity",
+    "ppv": "PPV", "npv": "NPV", "f1": "F1",
 }
 #: Metrics shown as percentages (proportions in [0, 1]).
 _PERCENT_METRICS = {"accuracy", "balanced_accuracy", "roc_auc", "ood_rate", "sensitivity",
@@ -536,6 +521,23 @@ def comparison_frame(table, *, columns=None, mark_best=False):
     return shown
 
 
+def _per_fold_frame(per_fold, metrics, classes):
+    """One row per (model, fold): each metric's value in that fold, formatted."""
+    rows = []
+    for model, values in per_fold.items():
+        n_folds = max((len(v) for v in values.values()), default=0)
+        for fold in range(n_folds):
+            row = {"model": model, "fold": str(fold + 1)}
+            for metric in metrics:
+                folds = values.get(metric, [])
+                value = folds[fold] if fold < len(folds) else None
+                row[metric_label(metric, classes)] = _format_metric(
+                    _split_metric(metric, classes)[0], value
+                )
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def format_comparison(table, width=100):
     """The comparison table as plain text no wider than ``width`` characters.
 
@@ -546,14 +548,17 @@ def format_comparison(table, width=100):
     --------
     >>> import pandas as pd
     >>> from skxray.report import format_comparison
-    >>> table = pd.DataFrame({"mean_balanced_accuracy": [0.99178, 0.9], "std_balanced_accuracy":
-    ...     [0.011644, 0.05]}, index=pd.Index(["cnn", "fnn"], name="model"))
+    >>> folds = {"cnn": [0.98, 1.0, 0.995], "fnn": [0.85, 0.95, 0.9]}
+    >>> table = pd.DataFrame(
+    ...     {"mean_balanced_accuracy": {k: sum(v) / 3 for k, v in folds.items()},
+    ...      "std_balanced_accuracy": {k: pd.Series(v).std(ddof=0) for k, v in folds.items()}})
+    >>> table.index.name = "model"
     >>> print(format_comparison(table))
     model  Balanced
            accuracy (%)
     -----  ------------
-    cnn    99.2 ± 1.2 *
-    fnn    90.0 ± 5.0
+    cnn    99.2 ± 0.8 *
+    fnn    90.0 ± 4.1
     * best per column; mean ± std over the folds.
     """
     classes = table.attrs.get("classes")
@@ -660,6 +665,7 @@ class Report:
         self._caveats = []
         self._verdicts = []  # (label, verdict, text, anchor)
         self._comparison = None  # the compare_models table
+        self._per_fold = {}  # its attrs["per_fold"], JSON-ready: model -> metric -> folds
         self._dataset = None  # facts of add_dataset_summary
         self._extra_summary = []  # html lines added by add_external_validation & co.
 
@@ -690,9 +696,15 @@ class Report:
     def metrics(self):
         """The metrics added with :meth:`add_metrics`, by name.
 
-        A JSON-ready copy (dict), as written to ``metrics.json``.
+        A JSON-ready copy (dict), as written to ``metrics.json``. Each model
+        of :meth:`add_comparison` whose table carries per-fold values gets
+        them under ``[name]["per_fold"]`` (``{metric: [value per fold]}``,
+        null where undefined), beside what :meth:`add_metrics` stored.
         """
-        return json.loads(json.dumps(self._metrics))
+        merged = json.loads(json.dumps(self._metrics))
+        for name, values in self._per_fold.items():
+            merged.setdefault(name, {})["per_fold"] = json.loads(json.dumps(values))
+        return merged
 
     def _add(self, title, body, *, order="figures", fold=False):
         if not isinstance(title, str) or not title.strip():
@@ -705,6 +717,12 @@ class Report:
         rank = self.ORDER["appendix"] if fold else self.ORDER[order]
         self._sections.append((sid, title, body, len(self._sections), rank))
         return self
+
+    def _add_plot(self, kind, name, plot, kwargs, caption=None):
+        """Add the figure ``plot(**kwargs, name=name)`` as section "<kind>: <name>"."""
+        self._check_name(name)
+        fig = plot(**kwargs, name=name)
+        return self._add(f"{kind}: {name}", _figure_html(fig, name, caption))
 
     @staticmethod
     def _check_name(name):
@@ -739,7 +757,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report; the summary opens with these lines.
 
         Examples
         --------
@@ -778,7 +796,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with a badge for the verdict in its summary.
 
         Examples
         --------
@@ -880,12 +898,12 @@ class Report:
             The text; blank lines separate paragraphs. It is escaped, so
             markup shows as typed.
         fold : bool, default=False
-            Put the section in the folded appendix instead of the body.
+            If True, the text goes to the folded appendix.
 
         Returns
         -------
         self : Report
-            The report.
+            The report, with the text added.
 
         Examples
         --------
@@ -911,12 +929,12 @@ class Report:
         caption : str or None, default=None
             Text under the image.
         fold : bool, default=False
-            Put the section in the folded appendix instead of the body.
+            Put the figure in the folded appendix instead of the body.
 
         Returns
         -------
         self : Report
-            The report.
+            The report, with ``fig`` embedded as a PNG image.
 
         Examples
         --------
@@ -942,12 +960,12 @@ class Report:
         index : bool, default=True
             Whether to show the index (row labels).
         fold : bool, default=False
-            Put the section in the folded appendix instead of the body.
+            Put the table in the folded appendix (e.g. raw values).
 
         Returns
         -------
         self : Report
-            The report.
+            The report, with the table added (as HTML, escaped).
 
         Examples
         --------
@@ -997,7 +1015,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with counts per class and a grid of sample images.
 
         Raises
         ------
@@ -1092,7 +1110,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with the loss (and score) of each epoch plotted.
 
         Examples
         --------
@@ -1116,8 +1134,11 @@ class Report:
         folds and the best value of each column in bold. The best model, with
         95 % intervals, heads the summary. Times, specificity, NPV and F1
         (when present) go to a folded table of the appendix, and the raw
-        values stay in the DataFrame. Tables without ``mean_``/``std_``
-        pairs are shown as they are.
+        values stay in the DataFrame. The value of each fold, when
+        ``table.attrs["per_fold"]`` holds them (as from ``compare_models``),
+        goes to a folded "Per-fold values" section of the appendix and to
+        ``metrics.json`` (see :attr:`metrics`). Tables without
+        ``mean_``/``std_`` pairs are shown as they are.
 
         Parameters
         ----------
@@ -1130,7 +1151,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with the comparison table (and its folded per-fold values).
 
         Examples
         --------
@@ -1186,7 +1207,20 @@ class Report:
                 + _table_html(extra)
                 + "</details>"
             )
-        return self._add(title, body, order="results")
+        self._add(title, body, order="results")
+        per_fold = attrs.get("per_fold")
+        if isinstance(per_fold, Mapping) and per_fold:
+            self._per_fold = jsonable(per_fold, where="table.attrs['per_fold']")
+            frame = _per_fold_frame(self._per_fold, main, classes)
+            self._add(
+                "Per-fold values",
+                _table_html(frame, index=False)
+                + '<p class="legend">The value of each metric in each cross-validation fold, '
+                "from which the comparison's mean ± standard deviation is computed; also in "
+                "metrics.json under each model's \"per_fold\".</p>",
+                fold=True,
+            )
+        return self
 
     def add_confusion_matrix(self, name, y_true, y_pred, *, labels=None, normalize=None):
         """Add a confusion matrix.
@@ -1207,23 +1241,21 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with the matrix of counts (or fractions) drawn.
 
         Examples
         --------
         >>> from skxray.report import Report
-        >>> report = Report().add_confusion_matrix("CNN", ["a", "a", "b"], ["a", "b", "b"])
-        >>> report.sections[0]
-        ('confusion-matrix-cnn', 'Confusion matrix: CNN')
+        >>> Report().add_confusion_matrix("CNN", ["a", "a", "b"], ["a", "b", "b"]).sections[:1]
+        [('confusion-matrix-cnn', 'Confusion matrix: CNN')]
         """
         from skxray.evaluation import plot_confusion_matrix
 
-        self._check_name(name)
-        fig = plot_confusion_matrix(
-            y_true=y_true, y_pred=y_pred, labels=labels, normalize=normalize, name=name
+        return self._add_plot(
+            "Confusion matrix", name, plot_confusion_matrix,
+            dict(y_true=y_true, y_pred=y_pred, labels=labels, normalize=normalize),
+            caption="Rows: true class; columns: predicted class.",
         )
-        caption = "Rows: true class; columns: predicted class."
-        return self._add(f"Confusion matrix: {name}", _figure_html(fig, name, caption))
 
     def add_roc(self, name, y_true, y_proba, classes=None, *, positive_label=None):
         """Add ROC curves (positive class, or one-vs-rest for 3+ classes).
@@ -1231,7 +1263,7 @@ class Report:
         Parameters
         ----------
         name : str
-            Model name; the section is titled "ROC curve: <name>".
+            Model name, in the section title "ROC curve: <name>" and the legend.
         y_true : array-like of shape (n_samples,)
             True labels.
         y_proba : array-like of shape (n_samples, n_classes)
@@ -1244,7 +1276,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with the ROC curves drawn.
 
         Examples
         --------
@@ -1256,15 +1288,10 @@ class Report:
         """
         from skxray.evaluation import plot_roc
 
-        self._check_name(name)
-        fig = plot_roc(
-            y_true=y_true,
-            y_proba=y_proba,
-            classes=classes,
-            positive_label=positive_label,
-            name=name,
+        return self._add_plot(
+            "ROC curve", name, plot_roc,
+            dict(y_true=y_true, y_proba=y_proba, classes=classes, positive_label=positive_label),
         )
-        return self._add(f"ROC curve: {name}", _figure_html(fig, name))
 
     def add_calibration(
         self,
@@ -1284,9 +1311,9 @@ class Report:
         name : str
             Model name; the section is titled "Calibration: <name>".
         y_true : array-like of shape (n_samples,)
-            True labels.
+            True labels, whose frequency per bin is plotted.
         y_proba : array-like of shape (n_samples, n_classes)
-            Probabilities.
+            Predicted probabilities, one column per class.
         classes : array-like of shape (n_classes,) or None, default=None
             Labels of the columns; None sorts the labels of ``y_true``.
         positive_label : object, default=None
@@ -1299,7 +1326,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with the observed frequency of each bin plotted.
 
         Examples
         --------
@@ -1311,17 +1338,9 @@ class Report:
         """
         from skxray.evaluation import plot_calibration
 
-        self._check_name(name)
-        fig = plot_calibration(
-            y_true=y_true,
-            y_proba=y_proba,
-            classes=classes,
-            positive_label=positive_label,
-            n_bins=n_bins,
-            strategy=strategy,
-            name=name,
-        )
-        return self._add(f"Calibration: {name}", _figure_html(fig, name))
+        kwargs = dict(y_true=y_true, y_proba=y_proba, classes=classes)
+        kwargs.update(positive_label=positive_label, n_bins=n_bins, strategy=strategy)
+        return self._add_plot("Calibration", name, plot_calibration, kwargs)
 
     def add_gradcam(self, name, estimator, X, y=None, *, n=6, target=None, method="gradcam"):
         """Add Grad-CAM heatmaps of a convolutional classifier over a few images.
@@ -1353,7 +1372,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with the heatmaps (or a note of why there are none).
 
         Raises
         ------
@@ -1419,7 +1438,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with ROC, calibration and confusion figures of all models.
 
         Examples
         --------
@@ -1510,7 +1529,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with every model's curves in one grid.
 
         Examples
         --------
@@ -1561,7 +1580,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with one gallery of every model's heatmaps.
         """
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"n must be an int >= 1; got {n!r}.")
@@ -1620,7 +1639,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with both evaluations side by side.
 
         Examples
         --------
@@ -1687,7 +1706,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with the audit's table and its folded detail.
 
         Raises
         ------
@@ -1750,7 +1769,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with folded tables of the metrics.
 
         Raises
         ------
@@ -1823,7 +1842,7 @@ class Report:
         Returns
         -------
         self : Report
-            The report.
+            The report, with a folded table of the parameters.
 
         Examples
         --------
@@ -1899,7 +1918,7 @@ class Report:
         ]
         body.append(
             '<p id="appendix-title" class="appendix-head">Appendix</p>\n<p class="legend">'
-            "Per-model metrics, parameters and software versions; the metrics are also in "
+            "Per-model and per-fold metrics, parameters and software versions; the metrics are also in "
             "metrics.json, beside this page.</p>"
         )
         body += [
@@ -1934,7 +1953,8 @@ class Report:
         -------
         path : pathlib.Path
             The HTML file written. ``path.parent / "metrics.json"`` holds
-            ``{name: metrics}`` for every :meth:`add_metrics` call (``{}``
+            :attr:`metrics`: ``{name: metrics}`` for every :meth:`add_metrics`
+            call and the per-fold values of :meth:`add_comparison` (``{}``
             if none).
 
         Examples
@@ -1952,7 +1972,7 @@ class Report:
         path = Path(os.fspath(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         html_text = self.to_html()
-        metrics = json.dumps(self._metrics, indent=2, allow_nan=False) + "\n"
+        metrics = json.dumps(self.metrics, indent=2, allow_nan=False) + "\n"
         # Both files or neither: a full disk must not leave a half report, or
         # a new report beside the previous run's metrics.
         atomic_write_many(

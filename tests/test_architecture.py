@@ -198,13 +198,19 @@ def test_old_names_stay_importable():
 
 def test_classifier_registry_names_the_library_classes():
     # For loading by class name without importing skxray.models back.
-    from skxray.models import CNNClassifier, FNNClassifier, ResNet50Classifier
+    from skxray.models import (
+        CNNClassifier,
+        FNNClassifier,
+        PretrainedCXRClassifier,
+        ResNet50Classifier,
+    )
     from skxray.models._registry import CLASSIFIERS
 
     assert CLASSIFIERS == {
         "CNNClassifier": CNNClassifier,
         "FNNClassifier": FNNClassifier,
         "ResNet50Classifier": ResNet50Classifier,
+        "PretrainedCXRClassifier": PretrainedCXRClassifier,
     }
 
 

@@ -11,7 +11,9 @@ networks tiny, so the whole file runs in well under two minutes on a CPU.
 import io
 import json
 import os
+from functools import partial
 
+import _helpers
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,17 +22,13 @@ from sklearn.pipeline import make_pipeline
 
 from skxray.audit import CHECKS, DEFAULT_THRESHOLDS, AuditReport, Finding, audit
 from skxray.datasets import make_phantom_cxr
-from skxray.models import CNNClassifier, FNNClassifier
+from skxray.models import FNNClassifier
 from skxray.preprocessing import Rescale
 
 SIZE = 32
 
 
-def tiny_cnn(**kw):
-    params = dict(
-        filters=(8, 16), dense_units=16, max_epochs=20, lr=3e-3, batch_size=16, random_state=0
-    )
-    return CNNClassifier(**{**params, **kw})
+tiny_cnn = partial(_helpers.tiny_cnn, filters=(8, 16), max_epochs=20, lr=3e-3, batch_size=16)
 
 
 def two_scanner_sites(n, names):
@@ -508,3 +506,22 @@ def test_source_model_can_be_the_estimator():
     # No class spans two sources: no grouped CV, no leave-one-source-out, only the source model.
     assert report.info["n_fits"] == 2
     assert figs["loso_sources_tested"] == 0
+
+
+@pytest.mark.slow
+def test_audit_page_examples_print_what_the_page_shows():
+    # docs/audit.rst shows no hand-written output: its examples are doctests,
+    # run here, so a change in the audit's figures or wording fails this test
+    # instead of leaving the page out of date.
+    import doctest
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "audit.rst"
+    result = doctest.testfile(
+        str(page),
+        module_relative=False,
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+        raise_on_error=False,
+    )
+    assert result.attempted >= 20
+    assert result.failed == 0, f"{result.failed} example(s) of {page.name} failed (output above)"

@@ -3,6 +3,7 @@
 import doctest
 import pickle
 import random
+import re
 from unittest import mock
 
 import numpy as np
@@ -247,34 +248,42 @@ def test_border_mask_keeps_centre_and_limits_band():
     assert zeroed_any
 
 
+def _names(cls, param, value):
+    """The declared-constraint error: class, parameter and value named."""
+    return rf"The '{param}' parameter of {cls} must be .*Got {re.escape(repr(value))} instead"
+
+
 @pytest.mark.parametrize(
     "augment, match",
     [
-        (RandomFlip(p=1.5), r"RandomFlip: p must be a number in \[0, 1\], got 1.5"),
-        (RandomFlip(p="0.5"), "RandomFlip: p must be"),
-        (RandomFlip(horizontal=1), "RandomFlip: horizontal must be a bool"),
-        (RandomFlip(vertical=None), "RandomFlip: vertical must be a bool"),
-        (RandomRotation(degrees=-5), r"RandomRotation: degrees must be in \[0, 180\]"),
-        (RandomRotation(degrees=(10, -10)), "RandomRotation: degrees must be a"),
-        (RandomRotation(degrees="10"), "RandomRotation: degrees must be a"),
-        (RandomRotation(p=-0.1), "RandomRotation: p must be"),
-        (RandomResizedCrop(scale=(0.5, 1.2)), "RandomResizedCrop: scale must be"),
-        (RandomResizedCrop(scale=(0.0, 1.0)), "RandomResizedCrop: scale must be"),
-        (RandomResizedCrop(ratio=(1.2, 0.8)), "RandomResizedCrop: ratio must be"),
-        (RandomResizedCrop(scale=0.9), "RandomResizedCrop: scale must be"),
-        (RandomBrightnessContrast(brightness=1.0), "RandomBrightnessContrast: brightness"),
-        (RandomBrightnessContrast(contrast=-0.1), "RandomBrightnessContrast: contrast"),
-        (RandomGamma(gamma=(0.0, 1.0)), "RandomGamma: gamma must be"),
-        (RandomGamma(gamma=(1.5, 0.5)), "RandomGamma: gamma must be"),
-        (RandomErasing(scale=(0.1, 2.0)), "RandomErasing: scale must be"),
-        (RandomErasing(ratio=(-1, 2)), "RandomErasing: ratio must be"),
-        (RandomErasing(p=2), "RandomErasing: p must be"),
+        (RandomFlip(p=1.5), r"'p' parameter of RandomFlip must be a float in the range \[0.0, 1.0\]"),
+        (RandomFlip(p="0.5"), _names("RandomFlip", "p", "0.5")),
+        (RandomFlip(horizontal=1), _names("RandomFlip", "horizontal", 1)),
+        (RandomFlip(vertical=None), _names("RandomFlip", "vertical", None)),
+        (RandomRotation(degrees=-5), r"'degrees' .* in the range \[0.0, 180.0\] or a \(min, max\)"),
+        (RandomRotation(degrees=(10, -10)), _names("RandomRotation", "degrees", (10, -10))),
+        (RandomRotation(degrees="10"), _names("RandomRotation", "degrees", "10")),
+        (RandomRotation(degrees=True), _names("RandomRotation", "degrees", True)),
+        (RandomRotation(p=-0.1), _names("RandomRotation", "p", -0.1)),
+        (RandomResizedCrop(scale=(0.5, 1.2)), _names("RandomResizedCrop", "scale", (0.5, 1.2))),
+        (RandomResizedCrop(scale=(0.0, 1.0)), _names("RandomResizedCrop", "scale", (0.0, 1.0))),
+        (RandomResizedCrop(ratio=(1.2, 0.8)), _names("RandomResizedCrop", "ratio", (1.2, 0.8))),
+        (RandomResizedCrop(scale=0.9), _names("RandomResizedCrop", "scale", 0.9)),
+        (RandomResizedCrop(scale=(0.5, 0.7, 1.0)), _names("RandomResizedCrop", "scale", (0.5, 0.7, 1.0))),
+        (RandomBrightnessContrast(brightness=1.0), _names("RandomBrightnessContrast", "brightness", 1.0)),
+        (RandomBrightnessContrast(contrast=-0.1), _names("RandomBrightnessContrast", "contrast", -0.1)),
+        (RandomGamma(gamma=(0.0, 1.0)), _names("RandomGamma", "gamma", (0.0, 1.0))),
+        (RandomGamma(gamma=(1.5, 0.5)), _names("RandomGamma", "gamma", (1.5, 0.5))),
+        (RandomGamma(gamma=(True, 2.0)), _names("RandomGamma", "gamma", (True, 2.0))),
+        (RandomErasing(scale=(0.1, 2.0)), _names("RandomErasing", "scale", (0.1, 2.0))),
+        (RandomErasing(ratio=(-1, 2)), _names("RandomErasing", "ratio", (-1, 2))),
+        (RandomErasing(p=2), _names("RandomErasing", "p", 2)),
         (
             RandomBorderMask(max_fraction=0.5),
-            r"RandomBorderMask: max_fraction must be .*\[0, 0.5\)",
+            r"'max_fraction' parameter of RandomBorderMask must be a float in the range \[0.0, 0.5\)",
         ),
-        (RandomBorderMask(p=None), "RandomBorderMask: p must be"),
-        (Compose(transforms=RandomFlip()), "Compose: transforms must be a list"),
+        (RandomBorderMask(p=None), _names("RandomBorderMask", "p", None)),
+        (Compose(transforms=RandomFlip()), "'transforms' parameter of Compose must be an instance of 'list'"),
         (Compose(transforms=[RandomFlip(), 3]), r"Compose: transforms\[1\] is not callable"),
     ],
     ids=_id,
@@ -284,6 +293,24 @@ def test_invalid_parameters_raise_on_call(augment, match):
     clone(augment)
     with pytest.raises(ValueError, match=match):
         augment(_image())
+
+
+_AUGMENTATIONS = [
+    RandomFlip,
+    RandomRotation,
+    RandomResizedCrop,
+    RandomBrightnessContrast,
+    RandomGamma,
+    RandomErasing,
+    RandomBorderMask,
+    Compose,
+]
+
+
+@pytest.mark.parametrize("cls", _AUGMENTATIONS, ids=lambda c: c.__name__)
+def test_every_parameter_is_declared(cls):
+    # A parameter missing from _parameter_constraints would go unchecked.
+    assert set(cls._parameter_constraints) == set(cls().get_params() if cls is not Compose else ["transforms"])
 
 
 @pytest.mark.parametrize(
@@ -383,3 +410,21 @@ def test_docstring_examples():
     result = doctest.testmod(skxray.augmentation, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_pair_constraint():
+    from numbers import Integral, Real
+
+    from skxray._param_validation import Pair
+
+    pair = Pair(Real, 0, 1, closed="right")
+    for good in [(0.5, 1.0), [0.1, 0.1], np.array([0.2, 0.3]), (np.float32(0.2), 1)]:
+        assert pair.is_satisfied_by(good), good
+    bad_values = [(0.0, 0.5), (0.6, 0.5), (0.5,), (0.1, 0.2, 0.3), (True, 0.5), ("a", 0.5)]
+    bad_values += [(np.nan, 0.5), 0.5, "ab", None]
+    for bad in bad_values:
+        assert not pair.is_satisfied_by(bad), bad
+    assert str(pair) == "a (min, max) pair with min <= max, each a float in the range (0.0, 1.0]"
+    size = Pair(Integral, 1, None, closed="left", ordered=False, what="(height, width) pair")
+    assert size.is_satisfied_by((10, 4)) and size.is_satisfied_by((4, 10))
+    assert not size.is_satisfied_by((10.0, 4)) and not size.is_satisfied_by((0, 4))

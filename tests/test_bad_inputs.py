@@ -34,20 +34,24 @@ import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
+import _helpers
 import numpy as np
 import pytest
+from _helpers import FILE_SIGNATURES, check_unit_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from sklearn.exceptions import NotFittedError
 
 import skxray.models._persistence as persistence
+from skxray._testing import dicom_dataset
 from skxray.datasets import load_image_folder, make_phantom_cxr
 from skxray.io import ImageReadError, read_image
-from skxray.models import CNNClassifier, FNNClassifier, load
+from skxray.models import load
 from skxray.preprocessing import ImageLoader
 
 SIZE = 16  # side of the phantoms the array cases fit on
@@ -56,14 +60,8 @@ HANG_S = 30  # hang guard per fuzz example: generous, this is not a speed test
 CLI_TIMEOUT_S = 300
 
 
-def tiny_cnn(**kw):
-    return CNNClassifier(
-        **{"filters": (4, 8), "dense_units": 8, "max_epochs": 1, "random_state": 0, **kw}
-    )
-
-
-def tiny_fnn(**kw):
-    return FNNClassifier(**{"hidden_layer_sizes": (8,), "max_epochs": 1, "random_state": 0, **kw})
+tiny_cnn = partial(_helpers.tiny_cnn, dense_units=8, max_epochs=1)
+tiny_fnn = partial(_helpers.tiny_fnn, hidden_layer_sizes=(8,), max_epochs=1)
 
 
 # ------------------------------------------------------------------ file makers
@@ -105,18 +103,7 @@ def _png_bomb(width=12_000, height=10_000):
 
 
 def _dicom_without_pixels(path):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
+    ds = dicom_dataset()
     ds.Rows, ds.Columns = 4, 4
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.save_as(path, enforce_file_format=True)
@@ -891,28 +878,9 @@ def _allowed(fn, *args):
         return None
 
 
-def _check_image(img, shape=None):
-    assert img.dtype == np.float32
-    assert np.isfinite(img).all() and img.min() >= 0.0 and img.max() <= 1.0
-    if shape is not None:
-        assert img.shape == shape
-
-
-_MAGIC = [
-    b"",
-    b"\x89PNG\r\n\x1a\n",
-    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
-    b"\xff\xd8\xff\xe0",
-    b"BM",
-    b"II*\x00",
-    b"MM\x00*",
-    b"\x00" * 128 + b"DICM",
-]
-
-
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    head=st.sampled_from(_MAGIC),
+    head=st.sampled_from(FILE_SIGNATURES),
     payload=st.binary(max_size=600),
     suffix=st.sampled_from([".png", ".jpg", ".dcm", ".bmp", ".tif"]),
 )
@@ -929,17 +897,17 @@ def test_fuzz_random_bytes(head, payload, suffix):
         except ImageReadError as exc:
             assert exc.path == str(blob)
         else:  # random bytes can, rarely, be a valid image
-            _check_image(img)
+            check_unit_image(img)
 
         X = _allowed(
             ImageLoader(image_size=LOAD_SIZE).transform, [str(blob), str(root / "B" / "ok0.png")]
         )
         if X is not None:
-            _check_image(X, (2, LOAD_SIZE, LOAD_SIZE))
+            check_unit_image(X, (2, LOAD_SIZE, LOAD_SIZE))
 
         bunch = _allowed(lambda: load_image_folder(root, image_size=LOAD_SIZE))
         if bunch is not None:
-            _check_image(bunch.data, (3, LOAD_SIZE, LOAD_SIZE))
+            check_unit_image(bunch.data, (3, LOAD_SIZE, LOAD_SIZE))
 
 
 _ODD_SHAPES = st.sampled_from([(1, 1), (1, 10_000), (10_000, 1), (1, 2), (3, 1)]) | st.tuples(
@@ -976,14 +944,14 @@ def test_fuzz_odd_valid_images(image):
 
         img = _allowed(read_image, path)
         if img is not None:
-            _check_image(img, arr.shape)
+            check_unit_image(img, arr.shape)
             if ext != ".jpg" and arr.min() == arr.max():  # constant, losslessly stored
                 np.testing.assert_allclose(img, arr.flat[0] / np.iinfo(arr.dtype).max, atol=1e-6)
 
         X = _allowed(ImageLoader(image_size=LOAD_SIZE).transform, [str(path)])
         if X is not None:
-            _check_image(X, (1, LOAD_SIZE, LOAD_SIZE))
+            check_unit_image(X, (1, LOAD_SIZE, LOAD_SIZE))
 
         bunch = _allowed(lambda: load_image_folder(root, image_size=LOAD_SIZE))
         if bunch is not None:
-            _check_image(bunch.data, (3, LOAD_SIZE, LOAD_SIZE))
+            check_unit_image(bunch.data, (3, LOAD_SIZE, LOAD_SIZE))

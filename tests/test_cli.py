@@ -223,6 +223,10 @@ def test_compare_writes_report(folder, tmp_path):
     assert "<html" in html.lower() and "data:image/png;base64," in html
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert {"cnn", "fnn", "soft-voting"} <= set(metrics)
+    # Each fold's value, beside the mean and std, in the file and the page.
+    assert len(metrics["cnn"]["per_fold"]["balanced_accuracy"]) == 2
+    assert "mean_balanced_accuracy" in metrics["cnn"]
+    assert '<section id="per-fold-values">' in html
 
 
 def test_compare_resnet_shares_a_feature_folder(folder, tmp_path):

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from _helpers import tiny_cnn, tiny_fnn
 from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -27,19 +28,10 @@ from skxray.evaluation import (
     plot_precision_recall,
     plot_roc,
 )
-from skxray.models import CNNClassifier, FNNClassifier
 
 C, N = "Covid-19", "Normal"
 
 
-def tiny_cnn(**kw):
-    return CNNClassifier(
-        **{**dict(filters=(4, 8), dense_units=16, max_epochs=2, random_state=0), **kw}
-    )
-
-
-def tiny_fnn(**kw):
-    return FNNClassifier(**{**dict(hidden_layer_sizes=(16,), max_epochs=2, random_state=0), **kw})
 
 
 
@@ -266,7 +258,18 @@ def test_compare_models_cnn_fnn_voting(phantoms, cv, grouped):
     assert (table["mean_predict_time"] > 0).all()
     for column in ("mean_accuracy", "mean_roc_auc", "mean_brier", f"mean_sensitivity_{C}"):
         assert table[column].between(0, 1).all(), column
+    per_fold = table.attrs.pop("per_fold")
     assert table.attrs == {"classes": [C, N], "positive_label": C, "n_splits": cv}
+    # One value per fold and metric; the table's mean and std are theirs.
+    assert list(per_fold) == ["CNN", "FNN", "Vote"]
+    for name, values in per_fold.items():
+        assert list(values) == metrics
+        for metric, folds in values.items():
+            assert len(folds) == cv and all(isinstance(v, float) for v in folds)
+            kept = np.asarray(folds)[~np.isnan(folds)]
+            if kept.size:
+                assert table.loc[name, f"mean_{metric}"] == pytest.approx(kept.mean())
+                assert table.loc[name, f"std_{metric}"] == pytest.approx(kept.std())
     assert set(oof) == {"CNN", "FNN", "Vote"}
     for proba in oof.values():
         assert proba.shape == (60, 2)

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from skxray._atomic import FolderLockedError, atomic_write, atomic_write_many, exclusive_lock
+from skxray._testing import dicom_dataset
 from skxray.datasets import make_phantom_cxr
 from skxray.io import ImageReadError, read_image
 from skxray.models import CNNClassifier, FNNClassifier, ResNet50Classifier, load
@@ -603,16 +604,7 @@ def _lying_png(width, height, color_type=6):
 
 
 def _lying_dicom(path, rows, cols, bits=32, samples=1, photometric="MONOCHROME2"):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = "1.2.3"
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, "1.2.3"
+    ds = dicom_dataset(uid="1.2.3")
     ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, cols, samples
     ds.PhotometricInterpretation = photometric
     ds.BitsAllocated = ds.BitsStored = bits

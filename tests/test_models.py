@@ -2,7 +2,9 @@
 
 import pickle
 import urllib.error
+from functools import partial
 
+import _helpers
 import numpy as np
 import pytest
 import torch
@@ -28,19 +30,9 @@ from skxray.preprocessing import ImageLoader
 SIZE = 32
 
 
-def tiny_cnn(**kw):
-    params = dict(filters=(8, 16), dense_units=16, max_epochs=3, random_state=0)
-    return CNNClassifier(**{**params, **kw})
-
-
-def tiny_fnn(**kw):
-    params = dict(hidden_layer_sizes=(32,), max_epochs=3, random_state=0)
-    return FNNClassifier(**{**params, **kw})
-
-
-def tiny_resnet(**kw):
-    params = dict(weights=None, head_units=16, max_epochs=3, random_state=0)
-    return ResNet50Classifier(**{**params, **kw})
+tiny_cnn = partial(_helpers.tiny_cnn, filters=(8, 16), max_epochs=3)
+tiny_fnn = partial(_helpers.tiny_fnn, hidden_layer_sizes=(32,), max_epochs=3)
+tiny_resnet = partial(_helpers.tiny_resnet, max_epochs=3)
 
 
 @pytest.fixture(scope="module")
@@ -344,18 +336,10 @@ def test_resnet_cache_features_true_needs_frozen_unaugmented(phantoms):
 
 
 def _count_backbone_images(monkeypatch):
-    """Patch the backbone pass to count the images it sees."""
+    """Patch the ResNet-50's backbone pass to count the images it sees."""
     from skxray.models.resnet import _ResNet50Net
 
-    seen = []
-    original = _ResNet50Net._backbone_features
-
-    def counting(self, x):
-        seen.append(len(x))
-        return original(self, x)
-
-    monkeypatch.setattr(_ResNet50Net, "_backbone_features", counting)
-    return seen
+    return _helpers.count_backbone_images(monkeypatch, _ResNet50Net)
 
 
 def test_resnet_feature_cache_dir_shares_features_across_fits(monkeypatch, tmp_path, phantoms):

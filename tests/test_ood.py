@@ -15,7 +15,9 @@ the seed would be for a detector that is no better than the bound.
 """
 
 import pickle
+from functools import partial
 
+import _helpers
 import numpy as np
 import pytest
 import torch
@@ -39,9 +41,7 @@ from skxray.ood import (
 SIZE = 32
 
 
-def tiny_cnn(**kw):
-    params = dict(filters=(4, 8), dense_units=16, max_epochs=5, random_state=0)
-    return CNNClassifier(**{**params, **kw})
+tiny_cnn = partial(_helpers.tiny_cnn, max_epochs=5)
 
 
 @pytest.fixture(scope="module")
@@ -220,12 +220,14 @@ def test_threshold_estimate():
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"method": "knn"}, "method must be one of"),
-        ({"quantile": 1.0}, r"quantile must be a float in \(0, 1\)"),
-        ({"quantile": 0}, r"quantile must be a float in \(0, 1\)"),
-        ({"quantile": "0.99"}, r"quantile must be a float in \(0, 1\)"),
-        ({"features": "pixels"}, "features must be one of"),
-        ({"cv": 1}, "cv must be an int >= 2"),
+        ({"method": "knn"}, "'method' parameter of OODDetector must be a str among .*Got 'knn'"),
+        ({"quantile": 1.0}, r"'quantile' .* must be a float in the range \(0.0, 1.0\). Got 1.0"),
+        ({"quantile": 0}, r"'quantile' .* must be a float in the range \(0.0, 1.0\). Got 0 "),
+        ({"quantile": "0.99"}, r"'quantile' .* must be a float .*Got '0.99'"),
+        ({"quantile": True}, r"'quantile' .* not a bool. Got True"),
+        ({"features": "pixels"}, "'features' parameter of OODDetector must be .*Got 'pixels'"),
+        ({"cv": 1}, r"'cv' .* must be an int in the range \[2, inf\). Got 1 "),
+        ({"random_state": "seed"}, "'random_state' parameter of OODDetector"),
         ({"method": "energy"}, "estimator"),
         ({"method": "msp"}, "estimator"),
         ({"features": "embedding"}, "estimator"),
@@ -236,6 +238,11 @@ def test_detector_bad_params(params, message, train):
     X, _ = train
     with pytest.raises(ValueError, match=message):
         OODDetector(**params).fit(X[:50])
+
+
+def test_detector_declares_every_parameter():
+    # A parameter missing from _parameter_constraints would go unchecked.
+    assert set(OODDetector._parameter_constraints) == set(OODDetector().get_params())
 
 
 def test_detector_bad_input(train):

@@ -2,6 +2,7 @@
 
 import doctest
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -85,12 +86,18 @@ def _per_image(X):
 # Properties of each transformer
 
 
+def _unit_range_output(transformer, X):
+    """``transformer.fit_transform(X)``, checked to be float32 in [0, 1], shaped as X."""
+    out = transformer.fit_transform(X)
+    assert out.shape == X.shape and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 1
+    return out
+
+
 @FAST
 @given(X=image_arrays())
 def test_rescale_maps_each_image_to_unit_range(X):
-    out = Rescale().fit_transform(X)
-    assert out.shape == X.shape and out.dtype == np.float32
-    assert out.min() >= 0 and out.max() <= 1
+    out = _unit_range_output(Rescale(), X)
     flat_in = _per_image(np.asarray(X, dtype=np.float32))
     for image_in, image_out in zip(flat_in, _per_image(out)):
         if image_in.max() > image_in.min():
@@ -191,9 +198,7 @@ def test_center_crop_is_central():
 @FAST
 @given(X=image_arrays())
 def test_histogram_equalization_range_and_monotonicity(X):
-    out = HistogramEqualization().fit_transform(X)
-    assert out.shape == X.shape and out.dtype == np.float32
-    assert out.min() >= 0 and out.max() <= 1
+    out = _unit_range_output(HistogramEqualization(), X)
     for image_in, image_out in zip(_per_image(np.asarray(X, dtype=np.float32)), _per_image(out)):
         order = np.argsort(image_in, kind="stable")
         assert (np.diff(image_out[order]) >= 0).all(), "equalisation must keep the intensity order"
@@ -349,19 +354,20 @@ def test_resize_image_single_image():
 # Behaviour shared by all array transformers
 
 
-def _transformers():
+def _transformers(crop=4, max_value=1.0, fill=0.0):
+    """One of each array transformer; the arguments suit other inputs."""
     return [
         Resize(size=8),
         Resize(size=(6, 10), keep_aspect=True),
-        CenterCrop(size=4),
+        CenterCrop(size=crop),
         ToGrayscale(),
         ToRGB(),
         Rescale(),
         Normalize(),
-        XRayNormalize(),
+        XRayNormalize(max_value=max_value),
         HistogramEqualization(),
         BorderMask(),
-        LungFieldMask(),
+        LungFieldMask(fill=fill),
     ]
 
 
@@ -464,41 +470,51 @@ def test_init_stores_parameters_unchanged():
 # Errors
 
 
+def _names(cls, param, value):
+    """The declared-constraint error: class, parameter and value named."""
+    return rf"The '{param}' parameter of {cls} must be .*Got {re.escape(repr(value))} instead"
+
+
 @pytest.mark.parametrize(
     "transformer, match",
     [
-        (Resize(size=-3), r"Resize: size must be a positive int or \(height, width\) pair, got -3"),
-        (Resize(size=2.5), r"Resize: size must be .* got 2.5"),
-        (Resize(size=True), "Resize: size must be"),
-        (Resize(size=(4,)), "Resize: size must be"),
-        (Resize(size=(4, 0)), "Resize: size must be"),
-        (Resize(size=None), "Resize: size must be"),
-        (Resize(keep_aspect="yes"), r'Resize: keep_aspect must be False, True, "pad" or "crop"; got \'yes\''),
-        (CenterCrop(size=0), "CenterCrop: size must be a positive int"),
+        (
+            Resize(size=-3),
+            r"'size' parameter of Resize must be an int in the range \[1, inf\) or a "
+            r"\(height, width\) pair, each an int in the range \[1, inf\). Got -3 instead",
+        ),
+        (Resize(size=2.5), _names("Resize", "size", 2.5)),
+        (Resize(size=True), _names("Resize", "size", True)),
+        (Resize(size=(4,)), _names("Resize", "size", (4,))),
+        (Resize(size=(4, 0)), _names("Resize", "size", (4, 0))),
+        (Resize(size=None), _names("Resize", "size", None)),
+        (Resize(keep_aspect="yes"), _names("Resize", "keep_aspect", "yes")),
+        (CenterCrop(size=0), _names("CenterCrop", "size", 0)),
         (
             CenterCrop(size=50),
             r"CenterCrop: size 50 is larger than the images \(X has shape \(3, 1, 12, 10\)\)",
         ),
         (CenterCrop(size=(11, 11)), "CenterCrop: size .* is larger than the images"),
-        (Normalize(std=0), "Normalize: std must be positive, got 0"),
+        (Normalize(std=0), _names("Normalize", "std", 0)),
         (Normalize(std=[0.2, -0.1, 0.3]), "Normalize: std must be positive"),
-        (Normalize(mean=np.nan), "Normalize: mean must be a finite number"),
-        (Normalize(mean="a"), "Normalize: mean must be a finite number"),
+        (Normalize(mean=np.nan), _names("Normalize", "mean", np.nan)),
+        (Normalize(mean="a"), _names("Normalize", "mean", "a")),
         (Normalize(mean=[]), "Normalize: mean must be"),
         (Normalize(mean=[[0.1]]), "Normalize: mean must be"),
         (Normalize(mean=[0.1, 0.2, 0.3]), r"Normalize: mean has 3 values but X has 1 channel\(s\)"),
         (Normalize(std=[1.0, 2.0]), r"Normalize: std has 2 values but X has 1 channel\(s\)"),
         (XRayNormalize(max_value=0.5), r"XRayNormalize: X has values up to .*above max_value=0.5"),
-        (XRayNormalize(max_value=0), "XRayNormalize: max_value must be a positive finite number"),
-        (XRayNormalize(max_value=np.inf), "XRayNormalize: max_value must be"),
-        (XRayNormalize(max_value="1"), "XRayNormalize: max_value must be"),
-        (HistogramEqualization(n_bins=1), "HistogramEqualization: n_bins must be an int >= 2"),
-        (HistogramEqualization(n_bins=2.0), "HistogramEqualization: n_bins must be"),
-        (BorderMask(fraction=0.5), r"BorderMask: fraction must be a float in \[0, 0.5\); got 0.5"),
-        (BorderMask(fraction=-0.1), "BorderMask: fraction must be"),
-        (BorderMask(fraction=None), "BorderMask: fraction must be"),
-        (LungFieldMask(fill=np.nan), "LungFieldMask: fill must be a finite number, got nan"),
-        (LungFieldMask(fill="0"), "LungFieldMask: fill must be a finite number"),
+        (XRayNormalize(max_value=0), _names("XRayNormalize", "max_value", 0)),
+        (XRayNormalize(max_value=np.inf), _names("XRayNormalize", "max_value", np.inf)),
+        (XRayNormalize(max_value="1"), _names("XRayNormalize", "max_value", "1")),
+        (HistogramEqualization(n_bins=1), _names("HistogramEqualization", "n_bins", 1)),
+        (HistogramEqualization(n_bins=2.0), _names("HistogramEqualization", "n_bins", 2.0)),
+        (BorderMask(fraction=0.5), r"'fraction' .* BorderMask must be a float in the range \[0.0, 0.5\)"),
+        (BorderMask(fraction=-0.1), _names("BorderMask", "fraction", -0.1)),
+        (BorderMask(fraction=None), _names("BorderMask", "fraction", None)),
+        (LungFieldMask(fill=np.nan), _names("LungFieldMask", "fill", np.nan)),
+        (LungFieldMask(fill=np.inf), _names("LungFieldMask", "fill", np.inf)),
+        (LungFieldMask(fill="0"), _names("LungFieldMask", "fill", "0")),
     ],
     ids=repr,
 )
@@ -507,6 +523,12 @@ def test_invalid_parameters(transformer, match, method):
     X = _unit_images()
     with pytest.raises(ValueError, match=match):
         getattr(transformer, method)(X)
+
+
+@pytest.mark.parametrize("transformer", [*TRANSFORMERS, ImageLoader()], ids=[*IDS, "ImageLoader"])
+def test_every_parameter_is_declared(transformer):
+    # A parameter missing from _parameter_constraints would go unchecked.
+    assert set(type(transformer)._parameter_constraints) == set(transformer.get_params())
 
 
 def test_xray_normalize_rejects_negative_values():
@@ -565,9 +587,9 @@ def test_float64_overflow_in_float32_rejected():
     [
         (lambda: resize_image(np.zeros(5), 3), r"resize_image: img must have shape .* \(5,\)"),
         (lambda: resize_image(np.zeros((1, 2, 3, 4)), 3), "resize_image: img must have shape"),
-        (lambda: resize_image(np.zeros((4, 4)), 0), "resize_image: size must be a positive int"),
+        (lambda: resize_image(np.zeros((4, 4)), 0), _names("resize_image", "size", 0)),
         (lambda: resize_image(np.full((4, 4), np.nan), 2), "NaN or infinite"),
-        (lambda: resize_images(np.zeros((2, 4, 4)), (2, -1)), "resize_images: size must be"),
+        (lambda: resize_images(np.zeros((2, 4, 4)), (2, -1)), _names("resize_images", "size", (2, -1))),
         (lambda: resize_images(np.zeros((4, 4)), 2), "X must have shape"),
     ],
 )
@@ -705,13 +727,13 @@ def test_image_loader_rejects_non_paths(X, match):
     [
         (
             {"image_size": 0},
-            r"ImageLoader: image_size must be a positive int or \(height, width\) pair",
+            _names("ImageLoader", "image_size", 0),
         ),
-        ({"image_size": "224"}, "ImageLoader: image_size must be"),
-        ({"as_gray": "yes"}, "ImageLoader: as_gray must be a bool"),
-        ({"keep_aspect": "stretch"}, 'ImageLoader: keep_aspect must be False, True, "pad" or "crop"'),
-        ({"n_jobs": 0}, "ImageLoader: n_jobs must be None or a non-zero int"),
-        ({"n_jobs": 1.5}, "ImageLoader: n_jobs must be"),
+        ({"image_size": "224"}, _names("ImageLoader", "image_size", "224")),
+        ({"as_gray": "yes"}, _names("ImageLoader", "as_gray", "yes")),
+        ({"keep_aspect": "stretch"}, _names("ImageLoader", "keep_aspect", "stretch")),
+        ({"n_jobs": 0}, _names("ImageLoader", "n_jobs", 0)),
+        ({"n_jobs": 1.5}, _names("ImageLoader", "n_jobs", 1.5)),
     ],
 )
 def test_image_loader_invalid_parameters(png_files, params, match):
@@ -810,21 +832,9 @@ def _tabular_view(estimator):
     return view(**estimator.get_params())
 
 
-_CHECKED_TRANSFORMERS = [
-    Resize(size=8),
-    Resize(size=(6, 10), keep_aspect=True),
-    # Rows are one pixel high.
-    CenterCrop(size=1),
-    ToGrayscale(),
-    ToRGB(),
-    Rescale(),
-    Normalize(),
-    # Above the largest value the checks feed (iris, shifted to be >= 0).
-    XRayNormalize(max_value=1000.0),
-    HistogramEqualization(),
-    BorderMask(),
-    LungFieldMask(fill=0.5),
-]
+# Rows are one pixel high (crop 1); max_value is above the largest value
+# the checks feed (iris, shifted to be >= 0).
+_CHECKED_TRANSFORMERS = _transformers(crop=1, max_value=1000.0, fill=0.5)
 
 _ARRAY_EXPECTED_FAILURES = {
     "check_n_features_in": "stateless image transformers set no n_features_in_: images have "

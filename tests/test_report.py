@@ -13,6 +13,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import tiny_cnn, tiny_fnn
 from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.ensemble import VotingClassifier
@@ -21,7 +22,7 @@ import skxray.explain
 import skxray.report
 from skxray.datasets import make_phantom_cxr
 from skxray.evaluation import classification_metrics, compare_models
-from skxray.models import CNNClassifier, FNNClassifier
+from skxray.models import FNNClassifier
 from skxray.report import Report
 
 C, N = "Covid-19", "Normal"
@@ -94,10 +95,9 @@ def phantoms():
 
 @pytest.fixture(scope="module")
 def models(phantoms):
-    X, y, _ = phantoms
-    cnn = CNNClassifier(filters=(4, 8), dense_units=16, max_epochs=2, random_state=0).fit(X, y)
-    fnn = FNNClassifier(hidden_layer_sizes=(16,), max_epochs=2, random_state=0).fit(X, y)
-    return cnn, fnn
+    """A fitted CNN (Grad-CAM works) and FNN (Grad-CAM is skipped)."""
+    X_y = phantoms[:2]
+    return tiny_cnn().fit(*X_y), tiny_fnn().fit(*X_y)
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +156,7 @@ EXPECTED_SECTIONS = [
     ("hyper-parameters-tried", "Hyper-parameters tried"),
     ("counts", "Counts"),
     ("dataset-summary", "Dataset summary"),
+    ("per-fold-values", "Per-fold values"),
     ("metrics-fnn-cross-validated", "Metrics: FNN (cross-validated)"),
     ("parameters-cnn", "Parameters: CNN"),
     ("software-versions", "Software versions"),
@@ -204,13 +205,55 @@ def test_page_is_self_contained(full_report):
 def test_metrics_json(full_report):
     report, path, metrics = full_report.report, full_report.path, full_report.metrics
     saved = json.loads((path.parent / "metrics.json").read_text(encoding="utf-8"))
-    assert list(saved) == ["FNN (cross-validated)"]
+    # add_metrics' entry, and the compared model's per-fold values.
+    assert list(saved) == ["FNN (cross-validated)", "FNN"]
+    assert list(saved["FNN"]) == ["per_fold"]
     got = saved["FNN (cross-validated)"]
     assert got["accuracy"] == pytest.approx(metrics["accuracy"])
     assert got["roc_auc"] == pytest.approx(metrics["roc_auc"])
     assert got["per_class"][C]["support"] == 20
     assert got["classes"] == [C, N]
     assert report.metrics == saved
+
+
+def test_per_fold_values_in_appendix_and_json(full_report):
+    path, table = full_report.path, full_report.table
+    text = path.read_text(encoding="utf-8")
+    section = section_html(text, "per-fold-values")
+    # Folded: inside the section's <details>, closed by default.
+    assert section.count("<details>") == 1 and "<details open" not in section
+    folds = table.attrs["per_fold"]["FNN"]
+    assert len(folds["balanced_accuracy"]) == table.attrs["n_splits"] == 2
+    for value in folds["balanced_accuracy"]:
+        assert f"<td>{100 * value:.1f}</td>" in section
+    assert "<th>Balanced accuracy</th>" in section and "<th>fold</th>" in section
+    saved = json.loads((path.parent / "metrics.json").read_text(encoding="utf-8"))
+    np.testing.assert_allclose(
+        saved["FNN"]["per_fold"]["balanced_accuracy"], folds["balanced_accuracy"]
+    )
+    assert saved["FNN"]["per_fold"]["fit_time"] == pytest.approx(folds["fit_time"])
+
+
+def test_per_fold_undefined_values_are_null_and_na(tmp_path):
+    table = pd.DataFrame(
+        {"mean_ppv_a": [0.5], "std_ppv_a": [0.0]}, index=pd.Index(["m"], name="model")
+    )
+    table.attrs = {"classes": ["a", "b"], "n_splits": 2,
+                   "per_fold": {"m": {"ppv_a": [0.5, float("nan")]}}}
+    report = Report().add_comparison(table)
+    report.add_metrics("m", {"accuracy": 0.5})
+    assert report.metrics == {"m": {"accuracy": 0.5, "per_fold": {"ppv_a": [0.5, None]}}}
+    section = section_html(report.to_html(), "per-fold-values")
+    assert "<td>50.0</td>" in section and "<td>n/a</td>" in section
+    report.save(tmp_path / "r.html")  # strict JSON: NaN would fail here
+    assert json.loads((tmp_path / "metrics.json").read_text())["m"]["per_fold"]["ppv_a"][1] is None
+
+
+def test_no_per_fold_section_without_per_fold_values():
+    table = pd.DataFrame({"mean_accuracy": [0.9], "std_accuracy": [0.05]}, index=["CNN"])
+    report = Report().add_comparison(table)
+    assert "per-fold-values" not in dict(report.sections)
+    assert report.metrics == {}
 
 
 def test_section_contents(full_report):

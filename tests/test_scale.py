@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import joblib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
@@ -244,3 +245,124 @@ def test_fit_on_paths_keeps_memory_flat(mem_paths_file):
     # ... streaming them from disk does not.
     assert paths_large < 1.5 * paths_small + 16 * MB
     assert paths_large - paths_small < 0.5 * pixels_delta
+
+
+# ------------------------------------------------------------------ loader workers and precision
+
+WORKER_SIZE = 24
+
+
+@pytest.fixture(scope="module")
+def worker_paths(tmp_path_factory):
+    X, y = make_phantom_cxr(80, image_size=WORKER_SIZE, random_state=5)
+    paths = np.array(_write_pngs(tmp_path_factory.mktemp("worker_pngs"), X), dtype=object)
+    return paths, y
+
+
+def _worker_cnn(**kw):
+    from skxray.augmentation import Compose, RandomFlip, RandomRotation
+    from skxray.models import CNNClassifier
+
+    params = dict(
+        filters=(4, 8), dense_units=8, max_epochs=3, batch_size=16, image_size=WORKER_SIZE,
+        augment=Compose([RandomFlip(), RandomRotation(10)]), random_state=0, ood=False,
+    )
+    return CNNClassifier(**{**params, **kw})
+
+
+def _weights(clf):
+    return torch.cat([p.detach().flatten() for p in clf.module_.parameters()]).numpy()
+
+
+def test_num_workers_are_seeded_from_random_state(worker_paths):
+    paths, y = worker_paths
+    torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()  # noqa: NPY002 - the legacy global RNG is the one to leave alone
+    first = _worker_cnn(num_workers=2).fit(paths, y)
+    # The user's global generators are left alone.
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert np.random.get_state()[1].tolist() == numpy_state[1].tolist()  # noqa: NPY002
+    second = _worker_cnn(num_workers=2).fit(paths, y)
+    np.testing.assert_array_equal(_weights(first), _weights(second))
+    np.testing.assert_array_equal(first.predict_proba(paths), second.predict_proba(paths))
+    # Augmentations are drawn in the workers: another seed, another model,
+    # so the equality above is not that of an unseeded constant.
+    other = _worker_cnn(num_workers=2, random_state=1).fit(paths, y)
+    assert not np.allclose(_weights(first), _weights(other))
+    assert first.net_.iterator_train__num_workers == 2
+
+
+def test_num_workers_do_not_change_a_model_without_augmentation(worker_paths):
+    paths, y = worker_paths
+    serial = _worker_cnn(augment=None, num_workers=0).fit(paths, y)
+    workers = _worker_cnn(augment=None, num_workers=2).fit(paths, y)
+    np.testing.assert_allclose(_weights(serial), _weights(workers), atol=1e-6)
+
+
+def test_num_workers_resume_equals_uninterrupted(worker_paths, tmp_path, monkeypatch):
+    from skxray.models._resume import TrainingState
+
+    paths, y = worker_paths
+    reference = _worker_cnn(num_workers=2, max_epochs=4, checkpoint_dir=tmp_path / "a").fit(paths, y)
+    original = TrainingState.on_epoch_end
+
+    def interrupted(self, net, **kwargs):
+        original(self, net, **kwargs)
+        if len(net.history) == 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainingState, "on_epoch_end", interrupted)
+        stopped = _worker_cnn(num_workers=2, max_epochs=4, checkpoint_dir=tmp_path / "b").fit(paths, y)
+    assert stopped.n_iter_ == 2
+    resumed = _worker_cnn(num_workers=2, max_epochs=4, checkpoint_dir=tmp_path / "b").fit(
+        paths, y, resume=True
+    )
+    assert resumed.resumed_from_ is not None and resumed.n_iter_ == 4
+    np.testing.assert_allclose(_weights(resumed), _weights(reference), atol=1e-6)
+
+
+def test_amp_auto_is_off_on_the_cpu_and_true_refused():
+    X, y = make_phantom_cxr(40, image_size=16, random_state=0)
+    clf = FNNClassifier(hidden_layer_sizes=(8,), max_epochs=1, device="cpu", random_state=0, ood=False)
+    clf.fit(X, y)
+    assert clf.amp_ is False and clf.net_.autocast_dtype is None
+    assert clf.predict_proba(X).dtype == np.float32
+    with pytest.raises(ValueError, match="amp=True needs a CUDA device.*'cpu'"):
+        clf.set_params(amp=True).fit(X, y)
+
+
+def test_autocast_forward_runs_in_bfloat16_and_returns_float32():
+    # The mixed-precision path of a CUDA fit, exercised with CPU autocast.
+    from skxray.models._distributed import TrainingNet
+
+    seen = []
+    module = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    module[1].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    net = TrainingNet(
+        module, criterion=torch.nn.CrossEntropyLoss, max_epochs=2, train_split=None,
+        device="cpu", autocast_dtype=torch.bfloat16, verbose=0,
+    )
+    X = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    net.fit(X, y)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert net.forward(X).dtype == torch.float32
+    assert np.isfinite(net.history[:, "train_loss"]).all()
+
+
+def test_launcher_with_a_single_process_accelerator_is_refused(monkeypatch):
+    # Pitfall: under torchrun, Accelerator() without cpu=True on a machine
+    # without GPUs sees one process, and each process would train alone.
+    from types import SimpleNamespace
+
+    from skxray.models._distributed import resolve_accelerator
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    lonely = SimpleNamespace(num_processes=1, mixed_precision="no", device=torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"started 2 processes.*sees 1.*Accelerator\(cpu=True\)"):
+        resolve_accelerator(lonely, "auto", "auto", "CNNClassifier")
+    # amp=True with an accelerator in float32 contradicts it.
+    with pytest.raises(ValueError, match="contradicts the accelerator's mixed_precision='no'"):
+        resolve_accelerator(lonely, "auto", True, "CNNClassifier")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert resolve_accelerator("auto", "auto", "auto", "CNNClassifier") is None

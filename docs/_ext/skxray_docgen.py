@@ -39,6 +39,8 @@ API_FILE = "_generated_api.rst"
 CLI_FILE = "_generated_cli.rst"
 BENCH_FILE = "_generated_benchmarks.rst"
 NEW_HOSPITAL_FILE = "_generated_new_hospital.rst"
+AUDIT_FILE = "_generated_audit_darkcovidnet.rst"
+LABELS_FILE = "_generated_label_issues.rst"
 STUB_DIR = "api/generated"
 
 #: Public modules in the order of the API page, with their section titles.
@@ -53,13 +55,18 @@ API_MODULES = (
     ("skxray.explain", "Grad-CAM and saliency"),
     ("skxray.audit", "Shortcut and leakage audit"),
     ("skxray.ood", "Out-of-distribution detection"),
+    ("skxray.dask", "Prediction on a Dask cluster"),
     ("skxray.cli", "Command line"),
 )
 
 #: Public names that live in a sub-module without being re-exported by the
 #: documented module; shown in its table, relative to it.
 API_EXTRAS = {
-    "skxray.models": ("resnet.load_resnet50_state_dict",),
+    "skxray.models": (
+        "resnet.load_resnet50_state_dict",
+        "xrv.load_xrv_state_dict",
+        "xrv.to_xrv_input",
+    ),
 }
 
 
@@ -378,6 +385,114 @@ def _new_hospital_rst(path):
     return "\n".join(out) + "\n"
 
 
+def _missing_results(script, result):
+    return (
+        f".. note::\n\n   No figures yet: run ``benchmarks/{script}`` and commit "
+        f"``benchmarks/results/{result}``.\n"
+    )
+
+
+def _audit_darkcovidnet_rst(path):
+    """The DarkCovidNet table of docs/audit.rst, from benchmarks/results/audit.json."""
+    if not Path(path).is_file():
+        return _missing_results("audit_darkcovidnet.py", "audit.json")
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    s, m = data["settings"], data.get("machine", {})
+    info = data.get("report", {}).get("info", {})
+    counts = ", ".join(f"{c} {n}" for c, n in info.get("class_counts", {}).items())
+    patients = f" of {info['n_patients']} patients" if info.get("n_patients") else ""
+    intro = (
+        f"one run ({counts or ', '.join(s['classes'])} images{patients}; "
+        f"{s['image_size']} px; {s['cv']} patient-grouped folds; seed {s['random_state']}; "
+        f"{s['elapsed_s']:.0f} s on {s['torch_threads']} CPU thread(s), {m.get('date_utc', '?')}) "
+        f"gave the overall verdict {data['overall_verdict']}:"
+    )
+    rows = [[r["check"], r["verdict"], r["key_figures"], r["explanation"]] for r in data["results"]]
+    header = ["Check", "Verdict", "Key figures", "Explanation"]
+    lines = ["``benchmarks/audit_darkcovidnet.py``, " + _escape(intro), "", *_list_table(header, rows)]
+    return "\n".join(lines) + "\n"
+
+
+def _label_evidence_rows(evidence):
+    """One row per number of classes: pooled recall and precision, their range, clean flags."""
+    rows = []
+    for k in sorted({r["classes"] for r in evidence}):
+        part = [r for r in evidence if r["classes"] == k]
+        hits = sum(round(r["recall"] * r["n_flipped"]) for r in part)
+        recalls = [r["recall"] for r in part]
+        precisions = [r["precision"] for r in part if r["precision"] is not None]
+        clean = [r["n_flagged_before_flipping"] / r["n_images"] for r in part]
+        rows.append([
+            k,
+            len(part),
+            f"{_pct(hits / sum(r['n_flipped'] for r in part))} "
+            f"({_pct(min(recalls))} to {_pct(max(recalls))})",
+            f"{_pct(hits / max(1, sum(r['n_flagged'] for r in part)))} "
+            f"({_pct(min(precisions))} to {_pct(max(precisions))})",
+            f"{_pct(sum(clean) / len(clean))} (at most {_pct(max(clean))})",
+        ])
+    return rows
+
+
+def _label_issues_rst(path):
+    """The tables of the label-issues section of docs/audit.rst, from label_issues.json."""
+    if not Path(path).is_file():
+        return _missing_results("label_issues.py", "label_issues.json")
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    s, out = data["settings"], []
+    if data.get("phantom_evidence"):
+        out += ["**Phantoms** (32 px, 300 images, 10% of labels flipped at random, audited with "
+                "a logistic regression on the pixels; pooled over the data sets, range per data "
+                "set in brackets):", ""]  # fixed text: no escaping needed
+        out += _list_table(
+            ["classes", "data sets", "flips flagged (recall)", "flagged that are flips (precision)",
+             "flagged before flipping"],
+            _label_evidence_rows(data["phantom_evidence"]),
+        )
+    for a in data.get("audit", []):
+        nf = a["suspected_by_pair"]
+        nf_pn = nf.get("No_findings -> Pneumonia", 0) + nf.get("Pneumonia -> No_findings", 0)
+        out += [f"**{_escape(s['data'])}, {a['model'].upper()}**: " + _escape(
+            f"{len(s['classes'])} classes, "
+            f"{s['image_size']} px, {s['cv']}; out-of-fold balanced accuracy "
+            f"{a['model_balanced_accuracy']:.3f}. {a['n_suspected']} of {a['n_images']} images "
+            f"suspected ({_pct(a['suspected_fraction'])}), verdict {a['verdict']}; "
+            f"{nf_pn} of them between No_findings and Pneumonia."
+        ), ""]
+        out += _list_table(
+            ["given", "suggested", "suspects", "share of the given class"],
+            [[r["given"], r["suggested"], r["n_suspected"], _pct(r["share_of_given_class"])]
+             for r in a["pairs"]],
+        )
+    # The suspects of the most accurate model: its doubts are the least its own errors.
+    best = max(data.get("audit", []), key=lambda a: a["model_balanced_accuracy"], default=None)
+    if best and best["top_suspects"]:
+        out += [f"The ten most suspect images ({best['model'].upper()}), for a radiologist "
+                "to review:", ""]
+        out += _list_table(
+            ["rank", "file", "patient", "given", "suggested", "label quality"],
+            [[r["rank"], r.get("file", r["image"]), r.get("patient", ""), r["given"],
+              r["suggested"], f"{r['label_quality']:.3f}"] for r in best["top_suspects"][:10]],
+        )
+    if data.get("cleaning"):
+        out += ["**Training with the suspects removed**: " + _escape(
+            f"FNNClassifier, {s['image_size']} px, "
+            f"{s['cv']}; every score on the test fold's original labels; mean ± std over the "
+            "folds. CleanLearning looks for the suspects of each training fold with its own "
+            + next((r["inner_cv"] for r in data["cleaning"] if r.get("inner_cv")), "")
+            + " cross-validation."
+        ), ""]
+        out += _list_table(
+            ["model", "accuracy", "balanced accuracy", "training images removed per fold"],
+            [[r["model"],
+              f"{_pct(r['accuracy_mean'])} ± {_pct(r['accuracy_std'])}",
+              f"{_pct(r['balanced_accuracy_mean'])} ± {_pct(r['balanced_accuracy_std'])}",
+              ", ".join(str(n) for n in r["removed_from_training_per_fold"])]
+             for r in data["cleaning"]],
+        )
+    return "\n".join(out) + "\n"
+
+
 # --------------------------------------------------------------------------
 # Sphinx hooks
 
@@ -391,6 +506,12 @@ def _generate_files(app, config):
     _write_if_changed(
         srcdir / NEW_HOSPITAL_FILE,
         _new_hospital_rst(repo / "benchmarks" / "results" / "new_hospital.json"),
+    )
+    _write_if_changed(
+        srcdir / AUDIT_FILE, _audit_darkcovidnet_rst(repo / "benchmarks" / "results" / "audit.json")
+    )
+    _write_if_changed(
+        srcdir / LABELS_FILE, _label_issues_rst(repo / "benchmarks" / "results" / "label_issues.json")
     )
 
 

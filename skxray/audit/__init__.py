@@ -8,7 +8,7 @@ a review of 62 studies found none of clinical use, because of duplicated
 images, patients shared between training and test sets and source
 confounding (Roberts et al., *Nature Machine Intelligence* 3:199-217, 2021).
 
-:func:`audit` runs five checks on an unfitted classifier and a data set and
+:func:`audit` runs six checks on an unfitted classifier and a data set and
 returns an :class:`AuditReport` with one :class:`Finding` per check, each
 with its figures, a verdict ("ok", "warning" or "fail") and a one-line
 explanation:
@@ -21,10 +21,13 @@ explanation:
 4. ``"lungs"``: scores with the lungs hidden vs with the borders hidden, and
    the share of Grad-CAM evidence inside the lung fields;
 5. ``"calibration"``: class proportions per fold, Brier score, calibration
-   curve and expected calibration error.
+   curve and expected calibration error;
+6. ``"labels"``: images whose given label the out-of-fold models doubt
+   (confident learning with cleanlab), counted per (given, suggested) class
+   pair and shown in a gallery.
 
 The package holds one module per check (``_leakage``, ``_duplicates``,
-``_sources``, ``_lungs``, ``_calibration``), the shared cross-validation
+``_sources``, ``_lungs``, ``_calibration``, ``_labels``), the shared cross-validation
 machinery (``_cv``), the perceptual hashes (``_hashing``), the report objects
 and their rendering (``_report``), the parameters (``_params``) and the entry
 point (``_audit``). The checks read one frozen ``AuditData``

@@ -10,6 +10,7 @@ from skxray.audit._calibration import check_calibration
 from skxray.audit._context import AuditData
 from skxray.audit._cv import run_cv
 from skxray.audit._duplicates import check_duplicates
+from skxray.audit._labels import check_labels
 from skxray.audit._leakage import check_leakage
 from skxray.audit._lungs import check_lungs
 from skxray.audit._params import (
@@ -23,7 +24,7 @@ from skxray.audit._report import AuditReport
 from skxray.audit._sources import check_sources
 
 #: The checks that need the patient-grouped cross-validation's predictions.
-_NEED_GROUPED_CV = ("leakage", "lungs", "calibration")
+_NEED_GROUPED_CV = ("leakage", "lungs", "calibration", "labels")
 
 
 def audit(
@@ -107,13 +108,25 @@ def audit(
        when a fold's class proportions deviate by more than
        ``fold_balance_warning`` (0.10), or when the Brier score is no better
        than the class-proportions baseline.
+    6. ``"labels"`` (label issues): confident learning (Northcutt et al.
+       [3]_, ``cleanlab.filter.find_label_issues`` with cleanlab's default
+       ``filter_by="prune_by_noise_rate"``) on the grouped-CV out-of-fold
+       probabilities flags the images whose given label the models
+       confidently doubt; they are ranked by label quality (the out-of-fold
+       probability of the given label, lowest first) and counted per (given,
+       suggested) class pair, and the top ones are drawn, with their file
+       names, in the HTML report. Warning when more than
+       ``label_issues_warning`` (0.05) of the images are suspect, or when
+       the models are too weak (balanced accuracy below ``min_score``) for
+       their doubts to mean anything. A suspect is a doubt to review, not a
+       proven error: the models' own mistakes are flagged too.
 
     Balanced accuracies are compared with the thresholds on the two-class
     scale: with k classes (or sources) they are rescaled first so that
     chance is 0.5 and perfect 1; see :data:`DEFAULT_THRESHOLDS`.
 
     **Cost.** One patient-grouped cross-validation (``cv`` fits) serves
-    checks 1, 3, 4 and 5: checks 4 and 5 reuse its out-of-fold predictions,
+    checks 1, 3, 4, 5 and 6: checks 4, 5 and 6 reuse its out-of-fold predictions,
     masked and unmasked, and Grad-CAM runs on its test folds. Check 1 adds
     one image-level cross-validation (``cv`` more fits, only when ``groups``
     is given). Check 3 adds a logistic regression on cheap image
@@ -148,7 +161,7 @@ def audit(
         Seeds the fold shuffling (the estimator's own ``random_state`` seeds
         its training).
     checks : list of str or None, default=None
-        Subset of :data:`CHECKS` to run; None runs all five.
+        Subset of :data:`CHECKS` to run; None runs all six.
     image_size : int or None, default=None
         Side of the square images when ``X`` holds paths; None takes the
         estimator's ``image_size`` parameter (128 if it has none).
@@ -203,6 +216,9 @@ def audit(
        machine learning to detect and prognosticate for COVID-19 using chest
        radiographs and CT scans", *Nature Machine Intelligence* 3:199-217,
        2021.
+    .. [3] C. G. Northcutt, L. Jiang and I. L. Chuang, "Confident learning:
+       estimating uncertainty in dataset labels", *Journal of Artificial
+       Intelligence Research* 70:1373-1411, 2021.
 
     Examples
     --------
@@ -352,6 +368,8 @@ def _run_checks(data, checks):
             findings.append(check_lungs(data, grouped))
         elif name == "calibration":
             findings.append(check_calibration(data, grouped, splits))
+        elif name == "labels":
+            findings.append(check_labels(data, grouped))
     return findings, n_fits
 
 

@@ -77,28 +77,31 @@ def _verdict(th, k, a0, al, ab, *, mean_share, area, enrichment):
             f"The model barely beats chance ({a0:.2f} balanced accuracy, chance {1 / k:.2f}), "
             "so masking cannot tell where it looks; the check is inconclusive."
         )
-    drop = e0 - eb
     reasons_fail, reasons_warn = [], []
-    if el >= th["lungs_masked_fail"]:
-        reasons_fail.append(
+    # (measure, threshold name, reason at the fail level, reason at the warning level)
+    graded = [
+        (
+            el,
+            "lungs_masked",
             f"The model still scores {al:.2f} (balanced accuracy, chance {1 / k:.2f}) with "
-            "the lungs hidden: it relies on something outside the lungs."
-        )
-    elif el >= th["lungs_masked_warning"]:
-        reasons_warn.append(
+            "the lungs hidden: it relies on something outside the lungs.",
             f"With the lungs hidden the model still scores {al:.2f} (chance {1 / k:.2f}): "
-            "part of its evidence lies outside the lungs."
-        )
-    if drop >= th["border_drop_fail"]:
-        reasons_fail.append(
+            "part of its evidence lies outside the lungs.",
+        ),
+        (
+            e0 - eb,
+            "border_drop",
             f"Hiding only the image borders drops the score from {a0:.2f} to {ab:.2f}: the "
-            "model relies on markers or text at the edges."
-        )
-    elif drop >= th["border_drop_warning"]:
-        reasons_warn.append(
+            "model relies on markers or text at the edges.",
             f"Hiding only the image borders lowers the score from {a0:.2f} to {ab:.2f}: "
-            "the edges carry part of its evidence."
-        )
+            "the edges carry part of its evidence.",
+        ),
+    ]
+    for value, name, fail_reason, warning_reason in graded:
+        if value >= th[f"{name}_fail"]:
+            reasons_fail.append(fail_reason)
+        elif value >= th[f"{name}_warning"]:
+            reasons_warn.append(warning_reason)
     if enrichment is not None and enrichment < th["gradcam_enrichment_warning"]:
         reasons_warn.append(
             f"Only {mean_share:.0%} of the Grad-CAM evidence lies in the lung fields, which "

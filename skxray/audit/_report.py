@@ -11,7 +11,7 @@ import pandas as pd
 from skxray._utils import format_value, jsonable, png_base64
 
 #: The checks, in report order. Pass a subset as ``checks=`` to :func:`audit`.
-CHECKS = ("leakage", "duplicates", "sources", "lungs", "calibration")
+CHECKS = ("leakage", "duplicates", "sources", "lungs", "calibration", "labels")
 
 TITLES = {
     "leakage": "1. Patient leakage",
@@ -19,6 +19,7 @@ TITLES = {
     "sources": "3. Source confounding",
     "lungs": "4. Where the model looks",
     "calibration": "5. Class balance and calibration",
+    "labels": "6. Label issues",
 }
 
 #: Verdicts from best to worst.
@@ -463,4 +464,35 @@ def _plot_calibration(finding):
     return [("Calibration curve", png_base64(fig, dpi=_PLOT_DPI))]
 
 
-_PLOTTERS = {"lungs": _plot_lungs, "calibration": _plot_calibration}
+def _plot_labels(finding):
+    """The gallery of the top suspects: thumbnail, file name (or index), given -> suggested, score."""
+    from matplotlib.figure import Figure
+
+    images = finding.arrays.get("suspect_images")
+    suspects = finding.details.get("suspects")
+    if images is None or suspects is None or not len(images):
+        return []
+    n = len(images)
+    ncols = min(n, 6)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(1.9 * ncols, 2.3 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, img, row in zip(axes, images, suspects.head(n).itertuples()):
+        # Channels first (C, H, W): show their mean, as the hashes and masks see it.
+        ax.imshow(img if img.ndim == 2 else img.mean(axis=0), cmap="gray", vmin=0, vmax=1)
+        name = getattr(row, "file", None) or f"image {row.image}"
+        name = name if len(name) <= 22 else name[:10] + "..." + name[-9:]
+        ax.set_title(
+            f"{row.rank}. {name}\n{row.given} -> {row.suggested}\nquality {row.label_quality:.2f}",
+            fontsize=7,
+        )
+    alt = "Top suspected label issues: " + "; ".join(
+        f"{getattr(r, 'file', None) or f'image {r.image}'} given {r.given}, suggested {r.suggested}"
+        for r in suspects.head(n).itertuples()
+    )
+    return [(alt, png_base64(fig, dpi=_PLOT_DPI))]
+
+
+_PLOTTERS = {"lungs": _plot_lungs, "calibration": _plot_calibration, "labels": _plot_labels}

@@ -4,5 +4,14 @@ from skxray.models._persistence import load
 from skxray.models.cnn import CNN_PRESETS, CNNClassifier
 from skxray.models.fnn import FNNClassifier
 from skxray.models.resnet import PretrainedWeightsError, ResNet50Classifier
+from skxray.models.xrv import PretrainedCXRClassifier
 
-__all__ = ["CNNClassifier", "CNN_PRESETS", "FNNClassifier", "ResNet50Classifier", "PretrainedWeightsError", "load"]
+__all__ = [
+    "CNNClassifier",
+    "CNN_PRESETS",
+    "FNNClassifier",
+    "ResNet50Classifier",
+    "PretrainedCXRClassifier",
+    "PretrainedWeightsError",
+    "load",
+]

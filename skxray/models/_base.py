@@ -8,6 +8,7 @@ override :meth:`BaseImageClassifier._fit_net` (the frozen ResNet-50 trains its
 head on cached features there).
 """
 
+import functools
 import math
 import os
 import time
@@ -23,7 +24,6 @@ from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
-from skorch import NeuralNet
 from skorch.callbacks import (
     Callback,
     EarlyStopping,
@@ -32,20 +32,34 @@ from skorch.callbacks import (
     ProgressBar,
 )
 from skorch.dataset import ValidSplit
+from skorch.history import History
 from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import Subset
 from torch.utils.data.dataloader import default_collate
 
 from skxray._data import ImagePathDataset, TensorImageDataset, private_generator_iterator
-from skxray._param_validation import Interval, StrOptions, validate_params
+from skxray._param_validation import HasMethods, Interval, StrOptions, validate_params
 from skxray._utils import dumps_json  # noqa: F401  (models/_persistence.py imports it)
 from skxray._validation import check_image_array, is_path_array
 from skxray.io import read_image
+from skxray.models._distributed import (
+    AcceleratedNet,
+    TrainingNet,
+    is_secondary_process,
+    loader_kwargs,
+    resolve_accelerator,
+    resolve_autocast,
+    share_from_main,
+    unwrapped_module,
+)
 from skxray.models._registry import CLASSIFIERS
 from skxray.models._resume import (
     STATE_FILE,
     AtomicCheckpoint,
     TrainingState,
     find_resume_state,
+    read_state,
     start_from_state,
     training_fingerprint,
 )
@@ -166,6 +180,35 @@ COMMON_PARAMETERS_DOC = """\
         :meth:`predict_with_abstention` answers ``"uncertain"`` when the
         top class probability is below it (0 never abstains on confidence).
 
+    num_workers : int, default=0
+        Worker processes that read, decode, resize (and augment) the image
+        files while the network trains, when ``X`` holds file paths; 0 reads
+        them in the training process. Each worker is seeded from
+        ``random_state``, so a fit is reproducible for a given
+        ``num_workers`` and ``fit(..., resume=True)`` continues it exactly.
+        Without ``augment`` the model does not depend on ``num_workers``;
+        with it, augmentations are drawn in the workers, so another
+        ``num_workers`` gives another (equally valid) model. ``augment``
+        must then be picklable (a class, not a lambda), as the readers are.
+
+    amp : {{"auto", True, False}}, default="auto"
+        Automatic mixed precision: forward passes in bfloat16 under
+        ``torch.autocast``, on CUDA only. ``"auto"`` turns it on when
+        training on a GPU that supports bfloat16 and off otherwise (always
+        off on the CPU); ``True`` on the CPU raises a ``ValueError``.
+        Whether it was used is ``amp_``.
+
+    accelerator : "auto", None or accelerate.Accelerator, default="auto"
+        Data-parallel training over several processes (GPUs or machines)
+        through skorch's ``AccelerateMixin`` and Hugging Face accelerate
+        (``pip install 'skxray[distributed]'``). ``"auto"`` trains one
+        model across the processes when a launcher started several
+        (``torchrun``, ``accelerate launch``; ``WORLD_SIZE`` > 1) and as a
+        single process otherwise; ``None`` always trains in this process
+        alone; an ``Accelerator`` gives full control (precision, gradient
+        accumulation). Only the main process writes checkpoints. See the
+        user guide's page on scaling out.
+
     label_smoothing : float in [0, 1), default=0.0
         Label smoothing of the training loss (Szegedy et al., CVPR 2016):
         the target of each image is ``1 - label_smoothing`` on its class and
@@ -223,23 +266,46 @@ class _ImageFileReader:
         return resize_image(img, (height, width), keep_aspect=self.keep_aspect)
 
 
-class _BinaryLogitLoss(nn.Module):
+class _BinaryLogitLoss:
     """BCE on a single logit, so two-class models have one output unit.
 
-    ``label_smoothing`` moves the targets towards 1/2 as
-    ``CrossEntropyLoss(label_smoothing=...)`` does for two softmax outputs.
+    A plain callable, not an ``nn.Module``: accelerate wraps every module it
+    is given in DistributedDataParallel on CPU processes, which fails for a
+    module without parameters. skorch leaves other criteria alone, so the
+    class weights are moved to the logits' device here.
     """
 
     def __init__(self, pos_weight=None, label_smoothing=0.0):
-        super().__init__()
-        self.loss = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        self.pos_weight = pos_weight
         self.label_smoothing = label_smoothing
 
-    def forward(self, logits, target):
+    def __call__(self, logits, target):
+        pos_weight = None if self.pos_weight is None else self.pos_weight.to(logits.device)
         target = target.to(logits.dtype)
         if self.label_smoothing:
+            # Targets moved towards 1/2, as CrossEntropyLoss(label_smoothing=...)
+            # does for two softmax outputs.
             target = target * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
-        return self.loss(logits.reshape(-1), target)
+        return F.binary_cross_entropy_with_logits(logits.reshape(-1), target, pos_weight=pos_weight)
+
+
+class _CrossEntropyLoss:
+    """Softmax cross-entropy; a plain callable for the same reason as :class:`_BinaryLogitLoss`."""
+
+    def __init__(self, weight=None, label_smoothing=0.0):
+        self.weight = weight
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, logits, target):
+        weight = None if self.weight is None else self.weight.to(logits.device)
+        return F.cross_entropy(logits, target, weight=weight, label_smoothing=self.label_smoothing)
+
+
+def _dataset_labels(dataset):
+    """The labels of one of skxray's datasets, or of a Subset of one, without reading images."""
+    if isinstance(dataset, Subset):
+        return _dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices)]
+    return dataset.y
 
 
 class _MirroredDataset(torch.utils.data.Dataset):
@@ -263,7 +329,8 @@ def _binary_accuracy_or_multiclass(net, X, y):
         pred = (logits.reshape(-1) > 0).long()
     else:
         pred = logits.argmax(1)
-    y_true = torch.as_tensor(np.asarray(y))
+    # Without caching (distributed training) skorch passes no labels.
+    y_true = _dataset_labels(X) if y is None else torch.as_tensor(np.asarray(y))
     return float((pred.cpu() == y_true.cpu()).float().mean())
 
 
@@ -306,6 +373,9 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         "verbose": [Interval(Integral, 0, None, closed="left")],
         "ood": ["boolean"],
         "min_confidence": [Interval(Real, 0, 1, closed="both")],
+        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "amp": [StrOptions({"auto"}), "boolean"],
+        "accelerator": [None, StrOptions({"auto"}), HasMethods(["prepare", "wait_for_everyone"])],
         "label_smoothing": [Interval(Real, 0, 1, closed="left")],
         "tta": ["boolean"],
     }
@@ -504,9 +574,9 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             pos_weight = None if weights is None else torch.tensor([weights[1] / weights[0]])
             return _BinaryLogitLoss, {"pos_weight": pos_weight, "label_smoothing": smoothing}
         weight = None if weights is None else torch.tensor(weights, dtype=torch.float32)
-        return nn.CrossEntropyLoss, {"weight": weight, "label_smoothing": smoothing}
+        return _CrossEntropyLoss, {"weight": weight, "label_smoothing": smoothing}
 
-    def _callbacks(self, n_train, validate):
+    def _callbacks(self, n_train, validate, writer=True, processes=1):
         monitor = "valid_loss" if validate else "train_loss"
         callbacks = [("lr_record", _RecordLearningRate())]
         if validate:
@@ -541,7 +611,10 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 )
             )
         elif self.lr_schedule == "onecycle":
-            steps = self.max_epochs * max(1, math.ceil(n_train / self.batch_size))
+            # Each of the processes of a data-parallel fit takes every
+            # processes-th batch (accelerate pads the last round).
+            batches = max(1, math.ceil(n_train / self.batch_size))
+            steps = self.max_epochs * math.ceil(batches / processes)
             callbacks.append(
                 (
                     "lr_scheduler",
@@ -571,14 +644,15 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                         f_optimizer="optimizer.pt",
                         f_criterion=None,
                         f_history="history.json",
+                        writer=writer,
                     ),
                 )
             )
-        if self.verbose:
+        if self.verbose and writer:  # one progress bar, from the main process
             callbacks.append(("progress_bar", ProgressBar()))
         return callbacks
 
-    def _training_state_callback(self, generator):
+    def _training_state_callback(self, generator, writer):
         """The callback writing ``last.pt`` (last, so it sees every other state)."""
         return TrainingState(
             str(Path(self.checkpoint_path_) / STATE_FILE),
@@ -586,38 +660,61 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             self.max_epochs,
             generator,
             restore=self._resume_state,
+            writer=writer,
         )
 
-    def _make_net(self, module, criterion, criterion_kwargs, *, n_train, validate, seed, device):
+    def _make_net(self, module, criterion, criterion_kwargs, *, n_train, validate, seed, run, accelerated=True):
+        """The skorch net of this fit.
+
+        ``run`` holds the settings ``fit`` resolved: ``device``, ``loader``
+        (DataLoader settings), ``autocast`` (dtype or None), ``accelerator``
+        and ``writer`` (whether this process writes checkpoints). With an
+        accelerator, ``accelerated=False`` gives the single-process net that
+        the fitted estimator predicts with.
+        """
+        accelerator = run["accelerator"] if accelerated else None
         optimizer_kwargs = {"weight_decay": self.weight_decay}
         if self.optimizer == "sgd":
             optimizer_kwargs.update(momentum=0.9, nesterov=True)
         # Shuffling draws from its own seeded generator, so the order of the
         # batches does not depend on how much randomness anything else used.
         generator = torch.Generator().manual_seed(seed)
-        iterator_train = {"shuffle": True, "generator": generator}
+        iterator_train = {"shuffle": True, "generator": generator, **run["loader"]}
         if self.augment is not None:
             iterator_train["collate_fn"] = _AugmentingCollate(self.augment)
-        callbacks = self._callbacks(n_train, validate)
+        processes = 1 if accelerator is None else accelerator.num_processes
+        callbacks = self._callbacks(n_train, validate, writer=run["writer"], processes=processes)
         if self.checkpoint_path_ is not None:
-            callbacks.append(("training_state", self._training_state_callback(generator)))
-        net = NeuralNet(
+            callbacks.append(("training_state", self._training_state_callback(generator, run["writer"])))
+        net_kwargs = dict(
             module=module,
-            criterion=criterion,
+            # skorch takes no criterion__ arguments for a criterion that is
+            # not an nn.Module; it calls this factory instead.
+            criterion=functools.partial(criterion, **criterion_kwargs),
             optimizer=_OPTIMIZERS[self.optimizer],
             lr=self.lr,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             train_split=self._valid_split(seed) if validate else None,
             callbacks=callbacks,
-            device=device,
             verbose=self.verbose,
-            **{f"criterion__{k}": v for k, v in criterion_kwargs.items()},
             **{f"optimizer__{k}": v for k, v in optimizer_kwargs.items()},
             **{f"iterator_train__{k}": v for k, v in iterator_train.items()},
+            **{f"iterator_valid__{k}": v for k, v in run["loader"].items()},
             **private_generator_iterator(),
         )
-        return net
+        if accelerator is None:
+            return TrainingNet(device=run["device"], autocast_dtype=run["autocast"], **net_kwargs)
+        if validate:
+            # Each process scores its share of the validation batches, so the
+            # accuracy is computed from the gathered predictions, not from
+            # per-process caches (this is the spelling skorch 1.4 accepts).
+            net_kwargs["callbacks__valid_acc__use_caching"] = False
+        # The wrapped module is kept until the end of fit: early stopping's
+        # best weights are captured from it, with DistributedDataParallel's keys.
+        # skorch's PrintLog ignores verbose=0 with any sink other than print.
+        net_kwargs["callbacks__print_log__sink"] = accelerator.print if self.verbose else print
+        return AcceleratedNet(accelerator=accelerator, unwrap_after_train=False, **net_kwargs)
 
     def _valid_split(self, seed):
         """skorch's validation split; calling it again gives the same indices."""
@@ -648,6 +745,59 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             print(f"Resuming from {self.resumed_from_} after epoch {done}: {remaining} epoch(s) to go.")
         net.partial_fit(X, y, epochs=remaining)
         return net
+
+    def _run_settings(self, kind):
+        """Where and how this fit trains (see :meth:`_make_net`); sets ``amp_``."""
+        name = type(self).__name__
+        accelerator = resolve_accelerator(self.accelerator, self.device, self.amp, name)
+        if accelerator is None:
+            device = self._resolve_device()
+            autocast = resolve_autocast(self.amp, device, name)
+            self.amp_ = autocast is not None
+            writer = True
+        else:
+            device = str(accelerator.device)
+            # The accelerator runs the training under autocast; the fitted
+            # estimator predicts in the precision it trained in.
+            bf16 = accelerator.mixed_precision == "bf16" and accelerator.device.type == "cuda"
+            autocast = torch.bfloat16 if bf16 else None
+            self.amp_ = accelerator.mixed_precision != "no"
+            writer = accelerator.is_main_process
+        pin = torch.device(device).type == "cuda"
+        loader = loader_kwargs(self.num_workers if kind == "paths" else 0, pin)
+        return dict(device=device, loader=loader, autocast=autocast, accelerator=accelerator, writer=writer)
+
+    def _setup_checkpoints(self, resume, X, y_enc, seed, accelerator):
+        """Set ``checkpoint_path_`` and, when resuming, the state to resume from.
+
+        With several processes the main one chooses the folder (a new one or
+        the one to resume) and tells the others, so that they all agree; the
+        folder must then be on a file system every process sees.
+        """
+        self.checkpoint_path_ = None
+        self.resumed_from_ = None
+        self._fingerprint = self._resume_state = None
+        if self.checkpoint_dir is None:
+            return
+        n_processes = 1 if accelerator is None else accelerator.num_processes
+        self._fingerprint = training_fingerprint(self, X, y_enc, seed, num_processes=n_processes)
+
+        loaded = {}
+
+        def choose():
+            found = find_resume_state(self, resume, self._fingerprint) if resume is not False else None
+            if found is not None:
+                loaded["state"] = found[1]
+                return str(found[0]), True
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            return str(Path(self.checkpoint_dir) / f"{type(self).__name__}-{stamp}-{uuid.uuid4().hex[:8]}"), False
+
+        self.checkpoint_path_, resumed = share_from_main(accelerator, choose)
+        if resumed:
+            self.resumed_from_ = str(Path(self.checkpoint_path_) / STATE_FILE)
+            # The process that chose the checkpoint has read it already.
+            state = loaded.get("state")
+            self._resume_state = read_state(self.resumed_from_, mmap=False) if state is None else state
 
     def fit(self, X, y, *, resume=False):
         """Train the network on images ``X`` with labels ``y``.
@@ -697,28 +847,14 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         y_enc = self._label_encoder.transform(y).astype(np.int64)
 
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        device = self._resolve_device()
-        self.device_ = device
+        run = self._run_settings(kind)
+        device = self.device_ = run["device"]
         validate = self._use_validation(y_enc)
         n_train = len(y_enc) - (math.ceil(self.validation_fraction * len(y_enc)) if validate else 0)
-        self.checkpoint_path_ = None
-        self.resumed_from_ = None
-        self._fingerprint = self._resume_state = None
-        if self.checkpoint_dir is not None:
-            self._fingerprint = training_fingerprint(self, X_checked, y_enc, seed)
-            found = find_resume_state(self, resume, self._fingerprint) if resume is not False else None
-            if found is not None:
-                folder, self._resume_state = found
-                self.checkpoint_path_ = str(folder)
-                self.resumed_from_ = str(Path(folder) / STATE_FILE)
-            else:
-                stamp = time.strftime("%Y%m%d-%H%M%S")
-                self.checkpoint_path_ = str(
-                    Path(self.checkpoint_dir) / f"{type(self).__name__}-{stamp}-{uuid.uuid4().hex[:8]}"
-                )
+        self._setup_checkpoints(resume, X_checked, y_enc, seed, run["accelerator"])
         n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
         criterion, criterion_kwargs = self._criterion(y_enc)
-        cuda_devices = [torch.device(device).index or 0] if device == "cuda" else []
+        cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
         # A forked RNG makes the fit reproducible from random_state (init,
         # dropout, shuffling, augmentation) without touching the user's
         # global torch RNG state.
@@ -726,7 +862,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             torch.manual_seed(seed)
             module = self._build_module(tuple(self.input_shape_), n_outputs)
 
-            def make_net(module):
+            def make_net(module, accelerated=True):
                 return self._make_net(
                     module,
                     criterion,
@@ -734,7 +870,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                     n_train=n_train,
                     validate=validate,
                     seed=seed,
-                    device=device,
+                    run=run,
+                    accelerated=accelerated,
                 )
 
             dataset = self._make_dataset(kind, X_checked, y_enc)
@@ -743,6 +880,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             self._ood_train_embeddings = None
             try:
                 self.net_ = self._fit_net(module, dataset, y_enc, make_net)
+                if run["accelerator"] is not None:
+                    self.net_ = _single_process_net(self.net_, make_net)
                 self.ood_ = self._fit_ood(dataset, y_enc, validate, seed)
             finally:
                 del self._ood_train_embeddings, self._fingerprint, self._resume_state
@@ -836,7 +975,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, height, width), \
 (n_samples, channels, height, width) or (n_samples,) of file paths
-            Images in the same format as in ``fit``.
+            Images as given to ``fit`` (same shape, channels and scaling).
 
         Returns
         -------
@@ -882,7 +1021,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, height, width), \
 (n_samples, channels, height, width) or (n_samples,) of file paths
-            Images in the same format as in ``fit``.
+            Images as for :meth:`predict_proba`, which this calls.
 
         Returns
         -------
@@ -903,7 +1042,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, height, width), \
 (n_samples, channels, height, width) or (n_samples,) of file paths
-            Images in the same format as in ``fit``.
+            Images in the format of ``fit``; each gets one score.
 
         Returns
         -------
@@ -1009,6 +1148,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         leaves the previous model intact, and a second process saving into
         the same folder at the same time gets an error. Folders of this
         machine (``checkpoint_dir``, ``feature_cache_dir``) are saved as None.
+        In a data-parallel run (several processes) only the main process
+        writes; the others return the path at once.
 
         Parameters
         ----------
@@ -1018,17 +1159,21 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         path : pathlib.Path
-            The folder written.
+            The folder written, holding both files.
 
         Raises
         ------
         OSError
             If a file cannot be written; the message names it and says why.
         skxray._atomic.FolderLockedError
-            If another process is saving into the same folder.
+            If another process is saving into ``path`` at the same time.
         """
         from skxray.models._persistence import save_model
 
+        if is_secondary_process():
+            # Every process of a data-parallel run holds the same model; the
+            # main one writes it (no barrier: a script may call save there only).
+            return Path(path)
         return save_model(self, path)
 
     def __sklearn_tags__(self):
@@ -1068,6 +1213,18 @@ def _check_label_types(y):
             raise ValueError(
                 f"y mixes label types (str and {', '.join(others)}); use one type for all labels."
             )
+
+
+def _single_process_net(net, make_net):
+    """A net trained through accelerate, as a plain net of this process.
+
+    The fitted estimator then predicts, embeds and pickles exactly as one
+    trained in a single process: every process holds the same weights and
+    predicts all the images it is given, without collective calls.
+    """
+    single = make_net(unwrapped_module(net), accelerated=False).initialize()
+    single.history = History(net.history.to_list())
+    return single
 
 
 def _drop_cached_predictions(net):

@@ -124,7 +124,7 @@ def save_model(estimator, path):
 
     Parameters
     ----------
-    estimator : CNNClassifier, FNNClassifier or ResNet50Classifier
+    estimator : CNNClassifier, FNNClassifier, ResNet50Classifier or PretrainedCXRClassifier
         A fitted classifier.
     path : str or path-like
         Destination folder (created if needed). Other files in it are kept.
@@ -180,7 +180,8 @@ def load(path, *, feature_cache_dir=None, checkpoint_dir=None):
     path : str or path-like
         Folder written by :meth:`save`.
     feature_cache_dir : str, path-like or None, default=None
-        ``feature_cache_dir`` of the loaded ResNet50Classifier. Folders of
+        ``feature_cache_dir`` of the loaded ResNet50Classifier or
+        PretrainedCXRClassifier. Folders of
         the machine that saved the model are never restored from the file
         (a model file from elsewhere must not choose where this machine
         writes): pass it again to use a feature cache.
@@ -189,8 +190,10 @@ def load(path, *, feature_cache_dir=None, checkpoint_dir=None):
 
     Returns
     -------
-    estimator : CNNClassifier, FNNClassifier or ResNet50Classifier
-        The fitted classifier, on the CPU.
+    estimator : CNNClassifier, FNNClassifier, ResNet50Classifier or PretrainedCXRClassifier
+        The fitted classifier, on the CPU. A PretrainedCXRClassifier is
+        rebuilt from the saved backbone weights, without its original weights
+        file or a download (its DenseNets need torchxrayvision installed).
 
     Raises
     ------

@@ -24,25 +24,47 @@ from pathlib import Path
 import numpy as np
 import torch
 from skorch.callbacks import Callback, Checkpoint
-from skorch.history import History
 
 # One atomic-write helper for every file skxray writes (see skxray._atomic).
 from skxray._atomic import atomic_write
+from skxray.models._distributed import unwrapped_module
 
 STATE_FILE = "last.pt"
 _FORMAT = 1
 # Parameters that change neither the numbers nor the course of training: a
 # run may be resumed with other values for them.
-_FREE_PARAMETERS = ("verbose", "checkpoint_dir", "device", "feature_cache_dir")
+# The number of processes is compared on its own (see training_fingerprint).
+_FREE_PARAMETERS = ("verbose", "checkpoint_dir", "device", "feature_cache_dir", "accelerator")
 # Callback attributes that skorch resets at the start of every fit call but
 # that a resumed run must carry on with.
 _CALLBACK_ATTRIBUTES = ("best_score_", "misses_", "dynamic_threshold_", "best_epoch_", "best_model_weights_")
 
 
 class AtomicCheckpoint(Checkpoint):
-    """skorch's ``Checkpoint`` with each file written atomically."""
+    """skorch's ``Checkpoint`` with each file written atomically.
+
+    ``writer=False`` (the processes other than the main one of a distributed
+    fit) writes nothing, not even the folder, but still takes part in the
+    collective steps of accelerate's ``save_params``.
+    """
+
+    def __init__(self, *, writer=True, **kwargs):
+        super().__init__(**kwargs)
+        self.writer = writer
+
+    def initialize(self):
+        if self.writer:
+            return super().initialize()
+        self._validate_filenames()
+        return self
 
     def _save_params(self, f, net, f_name, log_name):
+        if not self.writer:
+            if hasattr(net, "accelerator"):
+                # A barrier and the re-wrapping of the module on every process;
+                # skorch writes only on the main one.
+                net.save_params(**{f_name: f, "use_safetensors": self.use_safetensors})
+            return None
         if not isinstance(f, (str, os.PathLike)):
             return super()._save_params(f, net, f_name, log_name)
         # skorch's own _save_params turns a failed write into a printed line
@@ -51,11 +73,13 @@ class AtomicCheckpoint(Checkpoint):
         atomic_write(f, lambda tmp: net.save_params(**{f_name: tmp, "use_safetensors": self.use_safetensors}))
 
 
-def training_fingerprint(estimator, X, y_enc, seed):
+def training_fingerprint(estimator, X, y_enc, seed, num_processes=1):
     """What a checkpoint must agree on to be resumed by this fit.
 
     The constructor parameters (callables by type), the classes, the input
-    shape and a hash of the training images (or paths) and labels.
+    shape, a hash of the training images (or paths) and labels, and the
+    number of processes training together (each sees another share of the
+    batches, so another count continues another run).
     """
     params = {}
     for name, value in sorted(estimator.get_params(deep=False).items()):
@@ -81,13 +105,16 @@ def training_fingerprint(estimator, X, y_enc, seed):
         "n_samples": int(len(y_enc)),
         "data_sha1": digest.hexdigest(),
         "seed": int(seed),
+        "num_processes": int(num_processes),
     }
 
 
 def _differences(saved, current):
     """Human-readable list of what differs between two fingerprints."""
     out = []
-    for key in ("estimator", "classes", "input_shape", "n_samples", "data_sha1", "seed"):
+    # Checkpoints from before distributed training were single-process ones.
+    saved = {"num_processes": 1, **saved}
+    for key in ("estimator", "classes", "input_shape", "n_samples", "data_sha1", "seed", "num_processes"):
         if saved.get(key) == current.get(key):
             continue
         if key == "data_sha1":
@@ -165,7 +192,8 @@ class TrainingState(Callback):
     is why it must be the last callback.
     """
 
-    def __init__(self, path, fingerprint, max_epochs, generator, restore=None):
+    def __init__(self, path, fingerprint, max_epochs, generator, restore=None, writer=True):
+        self.writer = writer
         self.path = path
         self.fingerprint = fingerprint
         self.max_epochs = max_epochs
@@ -200,6 +228,10 @@ class TrainingState(Callback):
         self.save(net, finished=stopped or len(net.history) >= self.max_epochs)
 
     def save(self, net, *, finished):
+        if not self.writer:
+            # Only the main process of a distributed fit writes; the processes
+            # hold the same weights, history and generators.
+            return
         callbacks = {}
         for cb_name, callback in net.callbacks_:
             saved = {a: _plain(getattr(callback, a)) for a in _CALLBACK_ATTRIBUTES if hasattr(callback, a)}
@@ -212,7 +244,7 @@ class TrainingState(Callback):
             "epoch": len(net.history),
             "finished": bool(finished),
             "history": json.dumps(net.history.to_list(), default=_plain),
-            "module": net.module_.state_dict(),
+            "module": unwrapped_module(net).state_dict(),
             "optimizer": net.optimizer_.state_dict(),
             "lr_scheduler": None if scheduler is None else scheduler.state_dict(),
             "callbacks": callbacks,
@@ -237,8 +269,8 @@ def start_from_state(net, state):
     The rest (optimizer again, schedule, callbacks, RNGs) is restored by
     :class:`TrainingState` once skorch has run its own ``on_train_begin``.
     """
-    net.module_.load_state_dict(state["module"])
+    unwrapped_module(net).load_state_dict(state["module"])
     # Schedulers built on a net with history expect 'initial_lr' in the
     # optimizer's param groups, which the saved optimizer state holds.
     net.optimizer_.load_state_dict(state["optimizer"])
-    net.history = History(json.loads(state["history"]))
+    net.replace_history(json.loads(state["history"]))

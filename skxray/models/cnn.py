@@ -303,6 +303,9 @@ class CNNClassifier(BaseImageClassifier):
         verbose=0,
         ood=True,
         min_confidence=0.0,
+        num_workers=0,
+        amp="auto",
+        accelerator="auto",
         architecture="plain",
         label_smoothing=0.0,
         tta=False,
@@ -331,6 +334,9 @@ class CNNClassifier(BaseImageClassifier):
         self.verbose = verbose
         self.ood = ood
         self.min_confidence = min_confidence
+        self.num_workers = num_workers
+        self.amp = amp
+        self.accelerator = accelerator
         self.architecture = architecture
         self.label_smoothing = label_smoothing
         self.tta = tta

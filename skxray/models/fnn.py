@@ -149,6 +149,9 @@ class FNNClassifier(BaseImageClassifier):
         verbose=0,
         ood=True,
         min_confidence=0.0,
+        num_workers=0,
+        amp="auto",
+        accelerator="auto",
         label_smoothing=0.0,
         tta=False,
     ):
@@ -173,6 +176,9 @@ class FNNClassifier(BaseImageClassifier):
         self.verbose = verbose
         self.ood = ood
         self.min_confidence = min_confidence
+        self.num_workers = num_workers
+        self.amp = amp
+        self.accelerator = accelerator
         self.label_smoothing = label_smoothing
         self.tta = tta
 

@@ -94,48 +94,77 @@ def load_resnet50_state_dict(weights):
                 "weights=None trains from random initialisation."
             ) from exc
     else:
-        path = Path(os.fspath(weights))
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"ResNet-50 weights file {str(path)!r} does not exist; pass one of "
-                f"{_TORCHVISION_WEIGHTS}, None, or the path of a .safetensors/.pth state dict."
-            )
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state = load_file(str(path), device="cpu")
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(
-                f"Cannot read ResNet-50 weights from {str(path)!r}: {exc}. Only plain state dicts "
-                "(.safetensors, or .pth/.pt loadable with weights_only=True) are accepted."
-            ) from exc
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise ValueError(f"{str(path)!r} does not hold a state dict (got {type(state).__name__}).")
-        # Accept our own module's keys ("backbone.<name>") as well as torchvision's.
-        if any(k.startswith("backbone.") for k in state):
-            state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+        state = read_state_dict_file(weights, "ResNet-50", hint=(
+            f"pass one of {_TORCHVISION_WEIGHTS}, None, or the path of a .safetensors/.pth state dict"
+        ))
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
 
-class _ResNet50Net(nn.Module):
-    """Gray or RGB images in [0, 1] -> ImageNet-normalised RGB -> ResNet-50 -> head."""
+def read_state_dict_file(weights, what, *, hint):
+    """The state dict in the local file ``weights``, read without unpickling.
 
-    def __init__(self, n_outputs, head_units, dropout, freeze, state_dict=None):
+    Shared by the backbones that take a weights file (ResNet-50 and the
+    torchxrayvision backbones of :mod:`skxray.models.xrv`).
+
+    Parameters
+    ----------
+    weights : path-like
+        A ``.safetensors`` file, or a ``.pth``/``.pt`` state dict (read with
+        ``torch.load(..., weights_only=True)``, so a pickle payload is refused).
+    what : str
+        The network, for messages ("ResNet-50").
+    hint : str
+        What to pass instead, for the message of a missing file.
+
+    Returns
+    -------
+    state_dict : dict of str to torch.Tensor
+        The tensors; those of a file saved from a whole skxray module
+        (keys ``backbone.<name>``) under their backbone names.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``weights`` is not an existing file.
+    ValueError
+        When the file cannot be read as a plain state dict.
+    """
+    path = Path(os.fspath(weights))
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights file {str(path)!r} does not exist; {hint}.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"Cannot read {what} weights from {str(path)!r}: {exc}. Only plain state dicts "
+            "(.safetensors, or .pth/.pt loadable with weights_only=True) are accepted."
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{str(path)!r} does not hold a state dict (got {type(state).__name__}).")
+    # Accept our own module's keys ("backbone.<name>") as well as the backbone's.
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    return state
+
+
+class FrozenBackboneNet(nn.Module):
+    """A pretrained backbone, frozen in eval mode, and a new two-layer head.
+
+    The module of :class:`ResNet50Classifier` and of
+    :class:`skxray.models.PretrainedCXRClassifier`; a subclass builds the
+    backbone, implements ``_backbone_features`` (images in [0, 1] ->
+    ``n_features`` per image) and names its ``gradcam_layer``.
+    """
+
+    def __init__(self, backbone, n_features, n_outputs, head_units, dropout, freeze):
         super().__init__()
-        backbone = torchvision.models.resnet50(weights=None)
-        backbone.fc = nn.Identity()
-        if state_dict is not None:
-            missing, unexpected = backbone.load_state_dict(state_dict, strict=False)
-            if missing or unexpected:
-                raise ValueError(
-                    "The weights do not fit torchvision's ResNet-50: "
-                    f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
-                )
         self.backbone = backbone
         self.freeze = freeze
         if freeze:
@@ -145,15 +174,13 @@ class _ResNet50Net(nn.Module):
         # randomly initialised backbones, and it is per image, so cached and
         # uncached training stay identical.
         self.head = nn.Sequential(
-            nn.LayerNorm(_N_FEATURES),
-            nn.Linear(_N_FEATURES, head_units),
+            nn.LayerNorm(n_features),
+            nn.Linear(n_features, head_units),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(head_units, n_outputs),
         )
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
-        # Set by ResNet50Classifier(feature_cache_dir=...); frozen backbones only.
+        # Set by the classifier's feature_cache_dir; frozen backbones only.
         self.feature_store = None
 
     def train(self, mode=True):
@@ -172,6 +199,34 @@ class _ResNet50Net(nn.Module):
         return self._backbone_features(x)
 
     def _backbone_features(self, x):
+        raise NotImplementedError
+
+    def embed(self, x):
+        """Penultimate-layer activations: the head's hidden ReLU layer."""
+        return self.head[:-2](self.features(x))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class _ResNet50Net(FrozenBackboneNet):
+    """Gray or RGB images in [0, 1] -> ImageNet-normalised RGB -> ResNet-50 -> head."""
+
+    def __init__(self, n_outputs, head_units, dropout, freeze, state_dict=None):
+        backbone = torchvision.models.resnet50(weights=None)
+        backbone.fc = nn.Identity()
+        if state_dict is not None:
+            missing, unexpected = backbone.load_state_dict(state_dict, strict=False)
+            if missing or unexpected:
+                raise ValueError(
+                    "The weights do not fit torchvision's ResNet-50: "
+                    f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
+                )
+        super().__init__(backbone, _N_FEATURES, n_outputs, head_units, dropout, freeze)
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
+
+    def _backbone_features(self, x):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         return self.backbone((x - self.mean) / self.std)
@@ -180,13 +235,6 @@ class _ResNet50Net(nn.Module):
     def gradcam_layer(self):
         """The last bottleneck block of the backbone."""
         return self.backbone.layer4[-1]
-
-    def embed(self, x):
-        """Penultimate-layer activations: the head's hidden ReLU layer."""
-        return self.head[:-2](self.features(x))
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 class ResNet50Classifier(BaseImageClassifier):
@@ -339,6 +387,9 @@ default="IMAGENET1K_V2"
         verbose=0,
         ood=True,
         min_confidence=0.0,
+        num_workers=0,
+        amp="auto",
+        accelerator="auto",
         label_smoothing=0.0,
         tta=False,
     ):
@@ -367,6 +418,9 @@ default="IMAGENET1K_V2"
         self.verbose = verbose
         self.ood = ood
         self.min_confidence = min_confidence
+        self.num_workers = num_workers
+        self.amp = amp
+        self.accelerator = accelerator
         self.label_smoothing = label_smoothing
         self.tta = tta
 
@@ -382,14 +436,15 @@ default="IMAGENET1K_V2"
 
     def _check_params(self):
         super()._check_params()
+        name = type(self).__name__
         if self.cache_features is True and (not self.freeze or self.augment is not None):
             raise ValueError(
-                "ResNet50Classifier: cache_features=True needs freeze=True and augment=None "
+                f"{name}: cache_features=True needs freeze=True and augment=None "
                 "(cached features cannot be augmented or fine-tuned)."
             )
         if self.feature_cache_dir is not None and not self.freeze:
             raise ValueError(
-                "ResNet50Classifier: feature_cache_dir needs freeze=True (the features of "
+                f"{name}: feature_cache_dir needs freeze=True (the features of "
                 "a backbone being fine-tuned change at every step)."
             )
 

@@ -1,0 +1,241 @@
+"""How one ``fit`` uses more hardware: loader workers, mixed precision, data parallelism.
+
+- **Loader workers** (``num_workers``): torch DataLoader worker processes read,
+  decode, resize and augment image files while the network trains. torch
+  seeds each worker from a base seed it draws from the loader's generator,
+  and the training loader's generator is the estimator's seeded one, so
+  workers are reproducible from ``random_state`` and the user's global RNG is
+  never touched. Workers are not kept between epochs (no
+  ``persistent_workers``): each epoch's workers are seeded from the
+  generator's state at that epoch, which ``last.pt`` saves, so a resumed fit
+  draws the same augmentations as an uninterrupted one.
+- **Mixed precision** (``amp``): forward passes under ``torch.autocast`` in
+  bfloat16 on CUDA. bfloat16 has float32's exponent range, so no loss scaling
+  is needed; float16 with a ``GradScaler`` is left to accelerate
+  (``Accelerator(mixed_precision="fp16")``).
+- **Data parallelism** (``accelerator``): skorch's own
+  :class:`skorch.hf.AccelerateMixin` over Hugging Face accelerate, with
+  skorch's :class:`skorch.history.DistributedHistory`. No process group or
+  gradient all-reduce is written here; accelerate sets them up and wraps the
+  module in ``DistributedDataParallel``. This module only works around the
+  pitfalls met on CPU processes (gloo) and in scikit-learn's cloning; see
+  ``docs/scaling.rst``.
+"""
+
+import itertools
+import os
+
+import torch
+from skorch import NeuralNet
+from skorch.hf import AccelerateMixin
+from skorch.history import DistributedHistory, History
+
+__all__ = [
+    "AcceleratedNet",
+    "TrainingNet",
+    "is_secondary_process",
+    "launched_processes",
+    "loader_kwargs",
+    "resolve_accelerator",
+    "resolve_autocast",
+    "share_from_main",
+    "unwrapped_module",
+]
+
+# One key-value store per process for DistributedHistory, made at the first
+# distributed fit; each fit then works under a prefix of its own.
+_STORE = {}
+_FIT_COUNTER = itertools.count()
+
+
+def launched_processes():
+    """How many processes a launcher (torchrun, accelerate launch) started, 1 if none."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_secondary_process():
+    """Whether this is a process other than the main one of a distributed run."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
+
+
+def loader_kwargs(num_workers, pin_memory):
+    """DataLoader settings for the training and validation/prediction iterators."""
+    kwargs = {}
+    if num_workers:
+        # Not persistent: see the module docstring (reproducible resumption).
+        kwargs["num_workers"] = int(num_workers)
+    if pin_memory:
+        # Page-locked host batches copy to the GPU faster.
+        kwargs["pin_memory"] = True
+    return kwargs
+
+
+def resolve_autocast(amp, device_type, name):
+    """The autocast dtype of a single-process fit (None: float32)."""
+    if amp == "auto":
+        on = device_type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if on else None
+    if not amp:
+        return None
+    if device_type != "cuda":
+        raise ValueError(
+            f"{name}: amp=True needs a CUDA device, but this fit trains on {device_type!r}. "
+            "Mixed precision is for GPUs; use amp='auto' (on with CUDA only) or amp=False."
+        )
+    if not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"{name}: amp=True trains in bfloat16, which this GPU does not support. Use amp=False, "
+            "or accelerator=Accelerator(mixed_precision='fp16') for float16 with loss scaling."
+        )
+    return torch.bfloat16
+
+
+def _check_amp_agrees(amp, accelerator, name):
+    mixed = str(accelerator.mixed_precision)
+    if amp is True and mixed == "no" or amp is False and mixed != "no":
+        raise ValueError(
+            f"{name}: amp={amp!r} contradicts the accelerator's mixed_precision={mixed!r}; "
+            "with an accelerator, leave amp='auto' and choose the precision in Accelerator(...)."
+        )
+
+
+def resolve_accelerator(accelerator, device, amp, name):
+    """The ``accelerate.Accelerator`` a fit trains through, or None for one plain process.
+
+    ``"auto"`` makes one only when a launcher started several processes
+    (``WORLD_SIZE`` > 1): on the CPU with ``cpu=True``, since a plain
+    ``Accelerator()`` on a machine without GPUs silently trains every process
+    alone on all the data.
+    """
+    world = launched_processes()
+    if accelerator is None or accelerator == "auto" and world <= 1:
+        return None
+    if accelerator == "auto":
+        try:
+            from accelerate import Accelerator
+        except ImportError as exc:
+            raise ImportError(
+                f"{name}: this script runs as {world} processes (WORLD_SIZE={world}), which train "
+                "one model together through Hugging Face accelerate, and accelerate is not "
+                "installed. Install it with pip install 'skxray[distributed]', or pass "
+                "accelerator=None to train a separate model in each process."
+            ) from exc
+        cpu = device == "cpu" or device == "auto" and not torch.cuda.is_available()
+        on_gpu = not cpu and (amp is True or amp == "auto" and torch.cuda.is_bf16_supported())
+        accelerator = Accelerator(cpu=cpu, mixed_precision="bf16" if on_gpu else "no")
+    _check_amp_agrees(amp, accelerator, name)
+    if device == "cuda" and accelerator.device.type != "cuda":
+        raise ValueError(f"{name}: device='cuda' but the accelerator trains on {accelerator.device}.")
+    if world > 1 and accelerator.num_processes != world:
+        raise ValueError(
+            f"{name}: the launcher started {world} processes but the accelerator sees "
+            f"{accelerator.num_processes}, so each would train alone on all the data. On a "
+            "machine without GPUs create it with Accelerator(cpu=True) (or set ACCELERATE_USE_CPU=1)."
+        )
+    return accelerator
+
+
+def share_from_main(accelerator, compute):
+    """``compute()`` on the main process, its (picklable) result on every process."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return compute()
+    from accelerate.utils import broadcast_object_list
+
+    box = [None]
+    if accelerator.is_main_process:
+        try:
+            box = [(True, compute())]
+        except Exception as exc:  # noqa: BLE001 - re-raised on every process
+            # Raised everywhere, so that no process waits for the others forever.
+            box = [(False, exc)]
+    broadcast_object_list(box, from_process=0)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
+
+
+def _base_store(accelerator):
+    """A TCPStore shared by the processes, on a free port chosen by the main one."""
+    key = accelerator.num_processes
+    if key not in _STORE:
+        host = os.environ.get("MASTER_ADDR", "127.0.0.1")
+        store = None
+        if accelerator.is_main_process:
+            store = torch.distributed.TCPStore(
+                host, 0, accelerator.num_processes, is_master=True, wait_for_workers=False
+            )
+        port = share_from_main(accelerator, lambda: store.port)
+        if store is None:
+            store = torch.distributed.TCPStore(host, port, accelerator.num_processes, is_master=False)
+        _STORE[key] = store
+    return _STORE[key]
+
+
+def unwrapped_module(net):
+    """The net's module without accelerate's wrappers (DistributedDataParallel)."""
+    accelerator = getattr(net, "accelerator", None)
+    if accelerator is None:
+        return net.module_
+    return accelerator.unwrap_model(net.module_, keep_fp32_wrapper=False)
+
+
+class TrainingNet(NeuralNet):
+    """skorch's ``NeuralNet`` whose forward passes may run under autocast.
+
+    Parameters
+    ----------
+    autocast_dtype : torch.dtype or None
+        bfloat16 for mixed precision, None for float32. The outputs are cast
+        back to float32, so the loss and the probabilities are float32.
+    """
+
+    def __init__(self, *args, autocast_dtype=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.autocast_dtype = autocast_dtype
+
+    def infer(self, x, **fit_params):
+        if self.autocast_dtype is None:
+            return super().infer(x, **fit_params)
+        with torch.autocast(torch.device(self.device).type, dtype=self.autocast_dtype):
+            out = super().infer(x, **fit_params)
+        return out.float()
+
+    def replace_history(self, records):
+        """Continue from the epochs in ``records`` (a resumed fit)."""
+        self.history = History(records)
+
+
+class AcceleratedNet(AccelerateMixin, TrainingNet):
+    """A :class:`TrainingNet` trained through an ``accelerate.Accelerator``.
+
+    Each ``initialize`` (every fit, including those of clones made by
+    ``GridSearchCV``) gets a fresh :class:`~skorch.history.DistributedHistory`
+    under a key prefix of its own, so that the processes agree on every
+    batch-level record (and thus on ``valid_loss`` and early stopping), and a
+    later fit never reads an earlier fit's keys. Every process makes the same
+    fits in the same order, so the prefixes match.
+    """
+
+    def initialize_history(self):
+        accelerator = self.accelerator
+        if accelerator.num_processes == 1:
+            return super().initialize_history()
+        self.history_ = self._distributed_history([])
+        return self
+
+    def _distributed_history(self, records):
+        accelerator = self.accelerator
+        store = torch.distributed.PrefixStore(
+            f"skxray-fit{next(_FIT_COUNTER)}", _base_store(accelerator)
+        )
+        return DistributedHistory(
+            records, store=store, rank=accelerator.process_index, world_size=accelerator.num_processes
+        )
+
+    def replace_history(self, records):
+        if self.accelerator.num_processes == 1:
+            return super().replace_history(records)
+        self.history_ = self._distributed_history(records)
+        return None

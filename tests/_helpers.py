@@ -1,0 +1,70 @@
+"""Inputs and checks shared by several test files (imported as ``_helpers``)."""
+
+import numpy as np
+
+#: The first bytes of each image format skxray reads: random bytes after a
+#: real signature reach deeper into a decoder than pure noise.
+FILE_SIGNATURES = [
+    b"",
+    b"\x89PNG\r\n\x1a\n",
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+    b"\xff\xd8\xff",
+    b"\xff\xd8\xff\xe0",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"\x00" * 128 + b"DICM",
+]
+
+
+def check_unit_image(img, shape=None):
+    """What every image skxray returns must be: finite float32 in [0, 1]."""
+    assert img.dtype == np.float32
+    assert np.isfinite(img).all() and img.min() >= 0.0 and img.max() <= 1.0
+    if shape is not None:
+        assert img.shape == shape
+
+
+# Small seeded classifiers for 32-px phantoms. A test file that needs other
+# settings binds them once: ``tiny_cnn = partial(_helpers.tiny_cnn, max_epochs=5)``;
+# keyword arguments given at the call still win.
+
+
+def tiny_cnn(**params):
+    """A CNNClassifier with two small convolution blocks."""
+    from skxray.models import CNNClassifier
+
+    defaults = {"filters": (4, 8), "dense_units": 16, "max_epochs": 2, "random_state": 0}
+    return CNNClassifier(**{**defaults, **params})
+
+
+def tiny_fnn(**params):
+    """An FNNClassifier with one hidden layer of 16 units."""
+    from skxray.models import FNNClassifier
+
+    return FNNClassifier(**{"hidden_layer_sizes": (16,), "max_epochs": 2, "random_state": 0, **params})
+
+
+def tiny_resnet(**params):
+    """A ResNet50Classifier without pretrained weights (no download) and a small head."""
+    from skxray.models import ResNet50Classifier
+
+    defaults = {"weights": None, "head_units": 16, "max_epochs": 2, "random_state": 0}
+    return ResNet50Classifier(**{**defaults, **params})
+
+
+def count_backbone_images(monkeypatch, net_class):
+    """Patch ``net_class._backbone_features`` to count the images it sees.
+
+    Returns the list that receives the batch size of every backbone pass,
+    to check that cached features are not recomputed.
+    """
+    seen = []
+    original = net_class._backbone_features
+
+    def counting(self, x):
+        seen.append(len(x))
+        return original(self, x)
+
+    monkeypatch.setattr(net_class, "_backbone_features", counting)
+    return seen
