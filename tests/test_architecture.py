@@ -214,6 +214,21 @@ def test_classifier_registry_names_the_library_classes():
     }
 
 
+@pytest.mark.parametrize("name", ["CNNClassifier", "FNNClassifier", "ResNet50Classifier", "PretrainedCXRClassifier"])
+def test_every_shared_parameter_is_in_each_classifier_signature(name):
+    # scikit-learn reads parameters from the __init__ signature: a shared
+    # parameter missing from one class's signature is still set (to its
+    # default) by a parent's __init__, but set_params, clone and the docs
+    # would not know it. Every declared constraint must be a parameter.
+    from skxray.models._registry import CLASSIFIERS
+
+    cls = CLASSIFIERS[name]
+    params = set(cls._get_param_names())
+    assert set(cls._parameter_constraints) == params
+    attributes = set(vars(cls()))
+    assert attributes == params, f"{name} sets {sorted(attributes - params)} without a parameter"
+
+
 #: Helpers whose one home is skxray/_utils.py: no other module defines them.
 SHARED_HELPERS = {
     "_is_int",

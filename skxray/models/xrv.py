@@ -421,6 +421,11 @@ class PretrainedCXRClassifier(ResNet50Classifier):
         verbose=0,
         ood=True,
         min_confidence=0.0,
+        num_workers=0,
+        amp="auto",
+        accelerator="auto",
+        label_smoothing=0.0,
+        tta=False,
     ):
         # ResNet50Classifier stores its parameters; a parameter it gains later
         # is then set (to its default) here too, so its methods always find it.
@@ -433,7 +438,8 @@ class PretrainedCXRClassifier(ResNet50Classifier):
             n_iter_no_change=n_iter_no_change, class_weight=class_weight, augment=augment,
             checkpoint_dir=checkpoint_dir, device=device, image_size=image_size,
             keep_aspect=keep_aspect, random_state=random_state, verbose=verbose, ood=ood,
-            min_confidence=min_confidence,
+            min_confidence=min_confidence, num_workers=num_workers, amp=amp,
+            accelerator=accelerator, label_smoothing=label_smoothing, tta=tta,
         )
         self.backbone = backbone
         self.input_resolution = input_resolution
