@@ -49,7 +49,7 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from skxray._utils import as_python_scalar, check_label_vector, is_int, make_cv
+from skxray._utils import as_python_scalar, check_label_vector, fold_mean_interval, is_int, make_cv
 from skxray._validation import is_path_array
 
 __all__ = [
@@ -1400,8 +1400,8 @@ def external_validation_figures(external, internal=None, *, n_splits=5):
         ``{metric: (value, low, high)}`` for ``accuracy`` and each present
         class's ``sensitivity_<class>``: the external value with its 95 %
         Wilson interval; the internal mean over folds with a 95 % Student t
-        interval over the ``n_splits`` folds (``(nan, nan, nan)`` without
-        ``internal``).
+        interval over the ``n_splits`` folds, clipped to [0, 1] as in the
+        report's comparison table (``(nan, nan, nan)`` without ``internal``).
 
     Examples
     --------
@@ -1413,8 +1413,6 @@ def external_validation_figures(external, internal=None, *, n_splits=5):
     >>> outside["sensitivity_Covid-19"]
     (0.8, 0.49, 0.94)
     """
-    from scipy.stats import t as student_t
-
     rates = {"accuracy": external["accuracy"]}
     rates.update({f"sensitivity_{name}": e["sensitivity"] for name, e in external["per_class"].items()})
     outside = {key: (r["value"], *r["ci95"]) for key, r in rates.items()}
@@ -1423,7 +1421,6 @@ def external_validation_figures(external, internal=None, *, n_splits=5):
         internal = dict(internal)
         for key in rates:
             mean, std = internal.get(f"mean_{key}", math.nan), internal.get(f"std_{key}", math.nan)
-            # std is the population one over the folds (ddof=0, as in compare_models).
-            half = student_t.ppf(0.975, n_splits - 1) * std / math.sqrt(max(n_splits - 1, 1))
-            inside[key] = (mean, mean - half, mean + half)
+            # The same interval as the report's comparison table, clipped to [0, 1].
+            inside[key] = (mean, *fold_mean_interval(mean, std, n_splits))
     return inside, outside

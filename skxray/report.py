@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skxray._utils import as_python_scalar, format_value, jsonable
+from skxray._utils import as_python_scalar, fold_mean_interval, format_value, jsonable
 
 __all__ = [
     "Report",
@@ -437,14 +437,7 @@ def mean_interval(mean, std, n_splits, level=0.95):
     >>> mean_interval(0.99, 0.02, 3)[1]
     1.0
     """
-    from scipy.stats import t
-
-    if _is_missing(mean) or _is_missing(std) or n_splits is None or int(n_splits) < 2:
-        return math.nan, math.nan
-    half = float(t.ppf(0.5 + level / 2, int(n_splits) - 1)) * float(std) / math.sqrt(
-        int(n_splits) - 1
-    )
-    return max(0.0, float(mean) - half), min(1.0, float(mean) + half)
+    return fold_mean_interval(mean, std, n_splits, level)
 
 
 def _comparison_metrics(table):

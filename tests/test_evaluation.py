@@ -606,3 +606,23 @@ def test_docstring_examples():
     result = doctest.testmod(skxray.evaluation, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_internal_interval_of_few_folds_stays_a_rate():
+    # With 3 folds the t half-width is 4.3 standard errors: a wide spread of
+    # fold accuracies once gave "64.5 (24.0-105.1)" in the evaluate report.
+    from skxray.evaluation import external_validation_figures
+    from skxray.report import mean_interval
+
+    external = {
+        "per_class": {"Covid-19": {"support": 30, "sensitivity": {"value": 1.0, "ci95": [0.886, 1.0]}}},
+        "accuracy": {"value": 1.0, "ci95": [0.886, 1.0]},
+    }
+    internal = {"mean_accuracy": 0.645, "std_accuracy": 0.13, "mean_sensitivity_Covid-19": 0.9,
+                "std_sensitivity_Covid-19": 0.05}
+    inside, _ = external_validation_figures(external, internal, n_splits=3)
+    mean, low, high = inside["accuracy"]
+    assert mean == 0.645 and 0.0 <= low < mean < high == 1.0
+    # The report's table and the evaluate report give the same interval.
+    assert inside["sensitivity_Covid-19"][1:] == mean_interval(0.9, 0.05, 3)
+    assert inside["accuracy"][1] == pytest.approx(0.645 - 4.302653 * 0.13 / 2 ** 0.5, abs=1e-5)
