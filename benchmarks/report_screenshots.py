@@ -2,7 +2,8 @@
 
 Builds a small class-per-folder set of phantom PNGs with a manifest (patient
 ids and two sources), then runs ``skxray demo``, ``skxray compare`` and
-``skxray audit`` on it, checks every report with ``report_check.py`` and
+``skxray audit`` on it, and ``skxray evaluate --report`` of a model trained on
+it against a one-class folder from another phantom scanner, checks every report with ``report_check.py`` and
 saves the first 1280 x 800 screen of each, shrunk to a small PNG, as
 ``docs/_static/report-<kind>.png``::
 
@@ -31,15 +32,23 @@ REPO = Path(__file__).resolve().parents[1]
 STATIC = REPO / "docs" / "_static"
 
 
-def phantom_folder(root, n=60, size=48):
-    """A folder of phantom PNGs, one sub-folder per class, with manifest.csv."""
+def phantom_folder(root, n=60, size=48, only=None, **phantom):
+    """A folder of phantom PNGs, one sub-folder per class, with manifest.csv.
+
+    ``only`` keeps the images of these classes (e.g. an external folder of
+    one class, as a hospital's COVID-19 cases); ``phantom`` goes to
+    ``make_phantom_cxr`` (e.g. ``scanner="B"``).
+    """
     from PIL import Image
 
     from skxray.datasets import make_phantom_cxr
 
-    X, y, groups = make_phantom_cxr(n, image_size=size, random_state=0, return_groups=True)
+    phantom = {"random_state": 0, **phantom}
+    X, y, groups = make_phantom_cxr(n, image_size=size, return_groups=True, **phantom)
     rows = []
     for i, (img, label, group) in enumerate(zip(X, y, groups, strict=True)):
+        if only is not None and label not in only:
+            continue
         (root / label).mkdir(parents=True, exist_ok=True)
         rel = f"{label}/img{i:03d}.png"
         Image.fromarray(np.round(img * 255).astype(np.uint8)).save(root / rel)
@@ -86,13 +95,18 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="skxray-shots-") as tmp:
         work = Path(args.out) if args.out else Path(tmp)
         data = phantom_folder(work / "data", n=120, size=64)
+        external = phantom_folder(work / "external", n=60, size=64, scanner="B", only=("Covid-19",))
         # The demo's defaults (64 px, 8 epochs, 3 folds), CNN and FNN only: a few minutes.
         quick = ["--epochs", 8, "--image-size", 64, "--cv", 3]
         kinds = {
             "demo": ["demo", "--out", work / "demo", "--models", "cnn,fnn", *quick],
             "compare": ["compare", data, "--out", work / "compare", "--models", "cnn,fnn", *quick],
             "audit": ["audit", data, "--model", "cnn", "--out", work / "audit", *quick],
+            "evaluate": ["evaluate", work / "model", external, "--report", work / "evaluate",
+                         "--internal", data, "--cv", 3],
         }
+        # The evaluate report needs a saved model (not a report itself).
+        skxray(["train", data, "--model", "cnn", "--out", work / "model", *quick[:4]], args.code)
         for kind, command in kinds.items():
             skxray(command, args.code)
             html = work / kind / "report.html"
