@@ -229,6 +229,44 @@ def test_every_shared_parameter_is_in_each_classifier_signature(name):
     assert attributes == params, f"{name} sets {sorted(attributes - params)} without a parameter"
 
 
+@pytest.mark.parametrize("name", ["CNNClassifier", "FNNClassifier", "ResNet50Classifier", "PretrainedCXRClassifier"])
+def test_generated_init_behaves_as_a_written_one(name):
+    # keyword_only_init replaces four hand-written signatures: each keyword
+    # is stored unchanged, defaults are the signature's, and Python's errors
+    # for an unknown keyword or a positional argument name the class.
+    import inspect
+
+    from skxray.models._registry import CLASSIFIERS
+
+    cls = CLASSIFIERS[name]
+    signature = inspect.signature(cls)
+    assert all(p.kind is p.KEYWORD_ONLY for p in signature.parameters.values())
+    assert cls().get_params() == {n: p.default for n, p in signature.parameters.items()}
+    marker = object()
+    assert cls(lr=marker).lr is marker  # stored as given, not copied or checked
+    with pytest.raises(TypeError, match=rf"{name}\.__init__\(\) got an unexpected keyword argument 'lrr'"):
+        cls(lrr=1)
+    with pytest.raises(TypeError, match=rf"{name}\.__init__\(\) takes 1 positional argument"):
+        cls(1e-3)
+
+
+@pytest.mark.parametrize("name", ["CNNClassifier", "FNNClassifier", "ResNet50Classifier", "PretrainedCXRClassifier"])
+def test_docstring_defaults_are_the_signature_defaults(name):
+    # The shared parameter docs are filled in from the class's own defaults;
+    # a default changed in one place only would make the docs lie.
+    import inspect
+    import re
+
+    from skxray.models._base import _doc_default
+    from skxray.models._registry import CLASSIFIERS
+
+    cls = CLASSIFIERS[name]
+    documented = dict(re.findall(r"^    (\w+) : .*default=\"?([^\"\n]+)\"?$", cls.__doc__, re.M))
+    defaults = {n: p.default for n, p in inspect.signature(cls).parameters.items()}
+    for param in ("lr", "weight_decay", "dropout", "batch_size", "max_epochs", "optimizer", "image_size"):
+        assert documented[param] == _doc_default(defaults[param]), param
+
+
 #: Helpers whose one home is skxray/_utils.py: no other module defines them.
 SHARED_HELPERS = {
     "_is_int",

@@ -9,6 +9,7 @@ head on cached features there).
 """
 
 import functools
+import inspect
 import math
 import os
 import time
@@ -65,7 +66,13 @@ from skxray.models._resume import (
 )
 from skxray.preprocessing import resize_image
 
-__all__ = ["BaseImageClassifier"]
+__all__ = [
+    "BaseImageClassifier",
+    "SHARED_PARAM_DEFAULTS",
+    "common_attributes_doc",
+    "common_parameters_doc",
+    "keyword_only_init",
+]
 
 # The old names of the datasets, still imported from here by ood.py; their
 # home is skxray._data.
@@ -73,6 +80,143 @@ _ImagePathDataset = ImagePathDataset
 _TensorImageDataset = TensorImageDataset
 # Imported from here by models/_persistence.py; its home is skxray._data.
 _private_generator_iterator = private_generator_iterator
+
+#: The parameters every classifier takes, in signature order, with their
+#: defaults (COMMON_PARAMETERS_DOC documents them). A class builds its
+#: ``__init__`` with :func:`keyword_only_init` from its own parameters, these,
+#: and any default of its own (FNNClassifier: 64 px, 30 epochs).
+SHARED_PARAM_DEFAULTS = {
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "dropout": 0.3,
+    "batch_size": 32,
+    "max_epochs": 20,
+    "optimizer": "adam",
+    "lr_schedule": None,
+    "early_stopping": False,
+    "validation_fraction": 0.1,
+    "n_iter_no_change": 5,
+    "class_weight": None,
+    "augment": None,
+    "checkpoint_dir": None,
+    "device": "auto",
+    "image_size": 128,
+    "keep_aspect": "crop",
+    "random_state": None,
+    "verbose": 0,
+    "ood": True,
+    "min_confidence": 0.0,
+    "num_workers": 0,
+    "amp": "auto",
+    "accelerator": "auto",
+    "label_smoothing": 0.0,
+    "tta": False,
+}
+
+
+#: The Attributes section of every classifier's docstring (``{extra}``: a class's
+#: own, after ``n_iter_``).
+COMMON_ATTRIBUTES_DOC = """\
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted.
+
+    input_shape_ : tuple of int
+        (channels, height, width) of the training images; (1, 1, n_features)
+        for 2-D (tabular) input.
+
+    n_features_in_ : int
+        Number of features, only when fitted on 2-D (tabular) input.
+
+    net_ : skorch.NeuralNet
+        The trained skorch net; {net_module}.
+
+    history_ : list of dict
+        Per epoch: ``epoch``, ``train_loss``, ``valid_loss``, ``valid_acc``,
+        ``lr``, ``dur`` (seconds{dur_note}).
+        Validation entries are None without a validation split.
+
+    n_iter_ : int
+        Number of epochs run.
+{extra}
+    checkpoint_path_ : str or None
+        Folder of this fit's checkpoint, when ``checkpoint_dir`` is set.
+
+    resumed_from_ : str or None
+        The ``last.pt`` checkpoint this fit continued from
+        (``fit(X, y, resume=...)``), None for a fresh start.
+
+    device_ : str
+        Device the model was trained on.
+
+    ood_ : skxray.ood.OODDetector or None
+        Out-of-distribution detector fitted with the network (``ood=True``;
+        None with ``ood=False`` or fewer than 10 training images); see
+        :meth:`predict_with_abstention` and the user guide's page on
+        out-of-distribution detection.
+"""
+
+
+def _doc_default(value):
+    """A default as the docs write it: 1e-3 rather than 0.001."""
+    if isinstance(value, float) and 0 < value < 0.01:
+        mantissa, exponent = f"{value:e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"
+    return str(value)
+
+
+def common_parameters_doc(defaults):
+    """COMMON_PARAMETERS_DOC with the defaults of one class (a dict as for keyword_only_init)."""
+    names = ("lr", "weight_decay", "dropout", "batch_size", "max_epochs", "optimizer", "image_size")
+    return COMMON_PARAMETERS_DOC.format(**{name: _doc_default(defaults[name]) for name in names})
+
+
+def common_attributes_doc(*, net_module="its ``module_`` is the torch model", dur_note="", extra=""):
+    """COMMON_ATTRIBUTES_DOC for one class: what ``net_.module_`` is, and its own attributes."""
+    return COMMON_ATTRIBUTES_DOC.format(net_module=net_module, dur_note=dur_note, extra=extra)
+
+
+def keyword_only_init(defaults):
+    """An ``__init__`` that stores the keyword parameters ``defaults`` names, and nothing else.
+
+    scikit-learn reads an estimator's parameters from the signature of its
+    ``__init__`` (``BaseEstimator._get_param_names``) and wants ``__init__``
+    to store them unchanged. Written by hand, the four classifiers repeated
+    the same 25 parameters and 25 assignments four times, and a new shared
+    parameter had to be added in eight places. Declared once as data, each
+    class still gets an explicit keyword-only signature (``__signature__``:
+    ``inspect.signature``, ``help``, Sphinx and ``get_params`` see every name
+    and default) and the same behaviour, errors included.
+
+    Parameters
+    ----------
+    defaults : dict
+        Parameter names, in signature order, and their defaults. Defaults are
+        stored as given, so they must be immutable (tuples, not lists), as
+        in any hand-written signature.
+
+    Returns
+    -------
+    __init__ : function
+    """
+    params = dict(defaults)
+    keyword = inspect.Parameter.KEYWORD_ONLY
+
+    def __init__(self, **kwargs):
+        for name in kwargs:
+            if name not in params:
+                raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument {name!r}")
+        for name, default in params.items():
+            setattr(self, name, kwargs.get(name, default))
+
+    __init__.generated_by = keyword_only_init  # BaseImageClassifier names it after its class
+    __init__.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(name, keyword, default=value) for name, value in params.items()]
+    )
+    return __init__
+
 
 _OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -337,8 +481,9 @@ def _binary_accuracy_or_multiclass(net, X, y):
 class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     """Base class: validation, label encoding, seeding, the skorch net.
 
-    Not for direct use; subclasses define ``__init__`` with explicit keyword
-    parameters (as scikit-learn requires) and :meth:`_build_module`.
+    Not for direct use; subclasses define ``__init__`` with
+    :func:`keyword_only_init` (explicit keyword parameters, as scikit-learn
+    requires) and :meth:`_build_module`.
     """
 
     #: Whether the subclass's module needs 3-channel input (the ResNet-50).
@@ -349,6 +494,10 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         # The library's own classifiers, for loading by class name.
         if cls.__module__.startswith("skxray.models."):
             CLASSIFIERS[cls.__name__] = cls
+        # So that Python's own errors ("takes 1 positional argument") name the class.
+        init = cls.__dict__.get("__init__")
+        if getattr(init, "generated_by", None) is keyword_only_init:
+            init.__qualname__ = f"{cls.__qualname__}.__init__"
 
     #: What each constructor parameter accepts, checked when ``fit`` runs
     #: (scikit-learn's format; subclasses extend it with their own).

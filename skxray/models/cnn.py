@@ -7,7 +7,13 @@ from torch import nn
 
 from skxray._param_validation import Interval, StrOptions
 from skxray._utils import is_int
-from skxray.models._base import COMMON_PARAMETERS_DOC, BaseImageClassifier
+from skxray.models._base import (
+    SHARED_PARAM_DEFAULTS,
+    BaseImageClassifier,
+    common_attributes_doc,
+    common_parameters_doc,
+    keyword_only_init,
+)
 
 __all__ = ["CNNClassifier", "CNN_PRESETS"]
 
@@ -173,8 +179,20 @@ class _ResidualConvNet(_ConvNetBase):
         return self.features[-1].relu
 
 
+#: The parameters of CNNClassifier and their defaults, in signature order
+#: (keyword_only_init builds its __init__; the docstring reads its defaults).
+_CNN_PARAMS = {
+    "filters": (32, 64, 128),
+    "kernel_size": 3,
+    "dense_units": 64,
+    "batch_norm": True,
+    **SHARED_PARAM_DEFAULTS,
+    "architecture": "plain",
+}
+
+
 class CNNClassifier(BaseImageClassifier):
-    __doc__ = """Convolutional neural network for chest X-ray classification.
+    __doc__ = f"""Convolutional neural network for chest X-ray classification.
 
     Blocks of convolution, batch normalisation, ReLU and 2x2 max-pooling
     (32, 64 and 128 filters by default), then flatten, dropout, a dense
@@ -210,45 +228,8 @@ class CNNClassifier(BaseImageClassifier):
         pooling: the same number of weights at any image size, so 224-256 px
         images cost compute but not parameters.
 
-{common}
-    Attributes
-    ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels, sorted.
-
-    input_shape_ : tuple of int
-        (channels, height, width) of the training images.
-
-    n_features_in_ : int
-        Number of features, only when fitted on 2-D (tabular) input.
-
-    net_ : skorch.NeuralNet
-        The trained skorch net; its ``module_`` is the torch model.
-
-    history_ : list of dict
-        Per epoch: ``epoch``, ``train_loss``, ``valid_loss``, ``valid_acc``,
-        ``lr``, ``dur`` (seconds); validation entries are None without a
-        validation split.
-
-    n_iter_ : int
-        Number of epochs run.
-
-    checkpoint_path_ : str or None
-        Folder of this fit's checkpoint, when ``checkpoint_dir`` is set.
-
-    resumed_from_ : str or None
-        The ``last.pt`` checkpoint this fit continued from
-        (``fit(X, y, resume=...)``), None for a fresh start.
-
-    device_ : str
-        Device the model was trained on.
-
-    ood_ : skxray.ood.OODDetector or None
-        Out-of-distribution detector fitted with the network (``ood=True``;
-        None with ``ood=False`` or fewer than 10 training images); see
-        :meth:`predict_with_abstention` and the user guide's page on
-        out-of-distribution detection.
-
+{common_parameters_doc(_CNN_PARAMS)}
+{common_attributes_doc()}
     See Also
     --------
     FNNClassifier : Multilayer perceptron baseline on flattened pixels.
@@ -264,82 +245,10 @@ class CNNClassifier(BaseImageClassifier):
     array(['Covid-19', 'Normal'], dtype=object)
     >>> clf.predict_proba(X[:2]).shape
     (2, 2)
-    """.format(
-        common=COMMON_PARAMETERS_DOC.format(
-            lr="1e-3",
-            weight_decay="1e-4",
-            dropout="0.3",
-            batch_size="32",
-            max_epochs="20",
-            optimizer="adam",
-            image_size="128",
-        )
-    )
+    """
 
-    def __init__(
-        self,
-        *,
-        filters=(32, 64, 128),
-        kernel_size=3,
-        dense_units=64,
-        batch_norm=True,
-        lr=1e-3,
-        weight_decay=1e-4,
-        dropout=0.3,
-        batch_size=32,
-        max_epochs=20,
-        optimizer="adam",
-        lr_schedule=None,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=5,
-        class_weight=None,
-        augment=None,
-        checkpoint_dir=None,
-        device="auto",
-        image_size=128,
-        keep_aspect="crop",
-        random_state=None,
-        verbose=0,
-        ood=True,
-        min_confidence=0.0,
-        num_workers=0,
-        amp="auto",
-        accelerator="auto",
-        architecture="plain",
-        label_smoothing=0.0,
-        tta=False,
-    ):
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.dense_units = dense_units
-        self.batch_norm = batch_norm
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.dropout = dropout
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.optimizer = optimizer
-        self.lr_schedule = lr_schedule
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.class_weight = class_weight
-        self.augment = augment
-        self.checkpoint_dir = checkpoint_dir
-        self.device = device
-        self.image_size = image_size
-        self.keep_aspect = keep_aspect
-        self.random_state = random_state
-        self.verbose = verbose
-        self.ood = ood
-        self.min_confidence = min_confidence
-        self.num_workers = num_workers
-        self.amp = amp
-        self.accelerator = accelerator
-        self.architecture = architecture
-        self.label_smoothing = label_smoothing
-        self.tta = tta
+
+    __init__ = keyword_only_init(_CNN_PARAMS)
 
     _parameter_constraints: dict = {
         **BaseImageClassifier._parameter_constraints,

@@ -4,7 +4,13 @@ import torch
 from torch import nn
 
 from skxray._utils import is_int
-from skxray.models._base import COMMON_PARAMETERS_DOC, BaseImageClassifier
+from skxray.models._base import (
+    SHARED_PARAM_DEFAULTS,
+    BaseImageClassifier,
+    common_attributes_doc,
+    common_parameters_doc,
+    keyword_only_init,
+)
 
 __all__ = ["FNNClassifier"]
 
@@ -48,8 +54,20 @@ class _MLP(nn.Module):
         return self.output(self.hidden(x))
 
 
+#: The parameters of FNNClassifier and their defaults, in signature order
+#: (keyword_only_init builds its __init__; the docstring reads its defaults).
+_FNN_PARAMS = {
+    "hidden_layer_sizes": (256, 64),
+    **SHARED_PARAM_DEFAULTS,
+    # Defaults of its own (a dict literal keeps each key where it first stood).
+    "dropout": 0.2,
+    "max_epochs": 30,
+    "image_size": 64,
+}
+
+
 class FNNClassifier(BaseImageClassifier):
-    __doc__ = """Feed-forward neural network (multilayer perceptron) on flattened pixels.
+    __doc__ = f"""Feed-forward neural network (multilayer perceptron) on flattened pixels.
 
     The baseline against which the convolutional models are compared: every
     pixel is an input feature, so it ignores the spatial structure that the
@@ -61,45 +79,8 @@ class FNNClassifier(BaseImageClassifier):
     hidden_layer_sizes : tuple of int, default=(256, 64)
         Units of each hidden layer (ReLU, then dropout).
 
-{common}
-    Attributes
-    ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels, sorted.
-
-    input_shape_ : tuple of int
-        (channels, height, width) of the training images; (1, 1, n_features)
-        for 2-D input.
-
-    n_features_in_ : int
-        Number of features, only when fitted on 2-D input.
-
-    net_ : skorch.NeuralNet
-        The trained skorch net; its ``module_`` is the torch model.
-
-    history_ : list of dict
-        Per epoch: ``epoch``, ``train_loss``, ``valid_loss``, ``valid_acc``,
-        ``lr``, ``dur`` (seconds).
-
-    n_iter_ : int
-        Number of epochs run.
-
-    checkpoint_path_ : str or None
-        Folder of this fit's checkpoint, when ``checkpoint_dir`` is set.
-
-    resumed_from_ : str or None
-        The ``last.pt`` checkpoint this fit continued from
-        (``fit(X, y, resume=...)``), None for a fresh start.
-
-    device_ : str
-        Device the model was trained on.
-
-    ood_ : skxray.ood.OODDetector or None
-        Out-of-distribution detector fitted with the network (``ood=True``;
-        None with ``ood=False`` or fewer than 10 training images); see
-        :meth:`predict_with_abstention` and the user guide's page on
-        out-of-distribution detection.
-
+{common_parameters_doc(_FNN_PARAMS)}
+{common_attributes_doc()}
     See Also
     --------
     CNNClassifier : Convolutional network, usually far better on images.
@@ -113,74 +94,10 @@ class FNNClassifier(BaseImageClassifier):
     >>> clf = FNNClassifier(max_epochs=2, random_state=0).fit(X, y)
     >>> clf.predict(X[:3]).shape
     (3,)
-    """.format(
-        common=COMMON_PARAMETERS_DOC.format(
-            lr="1e-3",
-            weight_decay="1e-4",
-            dropout="0.2",
-            batch_size="32",
-            max_epochs="30",
-            optimizer="adam",
-            image_size="64",
-        )
-    )
+    """
 
-    def __init__(
-        self,
-        *,
-        hidden_layer_sizes=(256, 64),
-        lr=1e-3,
-        weight_decay=1e-4,
-        dropout=0.2,
-        batch_size=32,
-        max_epochs=30,
-        optimizer="adam",
-        lr_schedule=None,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=5,
-        class_weight=None,
-        augment=None,
-        checkpoint_dir=None,
-        device="auto",
-        image_size=64,
-        keep_aspect="crop",
-        random_state=None,
-        verbose=0,
-        ood=True,
-        min_confidence=0.0,
-        num_workers=0,
-        amp="auto",
-        accelerator="auto",
-        label_smoothing=0.0,
-        tta=False,
-    ):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.dropout = dropout
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.optimizer = optimizer
-        self.lr_schedule = lr_schedule
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.class_weight = class_weight
-        self.augment = augment
-        self.checkpoint_dir = checkpoint_dir
-        self.device = device
-        self.image_size = image_size
-        self.keep_aspect = keep_aspect
-        self.random_state = random_state
-        self.verbose = verbose
-        self.ood = ood
-        self.min_confidence = min_confidence
-        self.num_workers = num_workers
-        self.amp = amp
-        self.accelerator = accelerator
-        self.label_smoothing = label_smoothing
-        self.tta = tta
+
+    __init__ = keyword_only_init(_FNN_PARAMS)
 
     _parameter_constraints: dict = {
         **BaseImageClassifier._parameter_constraints,

@@ -12,8 +12,11 @@ from torch.utils.data import DataLoader
 from skxray._data import TensorImageDataset
 from skxray._param_validation import Interval, StrOptions
 from skxray.models._base import (
-    COMMON_PARAMETERS_DOC,
+    SHARED_PARAM_DEFAULTS,
     BaseImageClassifier,
+    common_attributes_doc,
+    common_parameters_doc,
+    keyword_only_init,
 )
 from skxray.models._feature_store import FeatureStore
 
@@ -79,7 +82,9 @@ def load_resnet50_state_dict(weights):
         When the file cannot be read as a ResNet-50 state dict.
     """
     if isinstance(weights, str) and weights in _TORCHVISION_WEIGHTS:
-        enum = torchvision.models.ResNet50_Weights[weights if weights != "DEFAULT" else "IMAGENET1K_V2"]
+        enum = torchvision.models.ResNet50_Weights[
+            weights if weights != "DEFAULT" else "IMAGENET1K_V2"
+        ]
         try:
             state = enum.get_state_dict(progress=False, check_hash=True)
         except Exception as exc:  # URLError, OSError, hash mismatch: all mean "not available"
@@ -94,9 +99,13 @@ def load_resnet50_state_dict(weights):
                 "weights=None trains from random initialisation."
             ) from exc
     else:
-        state = read_state_dict_file(weights, "ResNet-50", hint=(
-            f"pass one of {_TORCHVISION_WEIGHTS}, None, or the path of a .safetensors/.pth state dict"
-        ))
+        state = read_state_dict_file(
+            weights,
+            "ResNet-50",
+            hint=(
+                f"pass one of {_TORCHVISION_WEIGHTS}, None, or the path of a .safetensors/.pth state dict"
+            ),
+        )
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
 
@@ -237,8 +246,65 @@ class _ResNet50Net(FrozenBackboneNet):
         return self.backbone.layer4[-1]
 
 
+#: What ``net_.module_`` is, and the attribute of its own, in the docstrings
+#: of the frozen-backbone classifiers.
+FROZEN_BACKBONE_NET_DOC = "``net_.module_`` is the full model\n        (backbone and head)"
+FEATURES_CACHED_DOC = """
+    features_cached_ : bool
+        Whether the head was trained on cached features.
+"""
+#: The head and caching parameters of the frozen-backbone classifiers.
+FROZEN_HEAD_PARAMS_DOC = """    freeze : bool, default=True
+        Keep every backbone weight and BatchNorm statistic unchanged (the
+        backbone stays in eval mode); only the head is trained.
+
+    head_units : int, default=256
+        Units of the head's hidden layer.
+
+    cache_features : {"auto", True, False}, default="auto"
+        Compute backbone features once per ``fit`` and train the head on
+        them. "auto" caches when ``freeze=True`` and ``augment`` is None;
+        True requires both.
+"""
+
+
+def frozen_backbone_doc(template, params):
+    """The docstring of a frozen-backbone classifier, its shared pieces filled in.
+
+    ``template`` holds ``{frozen_head}``, ``{common}`` and ``{attributes}``;
+    ``params`` is the class's parameter dict (for the defaults).
+    """
+    return template.format(
+        frozen_head=FROZEN_HEAD_PARAMS_DOC,
+        common=common_parameters_doc(params),
+        attributes=common_attributes_doc(
+            net_module=FROZEN_BACKBONE_NET_DOC,
+            dur_note="; feature caching time not included",
+            extra=FEATURES_CACHED_DOC,
+        ),
+    )
+
+
+#: The parameters of the frozen backbone, before the shared ones.
+_BACKBONE_PARAMS = {
+    "weights": "IMAGENET1K_V2",
+    "freeze": True,
+    "head_units": 256,
+    "cache_features": "auto",
+    "feature_cache_dir": None,
+}
+#: The parameters of ResNet50Classifier and their defaults, in signature order
+#: (keyword_only_init builds its __init__; the docstring reads its defaults).
+_RESNET_PARAMS = {
+    **_BACKBONE_PARAMS,
+    **SHARED_PARAM_DEFAULTS,
+    "image_size": 224,  # the backbone's training resolution
+}
+
+
 class ResNet50Classifier(BaseImageClassifier):
-    __doc__ = """ResNet-50 with ImageNet weights, frozen, and a new two-layer head.
+    __doc__ = frozen_backbone_doc(
+        """ResNet-50 with ImageNet weights, frozen, and a new two-layer head.
 
     Transfer learning for small X-ray sets: torchvision's ResNet-50 turns each
     image into 2,048 features and only a new head (layer normalisation, dense ReLU
@@ -261,18 +327,7 @@ default="IMAGENET1K_V2"
         random initialisation. Offline, a torchvision name raises
         :class:`PretrainedWeightsError` explaining how to supply the file.
 
-    freeze : bool, default=True
-        Keep every backbone weight and BatchNorm statistic unchanged (the
-        backbone stays in eval mode); only the head is trained.
-
-    head_units : int, default=256
-        Units of the head's hidden layer.
-
-    cache_features : {{"auto", True, False}}, default="auto"
-        Compute backbone features once per ``fit`` and train the head on
-        them. "auto" caches when ``freeze=True`` and ``augment`` is None;
-        True requires both.
-
+{frozen_head}
     feature_cache_dir : str, path-like or None, default=None
         Folder where the frozen backbone's features are kept across fits,
         one file of 8 KB per image, keyed by the image's pixels, in a
@@ -286,47 +341,7 @@ default="IMAGENET1K_V2"
         ``skxray.load(folder, feature_cache_dir=...)`` takes it again.
 
 {common}
-    Attributes
-    ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels, sorted.
-
-    input_shape_ : tuple of int
-        (channels, height, width) of the training images.
-
-    n_features_in_ : int
-        Number of features, only when fitted on 2-D (tabular) input.
-
-    net_ : skorch.NeuralNet
-        The trained skorch net; ``net_.module_`` is the full model
-        (backbone and head).
-
-    history_ : list of dict
-        Per epoch: ``epoch``, ``train_loss``, ``valid_loss``, ``valid_acc``,
-        ``lr``, ``dur`` (seconds; feature caching time not included).
-
-    n_iter_ : int
-        Number of epochs run.
-
-    features_cached_ : bool
-        Whether the head was trained on cached features.
-
-    checkpoint_path_ : str or None
-        Folder of this fit's checkpoint, when ``checkpoint_dir`` is set.
-
-    resumed_from_ : str or None
-        The ``last.pt`` checkpoint this fit continued from
-        (``fit(X, y, resume=...)``), None for a fresh start.
-
-    device_ : str
-        Device the model was trained on.
-
-    ood_ : skxray.ood.OODDetector or None
-        Out-of-distribution detector fitted with the network (``ood=True``;
-        None with ``ood=False`` or fewer than 10 training images); see
-        :meth:`predict_with_abstention` and the user guide's page on
-        out-of-distribution detection.
-
+{attributes}
     See Also
     --------
     CNNClassifier : Small network trained from scratch.
@@ -339,16 +354,8 @@ default="IMAGENET1K_V2"
     >>> clf = ResNet50Classifier(weights=None, max_epochs=2, random_state=0).fit(X, y)
     >>> clf.features_cached_
     True
-    """.format(
-        common=COMMON_PARAMETERS_DOC.format(
-            lr="1e-3",
-            weight_decay="1e-4",
-            dropout="0.3",
-            batch_size="32",
-            max_epochs="20",
-            optimizer="adam",
-            image_size="224",
-        )
+    """,
+        _RESNET_PARAMS,
     )
 
     _rgb_input = True
@@ -359,70 +366,7 @@ default="IMAGENET1K_V2"
         # images (through the feature store when feature_cache_dir is given).
         self.features_cached_ = False
 
-    def __init__(
-        self,
-        *,
-        weights="IMAGENET1K_V2",
-        freeze=True,
-        head_units=256,
-        cache_features="auto",
-        feature_cache_dir=None,
-        lr=1e-3,
-        weight_decay=1e-4,
-        dropout=0.3,
-        batch_size=32,
-        max_epochs=20,
-        optimizer="adam",
-        lr_schedule=None,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=5,
-        class_weight=None,
-        augment=None,
-        checkpoint_dir=None,
-        device="auto",
-        image_size=224,
-        keep_aspect="crop",
-        random_state=None,
-        verbose=0,
-        ood=True,
-        min_confidence=0.0,
-        num_workers=0,
-        amp="auto",
-        accelerator="auto",
-        label_smoothing=0.0,
-        tta=False,
-    ):
-        self.weights = weights
-        self.freeze = freeze
-        self.head_units = head_units
-        self.cache_features = cache_features
-        self.feature_cache_dir = feature_cache_dir
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.dropout = dropout
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.optimizer = optimizer
-        self.lr_schedule = lr_schedule
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.class_weight = class_weight
-        self.augment = augment
-        self.checkpoint_dir = checkpoint_dir
-        self.device = device
-        self.image_size = image_size
-        self.keep_aspect = keep_aspect
-        self.random_state = random_state
-        self.verbose = verbose
-        self.ood = ood
-        self.min_confidence = min_confidence
-        self.num_workers = num_workers
-        self.amp = amp
-        self.accelerator = accelerator
-        self.label_smoothing = label_smoothing
-        self.tta = tta
+    __init__ = keyword_only_init(_RESNET_PARAMS)
 
     _parameter_constraints: dict = {
         **BaseImageClassifier._parameter_constraints,
@@ -473,7 +417,9 @@ default="IMAGENET1K_V2"
     def _attach_feature_store(self, module):
         # The weights are hashed at the first lookup, after they are loaded.
         if self.feature_cache_dir is not None and self.freeze:
-            module.feature_store = FeatureStore(self.feature_cache_dir, module.backbone, prefix="resnet50")
+            module.feature_store = FeatureStore(
+                self.feature_cache_dir, module.backbone, prefix="resnet50"
+            )
 
     def _fit_net(self, module, dataset, y_enc, make_net):
         self.features_cached_ = self._caches_features()
@@ -489,7 +435,9 @@ default="IMAGENET1K_V2"
         if self.ood:
             # The OOD detector's embeddings from the cached features: running
             # the backbone again would double the cost of fit.
-            self._ood_train_embeddings = _head_embeddings(module.head, features, self.batch_size, self.device_)
+            self._ood_train_embeddings = _head_embeddings(
+                module.head, features, self.batch_size, self.device_
+            )
         return net
 
 

@@ -21,12 +21,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from skxray._param_validation import Interval, StrOptions
-from skxray.models._base import COMMON_PARAMETERS_DOC
+from skxray.models._base import (
+    SHARED_PARAM_DEFAULTS,
+    keyword_only_init,
+)
 from skxray.models._feature_store import FeatureStore
 from skxray.models.resnet import (
+    _BACKBONE_PARAMS,
     FrozenBackboneNet,
     PretrainedWeightsError,
     ResNet50Classifier,
+    frozen_backbone_doc,
     read_state_dict_file,
 )
 
@@ -228,7 +233,9 @@ def load_xrv_state_dict(backbone, weights="pretrained"):
 class _XRVNet(FrozenBackboneNet):
     """Images in [0, 1] -> torchxrayvision input (:func:`to_xrv_input`) -> backbone -> head."""
 
-    def __init__(self, backbone, resolution, n_outputs, head_units, dropout, freeze, state_dict=None):
+    def __init__(
+        self, backbone, resolution, n_outputs, head_units, dropout, freeze, state_dict=None
+    ):
         network = _build_backbone(backbone)
         if state_dict is not None:
             missing, unexpected = network.load_state_dict(state_dict, strict=False)
@@ -237,7 +244,9 @@ class _XRVNet(FrozenBackboneNet):
                     f"The weights do not fit torchxrayvision's {backbone}: "
                     f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
                 )
-        super().__init__(network, XRV_BACKBONES[backbone][2], n_outputs, head_units, dropout, freeze)
+        super().__init__(
+            network, XRV_BACKBONES[backbone][2], n_outputs, head_units, dropout, freeze
+        )
         self.architecture = XRV_BACKBONES[backbone][0]
         self.resolution = resolution
 
@@ -258,8 +267,21 @@ class _XRVNet(FrozenBackboneNet):
         return self.backbone.layer4[-1]
 
 
+#: The parameters of PretrainedCXRClassifier and their defaults, in signature order
+#: (keyword_only_init builds its __init__; the docstring reads its defaults).
+_XRV_PARAMS = {
+    "backbone": "densenet121-res224-all",
+    **_BACKBONE_PARAMS,
+    "weights": "pretrained",
+    "input_resolution": "native",
+    **SHARED_PARAM_DEFAULTS,
+    "image_size": 224,
+}
+
+
 class PretrainedCXRClassifier(ResNet50Classifier):
-    __doc__ = """A chest X-ray-pretrained torchxrayvision backbone, frozen, and a new head.
+    __doc__ = frozen_backbone_doc(
+        """A chest X-ray-pretrained torchxrayvision backbone, frozen, and a new head.
 
     torchxrayvision's DenseNet-121 and ResNet-50 networks were trained on
     hundreds of thousands of chest X-rays; each turns an image into 1,024
@@ -304,18 +326,7 @@ class PretrainedCXRClassifier(ResNet50Classifier):
         features then differ from torchxrayvision's). Images must be square
         unless None.
 
-    freeze : bool, default=True
-        Keep every backbone weight and BatchNorm statistic unchanged (the
-        backbone stays in eval mode); only the head is trained.
-
-    head_units : int, default=256
-        Units of the head's hidden layer.
-
-    cache_features : {{"auto", True, False}}, default="auto"
-        Compute backbone features once per ``fit`` and train the head on
-        them. "auto" caches when ``freeze=True`` and ``augment`` is None;
-        True requires both.
-
+{frozen_head}
     feature_cache_dir : str, path-like or None, default=None
         Folder where the frozen backbone's features are kept across fits and
         predictions, one file per image keyed by its pixels, in a subfolder
@@ -323,40 +334,7 @@ class PretrainedCXRClassifier(ResNet50Classifier):
         weights. As for :class:`ResNet50Classifier`.
 
 {common}
-    Attributes
-    ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels, sorted.
-
-    input_shape_ : tuple of int
-        (channels, height, width) of the training images.
-
-    net_ : skorch.NeuralNet
-        The trained skorch net; ``net_.module_`` is the full model
-        (backbone and head).
-
-    history_ : list of dict
-        Per epoch: ``epoch``, ``train_loss``, ``valid_loss``, ``valid_acc``,
-        ``lr``, ``dur``.
-
-    n_iter_ : int
-        Number of epochs run.
-
-    features_cached_ : bool
-        Whether the head was trained on cached features.
-
-    checkpoint_path_ : str or None
-        Folder of this fit's checkpoint, when ``checkpoint_dir`` is set.
-
-    resumed_from_ : str or None
-        The ``last.pt`` checkpoint this fit continued from, None for a fresh start.
-
-    device_ : str
-        Device the model was trained on.
-
-    ood_ : skxray.ood.OODDetector or None
-        Out-of-distribution detector fitted with the network (``ood=True``).
-
+{attributes}
     See Also
     --------
     ResNet50Classifier : The same with torchvision's ImageNet ResNet-50.
@@ -377,79 +355,24 @@ class PretrainedCXRClassifier(ResNet50Classifier):
     ...                               random_state=0).fit(X, y)
     >>> clf.features_cached_, clf.predict(X[:3]).shape
     (True, (3,))
-    """.format(
-        common=COMMON_PARAMETERS_DOC.format(
-            lr="1e-3",
-            weight_decay="1e-4",
-            dropout="0.3",
-            batch_size="32",
-            max_epochs="20",
-            optimizer="adam",
-            image_size="224",
-        )
+    """,
+        _XRV_PARAMS,
     )
 
     _rgb_input = False
 
-    def __init__(
-        self,
-        *,
-        backbone="densenet121-res224-all",
-        weights="pretrained",
-        input_resolution="native",
-        freeze=True,
-        head_units=256,
-        cache_features="auto",
-        feature_cache_dir=None,
-        lr=1e-3,
-        weight_decay=1e-4,
-        dropout=0.3,
-        batch_size=32,
-        max_epochs=20,
-        optimizer="adam",
-        lr_schedule=None,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=5,
-        class_weight=None,
-        augment=None,
-        checkpoint_dir=None,
-        device="auto",
-        image_size=224,
-        keep_aspect="crop",
-        random_state=None,
-        verbose=0,
-        ood=True,
-        min_confidence=0.0,
-        num_workers=0,
-        amp="auto",
-        accelerator="auto",
-        label_smoothing=0.0,
-        tta=False,
-    ):
-        # ResNet50Classifier stores its parameters; a parameter it gains later
-        # is then set (to its default) here too, so its methods always find it.
-        super().__init__(
-            weights=weights, freeze=freeze, head_units=head_units,
-            cache_features=cache_features, feature_cache_dir=feature_cache_dir, lr=lr,
-            weight_decay=weight_decay, dropout=dropout, batch_size=batch_size,
-            max_epochs=max_epochs, optimizer=optimizer, lr_schedule=lr_schedule,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, class_weight=class_weight, augment=augment,
-            checkpoint_dir=checkpoint_dir, device=device, image_size=image_size,
-            keep_aspect=keep_aspect, random_state=random_state, verbose=verbose, ood=ood,
-            min_confidence=min_confidence, num_workers=num_workers, amp=amp,
-            accelerator=accelerator, label_smoothing=label_smoothing, tta=tta,
-        )
-        self.backbone = backbone
-        self.input_resolution = input_resolution
+    __init__ = keyword_only_init(_XRV_PARAMS)
 
     _parameter_constraints: dict = {
         **ResNet50Classifier._parameter_constraints,
         "backbone": [StrOptions(set(XRV_BACKBONES))],
         # "pretrained" or a file, checked when the weights are loaded.
         "weights": [None, str, os.PathLike],
-        "input_resolution": [StrOptions({"native"}), Interval(Integral, _MIN_SIDE, None, closed="left"), None],
+        "input_resolution": [
+            StrOptions({"native"}),
+            Interval(Integral, _MIN_SIDE, None, closed="left"),
+            None,
+        ],
     }
 
     def _resolution(self):
@@ -461,7 +384,9 @@ class PretrainedCXRClassifier(ResNet50Classifier):
         channels, height, width = input_shape
         name = type(self).__name__
         if channels not in (1, 3):
-            raise ValueError(f"{name} needs gray (1 channel) or RGB (3 channels) images; got {channels} channels.")
+            raise ValueError(
+                f"{name} needs gray (1 channel) or RGB (3 channels) images; got {channels} channels."
+            )
         resolution = self._resolution()
         if resolution is not None and height != width:
             raise ValueError(
@@ -487,8 +412,13 @@ class PretrainedCXRClassifier(ResNet50Classifier):
 
     def _make_module(self, n_outputs, state):
         module = _XRVNet(
-            self.backbone, self._resolution(), n_outputs, self.head_units, self.dropout,
-            bool(self.freeze), state,
+            self.backbone,
+            self._resolution(),
+            n_outputs,
+            self.head_units,
+            self.dropout,
+            bool(self.freeze),
+            state,
         )
         self._attach_feature_store(module)
         return module
@@ -498,4 +428,6 @@ class PretrainedCXRClassifier(ResNet50Classifier):
         # so it is part of the folder's name; the weights are hashed lazily.
         if self.feature_cache_dir is not None and self.freeze:
             prefix = f"xrv-{self.backbone}-{self._resolution() or 'own'}"
-            module.feature_store = FeatureStore(self.feature_cache_dir, module.backbone, prefix=prefix)
+            module.feature_store = FeatureStore(
+                self.feature_cache_dir, module.backbone, prefix=prefix
+            )
