@@ -102,11 +102,20 @@ def test_fuzz_smoke(tmp_path):
     """A short atheris run over the seed corpus finds nothing (exit status 0)."""
     if importlib.util.find_spec("atheris") is None:
         pytest.skip("atheris is not installed (pip install -e '.[fuzz]'); the fuzz smoke test needs it")
+    import resource
+
     corpus = tmp_path / "corpus"
     _fuzz_module().write_corpus(corpus)
+    # libFuzzer's memory limit reads the peak RSS of its process, and Linux
+    # carries the peak of the process that started it (this pytest run, with
+    # torch and every earlier test loaded: 3.2 GB once) across exec. Against
+    # the default 2 GB the check then failed whenever the run lasted past
+    # libFuzzer's first one-second RSS sample, i.e. on a busy machine. The
+    # limit is 2 GB above what the worker inherits.
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     result = subprocess.run(
         [sys.executable, str(FUZZ), "--worker", "-atheris_runs=300", "-seed=1",
-         f"-artifact_prefix={tmp_path}/", str(corpus)],
+         f"-rss_limit_mb={inherited_mb + 2048}", f"-artifact_prefix={tmp_path}/", str(corpus)],
         capture_output=True, text=True, env=_env(), cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
