@@ -34,12 +34,17 @@ def accuracy_table(payload):
     settings = payload.get("settings", {})
     paper = {**PAPER_ACCURACY, **(settings.get("paper_accuracy") or {})}
     header = [
-        "task", "folds by", "model", "accuracy (%)", "paper (%)", "target (%)", "met",
-        "balanced acc. (%)", "ROC AUC (%)", "COVID-19 sens. (%)", "COVID-19 PPV (%)",
-        "lungs masked (bal. acc.)",
+        "task", "folds by", "model", "accuracy (%)", "patient-grouped (%)", "paper (%)",
+        "target (%)", "met", "balanced acc. (%)", "ROC AUC (%)", "COVID-19 sens. (%)",
+        "COVID-19 PPV (%)", "abstained (%)", "answered acc. (%)", "lungs masked (bal. acc.)",
     ]
+    results = payload.get("results", [])
+    # The patient-grouped figure beside each row (issue 15): the same task and
+    # model under grouped folds.
+    grouped = {(r["task"], r["model"]): r for r in results if r["protocol"] == "patient"}
     rows = []
-    for r in payload.get("results", []):
+    for r in results:
+        g = grouped.get((r["task"], r["model"]), {}) if r["protocol"] == "image" else {}
         model = r["model"] + (" (best)" if r.get("best_model") else "")
         if r.get("image_size"):
             model += f", {r['image_size']} px, {r.get('epochs', '?')} ep."
@@ -51,6 +56,7 @@ def accuracy_table(payload):
             r["protocol"],
             model,
             _pct(r.get("accuracy_mean"), r.get("accuracy_std")),
+            _pct(g.get("accuracy_mean"), g.get("accuracy_std")),
             _pct2(r.get("paper_accuracy", paper.get(r["task"]))),
             "" if target is None else f">= {_pct(target)}",
             "" if met is None else ("yes" if met else "no"),
@@ -58,6 +64,8 @@ def accuracy_table(payload):
             _pct(r.get("roc_auc_mean"), r.get("roc_auc_std")),
             _pct(r.get("covid_sensitivity_mean"), r.get("covid_sensitivity_std")),
             _pct(r.get("covid_ppv_mean"), r.get("covid_ppv_std")),
+            _pct(r.get("abstention_rate")),
+            _pct(r.get("answered_accuracy")),
             "" if lungs is None else f"{lungs:.3f}",
         ])
     return header, rows
@@ -75,6 +83,14 @@ def accuracy_notes(payload):
         notes.append(
             "Lungs masked: balanced accuracy with the lungs hidden, target "
             f"{s['lungs_masked_target']} (a model that reads the lungs should fall to chance)."
+        )
+    if any("abstention_rate" in r for r in payload.get("results", [])):
+        notes.append(
+            "Abstained: share of the test images that predict_with_abstention left "
+            "unanswered (out-of-distribution detector, ood=True, the default), pooled over "
+            "the folds; answered acc.: accuracy on the others. Empty: no detector (ensembles). "
+            "The *_defaults rows are each class with nothing set but random_state; the cnn "
+            "row is CNNClassifier.from_preset(\"benchmark\"), what the quickstart uses."
         )
     if s.get("masking_note"):
         notes.append(f"Lungs masked, caveat: {s['masking_note']}")
