@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 
 __all__ = [
     "DaskPredictor",
@@ -454,63 +453,19 @@ class DaskPredictor:
             As :func:`skxray.evaluation.external_validation` returns; its
             shift test is :meth:`shift_test` on ``predictions.files``.
         """
-        from skxray.evaluation import external_validation, proportion_ci
-        from skxray.ood import MIN_SHIFT_TEST_IMAGES
+        from skxray.evaluation import external_validation_from_predictions
 
-        n = len(predictions.files)
-        # Everything but the detector's part, from the stored probabilities.
-        result = external_validation(
-            _PrecomputedClassifier(predictions), np.arange(n), y, alpha=alpha,
-            n_permutations=n_permutations, random_state=random_state,
-        )
-        if predictions.answers is None:
-            return result
-        result["notes"] = [note for note in result["notes"] if not note.startswith(_NO_DETECTOR_NOTE)]
-        count = int(np.sum(predictions.answers == "uncertain"))
-        low, high = proportion_ci(count, n)
-        result["abstention"] = {"value": count / n, "ci95": [low, high], "count": count, "n": n}
-        if n < MIN_SHIFT_TEST_IMAGES:
-            result["notes"].append(
-                f"Shift test skipped: it needs at least {MIN_SHIFT_TEST_IMAGES} images; got {n}."
-            )
-        else:
-            result["shift_test"] = self.shift_test(
+        classes = np.asarray(predictions.classes)
+        return external_validation_from_predictions(
+            y,
+            classes[np.argmax(predictions.proba, axis=1)],
+            predictions.proba,
+            classes=classes,
+            answers=predictions.answers,
+            shift_test=lambda: self.shift_test(
                 predictions.files, alpha=alpha, n_permutations=n_permutations, random_state=random_state
-            ).to_dict()
-        return result
-
-
-#: How external_validation's note for a model without detector begins; the
-#: proxy below has none, the real model may.
-_NO_DETECTOR_NOTE = "No out-of-distribution detector"
-
-
-class _PrecomputedClassifier(ClassifierMixin, BaseEstimator):
-    """A stand-in whose ``predict_proba(indices)`` returns stored probabilities.
-
-    It lets :func:`skxray.evaluation.external_validation` compute its
-    metrics from predictions made on the workers, with ``X`` the index of
-    each image, instead of copying that function. It has no detector: the
-    abstention and the shift test are filled in by the caller.
-    """
-
-    ood_ = None
-
-    def __init__(self, predictions):
-        self.predictions = predictions
-
-    @property
-    def classes_(self):
-        return np.asarray(self.predictions.classes)
-
-    def fit(self, X, y=None):
-        raise NotImplementedError("predictions made elsewhere cannot be refitted")
-
-    def __sklearn_is_fitted__(self):
-        return True
-
-    def predict_proba(self, X):
-        return self.predictions.proba[np.asarray(X, dtype=np.intp)]
+            ),
+        )
 
 
 def predict_files(model_dir, files, scheduler, *, partition_size=None):

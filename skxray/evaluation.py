@@ -59,6 +59,7 @@ __all__ = [
     "evaluate",
     "external_validation",
     "external_validation_figures",
+    "external_validation_from_predictions",
     "plot_calibration",
     "plot_confusion_matrix",
     "plot_image_grid",
@@ -1323,18 +1324,84 @@ def external_validation(estimator, X, y, *, alpha=0.05, n_permutations=1000, ran
     --------
     skxray.ood.shift_test : The batch test alone.
     evaluate : Metrics when every class is present.
+    external_validation_from_predictions : The same from predictions made elsewhere.
     """
-    from skxray.ood import MIN_SHIFT_TEST_IMAGES, shift_test
+    from skxray.ood import shift_test
 
     check_is_fitted(estimator)
+    _check_external_labels(y, estimator.classes_)  # before predicting a whole folder
+    y_pred, proba, classes = _predict_with_proba(estimator, X)
+    if getattr(estimator, "ood_", None) is None:
+        answers = run_shift_test = None
+    else:
+        answers = estimator.predict_with_abstention(X)
+
+        def run_shift_test():
+            return shift_test(
+                estimator, X, alpha=alpha, n_permutations=n_permutations, random_state=random_state
+            )
+
+    return external_validation_from_predictions(
+        y, y_pred, proba, classes=classes, answers=answers, shift_test=run_shift_test
+    )
+
+
+def _check_external_labels(y, classes):
+    """``y`` as a label vector, every label one of ``classes`` (a ValueError naming the others)."""
     y = check_label_vector(y, "y")
-    classes = np.asarray(estimator.classes_)
+    classes = np.asarray(classes)
     unknown = sorted(set(map(str, np.unique(y))) - set(map(str, classes)))
     if unknown:
         raise ValueError(
             f"y has label(s) {unknown} that the model does not know; its classes are {classes.tolist()}."
         )
-    y_pred, proba, _ = _predict_with_proba(estimator, X)
+    return y
+
+
+def external_validation_from_predictions(y, y_pred, y_proba=None, *, classes, answers=None,
+                                         shift_test=None):
+    """:func:`external_validation` from predictions already made.
+
+    For predictions made elsewhere (on a Dask cluster, by
+    :class:`skxray.dask.DaskPredictor`): the same result, the same checks,
+    the same notes, from the predicted labels, probabilities and
+    abstentions.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        True labels; each must be one of ``classes``.
+    y_pred : array-like of shape (n_samples,)
+        Predicted labels.
+    y_proba : ndarray of shape (n_samples, n_classes) or None, default=None
+        Class probabilities, columns in the order of ``classes`` (for ROC
+        AUC when every class is present).
+    classes : array-like of shape (n_classes,)
+        The model's classes.
+    answers : array-like of shape (n_samples,) or None, default=None
+        ``predict_with_abstention`` of each image (``"uncertain"`` where the
+        model abstained); None for a model without out-of-distribution
+        detector: then there is no abstention and no shift test.
+    shift_test : callable or None, default=None
+        Called without arguments, only when ``answers`` is given and the set
+        is large enough (:data:`skxray.ood.MIN_SHIFT_TEST_IMAGES`); returns
+        the :class:`skxray.ood.ShiftTestResult` of these images.
+
+    Returns
+    -------
+    result : dict
+        As :func:`external_validation`.
+
+    Raises
+    ------
+    ValueError
+        If a label of ``y`` is not one of ``classes``.
+    """
+    from skxray.ood import MIN_SHIFT_TEST_IMAGES
+
+    classes = np.asarray(classes)
+    y = _check_external_labels(y, classes)
+    y_pred = np.asarray(y_pred)
     present = [c for c in classes if np.any(y == c)]
     missing = [c for c in classes if not np.any(y == c)]
     n = len(y)
@@ -1361,21 +1428,17 @@ def external_validation(estimator, X, y, *, alpha=0.05, n_permutations=1000, ran
             f"this set has no {', '.join(map(str, missing))}."
         )
     else:
-        result["metrics"] = classification_metrics(y, y_pred, proba, classes=classes)
-    if getattr(estimator, "ood_", None) is None:
+        result["metrics"] = classification_metrics(y, y_pred, y_proba, classes=classes)
+    if answers is None:
         result["notes"].append("No out-of-distribution detector (ood=False): no abstention, no shift test.")
         return result
-    answers = estimator.predict_with_abstention(X)
-    result["abstention"] = _rate(np.sum(answers == "uncertain"), n)
+    result["abstention"] = _rate(np.sum(np.asarray(answers) == "uncertain"), n)
     if n < MIN_SHIFT_TEST_IMAGES:
         result["notes"].append(
             f"Shift test skipped: it needs at least {MIN_SHIFT_TEST_IMAGES} images; got {n}."
         )
-    else:
-        test = shift_test(
-            estimator, X, alpha=alpha, n_permutations=n_permutations, random_state=random_state
-        )
-        result["shift_test"] = test.to_dict()
+    elif shift_test is not None:
+        result["shift_test"] = shift_test().to_dict()
     return result
 
 

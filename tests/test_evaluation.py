@@ -626,3 +626,65 @@ def test_internal_interval_of_few_folds_stays_a_rate():
     # The report's table and the evaluate report give the same interval.
     assert inside["sensitivity_Covid-19"][1:] == mean_interval(0.9, 0.05, 3)
     assert inside["accuracy"][1] == pytest.approx(0.645 - 4.302653 * 0.13 / 2 ** 0.5, abs=1e-5)
+
+
+def test_external_validation_from_predictions_equals_the_estimator_path(fitted_cnn, phantoms):
+    # The Dask path computes external validation from predictions made on
+    # workers; both paths must give the same dict, notes and shift test included.
+    from skxray.evaluation import external_validation, external_validation_from_predictions
+    from skxray.ood import shift_test
+
+    X, y = phantoms[0][:40], phantoms[1][:40]
+    assert fitted_cnn.ood_ is not None
+    direct = external_validation(fitted_cnn, X, y, n_permutations=200, random_state=0)
+    proba = fitted_cnn.predict_proba(X)
+    rebuilt = external_validation_from_predictions(
+        y, fitted_cnn.classes_[proba.argmax(axis=1)], proba, classes=fitted_cnn.classes_,
+        answers=fitted_cnn.predict_with_abstention(X),
+        shift_test=lambda: shift_test(fitted_cnn, X, n_permutations=200, random_state=0),
+    )
+    import json
+
+    # As JSON: NaN-valued metrics compare equal there, not in a dict.
+    assert json.dumps(rebuilt, sort_keys=True, default=str) == json.dumps(direct, sort_keys=True, default=str)
+    assert direct["abstention"] is not None and direct["shift_test"] is not None
+
+
+def test_external_validation_from_predictions_without_detector_or_enough_images():
+    from skxray.evaluation import external_validation_from_predictions
+
+    def never():
+        raise AssertionError("the shift test must not run")
+
+    y = np.array(["a", "a", "a"])
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    no_detector = external_validation_from_predictions(
+        y, np.array(["a", "b", "a"]), proba, classes=["a", "b"], shift_test=never)
+    assert no_detector["abstention"] is None and no_detector["shift_test"] is None
+    assert any(note.startswith("No out-of-distribution detector") for note in no_detector["notes"])
+    assert no_detector["per_class"]["a"]["sensitivity"]["count"] == 2
+    few = external_validation_from_predictions(
+        y, np.array(["a", "b", "a"]), proba, classes=["a", "b"],
+        answers=np.array(["a", "uncertain", "a"], dtype=object), shift_test=never)
+    assert few["abstention"]["count"] == 1
+    assert any(note.startswith("Shift test skipped") for note in few["notes"])
+    assert not any(note.startswith("No out-of-distribution detector") for note in few["notes"])
+
+
+def test_external_validation_checks_labels_before_predicting():
+    from skxray.evaluation import external_validation
+
+    class Refuses(ClassifierMixin, BaseEstimator):
+        classes_ = np.array(["a", "b"])
+
+        def fit(self, X, y):
+            return self
+
+        def __sklearn_is_fitted__(self):
+            return True
+
+        def predict_proba(self, X):
+            raise AssertionError("predicted before the labels were checked")
+
+    with pytest.raises(ValueError, match=r"label\(s\) \['c'\]"):
+        external_validation(Refuses(), np.zeros((2, 8, 8)), ["a", "c"])
