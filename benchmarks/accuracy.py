@@ -65,6 +65,7 @@ The CPU run kept in the repository (about 8 minutes on 2 quiet cores)::
 """
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -545,6 +546,9 @@ def parse_args(argv=None):
     p.add_argument("--subset", type=int, default=None, help="use a stratified subset of N images")
     p.add_argument("--masking", action="store_true", help="lungs-masked and borders-masked figures")
     p.add_argument("--out", default=None, help="JSON file (default results/accuracy.json)")
+    p.add_argument("--append", action="store_true",
+                   help="keep the rows of --out that this run does not redo (other tasks, protocols "
+                        "or models): a grid run in parts; settings['parts'] records each part")
     p.add_argument("--oof", default=None,
                    help="also save out-of-fold probabilities and file names to this .npz")
     p.add_argument("--phantom", action="store_true", help="synthetic images (smoke test only)")
@@ -605,6 +609,8 @@ def main(argv=None):
         "results": [],
         "folds": [],
     }
+    if args.append and out.is_file():
+        run.payload = merge_parts(json.loads(out.read_text(encoding="utf-8")), run.payload)
     write_json(out, run.payload)
     log(f"writing {out}")
 
@@ -632,7 +638,19 @@ def main(argv=None):
                 )
     payload = run.payload
     flag_best(payload["results"])
-    return finish(payload, out, t_start, markdown_table)
+    if "parts" in payload["settings"]:
+        # Rows of every part in the order of a single run.
+        payload["results"].sort(key=lambda r: (
+            ("binary", "3class").index(r["task"]), ("image", "patient").index(r["protocol"]),
+            ALL_MODELS.index(r["model"])))
+    finish(payload, out, t_start, markdown_table)
+    if "parts" in payload["settings"]:  # this run's own time and rows, in its part
+        payload["settings"]["parts"][-1].update(
+            total_time_s=payload["settings"]["total_time_s"],
+            blocks_written=sorted({f"{t}/{p}" for t in tasks for p in protocols}),
+        )
+        write_json(out, payload)
+    return payload
 
 
 @dataclass
@@ -803,6 +821,42 @@ def _run_ensemble(run, task, protocol, ensemble, members, member_oof, member_fit
     )
     write_json(run.out, payload)
     log(f"{task}/{protocol}/{ensemble}: accuracy {row['accuracy_mean']:.4f}")
+
+
+def _part(payload):
+    """What one run of a grid in parts did: its command, tasks, protocols, models and machine."""
+    s, m = payload["settings"], payload["machine"]
+    return {key: s.get(key) for key in ("command", "tasks", "protocols", "models", "total_time_s")} | {
+        "date_utc": m.get("date_utc"), "git_commit": m.get("git_commit"),
+        "load_average_1min_at_start": m.get("load_average_1min_at_start"),
+        # What it finished (a part may have been stopped before all its tasks).
+        "blocks_written": sorted({f"{r['task']}/{r['protocol']}" for r in payload["results"]}),
+    }
+
+
+def merge_parts(old, new):
+    """``new`` (a run starting) with the rows of ``old`` that it does not redo (``--append``).
+
+    A row is redone when its task, protocol and model are all in the new
+    run's settings. ``settings["parts"]`` lists every run that wrote rows,
+    the last being the new one (its total time is filled in at the end).
+    """
+    s = new["settings"]
+    redone = {(t, p, m) for t in s["tasks"] for p in s["protocols"] for m in s["models"]}
+
+    def kept(rows):
+        return [r for r in rows if (r["task"], r["protocol"], r["model"]) not in redone]
+
+    merged = {**new, "results": kept(old["results"]), "folds": kept(old.get("folds", []))}
+    parts = old["settings"].get("parts") or [_part(old)]
+    merged["settings"] = {
+        **s,
+        "tasks": sorted({*old["settings"]["tasks"], *s["tasks"]}, key=("binary", "3class").index),
+        "models": [m for m in ALL_MODELS if m in {*old["settings"]["models"], *s["models"]}],
+        "parts": [*parts, _part(new)],
+        "models_settings": {**old["settings"].get("models_settings", {}), **s.get("models_settings", {})},
+    }
+    return merged
 
 
 def feature_cache_folder(choice):
