@@ -1,11 +1,12 @@
 """Run every benchmark, then write the Markdown summary of the results.
 
 ``make bench`` runs ``python benchmarks/run_all.py``: the full accuracy grid
-(3 models + soft voting, binary and 3-class, image- and patient-level 5-fold
-CV, masking figures) and every speed measurement; results go to
+(3 models tuned and at their defaults, soft voting and the lung-crop CNN;
+binary and 3-class; image- and patient-level 5-fold CV; abstention and
+masking figures) and every speed measurement; results go to
 ``benchmarks/results/accuracy.json``, ``speed.json`` and ``README.md``.
-The full run took 61 minutes on a 2-core CPU (56 for accuracy: the
-ResNet-50's features are computed once per image and shared by all folds);
+The accuracy grid takes about 2.5 hours on a 2-core CPU (the 128 px CNNs with
+the detector and its validation split; the binary half took 72 minutes);
 ``--device cuda`` runs it on a GPU. ``benchmarks/scale.py`` (files on disk,
 loader workers, data-parallel and Dask throughput; ``scale.json``) runs last;
 ``--skip-scale`` leaves it out.
