@@ -288,6 +288,8 @@ def model_config(model, args):
         value = getattr(args, key)
         if value is not None:
             cfg["params"][key] = None if value == "none" else value
+    if args.amp is not None:
+        cfg["params"]["amp"] = {"auto": "auto", "true": True, "false": False}[args.amp]
     if args.filters and model.startswith("cnn"):
         cfg["params"]["filters"] = tuple(int(f) for f in args.filters.split(","))
     return cfg
@@ -488,6 +490,13 @@ def abstentions(est, X):
     return clf.predict_with_abstention(X)
 
 
+def final_step(est):
+    """The classifier of a fitted pipeline, or ``est`` itself."""
+    from sklearn.pipeline import Pipeline
+
+    return est[-1] if isinstance(est, Pipeline) else est
+
+
 def abstention_scores(y, answer):
     """Share of images not answered, and accuracy on the answered ones."""
     if answer is None:
@@ -527,7 +536,9 @@ def run_model(model, est_template, X, y, classes, splits, masking, cuda):
         fit_times.append(t_fit.seconds)
         predict_times.append(t_pred.seconds)
         fold_rows.append({"fold": i, "n_train": len(train), "n_test": len(test), **s,
-                          "fit_time_s": t_fit.seconds, "predict_time_s": t_pred.seconds})
+                          "fit_time_s": t_fit.seconds, "predict_time_s": t_pred.seconds,
+                          # bfloat16 autocast used (amp="auto" turns it on on CUDA)
+                          "amp": bool(getattr(final_step(est), "amp_", False))})
         log(
             f"  {model} fold {i + 1}/{len(splits)}: accuracy {s['accuracy']:.4f}, "
             f"balanced {s['balanced_accuracy']:.4f}, abstained {s['abstention_rate']}, "
@@ -553,6 +564,9 @@ def parse_args(argv=None):
     p.add_argument("--append", action="store_true",
                    help="keep the rows of --out that this run does not redo (other tasks, protocols "
                         "or models): a grid run in parts; settings['parts'] records each part")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="merge the files of one grid run in parallel parts (each its own tasks "
+                   "or protocols) into --out, print the table and exit")
     p.add_argument("--oof", default=None,
                    help="also save out-of-fold probabilities and file names to this .npz")
     p.add_argument("--phantom", action="store_true", help="synthetic images (smoke test only)")
@@ -575,6 +589,8 @@ def parse_args(argv=None):
                         choices=("none", "plateau", "cosine", "onecycle"))
     tuning.add_argument("--class-weight", dest="class_weight", default=None, choices=("none", "balanced"))
     tuning.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    tuning.add_argument("--amp", choices=("auto", "true", "false"), default=None,
+                        help="mixed precision on CUDA (the estimators' amp)")
     tuning.add_argument("--filters", default=None, help="CNN filters, e.g. 32,64,128")
     tuning.add_argument("--label", default=None, help="free text stored with the results")
     args = p.parse_args(argv)
@@ -586,6 +602,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.merge:
+        return merge_files(args.merge, Path(args.out) if args.out else default_out("accuracy.json", False))
     tasks, protocols, models = _parse_lists(args)
     models, ensembles = _add_ensemble_members(models)
     device = resolve_device(args.device)
@@ -635,18 +653,17 @@ def main(argv=None):
                     oof_store[f"{task}/rows"] = idx  # rows of filenames and y
                     oof_store[f"{task}/classes"] = np.asarray(classes, dtype=str)
                     save_oof(args.oof, oof_store, data)
-            for ensemble, ensemble_members in ensembles.items():
-                _run_ensemble(
-                    run, task, protocol, ensemble, ensemble_members, member_oof, member_fit,
-                    y, classes, splits,
-                )
+                # An ensemble as soon as its members are fitted, so that a run
+                # stopped early (a time limit) keeps it.
+                for ensemble, ensemble_members in ensembles.items():
+                    if model == [m for m in fitted if m in ensemble_members][-1]:
+                        _run_ensemble(
+                            run, task, protocol, ensemble, ensemble_members, member_oof,
+                            member_fit, y, classes, splits,
+                        )
     payload = run.payload
     flag_best(payload["results"])
-    if "parts" in payload["settings"]:
-        # Rows of every part in the order of a single run.
-        payload["results"].sort(key=lambda r: (
-            ("binary", "3class").index(r["task"]), ("image", "patient").index(r["protocol"]),
-            ALL_MODELS.index(r["model"])))
+    sort_rows(payload["results"])
     finish(payload, out, t_start, markdown_table)
     if "parts" in payload["settings"]:  # this run's own time and rows, in its part
         payload["settings"]["parts"][-1].update(
@@ -784,6 +801,7 @@ def _run_fitted(run, task, protocol, model, idx, classes, splits):
         "predict_time_per_fold_s": float(np.mean(predict_times)),
         "within_60_min": sum(fit_times) <= TARGET_MINUTES_PER_MODEL * 60,
         "device": run.device,
+        "amp": any(r["amp"] for r in fold_rows),
     }
     if model.startswith("resnet50"):
         extra["weights"] = "imagenet" if run.resnet_weights else "random init"
@@ -856,10 +874,41 @@ def merge_parts(old, new):
     merged["settings"] = {
         **s,
         "tasks": sorted({*old["settings"]["tasks"], *s["tasks"]}, key=("binary", "3class").index),
+        "protocols": sorted({*old["settings"]["protocols"], *s["protocols"]}, key=("image", "patient").index),
         "models": [m for m in ALL_MODELS if m in {*old["settings"]["models"], *s["models"]}],
         "parts": [*parts, _part(new)],
         "models_settings": {**old["settings"].get("models_settings", {}), **s.get("models_settings", {})},
     }
+    return merged
+
+
+def merge_files(paths, out):
+    """``--merge``: one payload from the files of a grid run in parallel parts.
+
+    Each file is a complete run of some tasks and protocols (``--tasks``,
+    ``--protocols``, ``--out``); where two files hold the same row, the later
+    file's wins. ``settings["parts"]`` lists each file's run; the total time
+    is the longest part's, since the parts ran side by side.
+    """
+    merged = None
+    for path in paths:
+        part = json.loads(Path(path).read_text(encoding="utf-8"))
+        if merged is None:
+            merged = part
+            continue
+        merged = merge_parts(merged, {**part, "results": [], "folds": []})
+        merged["results"] += part["results"]
+        merged["folds"] += part.get("folds", [])
+        merged["settings"]["parts"][-1]["blocks_written"] = _part(part)["blocks_written"]
+    parts = merged["settings"].get("parts", [])
+    merged["settings"]["total_time_s"] = max(
+        [p["total_time_s"] or 0 for p in parts] or [merged["settings"].get("total_time_s") or 0])
+    merged["settings"]["parts_ran"] = "side by side (one process per part)"
+    sort_rows(merged["results"])
+    flag_best(merged["results"])
+    write_json(out, merged)
+    print(markdown_table(merged))
+    log(f"merged {len(paths)} files into {out}")
     return merged
 
 
@@ -887,6 +936,13 @@ def save_oof(path, store, data):
         y=np.asarray(data.y, dtype=str),
         **{k.replace("/", "__"): v for k, v in store.items()},
     )
+
+
+def sort_rows(results):
+    """Rows in the order of a single run: task, protocol, then ``ALL_MODELS``."""
+    results.sort(key=lambda r: (
+        ("binary", "3class").index(r["task"]), ("image", "patient").index(r["protocol"]),
+        ALL_MODELS.index(r["model"])))
 
 
 def flag_best(results):

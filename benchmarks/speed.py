@@ -37,6 +37,12 @@ Sections (``--sections``, all by default):
     matmul GFLOP/s measured in the same run, for variants: thread counts
     (and ``OMP_WAIT_POLICY=PASSIVE``), ``channels_last``, larger batches,
     ``torch.compile``.
+``cuda``
+    on a CUDA device only (skipped elsewhere): training images/s of
+    ``CNNClassifier.fit`` at 256 px on arrays in memory, float32 vs
+    bfloat16 autocast (``amp``) at batch 32, 128 and 256, and on file paths
+    decoded during training with ``num_workers`` 0, 4 and 8. What the
+    library's CUDA defaults (``amp="auto"``, the batch size) rest on.
 
 Writes ``benchmarks/results/speed.json`` (``--quick``: ``results/quick/``).
 """
@@ -70,7 +76,8 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-SECTIONS = ("overhead", "resnet_cache", "resnet_store", "loading", "streaming", "inference", "roofline")
+SECTIONS = ("overhead", "resnet_cache", "resnet_store", "loading", "streaming", "inference", "roofline",
+            "cuda")
 SEED = 0
 
 # Sizes of each measurement: (full, quick).
@@ -82,6 +89,8 @@ SIZES = {
     "streaming": {"n": (1124, 48), "epochs": (1, 1), "image_size": (128, 64)},
     "inference": {"n": (512, 64), "n_resnet": (128, 16), "reps": (2, 1)},
     "roofline": {"n": (384, 48), "epochs": (2, 1), "reps": (2, 1), "image_size": (64, 64)},
+    "cuda": {"n": (624, 48), "epochs": (3, 1), "epochs_paths": (2, 1), "reps": (2, 1),
+             "image_size": (256, 64)},
 }
 
 
@@ -128,6 +137,11 @@ class Images:
         """``n`` Covid-19 / No_findings images (first of a fixed shuffle) and labels."""
         idx = [i for i in self.order if self.y[i] in CLASSES_BINARY][:n]
         return self.pixels(idx, image_size), self.y[idx]
+
+    def binary_paths(self, n):
+        """The files of :meth:`binary` (same images, same order) and labels."""
+        idx = [i for i in self.order if self.y[i] in CLASSES_BINARY][:n]
+        return np.asarray(self.paths[idx], dtype=object), self.y[idx]
 
     def pixels(self, idx, image_size):
         key = (tuple(idx), image_size)
@@ -719,6 +733,62 @@ def bench_roofline(images, device, quick, threads):
 
 
 # --------------------------------------------------------------------------
+# cuda
+
+#: The variants of the ``cuda`` section: (name, input, estimator parameters).
+CUDA_VARIANTS = (
+    ("float32, batch 32", "arrays", {"amp": False, "batch_size": 32}),
+    ("bfloat16 autocast, batch 32", "arrays", {"amp": True, "batch_size": 32}),
+    ("float32, batch 128", "arrays", {"amp": False, "batch_size": 128}),
+    ("bfloat16 autocast, batch 128", "arrays", {"amp": True, "batch_size": 128}),
+    ("bfloat16 autocast, batch 256", "arrays", {"amp": True, "batch_size": 256}),
+    ("paths, 0 workers (bf16, batch 128)", "paths", {"amp": True, "batch_size": 128, "num_workers": 0}),
+    ("paths, 4 workers (bf16, batch 128)", "paths", {"amp": True, "batch_size": 128, "num_workers": 4}),
+    ("paths, 8 workers (bf16, batch 128)", "paths", {"amp": True, "batch_size": 128, "num_workers": 8}),
+)
+
+
+def bench_cuda(images, device, quick):
+    """``CNNClassifier.fit`` on CUDA: autocast and batch size on arrays, workers on paths."""
+    if device != "cuda" or images.paths is None:
+        why = "needs a CUDA device" if device != "cuda" else "phantom images have no files"
+        return [{"benchmark": "cuda", "variant": f"skipped ({why})"}]
+    from skxray.models import CNNClassifier
+
+    n, px, reps = size("cuda", "n", quick), size("cuda", "image_size", quick), size("cuda", "reps", quick)
+    epochs = {"arrays": size("cuda", "epochs", quick), "paths": size("cuda", "epochs_paths", quick)}
+    X, y = images.binary(n, px)
+    inputs = {"arrays": X, "paths": images.binary_paths(n)[0]}
+
+    def fit(kind, params):
+        def run():
+            clf = CNNClassifier(max_epochs=epochs[kind], image_size=px, ood=False,
+                                validation_fraction=None, device="cuda", random_state=SEED, **params)
+            with Stopwatch(True) as t:
+                clf.fit(inputs[kind], y)
+            return t.seconds
+        return run
+
+    fit("arrays", {"amp": True, "batch_size": 32})()  # CUDA context, cuDNN autotuning: untimed
+    timed = {}
+    for kind in ("arrays", "paths"):
+        variants = {name: fit(k, params) for name, k, params in CUDA_VARIANTS if k == kind}
+        timed.update(interleaved(variants, reps))
+    rows = []
+    for name, kind, params in CUDA_VARIANTS:
+        best, all_times = timed[name]
+        base = timed["float32, batch 32" if kind == "arrays" else "paths, 0 workers (bf16, batch 128)"][0]
+        rows.append({
+            "benchmark": "cuda", "variant": name, "input": kind, **params,
+            "images_per_s": n * epochs[kind] / best, "speedup": base / best,
+            "seconds_best": best, "seconds_all": all_times,
+            "n_images": n, "epochs": epochs[kind], "image_size": px,
+        })
+    log("cuda: " + "; ".join(f"{r['variant']} {r['images_per_s']:.0f} img/s" for r in rows))
+    return rows
+
+
+# --------------------------------------------------------------------------
 # main
 
 
@@ -786,6 +856,8 @@ def main(argv=None):
                 rows = bench_streaming(images, device, args.quick, threads["threads"])
             elif section == "inference":
                 rows = bench_inference(images, device, args.quick)
+            elif section == "cuda":
+                rows = bench_cuda(images, device, args.quick)
             else:
                 rows = bench_roofline(images, device, args.quick, threads["threads"])
         for r in rows:
