@@ -753,6 +753,11 @@ def bench_cuda(images, device, quick):
     if device != "cuda" or images.paths is None:
         why = "needs a CUDA device" if device != "cuda" else "phantom images have no files"
         return [{"benchmark": "cuda", "variant": f"skipped ({why})"}]
+    return _cuda_rows(images, device, quick, CUDA_VARIANTS)
+
+
+def _cuda_rows(images, device, quick, variants_spec):
+    """The rows of the ``cuda`` section (``device`` is a parameter for tests)."""
     from skxray.models import CNNClassifier
 
     n, px, reps = size("cuda", "n", quick), size("cuda", "image_size", quick), size("cuda", "reps", quick)
@@ -763,21 +768,22 @@ def bench_cuda(images, device, quick):
     def fit(kind, params):
         def run():
             clf = CNNClassifier(max_epochs=epochs[kind], image_size=px, ood=False,
-                                validation_fraction=None, device="cuda", random_state=SEED, **params)
-            with Stopwatch(True) as t:
+                                validation_fraction=None, device=device, random_state=SEED, **params)
+            with Stopwatch(device == "cuda") as t:
                 clf.fit(inputs[kind], y)
             return t.seconds
         return run
 
-    fit("arrays", {"amp": True, "batch_size": 32})()  # CUDA context, cuDNN autotuning: untimed
+    fit(*variants_spec[0][1:])()  # CUDA context, cuDNN autotuning: untimed
     timed = {}
     for kind in ("arrays", "paths"):
-        variants = {name: fit(k, params) for name, k, params in CUDA_VARIANTS if k == kind}
+        variants = {name: fit(k, params) for name, k, params in variants_spec if k == kind}
         timed.update(interleaved(variants, reps))
+    base_names = [next(name for name, k, _ in variants_spec if k == kind) for kind in ("arrays", "paths")]
     rows = []
-    for name, kind, params in CUDA_VARIANTS:
+    for name, kind, params in variants_spec:
         best, all_times = timed[name]
-        base = timed["float32, batch 32" if kind == "arrays" else "paths, 0 workers (bf16, batch 128)"][0]
+        base = timed[base_names[kind == "paths"]][0]
         rows.append({
             "benchmark": "cuda", "variant": name, "input": kind, **params,
             "images_per_s": n * epochs[kind] / best, "speedup": base / best,
