@@ -41,8 +41,10 @@ Sections (``--sections``, all by default):
     on a CUDA device only (skipped elsewhere): training images/s of
     ``CNNClassifier.fit`` at 256 px on arrays in memory, float32 vs
     bfloat16 autocast (``amp``) at batch 32, 128 and 256, and on file paths
-    decoded during training with ``num_workers`` 0, 4 and 8. What the
-    library's CUDA defaults (``amp="auto"``, the batch size) rest on.
+    decoded during training with ``num_workers`` 0, 4 and 8; and
+    ``predict_proba`` images/s of a frozen ``ResNet50Classifier`` (224 px)
+    in float32 vs bfloat16 autocast. What the library's CUDA defaults
+    (``amp="auto"``, the batch size) rest on.
 
 Writes ``benchmarks/results/speed.json`` (``--quick``: ``results/quick/``).
 """
@@ -90,7 +92,7 @@ SIZES = {
     "inference": {"n": (512, 64), "n_resnet": (128, 16), "reps": (2, 1)},
     "roofline": {"n": (384, 48), "epochs": (2, 1), "reps": (2, 1), "image_size": (64, 64)},
     "cuda": {"n": (624, 48), "epochs": (3, 1), "epochs_paths": (2, 1), "reps": (2, 1),
-             "image_size": (256, 64)},
+             "image_size": (256, 64), "resnet_image_size": (224, 32)},
 }
 
 
@@ -753,7 +755,40 @@ def bench_cuda(images, device, quick):
     if device != "cuda" or images.paths is None:
         why = "needs a CUDA device" if device != "cuda" else "phantom images have no files"
         return [{"benchmark": "cuda", "variant": f"skipped ({why})"}]
-    return _cuda_rows(images, device, quick, CUDA_VARIANTS)
+    return [*_cuda_rows(images, device, quick, CUDA_VARIANTS),
+            *_cuda_resnet_rows(images, device, quick, {"float32": False, "bfloat16 autocast": True})]
+
+
+def _cuda_resnet_rows(images, device, quick, amps):
+    """``predict_proba`` of a frozen ResNet-50 with each ``amp`` of ``amps`` (name -> amp)."""
+    from skxray.models import ResNet50Classifier
+
+    n, reps, px = size("cuda", "n", quick), size("cuda", "reps", quick), size("cuda", "resnet_image_size", quick)
+    X, y = images.binary(n, px)
+    models = {
+        name: ResNet50Classifier(weights=None, max_epochs=1, image_size=px, ood=False,
+                                 validation_fraction=None, device=device, amp=amp,
+                                 random_state=SEED).fit(X, y)
+        for name, amp in amps.items()
+    }
+
+    def predict(model):
+        def run():
+            with Stopwatch(device == "cuda") as t:
+                model.predict_proba(X)
+            return t.seconds
+        return run
+
+    timed = interleaved({name: predict(m) for name, m in models.items()}, reps)
+    base = timed[next(iter(amps))][0]
+    rows = [{
+        "benchmark": "cuda", "variant": f"ResNet-50 predict_proba, {name}", "input": "arrays",
+        "amp": amps[name], "batch_size": models[name].batch_size,
+        "images_per_s": n / best, "speedup": base / best, "seconds_best": best,
+        "seconds_all": all_times, "n_images": n, "image_size": px,
+    } for name, (best, all_times) in timed.items()]
+    log("cuda: " + "; ".join(f"{r['variant']} {r['images_per_s']:.0f} img/s" for r in rows))
+    return rows
 
 
 def _cuda_rows(images, device, quick, variants_spec):

@@ -87,7 +87,9 @@ class FeatureStore:
         found = [self.load(k) for k in keys]
         missing = [i for i, f in enumerate(found) if f is None]
         if missing:
-            computed = compute(x[missing]).detach().cpu().numpy()
+            # float32 on disk whatever the forward pass ran in: under autocast
+            # (amp on CUDA) it returns bfloat16, which numpy cannot hold.
+            computed = compute(x[missing]).detach().float().cpu().numpy()
             for i, features in zip(missing, computed):
                 self.save(keys[i], features)
                 found[i] = features
