@@ -334,13 +334,17 @@ COMMON_PARAMETERS_DOC = """\
         with it, augmentations are drawn in the workers, so another
         ``num_workers`` gives another (equally valid) model. ``augment``
         must then be picklable (a class, not a lambda), as the readers are.
+        On a GPU machine 8 workers read 256 px files 2.6-2.8x faster than
+        none (an NVIDIA H200 with 16 cores; the scaling guide).
 
     amp : {{"auto", True, False}}, default="auto"
         Automatic mixed precision: forward passes in bfloat16 under
         ``torch.autocast``, on CUDA only. ``"auto"`` turns it on when
         training on a GPU that supports bfloat16 and off otherwise (always
         off on the CPU); ``True`` on the CPU raises a ``ValueError``.
-        Whether it was used is ``amp_``.
+        Whether it was used is ``amp_``. On an NVIDIA H200 it neither sped
+        up nor slowed the CNN's training beyond noise and slowed a frozen
+        ResNet-50's predictions to 0.83x (the scaling guide).
 
     accelerator : "auto", None or accelerate.Accelerator, default="auto"
         Data-parallel training over several processes (GPUs or machines)
