@@ -58,6 +58,12 @@ Full grid on a GPU::
 
     python benchmarks/accuracy.py --device cuda --masking
 
+or at 256 px, one process per task and protocol side by side, then merged
+(``results/gpu/accuracy_px256.json``; see ``benchmarks/gpu_grid.sh``)::
+
+    bash benchmarks/gpu_grid.sh OUTDIR LOGDIR
+    python benchmarks/accuracy.py --merge OUTDIR/part_*.json --out OUT.json
+
 The full grid on 2 CPU cores takes about 2.5 hours (each CNN at 128 px costs
 11-27 minutes per task and protocol). The committed run was made in two parts,
 the second leaving out the three-class ``cnn_defaults`` rows for time

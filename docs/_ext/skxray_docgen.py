@@ -295,8 +295,29 @@ def _doc_tables(results_dir):
     return module
 
 
+def _result_files(results_dir):
+    """``results/*.json``, then the GPU runs of ``results/gpu/`` (name, path).
+
+    GPU files whose lungs-masked figures used the superseded fill
+    (``settings.masking_fill``) stay in the repository as records and are
+    not shown.
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        return []
+    files = [(f.name, f) for f in sorted(root.glob("*.json"))]
+    for file in sorted((root / "gpu").glob("*.json")):
+        try:
+            settings = json.loads(file.read_text(encoding="utf-8")).get("settings") or {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            settings = {}
+        if "superseded" not in str(settings.get("masking_fill", "")):
+            files.append((f"gpu/{file.name}", file))
+    return files
+
+
 def _benchmarks_rst(results_dir):
-    files = sorted(Path(results_dir).glob("*.json")) if Path(results_dir).is_dir() else []
+    files = _result_files(results_dir)
     if not files:
         return (
             ".. note::\n\n"
@@ -304,9 +325,9 @@ def _benchmarks_rst(results_dir):
             "Run ``make bench`` (or ``make bench-quick``) and commit the files it writes.\n"
         )
     out = []
-    for file in files:
-        out.append(_heading(_escape(file.stem), "~"))
-        out.append(f"From benchmarks/results/{_escape(file.name)}.\n")
+    for name, file in files:
+        out.append(_heading(_escape(name.removesuffix(".json")), "~"))
+        out.append(f"From benchmarks/results/{_escape(name)}.\n")
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -317,7 +338,7 @@ def _benchmarks_rst(results_dir):
             )
             continue
         tables = _doc_tables(results_dir)
-        if isinstance(data, dict) and file.name == "accuracy.json" and tables is not None:
+        if isinstance(data, dict) and file.name.startswith("accuracy") and tables is not None:
             # Results (with the paper's figures and the targets), settings, machine.
             header, rows = tables.accuracy_table(data)
             out.extend(_list_table(header, rows))
