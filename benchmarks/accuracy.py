@@ -65,13 +65,13 @@ or at 256 px, one process per task and protocol side by side, then merged
     python benchmarks/accuracy.py --merge OUTDIR/part_*.json --out OUT.json
 
 The full grid on 2 CPU cores takes about 2.5 hours (each CNN at 128 px costs
-11-27 minutes per task and protocol). The committed run was made in two parts,
-the second leaving out the three-class ``cnn_defaults`` rows for time
-(``settings["parts"]`` records both)::
+11-27 minutes per task and protocol). The committed run was made in three
+parts (``settings["parts"]`` records each)::
 
     python benchmarks/accuracy.py --masking --tasks binary
     python benchmarks/accuracy.py --masking --tasks 3class --append \
         --models cnn,fnn,resnet50,fnn_defaults,resnet50_defaults,voting,cnn_lungcrop
+    python benchmarks/accuracy.py --masking --tasks 3class --models cnn_defaults --append
 """
 
 import argparse
