@@ -109,12 +109,15 @@ from doc_tables import portable_dataset  # noqa: E402
 # what skxray.audit measures; _common put this checkout on sys.path.
 from skxray.audit._cv import (  # noqa: E402
     border_masked,
+    classifier_and_input,
     lung_masked,
     proba_in_order,
     two_class_scale,
 )
 from skxray.models.cnn import CNN_PRESETS  # noqa: E402
 
+TASKS = ("binary", "3class")  # in the order of a run and of its rows
+PROTOCOLS = ("image", "patient")
 PAPER_ACCURACY = {"binary": 0.9808, "3class": 0.8702}
 TARGET_ACCURACY = {"binary": 0.99, "3class": 0.90}
 TARGET_MINUTES_PER_MODEL = 60  # whole k-fold run of one model, 2 CPU cores
@@ -480,27 +483,15 @@ def make_splits(y, groups, protocol, n_folds):
 # main
 
 
-def abstentions(est, X):
-    """``predict_with_abstention`` of the final classifier (after a pipeline's steps).
+def abstentions(clf, X):
+    """``predict_with_abstention`` of ``clf`` (a pipeline's classifier, ``X`` as it sees it).
 
     None when the classifier has no out-of-distribution detector and no
     ``min_confidence``: it answers every image.
     """
-    from sklearn.pipeline import Pipeline
-
-    clf = est
-    if isinstance(est, Pipeline):
-        X, clf = est[:-1].transform(X), est[-1]
     if getattr(clf, "ood_", None) is None and not clf.min_confidence:
         return None
     return clf.predict_with_abstention(X)
-
-
-def final_step(est):
-    """The classifier of a fitted pipeline, or ``est`` itself."""
-    from sklearn.pipeline import Pipeline
-
-    return est[-1] if isinstance(est, Pipeline) else est
 
 
 def abstention_scores(y, answer):
@@ -535,7 +526,8 @@ def run_model(model, est_template, X, y, classes, splits, masking, cuda):
             oof["proba_borders"][test] = proba_in_order(
                 est, border_masked(X[test], BORDER_FRACTION), classes
             )
-        answer = abstentions(est, X[test])
+        clf, X_clf = classifier_and_input(est, X[test])
+        answer = abstentions(clf, X_clf)
         if answer is not None:
             oof.setdefault("answer", np.full(n, "", dtype=object))[test] = answer
         s = {**scores(y[test], oof["proba"][test], classes), **abstention_scores(y[test], answer)}
@@ -544,7 +536,7 @@ def run_model(model, est_template, X, y, classes, splits, masking, cuda):
         fold_rows.append({"fold": i, "n_train": len(train), "n_test": len(test), **s,
                           "fit_time_s": t_fit.seconds, "predict_time_s": t_pred.seconds,
                           # bfloat16 autocast used (amp="auto" turns it on on CUDA)
-                          "amp": bool(getattr(final_step(est), "amp_", False))})
+                          "amp": bool(getattr(clf, "amp_", False))})
         log(
             f"  {model} fold {i + 1}/{len(splits)}: accuracy {s['accuracy']:.4f}, "
             f"balanced {s['balanced_accuracy']:.4f}, abstained {s['abstention_rate']}, "
@@ -700,8 +692,8 @@ def _parse_lists(args):
     protocols = [p for p in args.protocols.split(",") if p]
     models = [m for m in args.models.split(",") if m]
     for name, values, allowed in (
-        ("tasks", tasks, ("binary", "3class")),
-        ("protocols", protocols, ("image", "patient")),
+        ("tasks", tasks, TASKS),
+        ("protocols", protocols, PROTOCOLS),
         ("models", models, ALL_MODELS),
     ):
         bad = [v for v in values if v not in allowed]
@@ -879,8 +871,8 @@ def merge_parts(old, new):
     parts = old["settings"].get("parts") or [_part(old)]
     merged["settings"] = {
         **s,
-        "tasks": sorted({*old["settings"]["tasks"], *s["tasks"]}, key=("binary", "3class").index),
-        "protocols": sorted({*old["settings"]["protocols"], *s["protocols"]}, key=("image", "patient").index),
+        "tasks": sorted({*old["settings"]["tasks"], *s["tasks"]}, key=TASKS.index),
+        "protocols": sorted({*old["settings"]["protocols"], *s["protocols"]}, key=PROTOCOLS.index),
         "models": [m for m in ALL_MODELS if m in {*old["settings"]["models"], *s["models"]}],
         "parts": [*parts, _part(new)],
         "models_settings": {**old["settings"].get("models_settings", {}), **s.get("models_settings", {})},
@@ -947,7 +939,7 @@ def save_oof(path, store, data):
 def sort_rows(results):
     """Rows in the order of a single run: task, protocol, then ``ALL_MODELS``."""
     results.sort(key=lambda r: (
-        ("binary", "3class").index(r["task"]), ("image", "patient").index(r["protocol"]),
+        TASKS.index(r["task"]), PROTOCOLS.index(r["protocol"]),
         ALL_MODELS.index(r["model"])))
 
 

@@ -814,14 +814,16 @@ def _cuda_rows(images, device, quick, variants_spec):
     for kind in ("arrays", "paths"):
         variants = {name: fit(k, params) for name, k, params in variants_spec if k == kind}
         timed.update(interleaved(variants, reps))
-    base_names = [next(name for name, k, _ in variants_spec if k == kind) for kind in ("arrays", "paths")]
+    # Each input's first variant is its reference.
+    base = {}
+    for name, kind, _ in variants_spec:
+        base.setdefault(kind, timed[name][0])
     rows = []
     for name, kind, params in variants_spec:
         best, all_times = timed[name]
-        base = timed[base_names[kind == "paths"]][0]
         rows.append({
             "benchmark": "cuda", "variant": name, "input": kind, **params,
-            "images_per_s": n * epochs[kind] / best, "speedup": base / best,
+            "images_per_s": n * epochs[kind] / best, "speedup": base[kind] / best,
             "seconds_best": best, "seconds_all": all_times,
             "n_images": n, "epochs": epochs[kind], "image_size": px,
         })

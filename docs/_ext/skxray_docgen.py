@@ -324,6 +324,7 @@ def _benchmarks_rst(results_dir):
             "   No results committed yet: ``benchmarks/results/`` holds no ``*.json`` file. "
             "Run ``make bench`` (or ``make bench-quick``) and commit the files it writes.\n"
         )
+    tables = _doc_tables(results_dir)
     out = []
     for name, file in files:
         out.append(_heading(_escape(name.removesuffix(".json")), "~"))
@@ -337,7 +338,6 @@ def _benchmarks_rst(results_dir):
                 + "\n"
             )
             continue
-        tables = _doc_tables(results_dir)
         if isinstance(data, dict) and file.name.startswith("accuracy") and tables is not None:
             # Results (with the paper's figures and the targets), settings, machine.
             header, rows = tables.accuracy_table(data)
