@@ -22,7 +22,7 @@ import numpy as np
 
 from skxray._utils import jsonable
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "model_defaults"]
 
 #: A batch this large gets the shift test before its predictions.
 MIN_BATCH_FOR_SHIFT_TEST = 20
@@ -65,6 +65,15 @@ def model_defaults(name, preset=None):
     -------
     defaults : dict
         ``{"image_size": int, "epochs": int}``.
+
+    Examples
+    --------
+    >>> from skxray.cli import model_defaults
+    >>> from skxray.models import CNNClassifier
+    >>> model_defaults("cnn")["epochs"] == CNNClassifier().max_epochs
+    True
+    >>> model_defaults("cnn", preset="benchmark")["epochs"]
+    15
     """
     from skxray.models import CNN_PRESETS
 
@@ -92,13 +101,15 @@ def _fill_model_defaults(args):
 
 def _model_names(value):
     names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"--models names no model; choose among {', '.join(MODELS)}")
     for name in names:
         _model_class(name)  # an unknown name is a user error
     return names
 
 
 def _epochs_text(args):
-    """"20 epochs", or each model's epochs when they differ."""
+    """The epochs for the report: "20 epochs", or each model's when they differ."""
     counts = args.epochs_by_model
     if len(set(counts.values())) == 1:
         return f"{next(iter(counts.values()))} epochs"
