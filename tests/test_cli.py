@@ -499,3 +499,11 @@ def test_resnet_fallback_warning_is_one_line(monkeypatch, capsys):
     assert "--weights FILE" in err and "urlopen" not in err
     cli._warn(note, cause, verbose=True)
     assert "urlopen error" in capsys.readouterr().err  # the cause, with --verbose only
+
+
+@pytest.mark.parametrize("models, message", [(",", "--models names no model"), ("cnn,vgg", "'vgg'")])
+def test_bad_model_list_is_a_user_error(models, message, tmp_path, capsys):
+    from skxray.cli import main
+
+    assert main(["compare", str(tmp_path), "--out", str(tmp_path / "r"), "--models", models]) == 2
+    assert message in capsys.readouterr().err
