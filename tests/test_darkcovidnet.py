@@ -9,6 +9,7 @@ phantom tests.
 
 from pathlib import Path
 
+import _helpers
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,7 @@ import skxray
 from skxray.augmentation import xray_augmentation
 from skxray.datasets import make_phantom_cxr
 from skxray.models import CNN_PRESETS, CNNClassifier
-from skxray.models._resume import STATE_FILE, TrainingState
+from skxray.models._resume import STATE_FILE
 
 SIZE = 32
 
@@ -159,15 +160,8 @@ def test_ood_gradcam_save_and_load(fitted, phantom_split, tmp_path):
 def test_resume_after_interrupt_equals_uninterrupted(phantom_split, tmp_path, monkeypatch):
     X, y, X_test, _ = phantom_split
     reference = darkcovidnet(max_epochs=3, checkpoint_dir=tmp_path / "a", ood=False).fit(X, y)
-    original = TrainingState.on_epoch_end
-
-    def interrupt_after_first(self, net, **kwargs):
-        original(self, net, **kwargs)
-        if len(net.history) == 1:
-            raise KeyboardInterrupt
-
     with monkeypatch.context() as patch:
-        patch.setattr(TrainingState, "on_epoch_end", interrupt_after_first)
+        _helpers.interrupt_after_epoch(patch, 1)
         stopped = darkcovidnet(max_epochs=3, checkpoint_dir=tmp_path / "b", ood=False).fit(X, y)
     assert stopped.n_iter_ == 1
     resumed = darkcovidnet(max_epochs=3, checkpoint_dir=tmp_path / "b", ood=False).fit(X, y, resume=True)
