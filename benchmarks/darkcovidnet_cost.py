@@ -26,6 +26,7 @@ Example::
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -111,7 +112,20 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=2, help="epochs timed per measurement")
     p.add_argument("--threads", default="auto", help="torch intra-op threads (as accuracy.py)")
     p.add_argument("--out", default=None, help="JSON file (default results/darkcovidnet_cost.json)")
+    p.add_argument("--summarise", action="store_true",
+                   help="recompute the estimates and ratios of --out from its measurements, train nothing")
     args = p.parse_args(argv)
+    if args.summarise:
+        out = Path(args.out) if args.out else default_out("darkcovidnet_cost.json", False)
+        payload = json.loads(out.read_text(encoding="utf-8"))
+        for row in payload["results"]:
+            row["grid_estimate"] = extrapolate(row, accuracy.MODEL_SETTINGS[row["model"]]["max_epochs"])
+        for key in [k for k in payload["settings"] if k.startswith("ratio_")]:
+            del payload["settings"][key]  # the names before wall and CPU were told apart
+        summarise(payload)
+        write_json(out, payload)
+        print(table(payload))
+        return payload
     threads = configure_threads(args.threads)
     acc_args = accuracy.parse_args(["--device", "cpu", "--epochs", str(args.epochs)])
     out = Path(args.out) if args.out else default_out("darkcovidnet_cost.json", False)
@@ -138,17 +152,29 @@ def main(argv=None):
         row["grid_estimate"] = extrapolate(row, accuracy.MODEL_SETTINGS[model]["max_epochs"])
         payload["results"].append(row)
         write_json(out, payload)
-    by = {(r["model"], r["image_size"]): r for r in payload["results"]}
-    epoch = {k: r["epoch_mean_after_first_s"] or r["epoch_mean_s"] for k, r in by.items()}
-    payload["settings"]["ratio_dcn256_epoch_to_cnn128_epoch"] = (
-        epoch["darkcovidnet_paper", 256] / epoch["cnn", 128]
-    )
-    payload["settings"]["ratio_dcn256_epoch_to_dcn128_epoch"] = (
-        epoch["darkcovidnet_paper", 256] / epoch["darkcovidnet_paper", 128]
-    )
     payload["settings"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
+    summarise(payload)
     finish(payload, out, started, table)
     return payload
+
+
+def summarise(payload):
+    """Epoch-time ratios between the measurements, in wall and in CPU time.
+
+    The CPU ratios are the steadier: each measurement ran at its own load.
+    """
+    by = {(r["model"], r["image_size"]): r for r in payload["results"]}
+    for kind in ("wall", "cpu"):
+        epoch = {}
+        for key, r in by.items():
+            durations = r["epoch_s"][1:] or r["epoch_s"]
+            epoch[key] = float(np.mean(durations)) * (r["cpu_s_per_wall_s"] if kind == "cpu" else 1.0)
+        payload["settings"][f"{kind}_ratio_dcn256_epoch_to_cnn128_epoch"] = (
+            epoch["darkcovidnet_paper", 256] / epoch["cnn", 128]
+        )
+        payload["settings"][f"{kind}_ratio_dcn256_epoch_to_dcn128_epoch"] = (
+            epoch["darkcovidnet_paper", 256] / epoch["darkcovidnet_paper", 128]
+        )
 
 
 def table(payload):

@@ -232,7 +232,7 @@ class _Stage(nn.Sequential):
 
     The out-of-distribution detector reads each stage's output statistics:
     one per resolution, 504 channels, where every block would give 888 and a
-    covariance 3.5 times as costly to invert.
+    covariance whose inversion (cubic in its size) costs about 5 times more.
     """
 
 
