@@ -506,7 +506,7 @@ class Compose(BaseEstimator):
         return img
 
 
-_PRESETS = ("light", "strong")
+_PRESETS = ("light", "strong", "fastai")
 
 
 def xray_augmentation(strength="light"):
@@ -514,11 +514,17 @@ def xray_augmentation(strength="light"):
 
     Parameters
     ----------
-    strength : {"light", "strong"}, default="light"
+    strength : {"light", "strong", "fastai"}, default="light"
         ``"light"``: rotation up to 5 degrees, resized crop of 90-100 % of the
         area, brightness and contrast jitter of 10 %. ``"strong"``: rotation
         up to 10 degrees, crop of 80-100 %, gamma jitter, brightness and
         contrast jitter of 20 %, cut-out and random border masking.
+        ``"fastai"``: the closest to fastai's default train-time
+        augmentation (v1 ``get_transforms()``, v2 ``aug_transforms()``),
+        which the DarkCovidNet paper trained with: left-right flip with
+        probability 0.5; each with probability 0.75, rotation up to 10
+        degrees, a square zoom up to 1.1x (a crop of 1/1.1**2 = 83-100 % of
+        the area), brightness and, independently, contrast jitter of 20 %.
 
     Returns
     -------
@@ -537,9 +543,16 @@ def xray_augmentation(strength="light"):
 
     Notes
     -----
-    Neither preset flips images (see :class:`RandomFlip`). In the strong
-    preset the gamma curve comes before the contrast change so that it sees
-    the image's original, non-negative intensities.
+    Neither "light" nor "strong" flips images (see :class:`RandomFlip`). In
+    the strong preset the gamma curve comes before the contrast change so
+    that it sees the image's original, non-negative intensities.
+
+    What "fastai" does not copy: fastai's perspective warp (``max_warp=0.2``)
+    has no counterpart here; fastai pads rotated and zoomed images by
+    reflection, these fill the corners with 0; fastai draws the zoom factor
+    uniformly, :class:`RandomResizedCrop` the area; fastai changes
+    brightness and contrast on the logit of the intensities, these scale
+    them linearly by factors in [0.8, 1.2].
 
     Examples
     --------
@@ -567,6 +580,16 @@ def xray_augmentation(strength="light"):
                 RandomBrightnessContrast(brightness=0.2, contrast=0.2),
                 RandomErasing(p=0.5, scale=(0.02, 0.1)),
                 RandomBorderMask(max_fraction=0.15, p=0.5),
+            ]
+        )
+    if strength == "fastai":
+        return Compose(
+            [
+                RandomFlip(p=0.5),
+                RandomRotation(degrees=10.0, p=0.75),
+                RandomResizedCrop(scale=(1 / 1.1**2, 1.0), ratio=(1.0, 1.0), p=0.75),
+                RandomBrightnessContrast(brightness=0.2, contrast=0.0, p=0.75),
+                RandomBrightnessContrast(brightness=0.0, contrast=0.2, p=0.75),
             ]
         )
     raise ValueError(f"xray_augmentation: strength must be one of {_PRESETS}, got {strength!r}")

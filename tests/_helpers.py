@@ -68,3 +68,21 @@ def count_backbone_images(monkeypatch, net_class):
 
     monkeypatch.setattr(net_class, "_backbone_features", counting)
     return seen
+
+
+def interrupt_after_epoch(monkeypatch, epoch):
+    """Ctrl-C after ``epoch`` epochs of a fit with ``checkpoint_dir``, once ``last.pt`` is written.
+
+    skorch ends the fit early, as for a real interruption; use inside
+    ``monkeypatch.context()`` so that the next fit runs normally.
+    """
+    from skxray.models._resume import TrainingState
+
+    original = TrainingState.on_epoch_end
+
+    def on_epoch_end(self, net, **kwargs):
+        original(self, net, **kwargs)
+        if len(net.history) == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(TrainingState, "on_epoch_end", on_epoch_end)

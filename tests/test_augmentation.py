@@ -39,6 +39,7 @@ def _augmentations():
         RandomBorderMask(p=1.0),
         xray_augmentation("light"),
         xray_augmentation("strong"),
+        xray_augmentation("fastai"),
     ]
 
 
@@ -61,6 +62,7 @@ RANDOM_AUGMENTATIONS = [
     RandomBorderMask(),
     xray_augmentation("light"),
     xray_augmentation("strong"),
+    xray_augmentation("fastai"),
 ]
 
 
@@ -89,7 +91,7 @@ def test_shape_and_dtype_preserved(augment, shape):
     height=st.integers(8, 48),
     width=st.integers(8, 48),
     seed=st.integers(0, 2**16),
-    strength=st.sampled_from(["light", "strong"]),
+    strength=st.sampled_from(["light", "strong", "fastai"]),
 )
 def test_presets_keep_shape_for_any_size(channels, height, width, seed, strength):
     torch.manual_seed(seed)
@@ -393,9 +395,22 @@ def test_presets():
     assert xray_augmentation("light") is not light
 
 
+def test_fastai_preset_is_fastais_default_augmentation():
+    # fastai v1 get_transforms() defaults: do_flip (p=0.5), max_rotate=10,
+    # max_zoom=1.1, max_lighting=0.2 (brightness and contrast, each on its
+    # own), p_affine=p_lighting=0.75; max_warp=0.2 has no counterpart.
+    flip, rotation, zoom, brightness, contrast = xray_augmentation("fastai").transforms
+    assert (type(flip), flip.p, flip.horizontal, flip.vertical) == (RandomFlip, 0.5, True, False)
+    assert (type(rotation), rotation.degrees, rotation.p) == (RandomRotation, 10.0, 0.75)
+    assert type(zoom) is RandomResizedCrop and zoom.p == 0.75 and zoom.ratio == (1.0, 1.0)
+    assert zoom.scale == pytest.approx((1 / 1.1**2, 1.0))
+    assert (brightness.brightness, brightness.contrast, brightness.p) == (0.2, 0.0, 0.75)
+    assert (contrast.brightness, contrast.contrast, contrast.p) == (0.0, 0.2, 0.75)
+
+
 @pytest.mark.parametrize("strength", ["medium", None, "Light"])
 def test_preset_invalid_strength(strength):
-    with pytest.raises(ValueError, match=r"strength must be one of \('light', 'strong'\)"):
+    with pytest.raises(ValueError, match=r"strength must be one of \('light', 'strong', 'fastai'\)"):
         xray_augmentation(strength)
 
 

@@ -94,3 +94,18 @@ def test_docs_show_gpu_results_but_not_those_with_the_superseded_fill(tmp_path):
     (tmp_path / "gpu" / "old.json").write_text(
         '{"settings": {"masking_fill": "whole-image mean (superseded)"}}', encoding="utf-8")
     assert [name for name, _ in docgen._result_files(tmp_path)] == ["speed.json", "gpu/new.json"]
+
+
+def test_darkcovidnet_paper_row_is_the_library_preset(accuracy):
+    """The replication rows train CNNClassifier.from_preset("darkcovidnet_paper"), nothing else."""
+    from skxray.models import CNNClassifier
+
+    args = accuracy.parse_args(["--models", "darkcovidnet_paper", "--device", "cpu"])
+    cfg = accuracy.model_config("darkcovidnet_paper", args)
+    est = accuracy.make_estimator("darkcovidnet_paper", cfg, "cpu", None)
+    preset = CNNClassifier.from_preset("darkcovidnet_paper", **accuracy.COMMON_PARAMS, device="cpu")
+    assert repr(est.get_params()) == repr(preset.get_params())
+    assert "darkcovidnet_paper" not in accuracy.DEFAULT_MODELS  # 100 epochs at 256 px: a GPU's job
+    payload = {"machine": {"gpu": None, "cpu_model": "some CPU"}}
+    assert accuracy.device_name(payload) == "some CPU"
+    assert accuracy.device_name({"machine": {"gpu": "NVIDIA H200", "cpu_model": "x"}}) == "NVIDIA H200"

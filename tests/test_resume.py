@@ -14,13 +14,14 @@ import textwrap
 import time
 from pathlib import Path
 
+import _helpers
 import numpy as np
 import pytest
 import torch
 
 from skxray.datasets import make_phantom_cxr
 from skxray.models import CNNClassifier, FNNClassifier, ResNet50Classifier
-from skxray.models._resume import STATE_FILE, TrainingState, atomic_write, read_state
+from skxray.models._resume import STATE_FILE, atomic_write, read_state
 
 MAX_EPOCHS = 8
 
@@ -154,16 +155,8 @@ def _fnn(tmp_path, **kw):
     return FNNClassifier(**{**params, **kw})
 
 
-def _interrupt_after_epoch(monkeypatch, epoch):
-    """Ctrl-C after ``epoch`` (skorch ends the fit early, as for a real one)."""
-    original = TrainingState.on_epoch_end
-
-    def on_epoch_end(self, net, **kwargs):
-        original(self, net, **kwargs)
-        if len(net.history) == epoch:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(TrainingState, "on_epoch_end", on_epoch_end)
+#: Ctrl-C after some epochs (skorch ends the fit early, as for a real one).
+_interrupt_after_epoch = _helpers.interrupt_after_epoch
 
 
 @pytest.mark.parametrize(
