@@ -73,11 +73,12 @@ class AtomicCheckpoint(Checkpoint):
         atomic_write(f, lambda tmp: net.save_params(**{f_name: tmp, "use_safetensors": self.use_safetensors}))
 
 
-def training_fingerprint(estimator, X, y_enc, seed, num_processes=1):
+def training_fingerprint(estimator, X, y_enc, seed, num_processes=1, sample_weight=None):
     """What a checkpoint must agree on to be resumed by this fit.
 
     The constructor parameters (callables by type), the classes, the input
-    shape, a hash of the training images (or paths) and labels, and the
+    shape, a hash of the training images (or paths), labels and sample
+    weights, and the
     number of processes training together (each sees another share of the
     batches, so another count continues another run).
     """
@@ -97,6 +98,9 @@ def training_fingerprint(estimator, X, y_enc, seed, num_processes=1):
     else:
         digest.update("\0".join(map(str, X)).encode())
     digest.update(np.ascontiguousarray(y_enc, dtype=np.int64).data)
+    if sample_weight is not None:
+        # Only then, so that checkpoints of unweighted fits keep their fingerprint.
+        digest.update(np.ascontiguousarray(np.asarray(sample_weight), dtype=np.float32).data)
     return {
         "estimator": type(estimator).__name__,
         "params": params,

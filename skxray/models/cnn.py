@@ -307,5 +307,6 @@ class CNNClassifier(BaseImageClassifier):
             "dropout": self.dropout,
         }
         if self.architecture == "residual":
-            return _ResidualConvNet(input_shape, n_outputs, **shared)
-        return _ConvNet(input_shape, n_outputs, batch_norm=self.batch_norm, **shared)
+            return _ResidualConvNet(input_shape, n_outputs, **self._with_routed("module", _ResidualConvNet, **shared))
+        kwargs = self._with_routed("module", _ConvNet, batch_norm=self.batch_norm, **shared)
+        return _ConvNet(input_shape, n_outputs, **kwargs)
