@@ -127,7 +127,7 @@ def check_sample_weight(sample_weight, n_samples, owner):
     ``owner`` and ``sample_weight`` otherwise.
     """
     try:
-        weights = np.asarray(sample_weight, dtype=np.float64)
+        weights = np.array(sample_weight, dtype=np.float64)  # a copy: never a view of the caller's
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{owner}: sample_weight must be numbers, one per image ({exc}).") from exc
     if weights.ndim == 0:

@@ -298,3 +298,17 @@ def test_html_repr_links_to_the_api_page(name):
     clf = CLASSIFIERS[name]()
     assert clf._get_doc_link() == url
     assert f'href="{url}"' in clf._repr_html_()
+
+
+def test_resume_finds_a_fit_with_callbacks_and_not_one_with_other_weights(tmp_path, phantoms):
+    # The checkpoint's fingerprint holds the sample weights, and the callbacks
+    # without their memory addresses (a new instance is the same setting).
+    X, y, _ = phantoms
+    weights = np.linspace(0.5, 2.0, len(y))
+
+    def make():
+        return tiny_cnn(checkpoint_dir=tmp_path, callbacks=[("count", _CountEpochs())])
+
+    make().fit(X, y, sample_weight=weights)
+    assert make().fit(X, y, sample_weight=weights, resume=True).resumed_from_ is not None
+    assert make().fit(X, y, sample_weight=weights[::-1], resume=True).resumed_from_ is None

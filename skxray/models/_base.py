@@ -929,80 +929,63 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         return _CrossEntropyLoss, {"weight": weight, "label_smoothing": smoothing}
 
     def _callbacks(self, n_train, validate, writer=True, processes=1):
+        """skxray's default callbacks of this fit, as ``(name, callback)`` pairs.
+
+        Named as skorch names its own (``epoch_timer``, ``train_loss``,
+        ``valid_loss``, ``print_log``), so that ``callbacks__<name>__<param>``
+        changes one and ``callbacks__<name>=None`` switches it off (skorch
+        applies both). Those the settings leave out are not listed.
+        """
         monitor = "valid_loss" if validate else "train_loss"
-        callbacks = [("lr_record", _RecordLearningRate())]
-        if validate:
-            callbacks.append(
-                (
-                    "valid_acc",
-                    EpochScoring(
-                        _binary_accuracy_or_multiclass,
-                        lower_is_better=False,
-                        on_train=False,
-                        name="valid_acc",
-                    ),
-                )
-            )
+        valid_acc = EpochScoring(
+            _binary_accuracy_or_multiclass, lower_is_better=False, on_train=False, name="valid_acc"
+        )
+        early_stopping = EarlyStopping(monitor=monitor, patience=self.n_iter_no_change, load_best=True)
+        defaults = [
+            ("lr_record", _RecordLearningRate()),
+            ("valid_acc", valid_acc if validate else None),
+            ("lr_scheduler", self._lr_scheduler(monitor, n_train, processes)),
+            ("early_stopping", early_stopping if self.early_stopping else None),
+            ("checkpoint", self._checkpoint_callback(monitor, writer)),
+            # One progress bar, from the main process.
+            ("progress_bar", ProgressBar() if self.verbose and writer else None),
+        ]
+        return [(name, callback) for name, callback in defaults if callback is not None]
+
+    def _lr_scheduler(self, monitor, n_train, processes):
+        """The ``LRScheduler`` of ``lr_schedule``, or None for a constant rate."""
         if self.lr_schedule == "plateau":
-            callbacks.append(
-                (
-                    "lr_scheduler",
-                    LRScheduler(
-                        torch.optim.lr_scheduler.ReduceLROnPlateau,
-                        monitor=monitor,
-                        factor=0.5,
-                        patience=max(1, self.n_iter_no_change // 2),
-                    ),
-                )
+            return LRScheduler(
+                torch.optim.lr_scheduler.ReduceLROnPlateau,
+                monitor=monitor,
+                factor=0.5,
+                patience=max(1, self.n_iter_no_change // 2),
             )
-        elif self.lr_schedule == "cosine":
-            callbacks.append(
-                (
-                    "lr_scheduler",
-                    LRScheduler(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=self.max_epochs),
-                )
-            )
-        elif self.lr_schedule == "onecycle":
+        if self.lr_schedule == "cosine":
+            return LRScheduler(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=self.max_epochs)
+        if self.lr_schedule == "onecycle":
             # Each of the processes of a data-parallel fit takes every
             # processes-th batch (accelerate pads the last round).
             batches = max(1, math.ceil(n_train / self.batch_size))
             steps = self.max_epochs * math.ceil(batches / processes)
-            callbacks.append(
-                (
-                    "lr_scheduler",
-                    LRScheduler(
-                        torch.optim.lr_scheduler.OneCycleLR,
-                        max_lr=self.lr,
-                        total_steps=steps,
-                        step_every="batch",
-                    ),
-                )
+            return LRScheduler(
+                torch.optim.lr_scheduler.OneCycleLR, max_lr=self.lr, total_steps=steps, step_every="batch"
             )
-        if self.early_stopping:
-            callbacks.append(
-                (
-                    "early_stopping",
-                    EarlyStopping(monitor=monitor, patience=self.n_iter_no_change, load_best=True),
-                )
-            )
-        if self.checkpoint_dir is not None:
-            callbacks.append(
-                (
-                    "checkpoint",
-                    AtomicCheckpoint(
-                        monitor=f"{monitor}_best",
-                        dirname=self.checkpoint_path_,
-                        f_params="params.pt",
-                        f_optimizer="optimizer.pt",
-                        f_criterion=None,
-                        f_history="history.json",
-                        writer=writer,
-                    ),
-                )
-            )
-        if self.verbose and writer:  # one progress bar, from the main process
-            callbacks.append(("progress_bar", ProgressBar()))
-        return callbacks
+        return None
+
+    def _checkpoint_callback(self, monitor, writer):
+        """The callback writing the best weights under ``checkpoint_path_``, or None."""
+        if self.checkpoint_dir is None:
+            return None
+        return AtomicCheckpoint(
+            monitor=f"{monitor}_best",
+            dirname=self.checkpoint_path_,
+            f_params="params.pt",
+            f_optimizer="optimizer.pt",
+            f_criterion=None,
+            f_history="history.json",
+            writer=writer,
+        )
 
     def _training_state_callback(self, generator, writer):
         """The callback writing ``last.pt`` (last, so it sees every other state)."""

@@ -19,6 +19,7 @@ which refuses pickled code.
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,8 @@ def training_fingerprint(estimator, X, y_enc, seed, num_processes=1, sample_weig
             # Objects without a stable repr (a lambda prints its address).
             text = repr(value)
             value = type(value).__qualname__ if " at 0x" in text else text
-        params[name] = repr(value) if not isinstance(value, str) else value
+        # Without memory addresses: a list of callbacks prints them too.
+        params[name] = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value)) if not isinstance(value, str) else value
     digest = hashlib.sha1()
     if isinstance(X, np.ndarray) and X.dtype.kind != "O":
         digest.update(str(X.shape).encode())
