@@ -1388,7 +1388,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, height, width), \
 (n_samples, channels, height, width) or (n_samples,) of file paths
-            Images in the same format (shape, channels, scaling) as in ``fit``.
+            Images as for :meth:`predict_proba`.
 
         Returns
         -------
