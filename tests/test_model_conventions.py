@@ -13,6 +13,7 @@ import pytest
 import sklearn
 import torch
 from sklearn.base import clone
+from sklearn.ensemble import VotingClassifier
 from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.utils import get_tags
@@ -138,6 +139,14 @@ def test_sample_weight_through_pipeline_and_grid_search_without_routing(phantoms
     search = GridSearchCV(make_pipeline(tiny_cnn()), {"cnnclassifier__lr": [1e-3]}, cv=2)
     search.fit(X, y, cnnclassifier__sample_weight=weights)
     _same_fit(search.best_estimator_[-1], reference)
+
+
+def test_voting_classifier_passes_sample_weight_on(phantoms, weighted_reference):
+    X, y, _ = phantoms
+    reference, weights = weighted_reference
+    voting = VotingClassifier([("cnn", tiny_cnn()), ("fnn", _helpers.tiny_fnn(**DETERMINISTIC))], voting="soft")
+    voting.fit(X, y, sample_weight=weights)
+    _same_fit(voting.estimators_[0], reference)
 
 
 @pytest.mark.parametrize("routing", [True, False])
