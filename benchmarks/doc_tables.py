@@ -16,6 +16,8 @@ import os
 #: results file does not carry it.
 PAPER_ACCURACY = {"binary": 0.9808, "3class": 0.8702}
 TASK_NAMES = {"binary": "COVID-19 vs normal", "3class": "3 classes"}
+#: After the name of a ResNet-50 that ran without its ImageNet weights, in every table.
+RANDOM_WEIGHTS = "from random weights (ImageNet weights unavailable offline)"
 
 
 def _pct(mean, std=None):
@@ -45,7 +47,7 @@ def accuracy_table(payload):
     rows = []
     for r in results:
         g = grouped.get((r["task"], r["model"]), {}) if r["protocol"] == "image" else {}
-        model = r["model"] + (" (best)" if r.get("best_model") else "")
+        model = model_label(r, results) + (" (best)" if r.get("best_model") else "")
         if r.get("image_size"):
             model += f", {r['image_size']} px, {r.get('epochs', '?')} ep."
         target = r.get("target_accuracy")
@@ -69,6 +71,25 @@ def accuracy_table(payload):
             "" if lungs is None else f"{lungs:.3f}",
         ])
     return header, rows
+
+
+def _random_init(row):
+    return str(row.get("weights") or "").lower().startswith("random")
+
+
+def model_label(row, results=()):
+    """A result row's model name; a ResNet-50 without ImageNet weights says so.
+
+    An ensemble (``members``) says it when one of its members, among
+    ``results``, ran from random weights.
+    """
+    if _random_init(row):
+        return f"{row['model']} {RANDOM_WEIGHTS}"
+    members = str(row.get("members") or "").split("+")
+    random_members = sorted({r["model"] for r in results if _random_init(r)} & set(members))
+    if random_members:
+        return f"{row['model']}, its {', '.join(random_members)} {RANDOM_WEIGHTS}"
+    return row["model"]
 
 
 def accuracy_notes(payload):

@@ -63,7 +63,8 @@ def make_model(name, quick, random_state):
     from skxray.models import CNNClassifier, FNNClassifier
 
     if name == "cnn":
-        # The defaults a user gets, with the 15 epochs of `skxray train`.
+        # The defaults, with the 15 epochs `skxray train` used when this was measured
+        # (it now takes the estimator's own max_epochs).
         return CNNClassifier(max_epochs=4 if quick else 15, image_size=64 if quick else 128,
                              random_state=random_state)
     if name == "fnn":

@@ -13,6 +13,7 @@ import contextlib
 import json
 import sys
 import tempfile
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -21,9 +22,8 @@ import numpy as np
 
 from skxray._utils import jsonable
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "model_defaults"]
 
-MODELS = ("cnn", "fnn", "resnet50")
 #: A batch this large gets the shift test before its predictions.
 MIN_BATCH_FOR_SHIFT_TEST = 20
 
@@ -32,24 +32,106 @@ class UserError(Exception):
     """An error caused by the command line or the data, reported in one line."""
 
 
-# ----------------------------------------------------------------------------- helpers
-def _make_model(
-    name, *, epochs, image_size, random_state, verbose=0, weights="IMAGENET1K_V2", feature_cache_dir=None
-):
-    from skxray.models import CNNClassifier, FNNClassifier, ResNet50Classifier
+# ----------------------------------------------------------------------------- models and defaults
+#: The classifier class behind each ``--model`` name.
+MODEL_CLASSES = {"cnn": "CNNClassifier", "fnn": "FNNClassifier", "resnet50": "ResNet50Classifier"}
+MODELS = tuple(MODEL_CLASSES)
 
-    common = dict(random_state=random_state, verbose=verbose, image_size=image_size)
-    if name == "cnn":
-        return CNNClassifier(max_epochs=epochs, **common)
-    if name == "fnn":
-        return FNNClassifier(max_epochs=epochs, **common)
+
+def _model_class(name):
+    import skxray.models  # noqa: F401 (fills the registry)
+    from skxray.models._registry import CLASSIFIERS
+
+    if name not in MODEL_CLASSES:
+        raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return CLASSIFIERS[MODEL_CLASSES[name]]
+
+
+def model_defaults(name, preset=None):
+    """The image size and epochs ``skxray`` uses for a model when none are given.
+
+    They are the estimator's own constructor defaults (``image_size``,
+    ``max_epochs``), overridden by the named preset's, so that the command
+    line and ``CNNClassifier()`` in Python train the same model.
+
+    Parameters
+    ----------
+    name : {"cnn", "fnn", "resnet50"}
+        The ``--model`` name.
+    preset : str, default=None
+        A preset of ``CNNClassifier.from_preset`` (``skxray train --preset``).
+
+    Returns
+    -------
+    defaults : dict
+        ``{"image_size": int, "epochs": int}``.
+
+    Examples
+    --------
+    >>> from skxray.cli import model_defaults
+    >>> from skxray.models import CNNClassifier
+    >>> model_defaults("cnn")["epochs"] == CNNClassifier().max_epochs
+    True
+    >>> model_defaults("cnn", preset="benchmark")["epochs"]
+    15
+    """
+    from skxray.models import CNN_PRESETS
+
+    params = _model_class(name)().get_params()
+    params.update(CNN_PRESETS[preset] if preset else {})
+    return {"image_size": params["image_size"], "epochs": params["max_epochs"]}
+
+
+def _fill_model_defaults(args):
+    """Set ``args.image_size`` and ``args.epochs_by_model`` from the models' defaults.
+
+    Several models (``compare``, ``demo``) share one image size, as the images
+    are read once: the smallest of their defaults. Each model keeps its own
+    epochs unless ``--epochs`` is given.
+    """
+    names = [args.model] if hasattr(args, "model") else _model_names(args.models)
+    preset = getattr(args, "preset", None)
+    defaults = {name: model_defaults(name, preset) for name in names}
+    if args.image_size is None:
+        args.image_size = min(d["image_size"] for d in defaults.values())
+    args.epochs_by_model = {
+        name: d["epochs"] if args.epochs is None else args.epochs for name, d in defaults.items()
+    }
+
+
+def _model_names(value):
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"--models names no model; choose among {', '.join(MODELS)}")
+    for name in names:
+        _model_class(name)  # an unknown name is a user error
+    return names
+
+
+def _epochs_text(args):
+    """The epochs for the report: "20 epochs", or each model's when they differ."""
+    counts = args.epochs_by_model
+    if len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values()))} epochs"
+    return "epochs: " + ", ".join(f"{name} {n}" for name, n in counts.items())
+
+
+def _make_model(name, *, epochs, image_size, random_state, verbose=0, weights="IMAGENET1K_V2",
+                feature_cache_dir=None, preset=None, **params):
+    """The classifier of ``name``: its defaults (or ``preset``'s) with the given settings."""
+    cls = _model_class(name)
+    params = dict(params, max_epochs=epochs, random_state=random_state, verbose=verbose,
+                  image_size=image_size)
     if name == "resnet50":
-        return ResNet50Classifier(
-            max_epochs=epochs, weights=weights, feature_cache_dir=feature_cache_dir, **common
-        )
-    raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+        params.update(weights=weights, feature_cache_dir=feature_cache_dir)
+    if preset is None:
+        return cls(**params)
+    if not hasattr(cls, "from_preset"):
+        raise UserError(f"--preset {preset} is a preset of the cnn model; {name} has none")
+    return cls.from_preset(preset, **params)
 
 
+# ----------------------------------------------------------------------------- helpers
 @contextlib.contextmanager
 def _feature_cache(args):
     """The ResNet-50 feature folder: --feature-cache-dir, else a temporary one for this command.
@@ -203,19 +285,18 @@ def cmd_train(args):
         raise UserError(str(exc)) from exc
 
 
-def _train_into(args, out):
-    from skxray.evaluation import plot_learning_curves
-
-    keep_aspect = _keep_aspect(args)
-    bunch = _load_folder(
-        args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes), keep_aspect=keep_aspect
-    )
+def _train_model(args):
+    """The unfitted classifier of ``skxray train``: the defaults or the preset, then the options."""
     weights = args.weights
     if args.model == "resnet50" and str(weights).lower() == "none":
         weights = None
+    # Only the options given, so the defaults (or the preset's) stay; "none" is None.
+    given = {k: v for k, v in {"lr": args.lr, "class_weight": args.class_weight}.items() if v is not None}
+    given["early_stopping"] = args.early_stopping or None
+    given["checkpoint_dir"] = args.checkpoint_dir
     model = _make_model(
         args.model,
-        epochs=args.epochs,
+        epochs=args.epochs_by_model[args.model],
         image_size=args.image_size,
         random_state=args.random_state,
         verbose=1,
@@ -223,13 +304,22 @@ def _train_into(args, out):
         # Only a folder the user chose. The saved model does not keep it:
         # pass --feature-cache-dir again to the commands that load it.
         feature_cache_dir=args.feature_cache_dir,
+        preset=args.preset,
+        # Saved with the model, so evaluate and predict read images the same way.
+        keep_aspect=_keep_aspect(args),
+        **{k: None if v == "none" else v for k, v in given.items() if v is not None},
     )
-    # Saved with the model, so evaluate and predict read images the same way.
-    model.set_params(keep_aspect=keep_aspect)
-    if args.early_stopping:
-        model.set_params(early_stopping=True)
-    if args.checkpoint_dir:
-        model.set_params(checkpoint_dir=args.checkpoint_dir)
+    return model
+
+
+def _train_into(args, out):
+    from skxray.evaluation import plot_learning_curves
+
+    model = _train_model(args)  # a bad option fails before the images are read
+    bunch = _load_folder(
+        args.data_dir, image_size=args.image_size, classes=_parse_classes(args.classes),
+        keep_aspect=model.keep_aspect,
+    )
     start = time.perf_counter()
     # The progress bar redraws one line with carriage returns: only for a person
     # watching a terminal, or when asked; logs keep the per-epoch table.
@@ -565,7 +655,7 @@ def _print_external(result):
 
 
 def _models_for_compare(
-    names, *, epochs, image_size, random_state, weights, feature_cache_dir=None, verbose=False
+    names, *, epochs_by_model, image_size, random_state, weights, feature_cache_dir=None, verbose=False
 ):
     """The models by name, with the soft vote of them all; and the warnings to show.
 
@@ -586,7 +676,7 @@ def _models_for_compare(
             notes.append(note)
         models[name] = _make_model(
             name,
-            epochs=epochs,
+            epochs=epochs_by_model[name],
             image_size=image_size,
             random_state=random_state,
             weights=w,
@@ -608,16 +698,13 @@ def _run_compare_with(bunch, args, *, title, data, caveats, feature_cache_dir):
     from skxray.evaluation import compare_models
     from skxray.report import Report, format_comparison
 
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
-    for name in names:
-        if name not in MODELS:
-            raise UserError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    names = list(args.epochs_by_model)
     labels = np.unique(bunch.target)
     if len(labels) < 2:
         raise UserError(f"the data hold one class only ({labels[0]!r}); at least two are needed")
     models, notes, problems = _models_for_compare(
         names,
-        epochs=args.epochs,
+        epochs_by_model=args.epochs_by_model,
         image_size=args.image_size,
         random_state=args.random_state,
         weights=args.weights,
@@ -661,7 +748,7 @@ def _run_compare_with(bunch, args, *, title, data, caveats, feature_cache_dir):
     report.describe(
         data=data,
         protocol=f"{protocol}; images resized to {args.image_size} × {args.image_size} px "
-        f"({args.keep_aspect}); {args.epochs} epochs",
+        f"({args.keep_aspect}); {_epochs_text(args)}",
         models="; ".join([model_names, *notes]),
         caveats=caveats,
     )
@@ -738,7 +825,7 @@ def cmd_audit(args):
     with _feature_cache(args) as feature_cache_dir:
         model = _make_model(
             args.model,
-            epochs=args.epochs,
+            epochs=args.epochs_by_model[args.model],
             image_size=args.image_size,
             random_state=args.random_state,
             weights=weights,
@@ -757,7 +844,7 @@ def cmd_audit(args):
         data=f"the image folder {args.data_dir}",
         protocol=f"{args.cv}-fold cross-validation"
         + (" grouped by patient" if bunch.groups is not None else " without patient ids")
-        + f"; images resized to {args.image_size} × {args.image_size} px; {args.epochs} epochs",
+        + f"; images resized to {args.image_size} × {args.image_size} px; {_epochs_text(args)}",
         models=args.model if args.model != "resnet50" else f"resnet50 ({note})",
         caveats="An audit finds the shortcuts it looks for; a clean audit does not prove the "
         "model reads the lungs, nor that it works at another hospital.",
@@ -770,146 +857,248 @@ def cmd_audit(args):
 
 
 # ----------------------------------------------------------------------------- parser
-# long-function: one add_argument call per option and sub-command, read top to bottom as the --help.
+#: Each sub-command: the one line of ``skxray --help``, what ``skxray COMMAND --help``
+#: says it does, and an example.
+COMMANDS = {
+    "explore": (
+        "counts per class, image sizes and a grid of sample images",
+        "Look at an image folder before training: print the images per class, the range of "
+        "image sizes and the number of patients (from manifest.csv), and write a grid of "
+        "sample images and a histogram of image sizes to --out.",
+        "skxray explore ../shared/data/darkcovidnet --out explore",
+    ),
+    "train": (
+        "fit a model on a folder and save it",
+        "Fit one classifier on every image of a folder and save it to --out, with a plot of "
+        "its learning curves. Without --preset the classifier has the library's defaults, as "
+        "CNNClassifier() in Python; --preset benchmark gives CNNClassifier.from_preset"
+        "('benchmark'), the settings of the quickstart and the benchmark. --epochs, --lr, "
+        "--class-weight and --image-size override either.",
+        "skxray train ../shared/data/darkcovidnet --model cnn --out models/cnn "
+        "--classes Covid-19,No_findings",
+    ),
+    "evaluate": (
+        "what a saved model achieves on a folder (all of its classes or some, e.g. "
+        "another hospital's COVID-19 images), with 95%% intervals, abstention and the shift test",
+        "Score a saved model on a labelled folder it was not trained on: accuracy and the "
+        "sensitivity of each class present with 95 % intervals, the share of images it "
+        "abstains on, and the shift test of the whole folder. --report writes an HTML report; "
+        "--internal puts cross-validated figures of the same settings beside them.",
+        "skxray evaluate models/cnn other-hospital/ --report evaluation",
+    ),
+    "predict": (
+        "label and probability of each image; folders are searched recursively, and a "
+        f"batch of {MIN_BATCH_FOR_SHIFT_TEST} images or more is shift-tested first",
+        "Label each image with a saved model: the label, its probability and, when the model "
+        "has an out-of-distribution detector, whether the image is out of distribution and "
+        f"the answer ('uncertain' for those). A batch of {MIN_BATCH_FOR_SHIFT_TEST} images or "
+        "more gets the shift test first. Unreadable files are listed on stderr (exit status 1).",
+        "skxray predict models/cnn scans/ --json > predictions.json",
+    ),
+    "compare": (
+        "CNN vs FNN vs ResNet-50 (and their ensemble) under cross-validation, HTML report",
+        "Cross-validate several models and their soft vote on the same folds (grouped by "
+        "patient when the folder has a manifest with patient_id), print a table of their "
+        "figures and write an HTML report with curves, confusion matrices and Grad-CAM maps.",
+        "skxray compare ../shared/data/darkcovidnet --out report --models cnn,fnn --cv 5",
+    ),
+    "demo": (
+        "the main job: compare the models and write the HTML report",
+        "'compare' on synthetic phantoms made on the spot (no data or network needed; they "
+        "test the software, they are not evidence about X-rays), or on a real folder with "
+        "--data.",
+        "skxray demo --out demo-report",
+    ),
+    "audit": (
+        "shortcut-learning and leakage audit of a model on a folder",
+        "Look for shortcuts and leaks: cross-validate one model and run the audit's checks "
+        "(patient leakage, duplicates, source, lungs masked, calibration, label issues) with "
+        "the manifest's patient_id and source columns when present; write audit.json and "
+        "report.html to --out.",
+        "skxray audit ../shared/data/darkcovidnet --model cnn --out audit --image-size 64",
+    ),
+}
+
+#: Help of the arguments several sub-commands share.
+DATA_DIR_HELP = "image folder with one sub-folder per class, optionally a manifest.csv"
+MODEL_DIR_HELP = "folder of a model saved by 'skxray train'"
+CV_HELP = "number of cross-validation folds (default %(default)s)"
+MODELS_HELP = f"comma-separated models among {', '.join(MODELS)} (default %(default)s)"
+
+
+def _defaults_help(key):
+    """'cnn 128, fnn 64, resnet50 224': each model's default, for the --help texts."""
+    return ", ".join(f"{name} {model_defaults(name)[key]}" for name in MODELS)
+
+
+def _add_model_options(p, *, several=False):
+    """--image-size, --epochs, --random-state, --classes, --weights, --feature-cache-dir."""
+    shared = " (several models share the smallest)" if several else ""
+    p.add_argument("--image-size", type=int, metavar="PX",
+                   help=f"side of the square images in pixels (default: the model's own, "
+                   f"{_defaults_help('image_size')}{shared})")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help=f"training epochs (default: the model's own, {_defaults_help('epochs')})")
+    p.add_argument("--random-state", type=int, default=0, metavar="SEED",
+                   help="seed of the folds, the weights and the shuffling (default 0)")
+    p.add_argument("--classes", help="comma-separated classes to use (default: every sub-folder)")
+    p.add_argument("--weights", default="IMAGENET1K_V2",
+                   help="ResNet-50 weights: IMAGENET1K_V2, a file, or none (default IMAGENET1K_V2)")
+    p.add_argument(
+        "--feature-cache-dir", metavar="DIR",
+        help="keep the frozen ResNet-50's features of each image in DIR, for later runs "
+        "(compare, demo and audit otherwise share them through a temporary folder)",
+    )
+
+
+def _add_keep_aspect(p):
+    p.add_argument(
+        "--keep-aspect", choices=("crop", "pad", "stretch"), default="crop",
+        help="how non-square images become square: centre crop (default), zero padding or stretch",
+    )
+
+
+def _add_dask_options(p):
+    from skxray.dask import MAX_PARTITION_SIZE
+
+    p.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="score the images on a Dask cluster: the address of a running scheduler "
+        "(tcp://host:8786), or local:N to start N worker processes on this machine; "
+        "each worker loads the model once, the output is the same, in the same order "
+        "(needs the dask extra)",
+    )
+    p.add_argument(
+        "--partition-size", type=int, metavar="N",
+        help="with --scheduler: images per task (default: about 4 tasks per worker, "
+        f"at most {MAX_PARTITION_SIZE} images each)",
+    )
+
+
+def _add_train_options(p):
+    from skxray.models import CNN_PRESETS
+
+    p.add_argument("data_dir", metavar="DATA_DIR", help=DATA_DIR_HELP)
+    p.add_argument("--model", required=True, choices=MODELS, help="the classifier to train")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to save the model in")
+    p.add_argument("--preset", choices=sorted(CNN_PRESETS),
+                   help="start from CNNClassifier.from_preset(PRESET) instead of the defaults "
+                   "(cnn only; 'benchmark': the quickstart's settings)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the model's or preset's)")
+    p.add_argument("--class-weight", choices=("balanced", "none"),
+                   help="'balanced' weighs each class by the inverse of its frequency "
+                   "(default: the model's or preset's)")
+    p.add_argument("--early-stopping", action="store_true", help="stop when the validation loss stalls")
+    p.add_argument("--checkpoint-dir", metavar="DIR", help="write a crash-safe checkpoint every epoch under DIR")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the last interrupted run with the same settings under --checkpoint-dir")
+    _add_keep_aspect(p)
+    p.add_argument("--progress", action="store_true",
+                   help="show the progress bar even when the output is not a terminal (e.g. a log file)")
+    _add_model_options(p)
+
+
+def _add_evaluate_options(p):
+    p.add_argument("model_dir", metavar="MODEL_DIR", help=MODEL_DIR_HELP)
+    p.add_argument("data_dir", metavar="DATA_DIR", help=DATA_DIR_HELP + " (the model's classes or some)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--report", metavar="REPORT_DIR", help="also write an HTML report to REPORT_DIR")
+    p.add_argument(
+        "--internal", metavar="TRAIN_DIR",
+        help="with --report: cross-validate the model's settings on TRAIN_DIR (grouped by patient "
+        "when it has a manifest with patient_id) to show internal figures beside the external ones",
+    )
+    p.add_argument("--cv", type=int, default=5, help="folds of --internal (default %(default)s)")
+    _add_dask_options(p)
+
+
+def _add_predict_options(p):
+    p.add_argument("model_dir", metavar="MODEL_DIR", help=MODEL_DIR_HELP)
+    p.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+",
+                   help="image files (PNG, JPEG, TIFF, DICOM ...) or folders, searched recursively")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_dask_options(p)
+
+
+def _add_explore_options(p):
+    p.add_argument("data_dir", metavar="DATA_DIR", help=DATA_DIR_HELP)
+    p.add_argument("--out", default="explore", metavar="DIR", help="folder for the figures (default ./explore)")
+    p.add_argument("--classes", help="comma-separated classes to use (default: every sub-folder)")
+    p.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed of the sample grid (default 0)")
+
+
+def _add_compare_options(p):
+    p.add_argument("data_dir", metavar="DATA_DIR", help=DATA_DIR_HELP)
+    p.add_argument("--out", required=True, metavar="REPORT_DIR", help="folder for report.html and metrics.json")
+    p.add_argument("--cv", type=int, default=5, help=CV_HELP)
+    p.add_argument("--models", default="cnn,fnn,resnet50", help=MODELS_HELP)
+    _add_keep_aspect(p)
+    _add_model_options(p, several=True)
+
+
+def _add_demo_options(p):
+    p.add_argument("--data", metavar="DATA_DIR", help="a real image folder (default: phantoms made on the spot)")
+    p.add_argument("--out", default="demo-report", metavar="REPORT_DIR",
+                   help="folder for report.html and metrics.json (default ./demo-report)")
+    p.add_argument("--cv", type=int, default=3, help=CV_HELP)
+    p.add_argument("--n-samples", type=int, default=240, help="phantoms to make without --data (default 240)")
+    p.add_argument("--models", default="cnn,fnn,resnet50", help=MODELS_HELP)
+    _add_keep_aspect(p)
+    _add_model_options(p, several=True)
+
+
+def _add_audit_options(p):
+    p.add_argument("data_dir", metavar="DATA_DIR", help=DATA_DIR_HELP)
+    p.add_argument("--model", default="cnn", choices=MODELS, help="the classifier to audit (default cnn)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for audit.json and report.html")
+    p.add_argument("--cv", type=int, default=5, help=CV_HELP)
+    _add_model_options(p)
+
+
+def _command_table():
+    """name -> (function adding its arguments, function running it)."""
+    return {
+        "explore": (_add_explore_options, cmd_explore),
+        "train": (_add_train_options, cmd_train),
+        "evaluate": (_add_evaluate_options, cmd_evaluate),
+        "predict": (_add_predict_options, cmd_predict),
+        "compare": (_add_compare_options, cmd_compare),
+        "demo": (_add_demo_options, cmd_demo),
+        "audit": (_add_audit_options, cmd_audit),
+    }
+
+
 def build_parser():
     """Return the argument parser of the ``skxray`` command.
 
     Returns
     -------
     parser : argparse.ArgumentParser
-        The parser, with one sub-command per task.
+        The parser, with one sub-command per task. ``--verbose`` is accepted
+        before or after the sub-command.
     """
+    from skxray import __version__
+
+    verbose_help = "show full tracebacks and technical causes on errors"
     parser = argparse.ArgumentParser(
         prog="skxray",
         description="Chest X-ray classification with scikit-learn-compatible neural networks.",
+        epilog="Run 'skxray COMMAND --help' for what a command does, with an example.",
     )
-    parser.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"skxray {__version__}")
+    parser.add_argument("--verbose", action="store_true", help=verbose_help)
+    # After the sub-command too; SUPPRESS keeps a --verbose given before it.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def keep_aspect_option(p):
-        p.add_argument(
-            "--keep-aspect",
-            choices=("crop", "pad", "stretch"),
-            default="crop",
-            help="how non-square images become square: centre crop (default), zero padding or stretch",
+    for name, (add_options, func) in _command_table().items():
+        summary, description, example = COMMANDS[name]
+        p = sub.add_parser(
+            name, help=summary, parents=[after], formatter_class=argparse.RawDescriptionHelpFormatter,
+            description=textwrap.fill(description, 79), epilog=f"example:\n  {example}",
         )
-
-    def dask_options(p):
-        p.add_argument(
-            "--scheduler",
-            metavar="ADDRESS",
-            help="score the images on a Dask cluster: the address of a running scheduler "
-            "(tcp://host:8786), or local:N to start N worker processes on this machine; "
-            "each worker loads the model once, the output is the same, in the same order "
-            "(needs the dask extra)",
-        )
-        from skxray.dask import MAX_PARTITION_SIZE
-
-        p.add_argument(
-            "--partition-size",
-            type=int,
-            metavar="N",
-            help="with --scheduler: images per task (default: about 4 tasks per worker, "
-            f"at most {MAX_PARTITION_SIZE} images each)",
-        )
-
-    def common(p, *, image_size=64, epochs=10):
-        p.add_argument("--image-size", type=int, default=image_size, help=f"side of the square images (default {image_size})")
-        p.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
-        p.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
-        p.add_argument("--classes", help="comma-separated classes to use (default: all folders)")
-        p.add_argument("--weights", default="IMAGENET1K_V2", help="ResNet-50 weights: IMAGENET1K_V2, a file, or none")
-        p.add_argument(
-            "--feature-cache-dir", metavar="DIR",
-            help="keep the frozen ResNet-50's features of each image in DIR, for later runs "
-            "(compare, demo and audit otherwise share them through a temporary folder)",
-        )
-
-    p = sub.add_parser("explore", help="counts per class, image sizes and a grid of sample images")
-    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder per class")
-    p.add_argument("--out", default="explore", help="folder for the figures (default ./explore)")
-    p.add_argument("--classes", help="comma-separated classes to use")
-    p.add_argument("--random-state", type=int, default=0)
-    p.set_defaults(func=cmd_explore)
-
-    p = sub.add_parser("train", help="fit a model on a folder and save it")
-    p.add_argument("data_dir", metavar="DATA_DIR")
-    p.add_argument("--model", required=True, choices=MODELS)
-    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to save the model in")
-    p.add_argument("--early-stopping", action="store_true", help="stop when the validation loss stalls")
-    p.add_argument(
-        "--checkpoint-dir", metavar="DIR", help="write a crash-safe checkpoint every epoch under DIR"
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the last interrupted run with the same settings under --checkpoint-dir",
-    )
-    keep_aspect_option(p)
-    p.add_argument(
-        "--progress",
-        action="store_true",
-        help="show the progress bar even when the output is not a terminal (e.g. a log file)",
-    )
-    common(p, image_size=128, epochs=15)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser(
-        "evaluate",
-        help="what a saved model achieves on a folder (all of its classes or some, e.g. "
-        "another hospital's COVID-19 images), with 95%% intervals, abstention and the shift test",
-    )
-    p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder per class")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--report", metavar="REPORT_DIR", help="also write an HTML report to REPORT_DIR")
-    p.add_argument(
-        "--internal",
-        metavar="TRAIN_DIR",
-        help="with --report: cross-validate the model's settings on TRAIN_DIR (grouped by patient "
-        "when it has a manifest with patient_id) to show internal figures beside the external ones",
-    )
-    p.add_argument("--cv", type=int, default=5, help="folds of --internal (default 5)")
-    dask_options(p)
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser(
-        "predict",
-        help="label and probability of each image; folders are searched recursively, and a "
-        f"batch of {MIN_BATCH_FOR_SHIFT_TEST} images or more is shift-tested first",
-    )
-    p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    dask_options(p)
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("compare", help="CNN vs FNN vs ResNet-50 (and their ensemble) under cross-validation, HTML report")
-    p.add_argument("data_dir", metavar="DATA_DIR")
-    p.add_argument("--out", required=True, metavar="REPORT_DIR")
-    p.add_argument("--cv", type=int, default=5, help="folds (default 5)")
-    p.add_argument("--models", default="cnn,fnn,resnet50", help="comma-separated (default cnn,fnn,resnet50)")
-    keep_aspect_option(p)
-    common(p)
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser("demo", help="the main job: compare the models and write the HTML report")
-    p.add_argument("--data", metavar="DATA_DIR", help="a real image folder (default: phantoms made on the spot)")
-    p.add_argument("--out", default="demo-report", metavar="REPORT_DIR")
-    p.add_argument("--cv", type=int, default=3)
-    p.add_argument("--n-samples", type=int, default=240, help="phantoms to make without --data (default 240)")
-    p.add_argument("--models", default="cnn,fnn,resnet50")
-    keep_aspect_option(p)
-    common(p, image_size=64, epochs=8)
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("audit", help="shortcut-learning and leakage audit of a model on a folder")
-    p.add_argument("data_dir", metavar="DATA_DIR")
-    p.add_argument("--model", default="cnn", choices=MODELS)
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--cv", type=int, default=5)
-    common(p)
-    p.set_defaults(func=cmd_audit)
+        add_options(p)
+        p.set_defaults(func=func)
     return parser
 
 
@@ -933,6 +1122,8 @@ def main(argv=None):
         with warnings.catch_warnings():
             if not args.verbose:
                 warnings.simplefilter("ignore", category=FutureWarning)
+            if hasattr(args, "epochs"):  # a command that trains
+                _fill_model_defaults(args)
             return args.func(args)
     except Exception as exc:
         from skxray.io import ImageReadError

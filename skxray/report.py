@@ -189,6 +189,10 @@ def _table_html(df, *, index=True):
     for column in shown.columns:
         if pd.api.types.is_float_dtype(shown[column]) or shown[column].dtype == object:
             shown[column] = shown[column].map(format_value)
+    if index and shown.index.name is not None and shown.columns.nlevels == 1:
+        # pandas puts a named index on a header row of its own, empty but for the
+        # name; as the name of the columns it heads the index column instead.
+        shown.columns.name, shown.index.name = shown.index.name, None
     body = shown.to_html(escape=True, index=index, border=0, na_rep="n/a", classes="data")
     return f'<div class="table-wrap">{body}</div>'
 

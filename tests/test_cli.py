@@ -55,13 +55,140 @@ def model_dir(folder, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize(
-    "command", ["explore", "train", "evaluate", "predict", "compare", "demo", "audit"]
-)
+COMMANDS = ["explore", "train", "evaluate", "predict", "compare", "demo", "audit"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_help_explains_each_command(command):
+    from skxray.cli import COMMANDS as TEXTS
+
     result = run(command, "--help")
     assert result.returncode == 0
     assert "usage: skxray " + command in result.stdout
+    _, description, example = TEXTS[command]
+    # What the command does (its first words), then an example that runs this command.
+    assert " ".join(description.split()[:6]) in " ".join(result.stdout.split())
+    assert f"example:\n  skxray {command} " in result.stdout and example in result.stdout
+
+
+def _sub_parsers():
+    import argparse
+
+    from skxray.cli import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices
+
+
+def test_every_argument_has_help():
+    parsers = _sub_parsers()
+    assert sorted(parsers) == sorted(COMMANDS)
+    for name, parser in parsers.items():
+        assert parser.description and parser.epilog.startswith("example:"), name
+        for action in parser._actions:
+            assert action.help, f"skxray {name}: {action.option_strings or action.metavar} has no help"
+    # The ones a new user asked about, by name.
+    helps = {(name, a.metavar if not a.option_strings else a.option_strings[0]): a.help
+             for name, p in parsers.items() for a in p._actions}
+    for key in [("train", "DATA_DIR"), ("predict", "MODEL_DIR"), ("predict", "IMAGE_OR_FOLDER"),
+                ("train", "--model"), ("train", "--out"), ("compare", "--cv"), ("compare", "--models"),
+                ("train", "--random-state"), ("audit", "--model")]:
+        assert len(helps[key]) > 10, key
+
+
+def test_version(capsys):
+    from skxray import __version__
+    from skxray.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"skxray {__version__}"
+
+
+@pytest.mark.parametrize(
+    "argv, verbose",
+    [
+        (["train", "d", "--model", "cnn", "--out", "o"], False),
+        (["--verbose", "train", "d", "--model", "cnn", "--out", "o"], True),
+        (["train", "d", "--verbose", "--model", "cnn", "--out", "o"], True),
+        (["predict", "m", "a.png", "--verbose"], True),
+        (["explore", "d", "--verbose"], True),
+    ],
+)
+def test_verbose_before_or_after_the_command(argv, verbose):
+    from skxray.cli import build_parser
+
+    assert build_parser().parse_args(argv).verbose is verbose
+
+
+def _resolved(*argv):
+    from skxray.cli import _fill_model_defaults, build_parser
+
+    args = build_parser().parse_args(list(argv))
+    _fill_model_defaults(args)
+    return args
+
+
+@pytest.mark.parametrize("model", ["cnn", "fnn", "resnet50"])
+def test_defaults_are_the_estimators(model):
+    from skxray.cli import _model_class
+
+    own = _model_class(model)().get_params()
+    commands = (["train", "d", "--out", "o", "--model", model], ["audit", "d", "--out", "o", "--model", model],
+                ["compare", "d", "--out", "o", "--models", model], ["demo", "--models", model])
+    for command in commands:
+        args = _resolved(*command)
+        assert (args.image_size, args.epochs_by_model) == (own["image_size"], {model: own["max_epochs"]})
+    # Several models read the images once: at the smallest of their sizes, each with its epochs.
+    both = _resolved("compare", "d", "--out", "o", "--models", f"cnn,{model}")
+    cnn = _model_class("cnn")().image_size
+    assert both.image_size == min(own["image_size"], cnn)
+    assert both.epochs_by_model[model] == own["max_epochs"]
+    assert _resolved("demo", "--models", model, "--epochs", "3", "--image-size", "16").epochs_by_model == {model: 3}
+
+
+def _train_params(*options):
+    from skxray.cli import _train_model
+
+    args = _resolved("train", "d", "--out", "o", "--model", "cnn", *options)
+    return _train_model(args).get_params()
+
+
+def test_train_builds_the_library_defaults_or_the_preset():
+    from skxray.models import CNN_PRESETS, CNNClassifier
+
+    cli_only = {"verbose", "random_state"}  # what the command sets itself
+
+    def differ(a, b):
+        return {k for k in a if a[k] != b[k]} - cli_only
+
+    assert differ(_train_params(), CNNClassifier().get_params()) == set()
+    preset = CNNClassifier.from_preset("benchmark").get_params()
+    assert differ(_train_params("--preset", "benchmark"), preset) == set()
+    assert set(CNN_PRESETS["benchmark"]) <= differ(preset, CNNClassifier().get_params())
+    changed = _train_params("--preset", "benchmark", "--lr", "0.005", "--class-weight", "none")
+    assert differ(changed, preset) == {"lr", "class_weight"}
+    assert changed["lr"] == 0.005 and changed["class_weight"] is None
+    assert _train_params("--class-weight", "balanced", "--epochs", "3")["class_weight"] == "balanced"
+
+
+def test_preset_of_another_model_is_a_user_error(tmp_path, capsys):
+    from skxray.cli import main
+
+    argv = ["train", str(tmp_path), "--model", "fnn", "--preset", "benchmark",
+            "--out", str(tmp_path / "m")]
+    assert main(argv) == 2
+    assert "--preset benchmark is a preset of the cnn model" in capsys.readouterr().err
+
+
+def test_help_shows_each_models_defaults():
+    from skxray.cli import model_defaults
+
+    text = " ".join(_sub_parsers()["compare"].format_help().split())
+    for model in ("cnn", "fnn", "resnet50"):
+        defaults = model_defaults(model)
+        assert f"{model} {defaults['image_size']}" in text and f"{model} {defaults['epochs']}" in text
 
 
 def test_help_lists_commands():
@@ -81,11 +208,17 @@ def test_explore(folder, tmp_path):
 
 
 def test_train_saves_model_and_curves(model_dir):
+    from skxray.models import CNNClassifier
+
     assert (model_dir / "config.json").is_file()
     assert (model_dir / "model.safetensors").is_file()
     assert (model_dir / "learning_curves.png").is_file()
     config = json.loads((model_dir / "config.json").read_text())
     assert config["class"] == "CNNClassifier"
+    # Without --preset: the library's defaults, but for what the command line set.
+    defaults = CNNClassifier().get_params()
+    for name in ("lr", "lr_schedule", "class_weight", "optimizer", "dropout"):
+        assert config["params"][name] == defaults[name], name
 
 
 def test_train_resumes_from_checkpoint(folder, tmp_path):
@@ -344,6 +477,8 @@ def test_one_class_and_unreadable_image(tmp_path):
     assert "broken.png" in result.stderr and "Traceback" not in result.stderr
     verbose = run("--verbose", "train", bad, "--model", "cnn", "--out", tmp_path / "m3", "--image-size", 8)
     assert "Traceback" in verbose.stderr
+    after = run("train", bad, "--model", "cnn", "--out", tmp_path / "m4", "--image-size", 8, "--verbose")
+    assert "Traceback" in after.stderr  # a global option works after the sub-command too
 
 
 def test_resnet_fallback_warning_is_one_line(monkeypatch, capsys):
@@ -364,3 +499,11 @@ def test_resnet_fallback_warning_is_one_line(monkeypatch, capsys):
     assert "--weights FILE" in err and "urlopen" not in err
     cli._warn(note, cause, verbose=True)
     assert "urlopen error" in capsys.readouterr().err  # the cause, with --verbose only
+
+
+@pytest.mark.parametrize("models, message", [(",", "--models names no model"), ("cnn,vgg", "'vgg'")])
+def test_bad_model_list_is_a_user_error(models, message, tmp_path, capsys):
+    from skxray.cli import main
+
+    assert main(["compare", str(tmp_path), "--out", str(tmp_path / "r"), "--models", models]) == 2
+    assert message in capsys.readouterr().err

@@ -383,6 +383,20 @@ def test_dataset_summary_given_sizes_without_grid(phantoms):
     assert section_html(text, "dataset-summary").count("<img ") == 1  # histogram only
 
 
+def test_dataset_summary_tables_have_one_header_row(phantoms):
+    X, y, groups = phantoms
+    summary = section_html(Report().add_dataset_summary(X, y, groups=groups, n_images=0).to_html(),
+                           "dataset-summary")
+    heads = summary.split("<thead>")[1:]
+    assert len(heads) == 2  # class counts, image sizes
+    for head in heads:
+        head = head.split("</thead>")[0]
+        assert head.count("<tr") == 1  # no second row holding only the index's name
+        assert "<th></th>" not in head
+    assert "<th>class</th>" in heads[0] and "<th>images</th>" in heads[0]
+    assert "<th>image size</th>" in heads[1] and "<th>median</th>" in heads[1]
+
+
 def test_gradcam_skips_without_explain_module(monkeypatch, models, phantoms):
     X, y, _ = phantoms
     monkeypatch.setitem(sys.modules, "skxray.explain", None)  # import fails

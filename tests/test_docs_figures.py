@@ -1,0 +1,243 @@
+"""Every figure the prose quotes from a result file matches that file.
+
+The tables of the Benchmarks page are generated from ``benchmarks/results/``
+at build time; the figures quoted in sentences (README.md, docs/*.rst and the
+"Unreleased" part of CHANGELOG.md) are listed here instead. Each entry of
+``FIGURES`` names the page, the sentence around the figure with ``{}`` where
+each figure stands, the result file, a function that reads the value(s) from
+it, and the format the page uses: that rounding is the tolerance. The test
+writes the values into the sentence and looks for it in the page, so a figure
+that drifts from its file (or a file rerun with other results) fails it.
+
+Figures that no committed file holds are in ``UNSOURCED``: their paragraph
+must say that they are not reproducible from this repository.
+"""
+
+import copy
+import json
+import re
+from functools import cache
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _text(page):
+    text = (ROOT / page).read_text(encoding="utf-8")
+    if page == "CHANGELOG.md":  # only what this release says
+        text = text.split("## [Unreleased]", 1)[1].split("\n## [", 1)[0]
+    return text
+
+
+def _squash(text):
+    """Whitespace-insensitive, so that rewrapping a paragraph does not matter."""
+    return " ".join(text.split())
+
+
+@cache
+def _result(name):
+    return json.loads((RESULTS / name).read_text(encoding="utf-8"))
+
+
+def row(data, key="results", **match):
+    """The one row of ``data[key]`` whose fields equal ``match``."""
+    rows = [r for r in data[key] if all(r.get(k) == v for k, v in match.items())]
+    assert len(rows) == 1, f"{len(rows)} rows match {match}"
+    return rows[0]
+
+
+def speed(variant, data):
+    return row(data, benchmark="roofline", variant=variant)["images_per_s"]
+
+
+def cuda(variant, data):
+    return row(data, benchmark="cuda", variant=variant)["speedup"]
+
+
+def accuracy(data, task, protocol, model):
+    return 100 * row(data, task=task, protocol=protocol, model=model)["accuracy_mean"]
+
+
+_CNN_ON_ARRAYS = ("float32, batch 32", "bfloat16 autocast, batch 32", "float32, batch 128",
+                  "bfloat16 autocast, batch 128", "bfloat16 autocast, batch 256")
+
+
+def _f(spec):
+    return lambda v: format(v, spec)
+
+
+def _nearest(step):
+    return lambda v: f"{int(round(v / step) * step):,}"
+
+
+class Figure(NamedTuple):
+    page: str
+    sentence: str  # "{}" where each figure stands
+    result: str  # file under benchmarks/results/
+    values: object  # data -> value or tuple of values
+    fmt: object = _f(".2f")  # value -> text as the page rounds it
+
+
+FIGURES = [
+    # CHANGELOG, "Unreleased"
+    Figure("CHANGELOG.md", "channels_last (NHWC) convolutions: {}x faster on CPU", "speed.json",
+           lambda d: speed("channels_last", d) / speed("baseline (batch 32)", d)),
+    Figure("CHANGELOG.md", "lungs-masked balanced accuracy {} instead of {}, for {} points of accuracy",
+           "tuning/cnn_binary_X64_crop_3seeds.json",
+           lambda d: (
+               row(_result("tuning/cnn_binary_E64c_crop_lungsonly.json"), model="cnn")[
+                   "lungs_masked_balanced_accuracy"],
+               row(d, model="cnn")["lungs_masked_balanced_accuracy"],
+               100 * (row(d, model="cnn")["accuracy_mean"]
+                      - row(_result("tuning/cnn_binary_E64c_crop_lungsonly.json"), model="cnn")[
+                          "accuracy_mean"]),
+           ), lambda v: f"{v:.1f}" if v > 1 else f"{v:.3f}"),
+    Figure("CHANGELOG.md", "speed up the CNN's training ({}x to {}x)", "gpu/speed_cuda.json",
+           lambda d: (min(cuda(v, d) for v in _CNN_ON_ARRAYS[1:]),
+                      max(cuda(v, d) for v in _CNN_ON_ARRAYS[1:]))),
+    Figure("CHANGELOG.md", "8 loader workers read files {}x faster than none", "gpu/speed_cuda.json",
+           lambda d: cuda("paths, 8 workers (bf16, batch 128)", d)),
+    Figure("CHANGELOG.md", "binary {} % image-level / {} % grouped, three classes {} / {} %",
+           "gpu/accuracy_px256.json",
+           lambda d: tuple(accuracy(d, t, p, "cnn") for t in ("binary", "3class")
+                           for p in ("image", "patient"))),
+    Figure("CHANGELOG.md", "lungs masked {}: not adopted", "gpu/accuracy_px256.json",
+           lambda d: row(d, task="binary", protocol="image", model="cnn")[
+               "lungs_masked_balanced_accuracy"], _f(".3f")),
+    Figure("CHANGELOG.md", "the channels_last speed-up ({}x)", "speed.json",
+           lambda d: speed("channels_last", d) / speed("baseline (batch 32)", d)),
+    # docs/index.rst
+    Figure("docs/index.rst", "rejects every one of {} batches of 40 of its images", "new_hospital.json",
+           lambda d: (lambda r: r["n_batches"] if r["rejected_at_0.05"] == 1 else -1)(
+               row(d, key="shift_test", model="cnn", batches_from="hannover", batch_size=40)), str),
+    Figure("docs/index.rst", "the per-image detector flags only about {} % of them",
+           "new_hospital.json", lambda d: 100 * row(d, model="cnn")["abstained_hannover"],
+           _nearest(10)),
+    Figure("docs/index.rst", "(about {} % of a new hospital's images", "new_hospital.json",
+           lambda d: 100 * row(d, model="cnn")["abstained_hannover"], _nearest(10)),
+    # docs/scaling.rst
+    Figure("docs/scaling.rst", "2 threads trained {}x as many images per second as 1 thread",
+           "speed.json",
+           lambda d: speed("threads: 2 threads, OMP_WAIT_POLICY=ACTIVE", d)
+           / speed("threads: 1 thread", d)),
+    Figure("docs/scaling.rst", "without other work it cost {} % of the speed of 2 threads",
+           "speed.json",
+           lambda d: 100 * (1 - speed("threads: 2 threads, OMP_WAIT_POLICY=PASSIVE", d)
+                            / speed("threads: 2 threads, OMP_WAIT_POLICY=ACTIVE", d)), _f(".0f")),
+    Figure("docs/scaling.rst", "bfloat16 autocast {}x float32; batch 128 {}x (float32) and {}x "
+           "(bfloat16), batch 256 {}x (bfloat16)", "gpu/speed_cuda.json",
+           lambda d: tuple(cuda(v, d) for v in _CNN_ON_ARRAYS[1:])),
+    Figure("docs/scaling.rst", "At about {}-{} images/s the small CNN", "gpu/speed_cuda.json",
+           lambda d: (min(row(d, variant=v)["images_per_s"] for v in _CNN_ON_ARRAYS),
+                      max(row(d, variant=v)["images_per_s"] for v in _CNN_ON_ARRAYS)),
+           _nearest(100)),
+    Figure("docs/scaling.rst", "predict_proba`` at 224 px: bfloat16 autocast {}x float32",
+           "gpu/speed_cuda.json", lambda d: cuda("ResNet-50 predict_proba, bfloat16 autocast", d)),
+    Figure("docs/scaling.rst", "4 workers {}x, 8 workers {}x no worker", "gpu/speed_cuda.json",
+           lambda d: (cuda("paths, 4 workers (bf16, batch 128)", d),
+                      cuda("paths, 8 workers (bf16, batch 128)", d)), _f(".1f")),
+    Figure("docs/scaling.rst", "(about {} vs {} images/s)", "gpu/speed_cuda.json",
+           lambda d: (row(d, variant="paths, 0 workers (bf16, batch 128)")["images_per_s"],
+                      row(d, variant="paths, 8 workers (bf16, batch 128)")["images_per_s"]),
+           _nearest(50)),
+    Figure("docs/scaling.rst", "in training it cost the CNN {} % in this run", "gpu/speed_cuda.json",
+           lambda d: 100 * (1 - cuda("bfloat16 autocast, batch 32", d)), _f(".0f")),
+    Figure("docs/scaling.rst", "2 workers scored {}x the images per second of 1", "scale.json",
+           lambda d: row(d, section="dask", n_workers=2)["speedup_vs_1"]),
+    # docs/quickstart.rst: the preset against the defaults
+    Figure("docs/quickstart.rst", "on the three classes ({} % vs {} % accuracy) and are level with "
+           "them on COVID-19 vs normal ({} % vs {} %; with image-level folds {} % vs {} %)",
+           "accuracy.json",
+           lambda d: (accuracy(d, "3class", "patient", "cnn"),
+                      accuracy(d, "3class", "patient", "cnn_defaults"),
+                      accuracy(d, "binary", "patient", "cnn"),
+                      accuracy(d, "binary", "patient", "cnn_defaults"),
+                      accuracy(d, "binary", "image", "cnn"),
+                      accuracy(d, "binary", "image", "cnn_defaults")), _f(".1f")),
+    # README.md
+    Figure("README.md", "the default CNN scores {} % in image-level cross-validation",
+           "accuracy.json", lambda d: accuracy(d, "binary", "image", "cnn_defaults"), _f(".0f")),
+    Figure("README.md", "abstains on {} % of the images while flagging {} % of new patients",
+           "new_hospital.json",
+           lambda d: (100 * row(d, model="cnn")["abstained_hannover"],
+                      100 * row(d, model="cnn")["abstained_held_out"]), _f(".1f")),
+    Figure("README.md", "rejects every one of {} batches of {} Hannover images at p < 0.05",
+           "new_hospital.json",
+           lambda d: (lambda r: (r["n_batches"] if r["rejected_at_0.05"] == 1 else -1,
+                                 r["batch_size"]))(
+               row(d, key="shift_test", model="cnn", batches_from="hannover", batch_size=40)),
+           str),
+]
+
+#: Figures measured where this repository cannot reproduce them: (page, the figure's text).
+UNSOURCED = [
+    ("README.md", "ROC AUC 0.35 (CNN), 0.17 (FNN) and 0.19"),
+    ("docs/index.rst", "ROC AUC **0.35** (CNN), **0.17** (FNN) and **0.19**"),
+    ("docs/new_hospital.rst", "ROC AUC of **0.35** (CNN), **0.17** (FNN) and **0.19**"),
+    ("CHANGELOG.md", "that model's ROC AUC was 0.19"),
+    ("docs/scaling.rst", "a CNN epoch took 4.2x *longer* with 2 threads"),
+    ("docs/scaling.rst", "an earlier run, not committed"),
+]
+
+
+def _values(figure, data):
+    values = figure.values(data)
+    return values if isinstance(values, tuple) else (values,)
+
+
+def quoted(figure, data=None):
+    """The sentence as it must read, with the figures of ``data`` (default: the file's)."""
+    data = _result(figure.result) if data is None else data
+    return figure.sentence.format(*(figure.fmt(v) for v in _values(figure, data)))
+
+
+def _id(figure):
+    return f"{figure.page}: {figure.sentence[:40]}"
+
+
+@pytest.mark.parametrize("figure", FIGURES, ids=_id)
+def test_prose_figure_matches_its_result_file(figure):
+    expected = quoted(figure)
+    assert _squash(expected) in _squash(_text(figure.page)), (
+        f"{figure.page} should say {expected!r} (from benchmarks/results/{figure.result})"
+    )
+
+
+def _scaled(value):
+    """A figure 10 % off, as a rerun with other results would give."""
+    return value * 1.1 if value else 1.0
+
+
+@pytest.mark.parametrize("figure", FIGURES, ids=_id)
+def test_a_drifted_figure_fails(figure):
+    # The same check, with each value the entry reads 10 % off: the sentence no
+    # longer matches the page.
+    drifted = figure._replace(values=lambda d: tuple(map(_scaled, _values(figure, d))))
+    data = copy.deepcopy(_result(figure.result))
+    assert _squash(quoted(drifted, data)) not in _squash(_text(figure.page))
+
+
+@pytest.mark.parametrize("page, figure", UNSOURCED)
+def test_unsourced_figure_says_so(page, figure):
+    paragraphs = re.split(r"\n\s*\n", _text(page))
+    (paragraph,) = [p for p in paragraphs if _squash(figure) in _squash(p)]
+    assert "not reproducible from" in _squash(paragraph), (
+        f"{page}: the paragraph quoting {figure!r} must say it is not reproducible from this "
+        "repository"
+    )
+
+
+def test_no_garbled_or_stale_figures():
+    # The figures issue 28 found that no committed result holds.
+    changelog = _squash(_text("CHANGELOG.md"))
+    scaling = _squash(_text("docs/scaling.rst"))
+    for stale in ("1.16-1.26x", "1.21x faster", "0.91-1.03x", "2.6-2.8x"):
+        assert stale not in changelog, stale
+    for stale in ("1.8x faster", "cost 14 %", "cannot be twice as fast", "0.91-0.96x", "0.94-0.99x",
+                  "1.03x in an earlier run", "-8 % to +3 %"):
+        assert stale not in scaling, stale
+    assert changelog.count("The CNN trains with channels_last") == 1
