@@ -20,7 +20,8 @@ after each part (so a slow machine still keeps the parts done)::
    with and without ``cleanlab.classification.CleanLearning``, in the same
    patient-grouped 5 folds (:func:`sklearn.model_selection.cross_validate`).
    CleanLearning finds the suspects of each *training* fold with its own
-   (image-level, 5-fold) cross-validation, drops them and refits; every
+   (image-level, 5-fold) cross-validation, drops them and refits, with
+   ``sample_weight`` re-weighting the classes of the kept images; every
    score is computed on the test fold's *original* labels.
 
 The counts of part 1 are images the out-of-fold models doubt, not proven
@@ -169,6 +170,11 @@ def cleaning(args, X_images, y, groups):
             row[f"{metric}_std"] = float(np.std(scores))
             row[f"{metric}_per_fold"] = [float(s) for s in scores]
         row["removed_from_training_per_fold"] = removed
+        # Whether CleanLearning re-weighted the classes of the kept images
+        # (it does for a classifier whose fit takes sample_weight).
+        row["reweighted_per_fold"] = [
+            "sample_weight" in getattr(est, "label_issues_df", {}) for est in res["estimator"]
+        ]
         log(f"{name}: accuracy {row['accuracy_mean']:.4f} removed {removed}")
         rows.append(row)
     return rows

@@ -20,6 +20,7 @@ sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import skxray  # noqa: E402
+from skxray._version import DOCS_URL  # noqa: E402
 
 # -- Project -----------------------------------------------------------------
 
@@ -115,6 +116,9 @@ html_sidebars = {
     "changelog": [],
 }
 html_show_sourcelink = False
+# Where the pages are published; the classifiers' HTML representation links
+# to their API pages under it (skxray._version.DOCS_URL, one definition).
+html_baseurl = DOCS_URL
 
 
 # -- Members shown on the class pages -----------------------------------------

@@ -9,7 +9,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ImagePathDataset", "TensorImageDataset", "private_generator_iterator"]
+__all__ = [
+    "ImagePathDataset",
+    "SampleWeightedDataset",
+    "TensorImageDataset",
+    "private_generator_iterator",
+    "unweighted",
+    "with_sample_weight",
+]
 
 #: The label of an item whose label is unknown (prediction).
 NO_LABEL = -1
@@ -56,6 +63,51 @@ class TensorImageDataset(Dataset):
     def __getitem__(self, i):
         y = torch.tensor(NO_LABEL) if self.y is None else self.y[i]
         return self.X[i], y
+
+
+class SampleWeightedDataset(Dataset):
+    """Items of ``dataset`` with a weight each, as skorch recommends for sample weights.
+
+    Item ``i`` is ``({"x": image, "sample_weight": weight}, label)``: skorch
+    hands the dict to the net's ``infer`` and ``get_loss`` as the batch's
+    ``X`` (skorch's FAQ, "How do I use sample weights"), where the weights
+    scale each image's loss; the network itself only sees ``"x"``.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        One of the datasets above, whose items are ``(image, label)``.
+    sample_weight : tensor of float32
+        One weight per item.
+    """
+
+    def __init__(self, dataset, sample_weight):
+        self.dataset = dataset
+        self.sample_weight = sample_weight
+
+    @property
+    def y(self):
+        """The labels of the wrapped dataset (read by the validation accuracy)."""
+        return self.dataset.y
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        x, y = self.dataset[i]
+        return {"x": x, "sample_weight": self.sample_weight[i]}, y
+
+
+def with_sample_weight(dataset, sample_weight):
+    """``dataset`` with ``sample_weight`` (a tensor), or ``dataset`` itself when it is None."""
+    return dataset if sample_weight is None else SampleWeightedDataset(dataset, sample_weight)
+
+
+def unweighted(x):
+    """The images of a batch or item, with the sample weights of :class:`SampleWeightedDataset` left out."""
+    if isinstance(x, dict) and "sample_weight" in x:
+        return x["x"]
+    return x
 
 
 def private_generator_iterator():

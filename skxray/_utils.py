@@ -24,6 +24,7 @@ __all__ = [
     "check_open_fraction",
     "check_per_image",
     "check_label_vector",
+    "check_sample_weight",
     "close_figure",
     "dumps_json",
     "format_value",
@@ -117,6 +118,29 @@ def check_label_vector(y, name, n_samples=None):
     if n_samples is not None and len(y) != n_samples:
         raise ValueError(f"{name} has {len(y)} labels but y_true has {n_samples}.")
     return y
+
+
+def check_sample_weight(sample_weight, n_samples, owner):
+    """One finite, non-negative weight per image, not all zero, as a float64 array.
+
+    A scalar gives every image that weight. Raises ``ValueError`` naming
+    ``owner`` and ``sample_weight`` otherwise.
+    """
+    try:
+        weights = np.array(sample_weight, dtype=np.float64)  # a copy: never a view of the caller's
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{owner}: sample_weight must be numbers, one per image ({exc}).") from exc
+    if weights.ndim == 0:
+        weights = np.full(n_samples, float(weights))
+    if weights.shape != (n_samples,):
+        raise ValueError(
+            f"{owner}: sample_weight has shape {weights.shape}; expected ({n_samples},), one weight per image."
+        )
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError(f"{owner}: sample_weight must be finite and non-negative.")
+    if not weights.sum() > 0:
+        raise ValueError(f"{owner}: sample_weight is zero for every image; nothing would be learnt.")
+    return weights
 
 
 def make_cv(cv, groups, random_state):

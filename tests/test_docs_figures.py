@@ -110,6 +110,16 @@ FIGURES = [
                "lungs_masked_balanced_accuracy"], _f(".3f")),
     Figure("CHANGELOG.md", "the channels_last speed-up ({}x)", "speed.json",
            lambda d: speed("channels_last", d) / speed("baseline (batch 32)", d)),
+    Figure("CHANGELOG.md", "accuracy {} % ± {} without, {} % ± {} with; balanced accuracy {} % ± {} "
+           "without, {} % ± {} with, better in {} of the 5 folds", "label_issues.json",
+           lambda d: tuple(
+               100 * row(d, key="cleaning", model=m)[f"{metric}_{stat}"]
+               for metric in ("accuracy", "balanced_accuracy")
+               for m in ("fnn", "fnn + CleanLearning") for stat in ("mean", "std")
+           ) + (sum(a > b for a, b in zip(
+               row(d, key="cleaning", model="fnn + CleanLearning")["balanced_accuracy_per_fold"],
+               row(d, key="cleaning", model="fnn")["balanced_accuracy_per_fold"])),),
+           lambda v: f"{v:.1f}" if isinstance(v, float) else str(v)),
     # docs/index.rst
     Figure("docs/index.rst", "rejects every one of {} batches of 40 of its images", "new_hospital.json",
            lambda d: (lambda r: r["n_batches"] if r["rejected_at_0.05"] == 1 else -1)(

@@ -39,10 +39,19 @@ from torch.nn import functional as F
 from torch.utils.data import Subset
 from torch.utils.data.dataloader import default_collate
 
-from skxray._data import ImagePathDataset, TensorImageDataset, private_generator_iterator
+from skxray._data import (
+    ImagePathDataset,
+    TensorImageDataset,
+    private_generator_iterator,
+    with_sample_weight,
+)
 from skxray._param_validation import HasMethods, Interval, StrOptions, validate_params
-from skxray._utils import dumps_json  # noqa: F401  (models/_persistence.py imports it)
+from skxray._utils import (
+    check_sample_weight,
+    dumps_json,  # noqa: F401  (models/_persistence.py imports it)
+)
 from skxray._validation import check_image_array, is_path_array
+from skxray._version import DOCS_URL
 from skxray.io import read_image
 from skxray.models._distributed import (
     AcceleratedNet,
@@ -68,10 +77,12 @@ from skxray.preprocessing import resize_image
 
 __all__ = [
     "BaseImageClassifier",
+    "ROUTED_PREFIXES",
     "SHARED_PARAM_DEFAULTS",
     "common_attributes_doc",
     "common_parameters_doc",
     "keyword_only_init",
+    "routed_prefix",
 ]
 
 # The old names of the datasets, still imported from here by ood.py; their
@@ -111,7 +122,21 @@ SHARED_PARAM_DEFAULTS = {
     "accelerator": "auto",
     "label_smoothing": 0.0,
     "tta": False,
+    "callbacks": None,
 }
+
+#: skorch's ``NeuralNet`` prefixes (skorch/net.py) that every classifier
+#: routes: ``set_params(optimizer__momentum=0.9)`` passes ``momentum=0.9`` to
+#: the optimizer, as in skorch. Keywords with these prefixes are parameters
+#: like the others (``get_params``, ``clone``, grid searches), kept in the
+#: estimator's ``__dict__`` as skorch keeps them.
+ROUTED_PREFIXES = ("module", "criterion", "optimizer", "iterator_train", "iterator_valid", "callbacks")
+
+
+def routed_prefix(name):
+    """The skorch prefix that the parameter ``name`` is routed by, or None."""
+    head, sep, rest = name.partition("__")
+    return head if sep and rest and head in ROUTED_PREFIXES else None
 
 
 #: The Attributes section of every classifier's docstring (``{extra}``: a class's
@@ -189,6 +214,12 @@ def keyword_only_init(defaults):
     ``inspect.signature``, ``help``, Sphinx and ``get_params`` see every name
     and default) and the same behaviour, errors included.
 
+    Besides these, it stores the keywords that carry one of skorch's
+    prefixes (:data:`ROUTED_PREFIXES`, e.g. ``optimizer__momentum``), as
+    skorch's ``NeuralNet`` does. The signature leaves them out: scikit-learn
+    reads it as the list of named parameters (``check_estimator`` passes a
+    value to each), and ``get_params`` adds the prefixed ones that are set.
+
     Parameters
     ----------
     defaults : dict
@@ -205,10 +236,14 @@ def keyword_only_init(defaults):
 
     def __init__(self, **kwargs):
         for name in kwargs:
-            if name not in params:
+            if name not in params and routed_prefix(name) is None:
                 raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument {name!r}")
         for name, default in params.items():
             setattr(self, name, kwargs.get(name, default))
+        # skorch's prefixed parameters (optimizer__momentum=...), stored as given.
+        for name, value in kwargs.items():
+            if name not in params:
+                setattr(self, name, value)
 
     __init__.generated_by = keyword_only_init  # BaseImageClassifier names it after its class
     __init__.__signature__ = inspect.Signature(
@@ -244,7 +279,8 @@ COMMON_PARAMETERS_DOC = """\
         Number of passes over the training images (fewer with early stopping).
 
     optimizer : {{"adam", "adamw", "sgd"}}, default="{optimizer}"
-        Optimizer; ``"sgd"`` uses Nesterov momentum 0.9.
+        Optimizer; ``"sgd"`` uses Nesterov momentum 0.9
+        (``optimizer__momentum`` changes it; 0 is plain SGD).
 
     lr_schedule : {{None, "plateau", "cosine", "onecycle"}}, default=None
         Learning-rate schedule: constant, halved when the validation loss
@@ -372,6 +408,25 @@ COMMON_PARAMETERS_DOC = """\
         probabilities of each image and of its left-right mirror image. Costs
         a second forward pass; has no effect on 2-D (tabular) input, whose
         columns have no left and right.
+
+    callbacks : list of skorch callbacks or None, default=None
+        Callbacks of your own (``skorch.callbacks.Callback`` instances or
+        ``(name, callback)`` pairs), run after the default ones, e.g. a
+        logger; as skorch's ``callbacks``.
+
+    **kwargs
+        skorch's prefixed parameters, routed as skorch's ``NeuralNet``
+        routes them: ``optimizer__momentum=0.9`` to the optimizer,
+        ``criterion__...`` to the loss, ``module__...`` to the torch
+        module's constructor, ``iterator_train__...`` and
+        ``iterator_valid__...`` to the training and prediction
+        ``DataLoader`` objects, and ``callbacks__<name>__<param>`` to the
+        callback named ``<name>`` (``callbacks__<name>=None`` switches a
+        default callback off, e.g. ``callbacks__progress_bar=None``). They
+        appear in ``get_params``, survive ``clone`` and can be searched. A
+        setting that has a parameter of its own is refused under a prefix
+        (``optimizer__lr``: use ``lr``). See the user guide's page on
+        training.
 """
 
 
@@ -393,8 +448,13 @@ class _AugmentingCollate:
         self.augment = augment
 
     def __call__(self, batch):
-        batch = [(self.augment(x), y) for x, y in batch]
+        batch = [(self._augment(x), y) for x, y in batch]
         return default_collate(batch)
+
+    def _augment(self, x):
+        if isinstance(x, dict):  # an image with its sample weight
+            return {**x, "x": self.augment(x["x"])}
+        return self.augment(x)
 
 
 class _ImageFileReader:
@@ -427,14 +487,20 @@ class _BinaryLogitLoss:
         self.pos_weight = pos_weight
         self.label_smoothing = label_smoothing
 
-    def __call__(self, logits, target):
+    def __call__(self, logits, target, sample_weight=None):
         pos_weight = None if self.pos_weight is None else self.pos_weight.to(logits.device)
         target = target.to(logits.dtype)
         if self.label_smoothing:
             # Targets moved towards 1/2, as CrossEntropyLoss(label_smoothing=...)
             # does for two softmax outputs.
             target = target * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
-        return F.binary_cross_entropy_with_logits(logits.reshape(-1), target, pos_weight=pos_weight)
+        if sample_weight is None:
+            return F.binary_cross_entropy_with_logits(logits.reshape(-1), target, pos_weight=pos_weight)
+        losses = F.binary_cross_entropy_with_logits(
+            logits.reshape(-1), target, pos_weight=pos_weight, reduction="none"
+        )
+        # The mean above, each image counted sample_weight times.
+        return _weighted_mean(losses, sample_weight, sample_weight)
 
 
 class _CrossEntropyLoss:
@@ -444,9 +510,27 @@ class _CrossEntropyLoss:
         self.weight = weight
         self.label_smoothing = label_smoothing
 
-    def __call__(self, logits, target):
+    def __call__(self, logits, target, sample_weight=None):
         weight = None if self.weight is None else self.weight.to(logits.device)
-        return F.cross_entropy(logits, target, weight=weight, label_smoothing=self.label_smoothing)
+        if sample_weight is None:
+            return F.cross_entropy(logits, target, weight=weight, label_smoothing=self.label_smoothing)
+        losses = F.cross_entropy(
+            logits, target, weight=weight, label_smoothing=self.label_smoothing, reduction="none"
+        )
+        # torch's mean with class weights divides by the summed class weights
+        # of the batch's targets; each image now counts sample_weight times.
+        counts = sample_weight if weight is None else sample_weight * weight[target]
+        return _weighted_mean(losses, sample_weight, counts)
+
+
+def _weighted_mean(losses, sample_weight, counts):
+    """``sum(sample_weight * losses) / sum(counts)``: a weight of 2 counts an image twice.
+
+    A batch whose images all weigh 0 gives a loss of 0 (no update), not NaN.
+    """
+    sample_weight = sample_weight.to(device=losses.device, dtype=losses.dtype)
+    total = counts.to(device=losses.device, dtype=losses.dtype).sum()
+    return (sample_weight * losses).sum() / total.clamp_min(torch.finfo(losses.dtype).tiny)
 
 
 def _dataset_labels(dataset):
@@ -470,6 +554,16 @@ class _MirroredDataset(torch.utils.data.Dataset):
         return torch.flip(x, dims=(-1,)), y
 
 
+def _log_proba_from_logits(logits, n_classes):
+    """float64 log-probabilities of logits of shape (n, 1) (two classes) or (n, k)."""
+    if n_classes == 2:
+        z = logits.reshape(-1)
+        # log(1 - sigmoid(z)) = -softplus(z), log(sigmoid(z)) = -softplus(-z)
+        return np.column_stack([-np.logaddexp(0.0, z), -np.logaddexp(0.0, -z)])
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
 def _binary_accuracy_or_multiclass(net, X, y):
     """Validation accuracy from logits (works for one-logit and softmax heads)."""
     logits = net.forward(X, training=False)
@@ -482,6 +576,26 @@ def _binary_accuracy_or_multiclass(net, X, y):
     return float((pred.cpu() == y_true.cpu()).float().mean())
 
 
+#: Keywords under a skorch prefix that an estimator parameter sets already,
+#: and that parameter (or what sets it); a keyword named as a parameter
+#: (``module__dropout``) is refused too. One set by a parameter that is None
+#: (``criterion__weight`` with ``class_weight=None``) is free.
+_SET_BY_PARAMETERS = {
+    "module": {
+        "input_shape": "the training images",
+        "n_inputs": "the training images",
+        "n_outputs": "the classes",
+        "state_dict": "weights",
+        "resolution": "input_resolution",
+    },
+    "criterion": {"weight": "class_weight", "pos_weight": "class_weight"},
+    "optimizer": {"params": "the module"},
+    "iterator_train": {"dataset": "X", "generator": "random_state", "collate_fn": "augment"},
+    "iterator_valid": {"dataset": "X"},
+    "callbacks": {},
+}
+
+
 class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     """Base class: validation, label encoding, seeding, the skorch net.
 
@@ -492,6 +606,12 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
 
     #: Whether the subclass's module needs 3-channel input (the ResNet-50).
     _rgb_input = False
+    #: The HTML representation (in notebooks) links to the class's API page.
+    _doc_link_module = "skxray"
+    _doc_link_template = DOCS_URL + "api/generated/skxray.models.{estimator_name}.html"
+
+    #: :func:`routed_prefix`, for models/_persistence.py (which cannot import this module).
+    _routed_prefix = staticmethod(routed_prefix)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -531,6 +651,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         "accelerator": [None, StrOptions({"auto"}), HasMethods(["prepare", "wait_for_everyone"])],
         "label_smoothing": [Interval(Real, 0, 1, closed="left")],
         "tta": ["boolean"],
+        "callbacks": [None, list, tuple],
     }
     #: Constructor parameters that name folders of the machine running the
     #: fit. :meth:`save` writes them as None and :func:`skxray.load` never
@@ -578,6 +699,84 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             )
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"{name}: device='cuda' but no CUDA device is available.")
+        self._check_routed_params()
+
+    # ------------------------------------------------------ skorch's routing
+    def get_params(self, deep=True):
+        """Parameters of this estimator, skorch's prefixed ones included.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Also return the parameters of contained estimators.
+
+        Returns
+        -------
+        params : dict
+            Parameter names mapped to their values.
+        """
+        params = super().get_params(deep=deep)
+        params.update((k, v) for k, v in vars(self).items() if routed_prefix(k) is not None)
+        return params
+
+    def set_params(self, **params):
+        """Set parameters, skorch's prefixed ones (``optimizer__momentum=0.9``) included.
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters.
+
+        Returns
+        -------
+        self : estimator instance
+        """
+        routed = {k: params.pop(k) for k in list(params) if routed_prefix(k) is not None}
+        super().set_params(**params)
+        for name, value in routed.items():
+            setattr(self, name, value)
+        return self
+
+    def _routed(self, prefix):
+        """The keywords routed by ``prefix`` (``optimizer__momentum`` -> ``{"momentum": ...}``)."""
+        start = f"{prefix}__"
+        return {k[len(start):]: v for k, v in vars(self).items() if k.startswith(start) and routed_prefix(k)}
+
+    def _check_routed_params(self):
+        """Refuse a prefixed keyword that one of the estimator's parameters sets already."""
+        own = set(self._get_param_names())
+        for prefix, keys in _SET_BY_PARAMETERS.items():
+            for key in self._routed(prefix):
+                parameter = keys.get(key, key if key in own else None)
+                # class_weight=None leaves criterion__weight free.
+                if parameter is not None and not (parameter in own and getattr(self, parameter) is None):
+                    raise ValueError(
+                        f"{type(self).__name__}: {prefix}__{key} is set by the parameter "
+                        f"{parameter!r}; set that instead."
+                    )
+
+    def _with_routed(self, prefix, target, **kwargs):
+        """``kwargs`` for calling ``target``, with the keywords routed by ``prefix`` added.
+
+        Refuses, naming it, a routed keyword that ``target`` does not take.
+        The subclasses' :meth:`_build_module` pass their module's keywords
+        through here (``prefix="module"``).
+        """
+        routed = self._routed(prefix)
+        accepted = {
+            name
+            for name, p in inspect.signature(target).parameters.items()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+        unknown = sorted(set(routed) - accepted)
+        if unknown:
+            taken = set(_SET_BY_PARAMETERS[prefix]) | set(self._get_param_names()) | {"self", "params"}
+            free = sorted(accepted - taken)
+            raise ValueError(
+                f"{type(self).__name__}: {prefix}__{unknown[0]} is not a keyword of "
+                f"{getattr(target, '__name__', target)}; {prefix}__ accepts {free or 'none'}."
+            )
+        return {**kwargs, **routed}
 
     # ------------------------------------------------------------- inputs
     def _check_X(self, X, *, reset):
@@ -730,80 +929,63 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         return _CrossEntropyLoss, {"weight": weight, "label_smoothing": smoothing}
 
     def _callbacks(self, n_train, validate, writer=True, processes=1):
+        """skxray's default callbacks of this fit, as ``(name, callback)`` pairs.
+
+        Named as skorch names its own (``epoch_timer``, ``train_loss``,
+        ``valid_loss``, ``print_log``), so that ``callbacks__<name>__<param>``
+        changes one and ``callbacks__<name>=None`` switches it off (skorch
+        applies both). Those the settings leave out are not listed.
+        """
         monitor = "valid_loss" if validate else "train_loss"
-        callbacks = [("lr_record", _RecordLearningRate())]
-        if validate:
-            callbacks.append(
-                (
-                    "valid_acc",
-                    EpochScoring(
-                        _binary_accuracy_or_multiclass,
-                        lower_is_better=False,
-                        on_train=False,
-                        name="valid_acc",
-                    ),
-                )
-            )
+        valid_acc = EpochScoring(
+            _binary_accuracy_or_multiclass, lower_is_better=False, on_train=False, name="valid_acc"
+        )
+        early_stopping = EarlyStopping(monitor=monitor, patience=self.n_iter_no_change, load_best=True)
+        defaults = [
+            ("lr_record", _RecordLearningRate()),
+            ("valid_acc", valid_acc if validate else None),
+            ("lr_scheduler", self._lr_scheduler(monitor, n_train, processes)),
+            ("early_stopping", early_stopping if self.early_stopping else None),
+            ("checkpoint", self._checkpoint_callback(monitor, writer)),
+            # One progress bar, from the main process.
+            ("progress_bar", ProgressBar() if self.verbose and writer else None),
+        ]
+        return [(name, callback) for name, callback in defaults if callback is not None]
+
+    def _lr_scheduler(self, monitor, n_train, processes):
+        """The ``LRScheduler`` of ``lr_schedule``, or None for a constant rate."""
         if self.lr_schedule == "plateau":
-            callbacks.append(
-                (
-                    "lr_scheduler",
-                    LRScheduler(
-                        torch.optim.lr_scheduler.ReduceLROnPlateau,
-                        monitor=monitor,
-                        factor=0.5,
-                        patience=max(1, self.n_iter_no_change // 2),
-                    ),
-                )
+            return LRScheduler(
+                torch.optim.lr_scheduler.ReduceLROnPlateau,
+                monitor=monitor,
+                factor=0.5,
+                patience=max(1, self.n_iter_no_change // 2),
             )
-        elif self.lr_schedule == "cosine":
-            callbacks.append(
-                (
-                    "lr_scheduler",
-                    LRScheduler(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=self.max_epochs),
-                )
-            )
-        elif self.lr_schedule == "onecycle":
+        if self.lr_schedule == "cosine":
+            return LRScheduler(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=self.max_epochs)
+        if self.lr_schedule == "onecycle":
             # Each of the processes of a data-parallel fit takes every
             # processes-th batch (accelerate pads the last round).
             batches = max(1, math.ceil(n_train / self.batch_size))
             steps = self.max_epochs * math.ceil(batches / processes)
-            callbacks.append(
-                (
-                    "lr_scheduler",
-                    LRScheduler(
-                        torch.optim.lr_scheduler.OneCycleLR,
-                        max_lr=self.lr,
-                        total_steps=steps,
-                        step_every="batch",
-                    ),
-                )
+            return LRScheduler(
+                torch.optim.lr_scheduler.OneCycleLR, max_lr=self.lr, total_steps=steps, step_every="batch"
             )
-        if self.early_stopping:
-            callbacks.append(
-                (
-                    "early_stopping",
-                    EarlyStopping(monitor=monitor, patience=self.n_iter_no_change, load_best=True),
-                )
-            )
-        if self.checkpoint_dir is not None:
-            callbacks.append(
-                (
-                    "checkpoint",
-                    AtomicCheckpoint(
-                        monitor=f"{monitor}_best",
-                        dirname=self.checkpoint_path_,
-                        f_params="params.pt",
-                        f_optimizer="optimizer.pt",
-                        f_criterion=None,
-                        f_history="history.json",
-                        writer=writer,
-                    ),
-                )
-            )
-        if self.verbose and writer:  # one progress bar, from the main process
-            callbacks.append(("progress_bar", ProgressBar()))
-        return callbacks
+        return None
+
+    def _checkpoint_callback(self, monitor, writer):
+        """The callback writing the best weights under ``checkpoint_path_``, or None."""
+        if self.checkpoint_dir is None:
+            return None
+        return AtomicCheckpoint(
+            monitor=f"{monitor}_best",
+            dirname=self.checkpoint_path_,
+            f_params="params.pt",
+            f_optimizer="optimizer.pt",
+            f_criterion=None,
+            f_history="history.json",
+            writer=writer,
+        )
 
     def _training_state_callback(self, generator, writer):
         """The callback writing ``last.pt`` (last, so it sees every other state)."""
@@ -829,14 +1011,21 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         optimizer_kwargs = {"weight_decay": self.weight_decay}
         if self.optimizer == "sgd":
             optimizer_kwargs.update(momentum=0.9, nesterov=True)
+        optimizer_kwargs = self._with_routed("optimizer", _OPTIMIZERS[self.optimizer], **optimizer_kwargs)
+        if self.optimizer == "sgd" and not optimizer_kwargs["momentum"] and "nesterov" not in self._routed("optimizer"):
+            # optimizer__momentum=0 asks for plain SGD (torch refuses Nesterov without momentum).
+            optimizer_kwargs["nesterov"] = False
         # Shuffling draws from its own seeded generator, so the order of the
         # batches does not depend on how much randomness anything else used.
         generator = torch.Generator().manual_seed(seed)
         iterator_train = {"shuffle": True, "generator": generator, **run["loader"]}
         if self.augment is not None:
             iterator_train["collate_fn"] = _AugmentingCollate(self.augment)
+        iterator_train.update(self._routed("iterator_train"))
+        iterator_valid = {**run["loader"], **self._routed("iterator_valid")}
         processes = 1 if accelerator is None else accelerator.num_processes
         callbacks = self._callbacks(n_train, validate, writer=run["writer"], processes=processes)
+        callbacks += list(self.callbacks or [])
         if self.checkpoint_path_ is not None:
             callbacks.append(("training_state", self._training_state_callback(generator, run["writer"])))
         net_kwargs = dict(
@@ -853,8 +1042,10 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             verbose=self.verbose,
             **{f"optimizer__{k}": v for k, v in optimizer_kwargs.items()},
             **{f"iterator_train__{k}": v for k, v in iterator_train.items()},
-            **{f"iterator_valid__{k}": v for k, v in run["loader"].items()},
             **private_generator_iterator(),
+            **{f"iterator_valid__{k}": v for k, v in iterator_valid.items()},
+            # callbacks__<name>=None or callbacks__<name>__<param>: skorch applies them.
+            **{f"callbacks__{k}": v for k, v in self._routed("callbacks").items()},
         )
         if accelerator is None:
             return TrainingNet(device=run["device"], autocast_dtype=run["autocast"], **net_kwargs)
@@ -873,15 +1064,17 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         """skorch's validation split; calling it again gives the same indices."""
         return ValidSplit(self.validation_fraction, stratified=True, random_state=seed)
 
-    def _fit_net(self, module, dataset, y_enc, make_net):
+    def _fit_net(self, module, dataset, y_enc, make_net, sample_weight=None):
         """Train ``module`` on ``dataset`` and return the fitted skorch net.
 
         ``make_net(module)`` builds a skorch net around any module with this
-        estimator's settings. Subclasses override this hook to change what
-        trains (the frozen ResNet-50 trains its head on cached features);
-        they train with :meth:`_train_net` so that resumption works.
+        estimator's settings; ``sample_weight`` is a float32 tensor or None.
+        Subclasses override this hook to change what trains (the frozen
+        ResNet-50 trains its head on cached features); they train with
+        :meth:`_train_net` on ``with_sample_weight(their dataset,
+        sample_weight)`` so that resumption and sample weights work.
         """
-        return self._train_net(make_net(module), dataset, y_enc)
+        return self._train_net(make_net(module), with_sample_weight(dataset, sample_weight), y_enc)
 
     def _train_net(self, net, X, y):
         """``net.fit(X, y)``, or its continuation from a resumed checkpoint."""
@@ -920,7 +1113,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         loader = loader_kwargs(self.num_workers if kind == "paths" else 0, pin)
         return dict(device=device, loader=loader, autocast=autocast, accelerator=accelerator, writer=writer)
 
-    def _setup_checkpoints(self, resume, X, y_enc, seed, accelerator):
+    def _setup_checkpoints(self, resume, X, y_enc, seed, accelerator, sample_weight=None):
         """Set ``checkpoint_path_`` and, when resuming, the state to resume from.
 
         With several processes the main one chooses the folder (a new one or
@@ -933,7 +1126,9 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         if self.checkpoint_dir is None:
             return
         n_processes = 1 if accelerator is None else accelerator.num_processes
-        self._fingerprint = training_fingerprint(self, X, y_enc, seed, num_processes=n_processes)
+        self._fingerprint = training_fingerprint(
+            self, X, y_enc, seed, num_processes=n_processes, sample_weight=sample_weight
+        )
 
         loaded = {}
 
@@ -952,7 +1147,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             state = loaded.get("state")
             self._resume_state = read_state(self.resumed_from_, mmap=False) if state is None else state
 
-    def fit(self, X, y, *, resume=False):
+    def fit(self, X, y, sample_weight=None, *, resume=False):
         """Train the network on images ``X`` with labels ``y``.
 
         Parameters
@@ -966,6 +1161,16 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             one-row images.
         y : array-like of shape (n_samples,)
             Class labels: strings such as ``"Covid-19"``, ints or bools.
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Weight of each image in the training (and validation) loss:
+            each image's loss is multiplied by its weight and the batch's
+            loss divided by the batch's total weight (times its class
+            weights, with ``class_weight``), so a weight of 2 counts an image
+            as twice in its batch and a weight of 0 leaves it out of the
+            loss. None weighs every image 1 and trains exactly as before.
+            With scikit-learn's metadata routing on, request it with
+            ``set_fit_request(sample_weight=True)``; see the user guide's
+            page on training.
         resume : bool, str or path-like, default=False
             Continue an interrupted fit from its last checkpoint (needs
             ``checkpoint_dir``). ``True`` takes the newest ``last.pt`` under
@@ -998,15 +1203,19 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 f"got 1 class: {self.classes_[0]!r}."
             )
         y_enc = self._label_encoder.transform(y).astype(np.int64)
+        if sample_weight is not None:
+            weights = check_sample_weight(sample_weight, len(y_enc), type(self).__name__)
+            sample_weight = torch.as_tensor(weights, dtype=torch.float32)
 
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         run = self._run_settings(kind)
         device = self.device_ = run["device"]
         validate = self._use_validation(y_enc)
         n_train = len(y_enc) - (math.ceil(self.validation_fraction * len(y_enc)) if validate else 0)
-        self._setup_checkpoints(resume, X_checked, y_enc, seed, run["accelerator"])
+        self._setup_checkpoints(resume, X_checked, y_enc, seed, run["accelerator"], sample_weight)
         n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
         criterion, criterion_kwargs = self._criterion(y_enc)
+        criterion_kwargs = self._with_routed("criterion", criterion, **criterion_kwargs)
         cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
         # A forked RNG makes the fit reproducible from random_state (init,
         # dropout, shuffling, augmentation) without touching the user's
@@ -1032,7 +1241,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             # OOD detector (the ResNet-50 computes them from cached features).
             self._ood_train_embeddings = None
             try:
-                self.net_ = self._fit_net(module, dataset, y_enc, make_net)
+                self.net_ = self._fit_net(module, dataset, y_enc, make_net, sample_weight=sample_weight)
                 if run["accelerator"] is not None:
                     self.net_ = _single_process_net(self.net_, make_net)
                 self.ood_ = self._fit_ood(dataset, y_enc, validate, seed)
@@ -1166,6 +1375,34 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             proba = self._proba_from_logits(self._forward_logits(dataset))
         # float32 for the same reason as decision_function.
         return proba.astype(np.float32)
+
+    def predict_log_proba(self, X):
+        """Logarithm of the class probabilities of the images in ``X``.
+
+        Computed from the logits (a log-softmax, or log-sigmoids for two
+        classes), so that it stays finite where :meth:`predict_proba`
+        rounds to 0; with ``tta=True``, the log of the averaged
+        probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width), \
+(n_samples, channels, height, width) or (n_samples,) of file paths
+            Images as for :meth:`predict_proba`.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Log-probabilities (float32); columns follow ``classes_``.
+        """
+        dataset = self.get_dataset(X)
+        if self._uses_tta():
+            with np.errstate(divide="ignore"):
+                log_proba = np.log(self._tta_proba(dataset))
+        else:
+            log_proba = _log_proba_from_logits(self._forward_logits(dataset), len(self.classes_))
+        # float32 for the same reason as decision_function.
+        return log_proba.astype(np.float32)
 
     def predict(self, X):
         """Predicted class labels of the images in ``X``.
@@ -1332,6 +1569,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
+        # Images as (n, height, width) or (n, channels, height, width) arrays,
+        # file paths (strings), and 2-D (tabular) rows taken as one-row images.
+        tags.input_tags.two_d_array = True
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True
         return tags
 
 

@@ -29,6 +29,9 @@ import torch
 from skorch import NeuralNet
 from skorch.hf import AccelerateMixin
 from skorch.history import DistributedHistory, History
+from skorch.utils import to_tensor
+
+from skxray._data import unweighted
 
 __all__ = [
     "AcceleratedNet",
@@ -196,6 +199,8 @@ class TrainingNet(NeuralNet):
         self.autocast_dtype = autocast_dtype
 
     def infer(self, x, **fit_params):
+        # The module sees the images only, never the sample weights.
+        x = unweighted(x)
         if self.autocast_dtype is None:
             return super().infer(x, **fit_params)
         with torch.autocast(torch.device(self.device).type, dtype=self.autocast_dtype):
@@ -205,6 +210,19 @@ class TrainingNet(NeuralNet):
     def replace_history(self, records):
         """Continue from the epochs in ``records`` (a resumed fit)."""
         self.history = History(records)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """The criterion's loss, weighted by the batch's sample weights when it has them.
+
+        skorch's recipe for sample weights (its FAQ): the dataset yields them
+        beside the images (:class:`skxray._data.SampleWeightedDataset`) and
+        the loss reads them from ``X``; the criterion weights and normalises.
+        """
+        if not (isinstance(X, dict) and "sample_weight" in X):
+            return super().get_loss(y_pred, y_true, X=X, training=training)
+        y_true = to_tensor(y_true, device=self.device)
+        weight = to_tensor(X["sample_weight"], device=self.device)
+        return self.criterion_(y_pred, y_true, sample_weight=weight)
 
 
 class AcceleratedNet(AccelerateMixin, TrainingNet):

@@ -321,10 +321,14 @@ def _check_format_version(config, config_path):
 def _make_estimator(cls, config, config_path, machine_values):
     """A fresh ``cls`` with the saved parameters and fitted attributes, no module yet."""
     allowed = cls().get_params(deep=False)
+    not_saved = config.get("params_not_saved") or {}
     params = {
         k: tuple(v) if isinstance(v, list) else v
         for k, v in config["params"].items()
-        if k in allowed and k not in cls._machine_params
+        # skorch's prefixed parameters (module__..., iterator_valid__...) too,
+        # unless their value could not be written.
+        if (k in allowed or cls._routed_prefix(k) is not None and k not in not_saved)
+        and k not in cls._machine_params
     }
     for name, value in machine_values.items():
         if name in cls._machine_params:

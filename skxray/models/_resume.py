@@ -19,6 +19,7 @@ which refuses pickled code.
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -73,11 +74,12 @@ class AtomicCheckpoint(Checkpoint):
         atomic_write(f, lambda tmp: net.save_params(**{f_name: tmp, "use_safetensors": self.use_safetensors}))
 
 
-def training_fingerprint(estimator, X, y_enc, seed, num_processes=1):
+def training_fingerprint(estimator, X, y_enc, seed, num_processes=1, sample_weight=None):
     """What a checkpoint must agree on to be resumed by this fit.
 
     The constructor parameters (callables by type), the classes, the input
-    shape, a hash of the training images (or paths) and labels, and the
+    shape, a hash of the training images (or paths), labels and sample
+    weights, and the
     number of processes training together (each sees another share of the
     batches, so another count continues another run).
     """
@@ -89,7 +91,8 @@ def training_fingerprint(estimator, X, y_enc, seed, num_processes=1):
             # Objects without a stable repr (a lambda prints its address).
             text = repr(value)
             value = type(value).__qualname__ if " at 0x" in text else text
-        params[name] = repr(value) if not isinstance(value, str) else value
+        # Without memory addresses: a list of callbacks prints them too.
+        params[name] = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value)) if not isinstance(value, str) else value
     digest = hashlib.sha1()
     if isinstance(X, np.ndarray) and X.dtype.kind != "O":
         digest.update(str(X.shape).encode())
@@ -97,6 +100,9 @@ def training_fingerprint(estimator, X, y_enc, seed, num_processes=1):
     else:
         digest.update("\0".join(map(str, X)).encode())
     digest.update(np.ascontiguousarray(y_enc, dtype=np.int64).data)
+    if sample_weight is not None:
+        # Only then, so that checkpoints of unweighted fits keep their fingerprint.
+        digest.update(np.ascontiguousarray(np.asarray(sample_weight), dtype=np.float32).data)
     return {
         "estimator": type(estimator).__name__,
         "params": params,

@@ -451,7 +451,9 @@ class CNNClassifier(BaseImageClassifier):
             "dropout": self.dropout,
         }
         if self.architecture == "residual":
-            return _ResidualConvNet(input_shape, n_outputs, **shared)
+            return _ResidualConvNet(input_shape, n_outputs, **self._with_routed("module", _ResidualConvNet, **shared))
         if self.architecture == "darkcovidnet":
-            return _DarkCovidNet(input_shape, n_outputs, dropout=self.dropout)
-        return _ConvNet(input_shape, n_outputs, batch_norm=self.batch_norm, **shared)
+            return _DarkCovidNet(input_shape, n_outputs,
+                                 **self._with_routed("module", _DarkCovidNet, dropout=self.dropout))
+        kwargs = self._with_routed("module", _ConvNet, batch_norm=self.batch_norm, **shared)
+        return _ConvNet(input_shape, n_outputs, **kwargs)

@@ -116,4 +116,7 @@ class FNNClassifier(BaseImageClassifier):
 
     def _build_module(self, input_shape, n_outputs):
         channels, height, width = input_shape
-        return _MLP(channels * height * width, n_outputs, tuple(self.hidden_layer_sizes), self.dropout)
+        kwargs = self._with_routed(
+            "module", _MLP, hidden_layer_sizes=tuple(self.hidden_layer_sizes), dropout=self.dropout
+        )
+        return _MLP(channels * height * width, n_outputs, **kwargs)

@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 
-from skxray._data import TensorImageDataset
+from skxray._data import TensorImageDataset, with_sample_weight
 from skxray._param_validation import Interval, StrOptions
 from skxray.models._base import (
     SHARED_PARAM_DEFAULTS,
@@ -404,15 +404,25 @@ default="IMAGENET1K_V2"
                 f"ResNet50Classifier needs gray (1 channel) or RGB (3 channels) images; got {channels} channels."
             )
         state = None if self.weights is None else load_resnet50_state_dict(self.weights)
-        module = _ResNet50Net(n_outputs, self.head_units, self.dropout, bool(self.freeze), state)
+        module = _ResNet50Net(n_outputs, **self._head_kwargs(state))
         self._attach_feature_store(module)
         return module
 
     def _build_module_for_loading(self, input_shape, n_outputs):
         # The saved file holds every backbone weight: no need to fetch any.
-        module = _ResNet50Net(n_outputs, self.head_units, self.dropout, bool(self.freeze), None)
+        module = _ResNet50Net(n_outputs, **self._head_kwargs(None))
         self._attach_feature_store(module)
         return module
+
+    def _head_kwargs(self, state_dict):
+        return self._with_routed(
+            "module",
+            _ResNet50Net,
+            head_units=self.head_units,
+            dropout=self.dropout,
+            freeze=bool(self.freeze),
+            state_dict=state_dict,
+        )
 
     def _attach_feature_store(self, module):
         # The weights are hashed at the first lookup, after they are loaded.
@@ -421,13 +431,14 @@ default="IMAGENET1K_V2"
                 self.feature_cache_dir, module.backbone, prefix="resnet50"
             )
 
-    def _fit_net(self, module, dataset, y_enc, make_net):
+    def _fit_net(self, module, dataset, y_enc, make_net, sample_weight=None):
         self.features_cached_ = self._caches_features()
         if not self.features_cached_:
-            return super()._fit_net(module, dataset, y_enc, make_net)
+            return super()._fit_net(module, dataset, y_enc, make_net, sample_weight=sample_weight)
         features = _extract_features(module, dataset, self.batch_size, self.device_)
         head_net = make_net(module.head)
-        self._train_net(head_net, TensorImageDataset(features, dataset.y), y_enc)
+        cached = with_sample_weight(TensorImageDataset(features, dataset.y), sample_weight)
+        self._train_net(head_net, cached, y_enc)
         # The returned net holds the full model (the trained head is shared),
         # so predict, Grad-CAM and saving work on images as usual.
         net = make_net(module).initialize()

@@ -411,15 +411,17 @@ class PretrainedCXRClassifier(ResNet50Classifier):
         return self._make_module(n_outputs, None)
 
     def _make_module(self, n_outputs, state):
-        module = _XRVNet(
-            self.backbone,
-            self._resolution(),
-            n_outputs,
-            self.head_units,
-            self.dropout,
-            bool(self.freeze),
-            state,
+        kwargs = self._with_routed(
+            "module",
+            _XRVNet,
+            backbone=self.backbone,
+            resolution=self._resolution(),
+            head_units=self.head_units,
+            dropout=self.dropout,
+            freeze=bool(self.freeze),
+            state_dict=state,
         )
+        module = _XRVNet(n_outputs=n_outputs, **kwargs)
         self._attach_feature_store(module)
         return module
 
