@@ -322,36 +322,16 @@ def _train_into(args, out):
     )
     start = time.perf_counter()
     # The progress bar redraws one line with carriage returns: only for a person
-    # watching a terminal, or when asked; logs keep the per-epoch table.
-    with _progress_bar(args.progress or sys.stderr.isatty()):
-        model.fit(bunch.data, bunch.target, resume=bool(args.resume))
+    # watching a terminal, or when asked; logs keep the per-epoch table. The default
+    # callback is named, so a parameter switches it off.
+    if not (args.progress or sys.stderr.isatty()):
+        model.set_params(callbacks__progress_bar=None)
+    model.fit(bunch.data, bunch.target, resume=bool(args.resume))
     print(f"trained {type(model).__name__} on {len(bunch.target)} images in {time.perf_counter() - start:.1f} s")
     out = model.save(args.out)
     print(f"saved model to {out}")
     _save_figure(plot_learning_curves(model), Path(out) / "learning_curves.png")
     return 0
-
-
-@contextlib.contextmanager
-def _progress_bar(show):
-    """Fit with skorch's progress bar only when ``show``; the per-epoch table stays."""
-    if show:
-        yield
-        return
-    from unittest import mock
-
-    from skorch.callbacks import Callback
-
-    from skxray.models import _base
-
-    class _NoProgressBar(Callback):
-        """Stands in for skorch's ProgressBar: no carriage returns in logs."""
-
-    if not hasattr(_base, "ProgressBar"):  # the models build their callbacks differently
-        yield
-        return
-    with mock.patch.object(_base, "ProgressBar", _NoProgressBar):
-        yield
 
 
 def _load_model(model_dir):
