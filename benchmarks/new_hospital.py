@@ -65,20 +65,24 @@ def parse_args(argv=None):
     p.add_argument("--batches", type=int, default=100, help="random batches per size and pool (100)")
     p.add_argument("--permutations", type=int, default=1000, help="permutations per shift test (1000)")
     p.add_argument("--random-state", type=int, default=0)
+    p.add_argument("--validation-fraction", type=float, default=None,
+                   help="the classifiers' validation_fraction (default: theirs, 0.1): the size of "
+                   "the labelled reference of the shift test")
     p.add_argument("--quick", action="store_true", help="64 px, 4 epochs, 20 batches: a smoke run")
     p.add_argument("--out", type=Path, default=None, help="JSON file to write")
     return p.parse_args(argv)
 
 
-def make_model(name, quick, random_state):
+def make_model(name, quick, random_state, validation_fraction=None):
     from skxray.models import CNNClassifier, FNNClassifier
 
+    extra = {} if validation_fraction is None else {"validation_fraction": validation_fraction}
     if name == "cnn":
         # The defaults a user gets, with the 15 epochs of `skxray train`.
         return CNNClassifier(max_epochs=4 if quick else 15, image_size=64 if quick else 128,
-                             random_state=random_state)
+                             random_state=random_state, **extra)
     if name == "fnn":
-        return FNNClassifier(max_epochs=4 if quick else 30, random_state=random_state)
+        return FNNClassifier(max_epochs=4 if quick else 30, random_state=random_state, **extra)
     raise SystemExit(f"unknown model {name!r}: choose cnn or fnn")
 
 
@@ -344,7 +348,7 @@ def measure(name, args, bunch, external_paths, split):
     from skxray.preprocessing import ImageLoader
 
     train, test, pneumonia = split
-    model = make_model(name, args.quick, args.random_state)
+    model = make_model(name, args.quick, args.random_state, args.validation_fraction)
     size = model.image_size
     X = bunch[size]["X"]
     y = bunch[size]["y"]
@@ -421,6 +425,7 @@ def main(argv=None):
             "n_pneumonia": len(split[2]),
             "n_hannover": len(external),
             "random_state": args.random_state,
+            "validation_fraction": args.validation_fraction,
             "permutations": args.permutations,
             "quick": args.quick,
             "before_issue_25": {

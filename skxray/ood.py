@@ -4,9 +4,11 @@ A classifier trained on the X-rays of some hospitals answers, with
 confidence, about any image it is given: an X-ray from another hospital, a
 photograph, a blank frame. Two tools here warn before that happens:
 
-- :func:`shift_test` asks of a whole batch (a folder from a new hospital)
-  whether it comes from the training distribution: a kernel two-sample
-  (MMD) permutation test against held-out features stored in the model.
+- :func:`shift_test` asks two questions of a whole batch (a folder from a
+  new hospital): has the case mix changed (the class proportions,
+  estimated with a 95 % interval), and do the images differ beyond that
+  change (a kernel two-sample MMD permutation test against held-out
+  features stored in the model, subsampled to the batch's class mix).
 - :class:`OODDetector` scores how unlike the training images each image is
   and flags those too far away; every skxray classifier fits one in ``fit``
   (``ood=True``) and offers ``predict_with_abstention``, which answers

@@ -29,13 +29,12 @@ tiny_cnn = partial(_helpers.tiny_cnn, max_epochs=8)
 
 @pytest.fixture(scope="module")
 def train():
-    # One image per patient, as in test_ood.py: the validation split is per image.
-    return make_phantom_cxr(300, image_size=SIZE, n_patients=300, random_state=0)
+    return _helpers.ood_train_phantoms(SIZE)
 
 
 @pytest.fixture(scope="module")
 def held_out():
-    return make_phantom_cxr(400, image_size=SIZE, random_state=1)
+    return _helpers.ood_held_out_phantoms(SIZE)
 
 
 @pytest.fixture(scope="module")

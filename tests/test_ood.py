@@ -51,19 +51,12 @@ tiny_cnn = partial(_helpers.tiny_cnn, max_epochs=5)
 
 @pytest.fixture(scope="module")
 def train():
-    # One image per patient: a classifier calibrates its detector on its
-    # validation split, which is drawn per image. With several images per
-    # patient (the phantom default is three) the validation images have
-    # siblings among the training images, look more familiar than new
-    # patients do, and the threshold comes out too low (22 % of new phantom
-    # patients flagged instead of 5 %; see the user guide on new hospitals).
-    return make_phantom_cxr(300, image_size=SIZE, n_patients=300, random_state=0)
+    return _helpers.ood_train_phantoms(SIZE)
 
 
 @pytest.fixture(scope="module")
 def held_out():
-    # Another seed: unseen patients of the same scanner.
-    return make_phantom_cxr(400, image_size=SIZE, random_state=1)
+    return _helpers.ood_held_out_phantoms(SIZE)
 
 
 @pytest.fixture(scope="module")
