@@ -161,17 +161,27 @@ def gross_errors(X_held_out, size, seed):
 
 
 def gross_error_rates(model, X_held_out, size, seed):
-    """Share flagged "uncertain" and share out of distribution (``ood_score > 1``) per set."""
+    """Share flagged "uncertain", share out of distribution (``ood_score > 1``) and AUROC per set.
+
+    The AUROC is that of ``ood_score`` between the held-out patients and the set.
+    """
+    from sklearn.metrics import roc_auc_score
+
     out = {}
     sets = {"held_out": np.asarray(X_held_out, dtype=np.float32),
             **gross_errors(X_held_out, size, seed)}
+    held_scores = None
     for name, X in sets.items():
         scores = model.ood_score(X)
+        held_scores = scores if held_scores is None else held_scores
         out[name] = {
             "n": len(X),
             "uncertain": float(np.mean(model.predict_with_abstention(X) == "uncertain")),
             "out_of_distribution": float(np.mean(scores > 1.0)),
         }
+        if name != "held_out":
+            truth = np.r_[np.zeros(len(held_scores)), np.ones(len(scores))]
+            out[name]["ood_score_auroc_vs_held_out"] = float(roc_auc_score(truth, np.r_[held_scores, scores]))
         if name == "skimage_pictures":
             out[name]["per_picture_ood_score"] = dict(zip(SKIMAGE_PICTURES, scores.tolist()))
     return out
@@ -363,6 +373,7 @@ def measure(name, args, bunch, external_paths, split):
     }
     scores_in, scores_ext = model.ood_score(X[test]), model.ood_score(X_ext)
     auroc, curve, points = roc_summary(scores_in, scores_ext)
+    auroc_pneumonia = roc_summary(scores_in, model.ood_score(X[pneumonia]))[0]
     predicted = model.predict(X_ext)
     answered = answers["hannover"] != "uncertain"
     row = {
@@ -373,6 +384,7 @@ def measure(name, args, bunch, external_paths, split):
         "abstained_pneumonia": float(np.mean(answers["pneumonia"] == "uncertain")),
         "abstained_hannover": float(np.mean(~answered)),
         "ood_score_auroc_hannover_vs_held_out": auroc,
+        "ood_score_auroc_pneumonia_vs_held_out": auroc_pneumonia,
         **points,
         "hannover_called_covid": float(np.mean(predicted == POSITIVE)),
         "hannover_called_covid_of_answered": float(np.mean(predicted[answered] == POSITIVE))

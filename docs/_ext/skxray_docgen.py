@@ -377,7 +377,7 @@ def _new_hospital_rst(path):
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     before = data["settings"].get("before_issue_14", {})
     header = ["model", "held-out accuracy", "abstained: held-out patients",
-              "abstained: held-out Pneumonia", "abstained: Hannover", "ood_score AUROC",
+              "abstained: held-out Pneumonia", "abstained: Hannover", "ood_score AUROC: Hannover",
               "Hannover flagged at 1 / 5 / 10 % held-out"]
     rows = []
     if before:
@@ -391,7 +391,9 @@ def _new_hospital_rst(path):
             _pct(r["abstained_held_out"]),
             _pct(r["abstained_pneumonia"]),
             _pct(r["abstained_hannover"]),
-            f"{r['ood_score_auroc_hannover_vs_held_out']:.3f}",
+            f"{r['ood_score_auroc_hannover_vs_held_out']:.3f}"
+            + (f" (Pneumonia {r['ood_score_auroc_pneumonia_vs_held_out']:.3f})"
+               if "ood_score_auroc_pneumonia_vs_held_out" in r else ""),
             " / ".join(_pct(r[f"external_flagged_at_{k}pct_held_out"]) for k in (1, 5, 10)),
         ])
     out = ["Per image:", ""] + _list_table(header, rows)
@@ -482,11 +484,17 @@ def _new_hospital_gross_table(rows, path, settings):
     table = []
     for r in rows:
         old = before.get(r["model"], {})
-        table.append([r["model"].upper()] + [
-            f"{_pct(r[k]['uncertain'])} (before {_pct(old[k]['uncertain'])})" if k in old
-            else _pct(r[k]["uncertain"]) for k in sets
-        ])
-    return ["Not a chest X-ray: share answered \"uncertain\" (n images per set in the result file):",
+        cells = []
+        for k in sets:
+            cell = _pct(r[k]["uncertain"])
+            if k in old:
+                cell += f" (before {_pct(old[k]['uncertain'])})"
+            if "ood_score_auroc_vs_held_out" in r[k]:
+                cell += f"; AUROC {r[k]['ood_score_auroc_vs_held_out']:.3f}"
+            cells.append(cell)
+        table.append([r["model"].upper()] + cells)
+    return ["Not a chest X-ray: share answered \"uncertain\" and, where measured, the AUROC of "
+            "``ood_score`` against held-out patients (n images per set in the result file):",
             ""] + _list_table(["model"] + [k.replace("_", " ") for k in sets], table)
 
 
