@@ -9,10 +9,21 @@ Trains the default ``CNNClassifier`` (128 px, 15 epochs) and the default
   model never saw) and on the 243 Hannover COVID-19 images, and the AUROC of
   ``ood_score`` between held-out patients and Hannover, with the score's
   whole ROC curve;
-- the rejection rate of :func:`skxray.ood.shift_test` over random batches of
-  20 and of 40 images from: Hannover; held-out patients of the training
-  classes; held-out COVID-19 patients only (same hospitals, one class: a
-  control for label shift); held-out Pneumonia.
+- both parts of :func:`skxray.ood.shift_test` over random batches of 20 and
+  of 40 images: batches of held-out patients with a COVID-19 share of 0 %,
+  50 %, 100 % and the training share (a change of case mix only), of
+  Hannover and of held-out Pneumonia. For each batch, the image test
+  against a reference matched to the BBSE and to the EM estimate of the
+  class mix, and against the whole reference (the test before issue 25);
+  the case-mix test; the estimated COVID-19 share, its error and whether
+  its 95 % interval covers the truth. The features and probabilities of
+  each pool are computed once, so the batch loops are cheap;
+- ``adapt_proba`` on those batches: log-loss, Brier score and calibration
+  error of the COVID-19 probability as given and adapted to the estimated
+  (and, for mixed batches, the known) share;
+- the per-image flags on images that are not chest X-rays (scikit-image's
+  pictures and ``lfw_subset``, held-out X-rays inverted, rotated, upside
+  down, mirrored, tiny crops): measured, never fitted.
 
 **Hannover is measured, never used**: nothing is fitted, calibrated, tuned
 or chosen on it (its README). The detector's design was chosen on
@@ -54,21 +65,25 @@ def parse_args(argv=None):
     p.add_argument("--batches", type=int, default=100, help="random batches per size and pool (100)")
     p.add_argument("--permutations", type=int, default=1000, help="permutations per shift test (1000)")
     p.add_argument("--random-state", type=int, default=0)
+    p.add_argument("--validation-fraction", type=float, default=None,
+                   help="the classifiers' validation_fraction (default: theirs, 0.1): the size of "
+                   "the labelled reference of the shift test")
     p.add_argument("--quick", action="store_true", help="64 px, 4 epochs, 20 batches: a smoke run")
     p.add_argument("--out", type=Path, default=None, help="JSON file to write")
     return p.parse_args(argv)
 
 
-def make_model(name, quick, random_state):
+def make_model(name, quick, random_state, validation_fraction=None):
     from skxray.models import CNNClassifier, FNNClassifier
 
+    extra = {} if validation_fraction is None else {"validation_fraction": validation_fraction}
     if name == "cnn":
         # The defaults, with the 15 epochs `skxray train` used when this was measured
         # (it now takes the estimator's own max_epochs).
         return CNNClassifier(max_epochs=4 if quick else 15, image_size=64 if quick else 128,
-                             random_state=random_state)
+                             random_state=random_state, **extra)
     if name == "fnn":
-        return FNNClassifier(max_epochs=4 if quick else 30, random_state=random_state)
+        return FNNClassifier(max_epochs=4 if quick else 30, random_state=random_state, **extra)
     raise SystemExit(f"unknown model {name!r}: choose cnn or fnn")
 
 
@@ -97,6 +112,82 @@ def split_patients(y, groups, random_state):
     return train, test, pneumonia
 
 
+#: scikit-image pictures that ship in its wheel (no download): none is a chest X-ray.
+SKIMAGE_PICTURES = ("camera", "astronaut", "page", "text", "retina", "microaneurysms",
+                    "immunohistochemistry", "shepp_logan_phantom")
+
+
+def _gray_square(img, size):
+    """A picture as the loaders give an X-ray: gray, float32 in [0, 1], centre-cropped to ``size``."""
+    from skimage.color import rgb2gray
+
+    from skxray.preprocessing import resize_images
+
+    img = np.asarray(img, dtype=np.float64)
+    if img.ndim == 3:
+        img = rgb2gray(img[..., :3] / (255.0 if img.max() > 1 else 1.0))
+    elif img.max() > 1:
+        img = img / 255.0
+    return resize_images(img[None].astype(np.float32), size, keep_aspect="crop")[0]
+
+
+def gross_errors(X_held_out, size, seed):
+    """Images that are not chest X-rays, or not as the model was trained: measured, never fitted.
+
+    Pictures of scikit-image's wheel; its ``lfw_subset`` (100 faces and 100
+    non-face patches of the same photos, 25 px); held-out X-rays inverted,
+    rotated by 90 degrees, turned upside down, mirrored; tiny crops (one
+    eighth of the side) of held-out X-rays blown up to the model's size.
+    """
+    import skimage.data
+
+    rng = np.random.default_rng(seed)
+    pictures = np.stack([_gray_square(getattr(skimage.data, n)(), size) for n in SKIMAGE_PICTURES])
+    faces = np.stack([_gray_square(f, size) for f in skimage.data.lfw_subset()])
+    X = np.asarray(X_held_out, dtype=np.float32)
+    side = max(2, X.shape[-1] // 8)
+    corners = rng.integers(0, X.shape[-1] - side, size=(len(X), 2))
+    crops = np.stack([
+        _gray_square(x[r:r + side, c:c + side], size) for x, (r, c) in zip(X, corners)
+    ])
+    return {
+        "skimage_pictures": pictures,
+        "lfw_subset": faces,
+        "inverted": 1.0 - X,
+        "rotated_90": np.rot90(X, 1, axes=(-2, -1)).copy(),
+        "upside_down": X[..., ::-1, :].copy(),
+        "mirrored": X[..., :, ::-1].copy(),
+        "tiny_crops": crops,
+    }
+
+
+def gross_error_rates(model, X_held_out, size, seed):
+    """Share flagged "uncertain", share out of distribution (``ood_score > 1``) and AUROC per set.
+
+    The AUROC is that of ``ood_score`` between the held-out patients and the set.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    out = {}
+    sets = {"held_out": np.asarray(X_held_out, dtype=np.float32),
+            **gross_errors(X_held_out, size, seed)}
+    held_scores = None
+    for name, X in sets.items():
+        scores = model.ood_score(X)
+        held_scores = scores if held_scores is None else held_scores
+        out[name] = {
+            "n": len(X),
+            "uncertain": float(np.mean(model.predict_with_abstention(X) == "uncertain")),
+            "out_of_distribution": float(np.mean(scores > 1.0)),
+        }
+        if name != "held_out":
+            truth = np.r_[np.zeros(len(held_scores)), np.ones(len(scores))]
+            out[name]["ood_score_auroc_vs_held_out"] = float(roc_auc_score(truth, np.r_[held_scores, scores]))
+        if name == "skimage_pictures":
+            out[name]["per_picture_ood_score"] = dict(zip(SKIMAGE_PICTURES, scores.tolist()))
+    return out
+
+
 def roc_summary(scores_in, scores_out):
     """AUROC, a thinned ROC curve and the external flag rate at fixed in-distribution rates."""
     from sklearn.metrics import roc_auc_score, roc_curve
@@ -114,33 +205,161 @@ def roc_summary(scores_in, scores_out):
     return float(roc_auc_score(truth, scores)), {"fpr": fpr[keep], "tpr": tpr[keep]}, points
 
 
-def rejection_rates(model, pool, sizes, n_batches, n_permutations, seed):
-    """Share of random batches of each size that the shift test rejects at 0.05 and 0.01."""
-    from skxray.ood import shift_test
+def pool_features(model, X):
+    """The shift test's features and the classifier's probabilities of a pool, computed once."""
+    from skxray.ood import _batch_features, _Source
 
-    rng = np.random.default_rng(seed)
-    out = {}
-    for size in sizes:
-        if len(pool) < size:
-            continue
-        pvalues = np.array([
-            shift_test(model, pool[rng.choice(len(pool), size, replace=False)],
-                       n_permutations=n_permutations, random_state=seed + b).pvalue
-            for b in range(n_batches)
-        ])
-        out[size] = {
-            "rejected_at_0.05": float(np.mean(pvalues < 0.05)),
-            "rejected_at_0.01": float(np.mean(pvalues < 0.01)),
-            "median_pvalue": float(np.median(pvalues)),
-        }
-    return out
+    return _batch_features(model.ood_, _Source.from_X(X, model), X)
+
+
+def _draw(rng, pos, neg, n_pos, size):
+    """Indices of a batch with ``n_pos`` images of ``pos`` and the rest of ``neg``.
+
+    Without replacement when each pool is large enough, with replacement otherwise
+    (the caller records which).
+    """
+    picks, replaced = [], False
+    for pool, n in ((pos, n_pos), (neg, size - n_pos)):
+        if n:
+            replace = n > len(pool)
+            replaced |= replace
+            picks.append(rng.choice(pool, n, replace=replace))
+    return np.concatenate(picks), replaced
+
+
+def _test_batch(detector, Z, proba, idx, permutations, seed):
+    """Three tests of one batch: reference matched by BBSE, matched by EM, and the whole reference."""
+    from skxray.ood import _shift_test_features
+
+    kw = {"n_permutations": permutations, "random_state": seed}
+    bbse = _shift_test_features(detector, Z[idx], proba[idx], prevalence_method="bbse", **kw)
+    em = _shift_test_features(detector, Z[idx], proba[idx], prevalence_method="em", **kw)
+    plain = _shift_test_features(detector, Z[idx], None, **kw)
+    return bbse, em, plain
+
+
+def summarise(results, truth_share, positive):
+    """Rates over the batches of one setting."""
+    b, e, pl = (np.array([r[i] for r in results], dtype=object) for i in range(3))
+
+    def share(res):
+        return np.array([r.prevalence[positive] for r in res])
+
+    est_b, est_e = share(b), share(e)
+    row = {
+        "image_rejected_at_0.05_bbse_matched": float(np.mean([r.pvalue < 0.05 for r in b])),
+        "image_rejected_at_0.01_bbse_matched": float(np.mean([r.pvalue < 0.01 for r in b])),
+        "image_rejected_at_0.05_em_matched": float(np.mean([r.pvalue < 0.05 for r in e])),
+        "image_rejected_at_0.01_em_matched": float(np.mean([r.pvalue < 0.01 for r in e])),
+        "rejected_at_0.05_whole_reference": float(np.mean([r.pvalue < 0.05 for r in pl])),
+        "rejected_at_0.01_whole_reference": float(np.mean([r.pvalue < 0.01 for r in pl])),
+        "case_mix_rejected_at_0.05": float(np.mean([r.case_mix_changed for r in b])),
+        "mean_estimated_covid_share_bbse": float(est_b.mean()),
+        "mean_estimated_covid_share_em": float(est_e.mean()),
+        "median_matched_reference_size": float(np.median([r.n_reference for r in b])),
+    }
+    if truth_share is not None:
+        truth = np.asarray(truth_share, dtype=float)
+        for name, est, res in (("bbse", est_b, b), ("em", est_e, e)):
+            row[f"within_10_points_{name}"] = float(np.mean(np.abs(est - truth) <= 0.10 + 1e-9))
+            row[f"mean_abs_error_{name}"] = float(np.mean(np.abs(est - truth)))
+            row[f"ci_covers_truth_{name}"] = float(np.mean([
+                r.prevalence_low[positive] - 1e-9 <= t <= r.prevalence_high[positive] + 1e-9
+                for r, t in zip(res, truth)
+            ]))
+    return row
+
+
+def adaptation_row(proba_batches, truth_batches, estimates, known_share, training_share):
+    """Log-loss, Brier score and calibration error of the COVID-19 probability, as given and adapted."""
+    from skxray.ood import adapt_proba
+
+    p = np.concatenate(proba_batches)
+    t = np.concatenate(truth_batches).astype(float)
+    variants = {"as_given": p}
+    variants["adapted_to_estimate"] = np.concatenate([
+        adapt_proba(pb, [q, 1 - q], [training_share, 1 - training_share])
+        for pb, q in zip(proba_batches, estimates)
+    ])
+    if 0 < known_share < 1:
+        variants["adapted_to_known"] = adapt_proba(p, [known_share, 1 - known_share],
+                                                   [training_share, 1 - training_share])
+    row = {}
+    for name, v in variants.items():
+        p1 = np.clip(v[:, 0], 1e-6, 1 - 1e-6)
+        row[f"log_loss_{name}"] = float(-np.mean(t * np.log(p1) + (1 - t) * np.log(1 - p1)))
+        row[f"brier_{name}"] = float(np.mean((p1 - t) ** 2))
+        row[f"ece_{name}"] = expected_calibration_error(p1, t)
+    return row
+
+
+def expected_calibration_error(p, t, n_bins=10):
+    """Mean |observed share - mean probability| over ten equal-width bins, weighted by their counts."""
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    return float(sum(
+        np.sum(bins == k) * abs(t[bins == k].mean() - p[bins == k].mean())
+        for k in range(n_bins) if np.any(bins == k)
+    ) / len(p))
+
+
+def case_mix_batches(name, model, cache, y_held, args, seed):
+    """Batches of held-out patients with a set COVID-19 share: a change of case mix only."""
+    det = model.ood_
+    Z, proba = cache
+    positive = list(det.reference_classes_).index(POSITIVE)
+    pos, neg = np.flatnonzero(y_held == POSITIVE), np.flatnonzero(y_held != POSITIVE)
+    training_share = float(det.training_prevalence_[positive])
+    rows, adapt = [], []
+    n_batches = 20 if args.quick else args.batches
+    for mix, share in (("covid_0pct", 0.0), ("covid_50pct", 0.5), ("covid_100pct", 1.0),
+                       ("training_share", training_share)):
+        for size in (20, 40):
+            rng = np.random.default_rng(seed + size)
+            n_pos = int(round(share * size))
+            results, replaced, probas, truths = [], False, [], []
+            for b in range(n_batches):
+                idx, rep = _draw(rng, pos, neg, n_pos, size)
+                replaced |= rep
+                results.append(_test_batch(det, Z, proba, idx, args.permutations, seed + b))
+                probas.append(proba[idx][:, [positive, 1 - positive]])
+                truths.append(y_held[idx] == POSITIVE)
+            row = {"model": name, "batches_from": f"held_out_{mix}", "covid_share": n_pos / size,
+                   "batch_size": size, "n_batches": n_batches, "drawn_with_replacement": replaced,
+                   **summarise(results, [n_pos / size] * n_batches, positive)}
+            rows.append(row)
+            estimates = [r[0].prevalence[positive] for r in results]
+            adapt.append({"model": name, "batches_from": f"held_out_{mix}", "batch_size": size,
+                          "covid_share": n_pos / size, "drawn_with_replacement": replaced,
+                          **adaptation_row(probas, truths, estimates, n_pos / size, training_share)})
+            log(f"{name}: {row}")
+    return rows, adapt
+
+
+def external_batches(name, model, pools, args, seed):
+    """Random batches of Hannover and of held-out Pneumonia: what each part of the test says."""
+    det = model.ood_
+    positive = list(det.reference_classes_).index(POSITIVE)
+    rows = []
+    n_batches = 20 if args.quick else args.batches
+    for pool_name, (Z, proba) in pools.items():
+        for size in (20, 40):
+            rng = np.random.default_rng(seed + size)
+            results = [
+                _test_batch(det, Z, proba, rng.choice(len(Z), size, replace=False), args.permutations, seed + b)
+                for b in range(n_batches)
+            ]
+            row = {"model": name, "batches_from": pool_name, "batch_size": size,
+                   "n_batches": n_batches, **summarise(results, None, positive)}
+            rows.append(row)
+            log(f"{name}: {row}")
+    return rows
 
 
 def measure(name, args, bunch, external_paths, split):
     from skxray.preprocessing import ImageLoader
 
     train, test, pneumonia = split
-    model = make_model(name, args.quick, args.random_state)
+    model = make_model(name, args.quick, args.random_state, args.validation_fraction)
     size = model.image_size
     X = bunch[size]["X"]
     y = bunch[size]["y"]
@@ -155,6 +374,7 @@ def measure(name, args, bunch, external_paths, split):
     }
     scores_in, scores_ext = model.ood_score(X[test]), model.ood_score(X_ext)
     auroc, curve, points = roc_summary(scores_in, scores_ext)
+    auroc_pneumonia = roc_summary(scores_in, model.ood_score(X[pneumonia]))[0]
     predicted = model.predict(X_ext)
     answered = answers["hannover"] != "uncertain"
     row = {
@@ -165,29 +385,25 @@ def measure(name, args, bunch, external_paths, split):
         "abstained_pneumonia": float(np.mean(answers["pneumonia"] == "uncertain")),
         "abstained_hannover": float(np.mean(~answered)),
         "ood_score_auroc_hannover_vs_held_out": auroc,
+        "ood_score_auroc_pneumonia_vs_held_out": auroc_pneumonia,
         **points,
         "hannover_called_covid": float(np.mean(predicted == POSITIVE)),
         "hannover_called_covid_of_answered": float(np.mean(predicted[answered] == POSITIVE))
         if answered.any() else None,
         "fit_seconds": fit_time.seconds,
     }
-    sizes = (20, 40)
-    n_batches = 20 if args.quick else args.batches
-    pools = {
-        "hannover": X_ext,
-        "held_out": X[test],
-        "held_out_covid_only": X[test][y[test] == POSITIVE],
-        "held_out_pneumonia": X[pneumonia],
-    }
-    shift = []
-    for pool_name, pool in pools.items():
-        rates = rejection_rates(model, pool, sizes, n_batches, args.permutations, args.random_state)
-        for batch, r in rates.items():
-            shift.append({"model": name, "batches_from": pool_name, "batch_size": batch,
-                          "n_batches": n_batches, **r})
-        log(f"{name}: shift test on {pool_name}: {rates}")
+    held = pool_features(model, X[test])
+    shift, adapt = case_mix_batches(name, model, held, y[test], args, args.random_state)
+    shift += external_batches(name, model, {
+        "hannover": pool_features(model, X_ext),
+        "held_out_pneumonia": pool_features(model, X[pneumonia]),
+    }, args, args.random_state)
+    gross = {"model": name, **gross_error_rates(model, X[test], size, args.random_state)}
+    row["n_reference"] = len(model.ood_.reference_labels_)
+    row["n_reference_covid"] = int(np.sum(model.ood_.reference_labels_ == list(model.classes_).index(POSITIVE)))
+    row["n_held_out_covid"] = int(np.sum(y[test] == POSITIVE))
     log(f"{name}: {row}")
-    return row, {"model": name, **curve}, shift
+    return row, {"model": name, **curve}, shift, adapt, gross
 
 
 def main(argv=None):
@@ -204,12 +420,14 @@ def main(argv=None):
     first = bunch[min(sizes)]
     split = split_patients(first["y"], first["groups"], args.random_state)
     external = hannover_paths()
-    rows, curves, shift = [], [], []
+    rows, curves, shift, adapt, gross = [], [], [], [], []
     for name in names:
-        row, curve, rates = measure(name, args, bunch, external, split)
+        row, curve, rates, adapted, flags = measure(name, args, bunch, external, split)
         rows.append(row)
         curves.append(curve)
         shift.extend(rates)
+        adapt.extend(adapted)
+        gross.append(flags)
     payload = {
         "machine": machine_info(),
         "settings": {
@@ -220,8 +438,14 @@ def main(argv=None):
             "n_pneumonia": len(split[2]),
             "n_hannover": len(external),
             "random_state": args.random_state,
+            "validation_fraction": args.validation_fraction,
             "permutations": args.permutations,
             "quick": args.quick,
+            "before_issue_25": {
+                "not_a_chest_xray": "new_hospital_before_issue25.json",
+                "shift_test": "the rejected_at_*_whole_reference columns: the test against the whole "
+                "reference, as before issue 25, on the same batches",
+            },
             "before_issue_14": {
                 "abstained_hannover": 0.107,
                 "abstained_held_out": 0.007,
@@ -231,6 +455,8 @@ def main(argv=None):
         },
         "results": rows,
         "shift_test": shift,
+        "prior_adaptation": adapt,
+        "not_a_chest_xray": gross,
         "roc_curves": curves,
     }
     out = args.out or default_out("new_hospital.json", args.quick)

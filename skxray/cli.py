@@ -393,6 +393,18 @@ def _batch_shift_test(model, n_images, run, *, quiet):
     return result
 
 
+def _per_image_line(rows):
+    """What the per-image columns say, as what they are: one image at a time, not the batch."""
+    uncertain = sum(r["answer"] == "uncertain" for r in rows)
+    flagged = sum(bool(r["out_of_distribution"]) for r in rows)
+    return (
+        f"Per image: {uncertain} of {len(rows)} answered 'uncertain' ({flagged} out of distribution for "
+        "the model's detector, the rest below min_confidence). Each flag is about one image (a picture "
+        "that is not a chest X-ray, an inverted or rotated film); an unflagged image is not validated "
+        "when the shift test says the images differ."
+    )
+
+
 def _print_unreadable(unreadable):
     """One line per file that could not be read, on stderr, like every other error."""
     for file, reason in unreadable:
@@ -434,6 +446,8 @@ def cmd_predict(args):
         _print_table(
             [[r[h] if not isinstance(r[h], float) else f"{r[h]:.3f}" for h in headers] for r in rows], headers
         )
+        if "answer" in rows[0]:
+            print(_per_image_line(rows))
     _print_unreadable(unreadable)
     return 1 if unreadable else 0
 
@@ -589,7 +603,7 @@ def _write_evaluate_report(args, model, result):
     report.add_external_validation(
         inside,
         outside,
-        shift_verdict=None if shift is None else ("fail" if shift["shifted"] else "ok"),
+        shift_verdict=None if shift is None else ShiftTestResult(**shift).severity(),
         shift_text="" if shift is None else ShiftTestResult(**shift).verdict(),
         abstention_rate=None if result["abstention"] is None else result["abstention"]["value"],
         title=f"{name}: internal and external figures",

@@ -4,9 +4,11 @@ A classifier trained on the X-rays of some hospitals answers, with
 confidence, about any image it is given: an X-ray from another hospital, a
 photograph, a blank frame. Two tools here warn before that happens:
 
-- :func:`shift_test` asks of a whole batch (a folder from a new hospital)
-  whether it comes from the training distribution: a kernel two-sample
-  (MMD) permutation test against held-out features stored in the model.
+- :func:`shift_test` asks two questions of a whole batch (a folder from a
+  new hospital): has the case mix changed (the class proportions,
+  estimated with a 95 % interval), and do the images differ beyond that
+  change (a kernel two-sample MMD permutation test against held-out
+  features stored in the model, subsampled to the batch's class mix).
 - :class:`OODDetector` scores how unlike the training images each image is
   and flags those too far away; every skxray classifier fits one in ``fit``
   (``ood=True``) and offers ``predict_with_abstention``, which answers
@@ -41,20 +43,22 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 from scipy.special import logsumexp, ndtri
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.covariance import LedoitWolf
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
+from skxray import _label_shift
 from skxray._data import TensorImageDataset
+from skxray._label_shift import PREVALENCE_METHODS
 from skxray._param_validation import Interval, StrOptions, validate_params
 from skxray._utils import check_open_fraction
 from skxray._validation import check_image_array, is_path_array
 
-__all__ = ["OODDetector", "ShiftTestResult", "ood_rate", "shift_test"]
+__all__ = ["OODDetector", "ShiftTestResult", "adapt_proba", "ood_rate", "shift_test"]
 
 _METHODS = ("mahalanobis", "energy", "msp")
 _FEATURES = ("auto", "layers", "embedding", "image", "both")
@@ -390,7 +394,7 @@ MIN_SHIFT_TEST_IMAGES = 5
 
 @dataclass(frozen=True)
 class ShiftTestResult:
-    """Outcome of :func:`shift_test`.
+    """Outcome of :func:`shift_test`: has the case mix changed, and do the images differ beyond it?
 
     Attributes
     ----------
@@ -399,20 +403,47 @@ class ShiftTestResult:
         between the reference and the test features; near 0 (it can be
         negative) when they come from one distribution.
     pvalue : float
-        Permutation p-value, ``(1 + #{permuted statistic >= statistic}) /
-        (1 + n_permutations)``: never 0, at least ``1 / (1 + n_permutations)``.
+        Permutation p-value of the image test, ``(1 + #{permuted statistic
+        >= statistic}) / (1 + n_permutations)``: never 0, at least ``1 / (1 +
+        n_permutations)``. With a labelled reference (``reference_matched``)
+        the reference's class mix was matched to the batch's estimated one,
+        so it tests whether the images differ beyond the case mix.
     shifted : bool
-        ``pvalue < alpha``: the batch differs from the training distribution.
+        Something differs: ``images_differ`` or ``case_mix_changed``.
     alpha : float
-        Significance level of ``shifted``.
+        Significance level of both tests.
     n_reference : int
-        Held-out images in the reference sample.
+        Held-out images in the (matched) reference sample.
     n_test : int
         Images of the tested batch.
     n_permutations : int
         Permutations of the p-value.
     method : str
         What was computed.
+    images_differ : bool or None
+        ``pvalue < alpha``. None only in results written before this field.
+    reference_matched : bool
+        True when the reference was matched to the batch's estimated class
+        mix, so that ``images_differ`` is about the images alone; False for a
+        model saved without the labels of its reference (an earlier
+        release), whose test answers only "does anything differ?".
+    case_mix_changed : bool or None
+        ``case_mix_pvalue < alpha``; None without a labelled reference.
+    case_mix_pvalue : float or None
+        p-value of the comparison of the predicted-class counts of the batch
+        and of the reference (Fisher's exact test for two classes,
+        chi-squared otherwise).
+    classes : list or None
+        The classes of ``prevalence``.
+    prevalence : list of float or None
+        Estimated share of each class in the batch (valid when the images
+        do not differ).
+    prevalence_low, prevalence_high : list of float or None
+        The 95 % interval of each share.
+    training_prevalence : list of float or None
+        The share of each class among the training images.
+    prevalence_method : str or None
+        ``"bbse"`` or ``"em"``.
     """
 
     statistic: float
@@ -423,22 +454,80 @@ class ShiftTestResult:
     n_test: int
     n_permutations: int
     method: str
+    images_differ: bool = None
+    reference_matched: bool = False
+    case_mix_changed: bool = None
+    case_mix_pvalue: float = None
+    classes: list = None
+    prevalence: list = None
+    prevalence_low: list = None
+    prevalence_high: list = None
+    training_prevalence: list = None
+    prevalence_method: str = None
 
     def to_dict(self):
         """The fields as a JSON-able dict."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def prevalence_text(self):
+        """``"Covid-19 about 90 % (95 % CI 78-97 %; training 20 %)"``, or "" without an estimate.
+
+        For two classes, the class rarer in training; for more, every class.
+        """
+        if self.prevalence is None:
+            return ""
+        order = range(len(self.classes))
+        if len(self.classes) == 2:
+            order = [int(np.argmin(self.training_prevalence))]
+        return ", ".join(
+            f"{self.classes[j]} about {100 * self.prevalence[j]:.0f} % (95 % CI "
+            f"{100 * self.prevalence_low[j]:.0f}-{100 * self.prevalence_high[j]:.0f} %; "
+            f"training {100 * self.training_prevalence[j]:.0f} %)"
+            for j in order
+        )
+
+    def severity(self):
+        """``"fail"`` when the images differ, ``"warning"`` when only the case mix changed, else ``"ok"``.
+
+        For a model saved without reference labels, any difference is a ``"fail"``.
+        """
+        images_differ = self.shifted if self.images_differ is None else self.images_differ
+        if images_differ:
+            return "fail"
+        return "warning" if self.case_mix_changed else "ok"
+
     def verdict(self):
-        """One sentence for a user: what the test found, and what it means."""
-        sample = f"{self.n_test} images against {self.n_reference} held-out training images"
-        if self.shifted:
-            return (
-                f"this batch differs from the training data (p = {self.pvalue:.3g}, {sample}): "
-                "predictions are not validated here."
+        """What the test found, in sentences a clinician can act on."""
+        images_differ = self.shifted if self.images_differ is None else self.images_differ
+        p = f"p = {self.pvalue:.2g}"
+        if not self.reference_matched:
+            sample = f"{self.n_test} images against {self.n_reference} held-out training images"
+            head = (
+                "This model was saved without the labels of its reference images, so the test "
+                "cannot tell a change of case mix from different images; "
             )
-        return (
-            f"no difference from the training data detected (p = {self.pvalue:.3g}, {sample}); "
-            "this does not prove there is none."
+            if images_differ:
+                return head + (
+                    f"this batch differs from the training data ({p}, {sample}): a different case "
+                    "mix alone can cause this; predictions are not validated here."
+                )
+            return head + f"no difference from the training data detected ({p}, {sample})."
+        mix = self.prevalence_text()
+        if self.case_mix_changed:
+            first = f"The case mix differs from training: {mix} (p = {self.case_mix_pvalue:.2g})."
+        else:
+            first = (
+                f"No change of case mix detected: {mix} (p = {self.case_mix_pvalue:.2g})."
+            )
+        if images_differ:
+            return first + (
+                f" The images differ beyond the case mix ({p}): a new hospital, scanner or "
+                "protocol. Predictions are not validated here, and the case-mix estimate, "
+                "which assumes the images do not differ, is not reliable either."
+            )
+        return first + (
+            f" The images do not differ beyond that ({p}, {self.n_test} images); "
+            "this does not prove that they do not differ."
         )
 
 
@@ -485,13 +574,24 @@ def _mmd_permutation_test(Z_ref, Z_test, bandwidth, n_permutations, rng):
 # The estimator
 
 
-class OODDetector(BaseEstimator):
+@dataclass(frozen=True)
+class _ReferenceLabels:
+    """What makes a reference labelled: the classes and the classifier's probabilities on its images."""
+
+    classes: np.ndarray
+    proba: np.ndarray = None
+
+
+class OODDetector(OutlierMixin, BaseEstimator):
     """Flag images unlike the training images (out of distribution).
 
-    ``score_samples`` gives a distance per image, higher meaning less like
-    the training images; ``predict`` is True where it exceeds ``threshold_``,
-    set from held-out training images at ``quantile``, so that at most about
-    ``1 - quantile`` of new in-distribution images are flagged.
+    ``ood_score`` gives a distance per image, higher meaning less like the
+    training images; ``predict`` is -1 (an outlier) where it exceeds
+    ``threshold_``, set from held-out training images at ``quantile``, so
+    that at most about ``1 - quantile`` of new in-distribution images are
+    flagged, and +1 otherwise. ``score_samples`` and ``decision_function``
+    follow scikit-learn's outlier detectors (``OutlierMixin``): higher means
+    more normal.
 
     Read more in the :doc:`user guide </ood>`.
 
@@ -542,7 +642,7 @@ class OODDetector(BaseEstimator):
     Attributes
     ----------
     threshold_ : float
-        Scores above it are out of distribution. 1.0 for the Mahalanobis
+        ``ood_score`` above it is out of distribution. 1.0 for the Mahalanobis
         distance, whose scores are in units of the calibrated threshold.
 
     features_ : tuple of str
@@ -595,9 +695,12 @@ class OODDetector(BaseEstimator):
     get flagged. A classifier fitted with ``ood=True`` avoids this by
     calibrating the embedding on its validation split.
 
-    **Deviation from scikit-learn's outlier detectors.** ``score_samples``
-    is a distance (higher = more unusual) and ``predict`` returns booleans
-    (True = out of distribution).
+    **scikit-learn's outlier convention.** ``predict`` gives +1 (inlier) or
+    -1 (outlier); ``score_samples`` is ``-ood_score`` (higher = more
+    normal) and ``decision_function`` is ``score_samples - offset_``
+    (negative = outlier). Earlier versions returned the distance from
+    ``score_samples`` and True from ``predict`` for outliers; that distance
+    is ``ood_score`` now.
 
     A flagged image is not a diagnosis; an unflagged one is not a guarantee
     that the classifier is right.
@@ -609,7 +712,7 @@ class OODDetector(BaseEstimator):
     >>> X, _ = make_phantom_cxr(200, image_size=32, random_state=0)
     >>> X_other, _ = make_phantom_cxr(20, image_size=32, scanner="B", random_state=1)
     >>> detector = OODDetector(random_state=0).fit(X)
-    >>> bool(detector.predict(X_other).all())
+    >>> bool((detector.predict(X_other) == -1).all())
     True
     """
 
@@ -771,17 +874,34 @@ class OODDetector(BaseEstimator):
             self._descriptor = _fit_descriptor(source, np.arange(n), rng)
         raw = self._raw_features(source, X)
         everyone = np.arange(n)
+        labels = None if y is None else _ReferenceLabels(np.unique(y), self._estimator_proba(X, np.unique(y)))
         # The images of fit are held out by contract, so they are the reference.
-        return self._fit_from_raw(raw, codes, {name: everyone for name in raw}, rng, reference=everyone)
+        return self._fit_from_raw(
+            raw, codes, {name: everyone for name in raw}, rng, reference=everyone, labels=labels
+        )
 
-    def _fit_from_raw(self, raw, y_codes, eligible, rng, reference=None):
+    def _estimator_proba(self, X, classes):
+        """``estimator.predict_proba(X)`` with columns in the order of ``classes``, or None without one."""
+        est = self.estimator
+        if est is None or not hasattr(est, "predict_proba") or not hasattr(est, "classes_"):
+            return None
+        if set(np.asarray(est.classes_).tolist()) != set(np.asarray(classes).tolist()):
+            return None
+        proba = np.asarray(est.predict_proba(X), dtype=np.float64)
+        order = [np.flatnonzero(np.asarray(est.classes_) == c)[0] for c in classes]
+        return proba[:, order]
+
+    def _fit_from_raw(self, raw, y_codes, eligible, rng, reference=None, labels=None):
         """Fit the Gaussians and calibrate each block on its ``eligible`` images.
 
         ``eligible[name]`` lists the images whose held-out scores are fair
         for block ``name`` (all images, or only the validation images for a
         classifier's own embedding). ``reference`` lists the held-out images
         whose features :func:`shift_test` compares a batch with (None: no
-        reference, the shift test is unavailable).
+        reference, the shift test is unavailable). ``labels``, a
+        ``_ReferenceLabels``, makes the reference a labelled one (classes,
+        the reference images' labels and the classifier's probabilities on
+        them, aligned with ``reference``).
         """
         n = len(next(iter(raw.values())))
         self.n_samples_fit_ = n
@@ -789,6 +909,8 @@ class OODDetector(BaseEstimator):
         self.block_thresholds_ = {}
         self.reference_ = None
         self.reference_bandwidth_ = None
+        self.reference_classes_ = self.reference_labels_ = None
+        self.reference_proba_ = self.training_prevalence_ = None
         if self.method != "mahalanobis":
             self.calibration_scores_ = _logit_scores(self.method, raw["logits"][eligible["logits"]])
             self.threshold_ = _threshold(self.calibration_scores_, self.quantile, parametric=False)
@@ -810,11 +932,34 @@ class OODDetector(BaseEstimator):
         self.threshold_ = 1.0
         if reference is not None and len(reference) >= 2:
             reference = np.asarray(reference, dtype=np.int64)
+            keep = np.arange(len(reference))
             if len(reference) > _MAX_SHIFT_SAMPLES:
-                reference = np.sort(rng.choice(reference, _MAX_SHIFT_SAMPLES, replace=False))
+                keep = np.sort(rng.choice(len(reference), _MAX_SHIFT_SAMPLES, replace=False))
+            reference = reference[keep]
             self.reference_ = self._shift_space({name: raw[name][reference] for name in self.features_})
             self.reference_bandwidth_ = _median_bandwidth(self.reference_)
+            if labels is not None:
+                self._set_reference_labels(labels, y_codes, reference, keep)
         return self
+
+    def _set_reference_labels(self, labels, y_codes, reference, keep):
+        """Keep the classes, the reference images' labels and probabilities, and the training shares."""
+        self.reference_classes_ = np.asarray(labels.classes)
+        k = len(self.reference_classes_)
+        self.reference_labels_ = np.asarray(y_codes, dtype=np.int64)[reference]
+        self.training_prevalence_ = np.bincount(y_codes, minlength=k) / len(y_codes)
+        if labels.proba is not None:
+            self.reference_proba_ = np.asarray(labels.proba, dtype=np.float64)[keep]
+
+    @property
+    def has_labelled_reference_(self):
+        """Whether :func:`shift_test` can tell a change of case mix from one of the images.
+
+        True when the reference images' labels and the classifier's
+        probabilities on them are stored (skxray classifiers fitted with a
+        validation split, from this release on).
+        """
+        return self.has_reference_ and getattr(self, "reference_proba_", None) is not None
 
     @property
     def has_reference_(self):
@@ -831,14 +976,16 @@ class OODDetector(BaseEstimator):
         return np.hstack(blocks)
 
     # ------------------------------------------------------------ prediction
-    def score_samples(self, X):
+    def ood_score(self, X):
         """Out-of-distribution score of each image; higher = less like training.
 
         For ``"mahalanobis"``, the Mahalanobis distance to the nearest class
         mean divided by its calibrated threshold (1 is the edge of the
         training distribution); with two feature blocks, the larger of the
         two ratios. For ``"energy"``, ``-logsumexp(logits)``; for ``"msp"``,
-        one minus the top probability.
+        one minus the top probability. An image is out of distribution when
+        its score exceeds ``threshold_``. This is the score of the
+        classifiers' ``ood_score``; :meth:`score_samples` is its negative.
 
         Parameters
         ----------
@@ -854,8 +1001,25 @@ class OODDetector(BaseEstimator):
         source = _Source.from_X(X, self.estimator)
         return self._scores_from_raw(self._raw_features(source, X))
 
+    def score_samples(self, X):
+        """Normality of each image, scikit-learn's convention: higher = more like training.
+
+        ``-ood_score(X)``, as in :class:`sklearn.ensemble.IsolationForest`.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in the format of ``fit`` (arrays, or file paths).
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            Float64 scores.
+        """
+        return -self.ood_score(X)
+
     def decision_function(self, X):
-        """``score_samples(X) - threshold_``: positive means out of distribution.
+        """``score_samples(X) - offset_``: negative means out of distribution.
 
         Parameters
         ----------
@@ -865,12 +1029,12 @@ class OODDetector(BaseEstimator):
         Returns
         -------
         margin : ndarray of shape (n_samples,)
-            Float64 margins.
+            Float64 margins; 0 at the threshold.
         """
-        return self.score_samples(X) - self.threshold_
+        return self.score_samples(X) - self.offset_
 
     def predict(self, X):
-        """True for the images that are out of distribution.
+        """-1 for the images that are out of distribution, +1 for the others.
 
         Parameters
         ----------
@@ -879,10 +1043,17 @@ class OODDetector(BaseEstimator):
 
         Returns
         -------
-        is_ood : ndarray of shape (n_samples,)
-            Boolean flags.
+        labels : ndarray of shape (n_samples,)
+            ``-1`` (outlier) or ``1`` (inlier), as scikit-learn's outlier
+            detectors return.
         """
-        return self.score_samples(X) > self.threshold_
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    @property
+    def offset_(self):
+        """``-threshold_``: :meth:`decision_function` is ``score_samples - offset_``."""
+        check_is_fitted(self, "threshold_")
+        return -self.threshold_
 
     # ------------------------------------------------------------ persistence
     def _get_state(self):
@@ -906,6 +1077,12 @@ class OODDetector(BaseEstimator):
         arrays = {"calibration_scores_": np.asarray(self.calibration_scores_, dtype=np.float64)}
         if self.has_reference_:
             arrays["reference_"] = np.asarray(self.reference_, dtype=np.float64)
+        if getattr(self, "reference_labels_", None) is not None:
+            config["reference_classes_"] = self.reference_classes_.tolist()
+            arrays["reference_labels_"] = self.reference_labels_.astype(np.float64)
+            arrays["training_prevalence_"] = np.asarray(self.training_prevalence_, dtype=np.float64)
+            if self.reference_proba_ is not None:
+                arrays["reference_proba_"] = np.asarray(self.reference_proba_, dtype=np.float64)
         for name, gaussian in self._gaussians.items():
             cfg, arr = gaussian.state()
             config["gaussians"][name] = cfg
@@ -938,6 +1115,14 @@ class OODDetector(BaseEstimator):
         detector.reference_ = arrays.get("reference_")
         bandwidth = config.get("reference_bandwidth_")
         detector.reference_bandwidth_ = None if bandwidth is None else float(bandwidth)
+        # Models saved before the labelled reference (issue 25) have none: their
+        # shift test can only say whether something differs, not what.
+        classes = config.get("reference_classes_")
+        detector.reference_classes_ = None if classes is None else np.asarray(classes)
+        labels = arrays.get("reference_labels_")
+        detector.reference_labels_ = None if labels is None else np.asarray(labels).astype(np.int64)
+        detector.training_prevalence_ = arrays.get("training_prevalence_")
+        detector.reference_proba_ = arrays.get("reference_proba_")
         if _uses_descriptor(detector.features_):
             detector._descriptor = _ImageDescriptor.from_state(
                 config["descriptor"], {"edges": arrays["descriptor.edges"]}
@@ -1034,34 +1219,56 @@ def _fit_for_classifier(clf, dataset, y_enc, valid_idx, rng, train_embeddings=No
             "image": np.concatenate([detector._descriptor.transform(x) for x in images]),
         }
     eligible = {name: (valid_idx if held_out and name in _NETWORK_BLOCKS else everyone) for name in raw}
+    labels = None
+    if held_out:
+        # The classifier's probabilities on its validation images: with their
+        # labels, the confusion matrix of the shift test's case-mix estimate.
+        proba = clf._dataset_proba(Subset(dataset, valid_idx.tolist()))
+        labels = _ReferenceLabels(np.asarray(clf.classes_), proba)
     return detector._fit_from_raw(
-        raw, np.asarray(y_enc, dtype=np.int64), eligible, rng, reference=valid_idx if held_out else None
+        raw, np.asarray(y_enc, dtype=np.int64), eligible, rng,
+        reference=valid_idx if held_out else None, labels=labels,
     )
 
 
-def shift_test(estimator, X, *, alpha=0.05, n_permutations=1000, random_state=None):
-    """Test whether a batch of images comes from the training distribution.
+def shift_test(estimator, X, *, alpha=0.05, n_permutations=1000, prevalence_method="bbse",
+               random_state=None):
+    """Has the case mix changed, and do the images differ beyond it?
 
-    A kernel two-sample test (Gretton et al., JMLR 2012), the test that
-    "Failing Loudly" (Rabanser et al., NeurIPS 2019) found the most
-    reliable for detecting dataset shift from a model's representation:
-    the maximum mean discrepancy (MMD) between the features of ``X`` and a
-    reference sample, with a Gaussian kernel whose width is fixed from the
-    reference (median heuristic), and a permutation p-value.
+    Two questions, two answers:
+
+    1. **The case mix.** The batch's class proportions are estimated from
+       the classifier's predictions and its confusion matrix on the held-out
+       reference images (black-box shift estimation, BBSE; Lipton, Wang &
+       Smola, ICML 2018; or ``prevalence_method="em"``, the EM prior
+       adjustment of Saerens et al., Neural Computation 2002), with a 95 %
+       interval from a parametric bootstrap. Whether they differ from the
+       training proportions is tested on the predicted-class counts of the
+       batch and of the reference (black-box shift detection, Rabanser et
+       al., NeurIPS 2019).
+    2. **The images.** Under a pure change of case mix the images of each
+       class look as before. So the batch is compared with a subsample of
+       the labelled reference, drawn without replacement, whose class mix
+       is the batch's estimated one: a kernel two-sample (MMD) permutation
+       test (Gretton et al., JMLR 2012) in the detector's feature space,
+       with a Gaussian kernel whose width is fixed from the whole reference
+       (median heuristic). A small p-value means a new hospital, scanner or
+       protocol.
 
     The reference is the features of images the network never trained on,
-    stored in the detector at ``fit``: for a classifier fitted with
-    ``ood=True``, its validation images. Training images would not do: the
-    network has fitted them, so new images of the very same hospitals
-    already differ from them. The features are the detector's own blocks
-    (network activations and the image descriptor), each standardised on
-    the training images and weighted equally.
+    stored in the detector at ``fit``, with their labels and the
+    classifier's probabilities on them: for a classifier fitted with
+    ``ood=True``, its validation images. A model saved by an earlier release
+    has no labels for them: its test compares the batch with the whole
+    reference and can only say that something differs, case mix or images,
+    which its ``verdict()`` says. So does an :class:`OODDetector` fitted
+    without ``y`` or without a classifier.
 
-    A small p-value says the batch differs; it does not say how, nor that
-    predictions are wrong. A large one is no proof of sameness: a shift
+    The case-mix estimate is only valid when the images do not differ: at a
+    new hospital the predictions are wrong, and so are the proportions
+    estimated from them. A large p-value is no proof of sameness: a shift
     the features do not see passes, and a batch of 20 images has little
-    power against a small shift. Class proportions count too: a batch of
-    one class differs from a reference of two even at the same hospital.
+    power against a small shift.
 
     Parameters
     ----------
@@ -1071,20 +1278,23 @@ def shift_test(estimator, X, *, alpha=0.05, n_permutations=1000, random_state=No
         The batch, in the format the estimator was fitted on; at least
         :data:`MIN_SHIFT_TEST_IMAGES` images.
     alpha : float in (0, 1), default=0.05
-        Significance level: ``shifted`` is ``pvalue < alpha``.
+        Significance level of both tests.
     n_permutations : int, default=1000
         Permutations of the p-value (at least 19); the smallest p-value
         possible is ``1 / (1 + n_permutations)``.
+    prevalence_method : {"bbse", "em"}, default="bbse"
+        How the batch's class proportions are estimated (see the user
+        guide's page on new hospitals for why BBSE is the default).
     random_state : int, RandomState instance or None, default=None
-        Seeds the permutations, and the subsample when a side has more
-        than 2000 images.
+        Seeds the permutations, the bootstrap, the matched subsample, and
+        the subsample when a side has more than 2000 images.
 
     Returns
     -------
     result : ShiftTestResult
-        ``statistic``, ``pvalue``, ``shifted``, ``alpha``, ``n_reference``,
-        ``n_test``, ``n_permutations``, ``method``; ``verdict()`` says it in
-        a sentence.
+        Both answers (``case_mix_changed``, ``prevalence`` and its
+        interval; ``images_differ``, ``pvalue``); ``verdict()`` says them
+        in sentences.
 
     Raises
     ------
@@ -1103,6 +1313,37 @@ def shift_test(estimator, X, *, alpha=0.05, n_permutations=1000, random_state=No
     >>> shift_test(detector, X_b, random_state=0).shifted
     True
     """
+    detector = _shift_test_detector(estimator)
+    alpha = check_open_fraction(alpha, "alpha", "shift_test")
+    if isinstance(n_permutations, bool) or not isinstance(n_permutations, numbers.Integral) or n_permutations < 19:
+        raise ValueError(f"shift_test: n_permutations must be an int >= 19; got {n_permutations!r}.")
+    if prevalence_method not in PREVALENCE_METHODS:
+        raise ValueError(
+            f"shift_test: prevalence_method must be one of {PREVALENCE_METHODS}; got {prevalence_method!r}."
+        )
+    source = _Source.from_X(X, detector.estimator)
+    if len(source) < MIN_SHIFT_TEST_IMAGES:
+        raise ValueError(
+            f"shift_test needs at least {MIN_SHIFT_TEST_IMAGES} images in X; got {len(source)}."
+        )
+    Z_test, proba = _batch_features(detector, source, X)
+    return _shift_test_features(
+        detector, Z_test, proba, alpha=alpha, n_permutations=int(n_permutations),
+        prevalence_method=prevalence_method, random_state=random_state,
+    )
+
+
+def _batch_features(detector, source, X):
+    """The shift test's features of a batch, and the classifier's probabilities (None without labels)."""
+    Z = detector._shift_space(detector._raw_features(source, X))
+    proba = None
+    if detector.has_labelled_reference_:
+        proba = detector._estimator_proba(X, detector.reference_classes_)
+    return Z, proba
+
+
+def _shift_test_detector(estimator):
+    """The detector of ``estimator``, checked: fitted, with a reference sample."""
     detector = estimator if isinstance(estimator, OODDetector) else getattr(estimator, "ood_", None)
     if detector is None:
         check_is_fitted(estimator)
@@ -1115,37 +1356,113 @@ def shift_test(estimator, X, *, alpha=0.05, n_permutations=1000, random_state=No
         raise ValueError(
             "shift_test: the detector has no reference sample of held-out images. A classifier "
             "stores one only when it is fitted with a validation split (validation_fraction > 0); "
-            "an OODDetector stores one when fitted with method='mahalanobis' or 'knn'."
+            "an OODDetector stores one when fitted with method='mahalanobis'."
         )
-    alpha = check_open_fraction(alpha, "alpha", "shift_test")
-    if isinstance(n_permutations, bool) or not isinstance(n_permutations, numbers.Integral) or n_permutations < 19:
-        raise ValueError(f"shift_test: n_permutations must be an int >= 19; got {n_permutations!r}.")
+    return detector
+
+
+def _shift_test_features(detector, Z_test, proba, *, alpha=0.05, n_permutations=1000,
+                         prevalence_method="bbse", random_state=None):
+    """:func:`shift_test` from the batch's features (``_shift_space``) and probabilities.
+
+    ``proba`` (columns in the order of ``detector.reference_classes_``, or
+    None) gives the case-mix part; benchmarks that test many batches of one
+    pool compute features and probabilities once and call this.
+    """
     rng = check_random_state(random_state)
-    source = _Source.from_X(X, detector.estimator)
-    if len(source) < MIN_SHIFT_TEST_IMAGES:
-        raise ValueError(
-            f"shift_test needs at least {MIN_SHIFT_TEST_IMAGES} images in X; got {len(source)}."
-        )
-    Z_test = detector._shift_space(detector._raw_features(source, X))
     Z_ref = detector.reference_
+    case = {}
+    if proba is not None and detector.has_labelled_reference_:
+        k = len(detector.reference_classes_)
+        ref_pred = np.argmax(detector.reference_proba_, axis=1)
+        pred = np.argmax(proba, axis=1)
+        q, low, high = _label_shift.estimate(
+            prevalence_method, detector.reference_labels_, ref_pred, detector.reference_proba_,
+            pred, proba, detector.training_prevalence_, rng,
+        )
+        case_p = _label_shift.case_mix_pvalue(ref_pred, pred, k)
+        matched = _label_shift.matched_subsample(detector.reference_labels_, q, rng)
+        if len(matched) >= 2:
+            Z_ref = Z_ref[matched]
+        case = {
+            "reference_matched": len(matched) >= 2,
+            "case_mix_changed": bool(case_p < alpha),
+            "case_mix_pvalue": case_p,
+            "classes": detector.reference_classes_.tolist(),
+            "prevalence": q.tolist(),
+            "prevalence_low": low.tolist(),
+            "prevalence_high": high.tolist(),
+            "training_prevalence": np.asarray(detector.training_prevalence_).tolist(),
+            "prevalence_method": prevalence_method,
+        }
     if len(Z_ref) > _MAX_SHIFT_SAMPLES:
         Z_ref = Z_ref[rng.choice(len(Z_ref), _MAX_SHIFT_SAMPLES, replace=False)]
     if len(Z_test) > _MAX_SHIFT_SAMPLES:
         Z_test = Z_test[rng.choice(len(Z_test), _MAX_SHIFT_SAMPLES, replace=False)]
     statistic, pvalue = _mmd_permutation_test(
-        Z_ref, Z_test, detector.reference_bandwidth_, int(n_permutations), rng
+        Z_ref, Z_test, detector.reference_bandwidth_, n_permutations, rng
     )
+    images_differ = bool(pvalue < alpha)
+    method = "MMD permutation test (Gaussian kernel, median-heuristic width) on " + " + ".join(
+        detector.features_
+    )
+    if case.get("reference_matched"):
+        method += f" against a reference matched to the {prevalence_method.upper()} class mix"
     return ShiftTestResult(
-        statistic=statistic,
-        pvalue=pvalue,
-        shifted=bool(pvalue < alpha),
-        alpha=alpha,
-        n_reference=len(Z_ref),
-        n_test=len(Z_test),
-        n_permutations=int(n_permutations),
-        method="MMD permutation test (Gaussian kernel, median-heuristic width) on "
-        + " + ".join(detector.features_),
+        statistic=statistic, pvalue=pvalue,
+        shifted=images_differ or bool(case.get("case_mix_changed")),
+        alpha=alpha, n_reference=len(Z_ref), n_test=len(Z_test), n_permutations=n_permutations,
+        method=method, images_differ=images_differ, **case,
     )
+
+
+def adapt_proba(proba, prevalence, training_prevalence):
+    """Adapt class probabilities to another prevalence (Bayes' rule for a new prior).
+
+    ``p_new(y | x) = p(y | x) q_y / p_y``, renormalised over the classes
+    (Saerens et al., Neural Computation 2002): what the classifier's
+    probabilities become when the classes occur with proportions ``q``
+    (``prevalence``: known, or estimated by :func:`shift_test`) instead of
+    the training proportions ``p`` (``training_prevalence``). Only valid for
+    a pure change of case mix: **do not use it when the images differ**
+    (``ShiftTestResult.images_differ``: a new hospital, scanner or
+    protocol), where the probabilities themselves are not validated and an
+    estimated prevalence is wrong too. The gain it brings is measured in
+    ``benchmarks/results/new_hospital.json`` (see the user guide).
+
+    Parameters
+    ----------
+    proba : array-like of shape (n_samples, n_classes)
+        Probabilities from ``predict_proba``.
+    prevalence : array-like of shape (n_classes,)
+        The class proportions at the new site, in the order of the columns.
+    training_prevalence : array-like of shape (n_classes,)
+        The class proportions of the training images, e.g. a classifier's
+        ``ood_.training_prevalence_``.
+
+    Returns
+    -------
+    proba : ndarray of shape (n_samples, n_classes)
+        Float64 probabilities; rows sum to 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skxray.ood import adapt_proba
+    >>> adapt_proba(np.array([[0.5, 0.5]]), [0.9, 0.1], [0.5, 0.5]).round(2)
+    array([[0.9, 0.1]])
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    prevalence = np.asarray(prevalence, dtype=np.float64).reshape(-1)
+    training_prevalence = np.asarray(training_prevalence, dtype=np.float64).reshape(-1)
+    k = proba.shape[1] if proba.ndim == 2 else -1
+    for name, value in (("prevalence", prevalence), ("training_prevalence", training_prevalence)):
+        if value.shape != (k,) or (value < 0).any() or not np.isclose(value.sum(), 1.0):
+            raise ValueError(
+                f"adapt_proba: {name} must hold one proportion per column of proba ({k}), "
+                f"non-negative and summing to 1; got {value.tolist()}."
+            )
+    return _label_shift.adapt_proba(proba, prevalence, training_prevalence)
 
 
 def ood_rate(estimator, X):
@@ -1170,4 +1487,4 @@ def ood_rate(estimator, X):
     if detector is None:
         check_is_fitted(estimator)
         return float("nan")
-    return float(np.mean(detector.predict(X)))
+    return float(np.mean(detector.predict(X) == -1))

@@ -320,8 +320,15 @@ def test_predict_folder_recursively_with_shift_verdict_first(model_dir, folder):
     assert lines[0].startswith("Shift test: ")
     assert "p = " in lines[0]
     assert sum(".png" in line for line in lines) == 48
+    # Both answers: the case mix with its interval, and the images.
+    assert "case mix" in lines[0] and "95 % CI" in lines[0] and "images" in lines[0]
+    # The per-image columns, said for what they are.
+    assert lines[-1].startswith("Per image: ") and "about one image" in lines[-1]
     out = json.loads(run("predict", model_dir, folder, "--json").stdout)
     assert len(out["predictions"]) == 48 and out["shift_test"]["n_test"] == 48
+    shift = out["shift_test"]
+    assert shift["reference_matched"] and len(shift["prevalence"]) == 2
+    assert isinstance(shift["images_differ"], bool) and isinstance(shift["case_mix_changed"], bool)
     images = [r["image"] for r in out["predictions"]]
     assert images == sorted(images)
 

@@ -377,7 +377,7 @@ def _new_hospital_rst(path):
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     before = data["settings"].get("before_issue_14", {})
     header = ["model", "held-out accuracy", "abstained: held-out patients",
-              "abstained: held-out Pneumonia", "abstained: Hannover", "ood_score AUROC",
+              "abstained: held-out Pneumonia", "abstained: Hannover", "ood_score AUROC: Hannover",
               "Hannover flagged at 1 / 5 / 10 % held-out"]
     rows = []
     if before:
@@ -391,19 +391,111 @@ def _new_hospital_rst(path):
             _pct(r["abstained_held_out"]),
             _pct(r["abstained_pneumonia"]),
             _pct(r["abstained_hannover"]),
-            f"{r['ood_score_auroc_hannover_vs_held_out']:.3f}",
+            f"{r['ood_score_auroc_hannover_vs_held_out']:.3f}"
+            + (f" (Pneumonia {r['ood_score_auroc_pneumonia_vs_held_out']:.3f})"
+               if "ood_score_auroc_pneumonia_vs_held_out" in r else ""),
             " / ".join(_pct(r[f"external_flagged_at_{k}pct_held_out"]) for k in (1, 5, 10)),
         ])
     out = ["Per image:", ""] + _list_table(header, rows)
-    shift_rows = [
-        [r["model"].upper(), r["batches_from"].replace("_", " "), r["batch_size"], r["n_batches"],
-         _pct(r["rejected_at_0.05"]), _pct(r["rejected_at_0.01"]), f"{r['median_pvalue']:.3g}"]
-        for r in data["shift_test"]
-    ]
-    out += ["Per batch (shift test):", ""] + _list_table(
-        ["model", "batches from", "images", "batches", "rejected at 0.05", "rejected at 0.01",
-         "median p"], shift_rows)
+    shift = data["shift_test"]
+    if shift and "case_mix_rejected_at_0.05" in shift[0]:
+        out += _new_hospital_shift_tables(shift)
+        out += _new_hospital_adaptation_table(data.get("prior_adaptation", []))
+        out += _new_hospital_gross_table(data.get("not_a_chest_xray", []), path, data["settings"])
+    else:  # a result file written before issue 25
+        shift_rows = [
+            [r["model"].upper(), r["batches_from"].replace("_", " "), r["batch_size"], r["n_batches"],
+             _pct(r["rejected_at_0.05"]), _pct(r["rejected_at_0.01"]), f"{r['median_pvalue']:.3g}"]
+            for r in shift
+        ]
+        out += ["Per batch (shift test):", ""] + _list_table(
+            ["model", "batches from", "images", "batches", "rejected at 0.05", "rejected at 0.01",
+             "median p"], shift_rows)
     return "\n".join(out) + "\n"
+
+
+def _new_hospital_shift_tables(shift):
+    """Case-mix-only batches, then Hannover and Pneumonia: what each part of the shift test says."""
+    mix_rows, ext_rows = [], []
+    for r in shift:
+        name = r["batches_from"].replace("held_out_", "").replace("_", " ")
+        if "covid_share" in r:
+            mix_rows.append([
+                r["model"].upper(), f"{100 * r['covid_share']:.0f} %"
+                + (" (drawn with replacement)" if r["drawn_with_replacement"] else ""),
+                r["batch_size"], r["n_batches"],
+                _pct(r["image_rejected_at_0.05_bbse_matched"]), _pct(r["image_rejected_at_0.05_em_matched"]),
+                _pct(r["rejected_at_0.05_whole_reference"]), _pct(r["case_mix_rejected_at_0.05"]),
+                f"{_pct(r['within_10_points_bbse'])} / {_pct(r['within_10_points_em'])}",
+                f"{_pct(r['ci_covers_truth_bbse'])} / {_pct(r['ci_covers_truth_em'])}",
+            ])
+        else:
+            ext_rows.append([
+                r["model"].upper(), name, r["batch_size"], r["n_batches"],
+                f"{_pct(r['image_rejected_at_0.01_bbse_matched'])} / {_pct(r['image_rejected_at_0.05_bbse_matched'])}",
+                f"{_pct(r['image_rejected_at_0.01_em_matched'])} / {_pct(r['image_rejected_at_0.05_em_matched'])}",
+                f"{_pct(r['rejected_at_0.01_whole_reference'])} / {_pct(r['rejected_at_0.05_whole_reference'])}",
+                _pct(r["case_mix_rejected_at_0.05"]),
+                f"{_pct(r['mean_estimated_covid_share_bbse'])} / {_pct(r['mean_estimated_covid_share_em'])}",
+            ])
+    out = ["Case mix only: batches of held-out patients with a set COVID-19 share "
+           "(rejected at alpha = 0.05; estimate and interval: BBSE / EM):", ""]
+    out += _list_table(
+        ["model", "COVID-19 share", "images", "batches", "image part (BBSE-matched)",
+         "image part (EM-matched)", "whole reference (before)", "case-mix test",
+         "estimate within 10 points", "95 % interval covers the truth"], mix_rows)
+    out += ["New images: Hannover and held-out Pneumonia (rejected at 0.01 / 0.05):", ""]
+    out += _list_table(
+        ["model", "batches from", "images", "batches", "image part (BBSE-matched)",
+         "image part (EM-matched)", "whole reference (before)", "case-mix test at 0.05",
+         "mean estimated COVID-19 share (BBSE / EM)"], ext_rows)
+    return out
+
+
+def _new_hospital_adaptation_table(rows):
+    """``adapt_proba`` on the case-mix batches: log-loss, Brier score and calibration error."""
+    if not rows:
+        return []
+    def three(r, metric):
+        known = r.get(f"{metric}_adapted_to_known")
+        return " / ".join([f"{r[f'{metric}_as_given']:.3f}", f"{r[f'{metric}_adapted_to_estimate']:.3f}",
+                           "n/a" if known is None else f"{known:.3f}"])
+
+    table = [
+        [r["model"].upper(), f"{100 * r['covid_share']:.0f} %", r["batch_size"],
+         three(r, "log_loss"), three(r, "brier"), three(r, "ece")]
+        for r in rows
+    ]
+    return ["Predictions adapted to the case mix (``adapt_proba``; as given / adapted to the "
+            "BBSE estimate / adapted to the known share):", ""] + _list_table(
+        ["model", "COVID-19 share", "images", "log-loss", "Brier score", "calibration error (ECE)"], table)
+
+
+def _new_hospital_gross_table(rows, path, settings):
+    """Share flagged "uncertain" on images that are not chest X-rays, before issue 25 and now."""
+    if not rows:
+        return []
+    name = settings.get("before_issue_25", {}).get("not_a_chest_xray")
+    before = {}
+    if name and (Path(path).parent / name).is_file():
+        for r in json.loads((Path(path).parent / name).read_text(encoding="utf-8"))["results"]:
+            before[r["model"]] = r
+    sets = [k for k in rows[0] if k != "model"]
+    table = []
+    for r in rows:
+        old = before.get(r["model"], {})
+        cells = []
+        for k in sets:
+            cell = _pct(r[k]["uncertain"])
+            if k in old:
+                cell += f" (before {_pct(old[k]['uncertain'])})"
+            if "ood_score_auroc_vs_held_out" in r[k]:
+                cell += f"; AUROC {r[k]['ood_score_auroc_vs_held_out']:.3f}"
+            cells.append(cell)
+        table.append([r["model"].upper()] + cells)
+    return ["Not a chest X-ray: share answered \"uncertain\" and, where measured, the AUROC of "
+            "``ood_score`` against held-out patients (n images per set in the result file):",
+            ""] + _list_table(["model"] + [k.replace("_", " ") for k in sets], table)
 
 
 def _missing_results(script, result):

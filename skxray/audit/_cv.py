@@ -178,7 +178,7 @@ def run_cv(
         out["proba"][test] = proba_in_order(model, X[test], classes)
         clf, X_seen = classifier_and_input(model, X[test])
         if getattr(clf, "ood_", None) is not None:
-            out["ood_flags"][test] = clf.ood_.predict(X_seen)
+            out["ood_flags"][test] = clf.ood_.predict(X_seen) == -1
         if masks:
             Xt = X[test]
             out["proba_lungs"][test] = proba_in_order(model, lung_masked(Xt, lung), classes)

@@ -1368,13 +1368,14 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             Probabilities (float32); columns follow ``classes_`` and rows
             sum to 1.
         """
-        dataset = self.get_dataset(X)
-        if self._uses_tta():
-            proba = self._tta_proba(dataset)
-        else:
-            proba = self._proba_from_logits(self._forward_logits(dataset))
         # float32 for the same reason as decision_function.
-        return proba.astype(np.float32)
+        return self._dataset_proba(self.get_dataset(X)).astype(np.float32)
+
+    def _dataset_proba(self, dataset):
+        """Float64 probabilities of a dataset's images, as :meth:`predict_proba` gives them."""
+        if self._uses_tta():
+            return self._tta_proba(dataset)
+        return self._proba_from_logits(self._forward_logits(dataset))
 
     def predict_log_proba(self, X):
         """Logarithm of the class probabilities of the images in ``X``.
@@ -1452,7 +1453,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 "it was fitted with ood=False or on fewer than 10 images. Fit it with ood=True, "
                 "or fit a skxray.ood.OODDetector(estimator=...) on held-out images."
             )
-        return self.ood_.score_samples(X)
+        return self.ood_.ood_score(X)
 
     def predict_with_abstention(self, X, *, return_scores=False):
         """Predicted labels, or ``"uncertain"`` where the model should not answer.
@@ -1484,7 +1485,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         uncertain = proba.max(axis=1) < self.min_confidence
         scores = np.full(len(proba), np.nan)
         if self.ood_ is not None:
-            scores = self.ood_.score_samples(X)
+            scores = self.ood_.ood_score(X)
             uncertain |= scores > self.ood_.threshold_
         y_pred[uncertain] = "uncertain"
         return (y_pred, scores) if return_scores else y_pred

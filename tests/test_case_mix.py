@@ -1,0 +1,279 @@
+"""A new case mix or new images? The two answers of shift_test, and per-image gross errors.
+
+Phantoms prove the code runs and that each part answers its own question;
+what it achieves on real X-rays is measured by ``benchmarks/new_hospital.py``.
+
+Statistical tolerance of the false-alarm test: 40 batches at alpha = 0.05
+are Binomial(40, 0.05) under a calibrated test; more than 6 rejections has
+probability < 0.005. The data are seeded, so each test is deterministic.
+"""
+
+import json
+from functools import partial
+
+import _helpers
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.ensemble import IsolationForest
+
+import skxray
+from skxray import _label_shift
+from skxray.datasets import make_phantom_cxr
+from skxray.ood import OODDetector, ShiftTestResult, _shift_test_features, adapt_proba, shift_test
+
+SIZE = 32
+
+tiny_cnn = partial(_helpers.tiny_cnn, max_epochs=8)
+
+
+@pytest.fixture(scope="module")
+def train():
+    return _helpers.ood_train_phantoms(SIZE)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return _helpers.ood_held_out_phantoms(SIZE)
+
+
+@pytest.fixture(scope="module")
+def cnn(train):
+    X, y = train
+    return tiny_cnn().fit(X, y)
+
+
+def _one_class_batches(pool, labels, classes, size, n_batches):
+    rng = np.random.default_rng(0)
+    for b in range(n_batches):
+        members = np.flatnonzero(labels == classes[b % len(classes)])
+        yield b, pool[rng.choice(members, size, replace=False)]
+
+
+# ------------------------------------------------------------------ the two questions
+def test_a_change_of_case_mix_alone_is_not_an_image_shift(cnn, held_out):
+    X, y = held_out
+    image_alarms, whole_alarms, case_alarms = [], [], []
+    for b, batch in _one_class_batches(X, y, cnn.classes_, 20, 40):
+        result = shift_test(cnn, batch, n_permutations=200, random_state=b)
+        assert result.reference_matched
+        image_alarms.append(result.images_differ)
+        case_alarms.append(result.case_mix_changed)
+        # The test before issue 25: the whole reference, whose mix is the training one.
+        Z, _ = skxray.ood._batch_features(cnn.ood_, skxray.ood._Source.from_X(batch, cnn), batch)
+        whole = _shift_test_features(cnn.ood_, Z, None, n_permutations=200, random_state=b)
+        whole_alarms.append(whole.images_differ)
+    print(f"one-class batches: image part {np.mean(image_alarms):.0%}, whole reference "
+          f"{np.mean(whole_alarms):.0%}, case mix {np.mean(case_alarms):.0%}")
+    assert np.sum(image_alarms) <= 6
+    # The batches do differ in case mix, which the old test took for a shift
+    # and the case-mix part sees: without this the first bound would be empty.
+    assert np.mean(case_alarms) >= 0.5
+    assert np.mean(whole_alarms) > np.mean(image_alarms)
+
+
+def test_scanner_b_is_an_image_shift_whatever_its_case_mix(cnn):
+    X_b, y_b = make_phantom_cxr(120, image_size=SIZE, scanner="B", random_state=2)
+    for batch in (X_b[:40], X_b[y_b == cnn.classes_[0]][:30]):
+        result = shift_test(cnn, batch, random_state=0)
+        assert result.reference_matched and result.images_differ and result.pvalue < 0.01
+        assert result.severity() == "fail"
+        assert "The images differ beyond the case mix" in result.verdict()
+
+
+def test_prevalence_estimate_and_verdict(cnn, held_out):
+    X, y = held_out
+    positive = list(cnn.classes_).index("Covid-19")
+    batch = X[y == "Covid-19"][:40]
+    result = shift_test(cnn, batch, random_state=0)
+    assert result.classes == list(cnn.classes_)
+    q, low, high = (np.array(v) for v in (result.prevalence, result.prevalence_low, result.prevalence_high))
+    assert np.isclose(q.sum(), 1) and (low <= q).all() and (q <= high).all()
+    assert q[positive] >= 0.6 and high[positive] >= 0.9
+    np.testing.assert_allclose(result.training_prevalence, cnn.ood_.training_prevalence_)
+    assert result.case_mix_changed and result.case_mix_pvalue < 0.05
+    assert result.severity() == "warning"
+    verdict = result.verdict()
+    assert verdict.startswith("The case mix differs from training: Covid-19 about")
+    assert "95 % CI" in verdict and "The images do not differ beyond that" in verdict
+    em = shift_test(cnn, batch, prevalence_method="em", random_state=0)
+    assert em.prevalence_method == "em" and em.prevalence[positive] >= 0.6
+    # Round trip through JSON, as the command line's --json and report do.
+    assert ShiftTestResult(**json.loads(json.dumps(result.to_dict()))) == result
+
+
+def test_prevalence_method_is_checked(cnn, held_out):
+    with pytest.raises(ValueError, match="prevalence_method must be one of"):
+        shift_test(cnn, held_out[0][:20], prevalence_method="mlls")
+
+
+# ------------------------------------------------------------------ persistence
+def test_labelled_reference_is_saved_and_loaded(cnn, held_out, tmp_path):
+    det = cnn.ood_
+    assert det.has_labelled_reference_
+    # ceil(0.1 * 300) validation images, their labels and the classifier's probabilities.
+    assert det.reference_labels_.shape == (30,) and det.reference_proba_.shape == (30, 2)
+    assert list(det.reference_classes_) == list(cnn.classes_)
+    loaded = skxray.load(cnn.save(tmp_path / "m"))
+    for attr in ("reference_labels_", "reference_proba_", "training_prevalence_", "reference_classes_"):
+        np.testing.assert_array_equal(getattr(loaded.ood_, attr), getattr(det, attr), err_msg=attr)
+    X = held_out[0][:30]
+    assert shift_test(loaded, X, n_permutations=200, random_state=1) == shift_test(
+        cnn, X, n_permutations=200, random_state=1
+    )
+
+
+def _as_previous_release(folder):
+    """Strip what the previous release did not save: the reference's labels and probabilities."""
+    import hashlib
+
+    from safetensors.torch import load_file, save
+
+    config = json.loads((folder / "config.json").read_text())
+    del config["ood"]["reference_classes_"]
+    tensors = {
+        k: v for k, v in load_file(folder / "model.safetensors").items()
+        if not k.endswith(("reference_labels_", "reference_proba_", "training_prevalence_"))
+    }
+    weights = save(tensors)
+    config["weights_sha256"] = hashlib.sha256(weights).hexdigest()
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_a_model_of_the_previous_release_answers_the_old_question(cnn, held_out, tmp_path):
+    folder = cnn.save(tmp_path / "old")
+    _as_previous_release(folder)
+    old = skxray.load(folder)
+    assert old.ood_.has_reference_ and not old.ood_.has_labelled_reference_
+    X, y = held_out
+    np.testing.assert_array_equal(old.predict_with_abstention(X[:20]), cnn.predict_with_abstention(X[:20]))
+    result = shift_test(old, X[y == "Covid-19"][:40], random_state=0)
+    assert not result.reference_matched and result.prevalence is None and result.case_mix_changed is None
+    assert result.n_reference == 30  # the whole reference
+    assert "cannot tell a change of case mix from different images" in result.verdict()
+
+
+# ------------------------------------------------------------------ prior adaptation
+def test_adapt_proba_is_bayes_rule():
+    proba = np.array([[0.5, 0.5], [0.8, 0.2], [0.1, 0.9]])
+    same = adapt_proba(proba, [0.3, 0.7], [0.3, 0.7])
+    np.testing.assert_allclose(same, proba)
+    adapted = adapt_proba(proba, [0.9, 0.1], [0.5, 0.5])
+    odds = (proba[:, 0] / proba[:, 1]) * 9
+    np.testing.assert_allclose(adapted[:, 0], odds / (1 + odds))
+    np.testing.assert_allclose(adapted.sum(axis=1), 1)
+    with pytest.raises(ValueError, match="prevalence must hold one proportion per column"):
+        adapt_proba(proba, [0.5, 0.3], [0.5, 0.5])
+    with pytest.raises(ValueError, match="training_prevalence must hold"):
+        adapt_proba(proba, [0.5, 0.5], [0.5, 0.2, 0.3])
+
+
+def test_adapting_to_a_skewed_case_mix_lowers_the_log_loss():
+    # Calibrated posteriors of a known model: class 0 ~ N(0, 1), class 1 ~ N(1.5, 1).
+    rng = np.random.default_rng(0)
+    y = (rng.random(4000) < 0.9).astype(int)  # 90 % class 1; training had 50 %
+    x = rng.normal(1.5 * y, 1.0)
+    odds = np.exp(1.5 * x - 1.125)
+    proba = np.column_stack([1 / (1 + odds), odds / (1 + odds)])
+
+    def log_loss(p):
+        return -np.mean(np.log(p[np.arange(len(y)), y]))
+
+    adapted = adapt_proba(proba, [0.1, 0.9], [0.5, 0.5])
+    assert log_loss(adapted) < log_loss(proba) - 0.05
+    em = _label_shift.em_prior(proba, [0.5, 0.5])
+    assert abs(em[1] - y.mean()) < 0.03
+
+
+# ------------------------------------------------------------------ estimators
+def test_bbse_recovers_the_class_mix_from_a_known_confusion_matrix():
+    C = np.array([[0.8, 0.3], [0.2, 0.7]])  # columns: P(predicted | true)
+    q = np.array([0.25, 0.75])
+    np.testing.assert_allclose(_label_shift.bbse(C, C @ q)[0], q)
+    # Sampling noise beyond the simplex is projected back onto it.
+    np.testing.assert_allclose(_label_shift.bbse(C, [0.85, 0.15])[0], [1.0, 0.0])
+    labels = np.repeat([0, 1], [50, 50])
+    preds = np.r_[np.zeros(40), np.ones(10), np.zeros(15), np.ones(35)].astype(int)
+    np.testing.assert_allclose(_label_shift.confusion_columns(labels, preds, 2), C)
+
+
+def test_matched_subsample_is_drawn_without_replacement():
+    labels = np.repeat([0, 1, 2], [10, 30, 5])
+    rng = np.random.RandomState(0)
+    idx = _label_shift.matched_subsample(labels, [0.5, 0.5, 0.0], rng)
+    assert len(np.unique(idx)) == len(idx) == 20
+    np.testing.assert_array_equal(np.bincount(labels[idx], minlength=3), [10, 10, 0])
+    assert len(_label_shift.matched_subsample(labels, [0.0, 0.0, 1.0], rng)) == 5
+
+
+# ------------------------------------------------------------------ outlier convention
+def test_detector_follows_scikit_learns_outlier_convention(train):
+    X, y = train
+    X_b = make_phantom_cxr(20, image_size=SIZE, scanner="B", random_state=2)[0]
+    det = OODDetector(random_state=0).fit(X, y)
+    flat = X.reshape(len(X), -1)
+    forest = IsolationForest(random_state=0).fit(flat)
+    for model, Xin, Xout in ((det, X[:20], X_b), (forest, flat[:20], X_b.reshape(20, -1))):
+        # Inliers: +1, higher score_samples, decision_function >= 0 mostly.
+        assert (model.predict(Xout) == -1).all(), type(model).__name__
+        assert model.score_samples(Xin).mean() > model.score_samples(Xout).mean()
+        assert (model.decision_function(Xout) < 0).all()
+        np.testing.assert_allclose(model.decision_function(Xout), model.score_samples(Xout) - model.offset_)
+    # The classifiers' ood_score keeps its meaning: higher = more abnormal, 1 the threshold.
+    np.testing.assert_allclose(det.ood_score(X_b), -det.score_samples(X_b))
+    assert (det.ood_score(X_b) > det.threshold_).all()
+    assert set(np.unique(clone(det).fit_predict(X, y))) <= {-1, 1}
+
+
+# ------------------------------------------------------------------ gross errors
+def _gross_errors():
+    """Pictures of scikit-image's wheel (no download) at SIZE px: none is a chest X-ray."""
+    import skimage.data
+    from skimage.color import rgb2gray
+
+    from skxray.preprocessing import resize_images
+
+    out = []
+    for name in ("camera", "astronaut", "page", "text", "retina", "microaneurysms",
+                 "immunohistochemistry", "shepp_logan_phantom"):
+        img = np.asarray(getattr(skimage.data, name)(), dtype=np.float64)
+        img = rgb2gray(img[..., :3] / 255) if img.ndim == 3 else img / max(1.0, img.max())
+        out.append(resize_images(img[None].astype(np.float32), SIZE, keep_aspect="crop")[0])
+    faces = skimage.data.lfw_subset()[:40].astype(np.float32)
+    return np.concatenate([np.stack(out), resize_images(faces, SIZE)])
+
+
+def _xrv_tiny(**kw):
+    from skxray.models import PretrainedCXRClassifier
+
+    pytest.importorskip("torchxrayvision")
+    return PretrainedCXRClassifier(input_resolution=None, head_units=16, max_epochs=2, random_state=0, **kw)
+
+
+CLASSIFIERS = {
+    "cnn": lambda: _helpers.tiny_cnn(max_epochs=5),
+    "fnn": lambda: _helpers.tiny_fnn(max_epochs=5),
+    "resnet50": lambda: _helpers.tiny_resnet(),
+    "pretrained_cxr": lambda: _xrv_tiny(weights=None),
+}
+
+
+@pytest.mark.parametrize("name", list(CLASSIFIERS))
+def test_every_classifier_flags_what_is_not_a_chest_xray(name, train, held_out):
+    X, y = train
+    clf = CLASSIFIERS[name]().fit(X, y)
+    X_in = held_out[0][:100]
+    pictures = _gross_errors()
+    inverted, rotated = 1.0 - X_in, np.rot90(X_in, 1, axes=(1, 2)).copy()
+    rates = {
+        "pictures": np.mean(clf.predict_with_abstention(pictures) == "uncertain"),
+        "inverted": np.mean(clf.predict_with_abstention(inverted) == "uncertain"),
+        "rotated": np.mean(clf.predict_with_abstention(rotated) == "uncertain"),
+        "held_out": np.mean(clf.ood_score(X_in) > clf.ood_.threshold_),
+    }
+    print(name, rates)
+    assert rates["pictures"] == 1.0
+    assert rates["inverted"] >= 0.95 and rates["rotated"] >= 0.95
+    # 100 held-out phantoms at an aimed 5 %: more than 15 has probability < 0.001.
+    assert rates["held_out"] <= 0.15
