@@ -422,8 +422,9 @@ COMMON_PARAMETERS_DOC = """\
         routes them: ``optimizer__momentum=0.9`` to the optimizer,
         ``criterion__...`` to the loss, ``module__...`` to the torch
         module's constructor, ``iterator_train__...`` and
-        ``iterator_valid__...`` to the training and prediction
-        ``DataLoader`` objects, and ``callbacks__<name>__<param>`` to the
+        ``iterator_valid__...`` to the training and prediction iterators
+        (whole batches sliced from arrays, ``DataLoader`` objects for file
+        paths and for settings only they take), and ``callbacks__<name>__<param>`` to the
         callback named ``<name>`` (``callbacks__<name>=None`` switches a
         default callback off, e.g. ``callbacks__progress_bar=None``). They
         appear in ``get_params``, survive ``clone`` and can be searched. A
