@@ -166,14 +166,27 @@ def _array_bytes(dataset):
     return None
 
 
-def _on(tensor, device, cache):
-    """``tensor`` on ``device``, copied once per tensor and kept in ``cache``."""
+def _on(owner, tensor, device):
+    """``tensor`` (an array of the dataset ``owner``) on ``device``, copied once.
+
+    The copy is kept on ``owner``, so that the training and validation
+    subsets of one fit, and its later passes, share one copy.
+    """
     if device is None or tensor is None:
         return tensor
+    copies = owner.__dict__.setdefault("_device_copies", {})
     key = (id(tensor), str(device))
-    if key not in cache:
-        cache[key] = (tensor, tensor.to(device))  # the tensor is kept so that its id stays unique
-    return cache[key][1]
+    if key not in copies:
+        copies[key] = (tensor, tensor.to(device))  # the tensor is kept so that its id stays unique
+    return copies[key][1]
+
+
+def _is_on(dataset, device):
+    """Whether the images under ``dataset`` have a copy on ``device`` already."""
+    while isinstance(dataset, (Subset, MirroredDataset, SampleWeightedDataset)):
+        dataset = dataset.dataset
+    tensor = dataset.X if isinstance(dataset, TensorImageDataset) else dataset.tensors[0]
+    return (id(tensor), str(device)) in dataset.__dict__.get("_device_copies", {})
 
 
 def _rows(tensor, index):
@@ -185,14 +198,14 @@ def _rows(tensor, index):
     return tensor[index] if isinstance(index, slice) else tensor.index_select(0, index)
 
 
-def _batch_taker(dataset, device, cache):
+def _batch_taker(dataset, device):
     """``take(index)``: the batch of ``dataset`` at ``index`` (a slice or an index tensor), or None.
 
     The batch is what a DataLoader would collate from the items, taken from
     the arrays by one slice or fancy index instead of image by image.
     """
     if isinstance(dataset, TensorImageDataset):
-        X, y = _on(dataset.X, device, cache), _on(dataset.y, device, cache)
+        X, y = _on(dataset, dataset.X, device), _on(dataset, dataset.y, device)
         def take_images(i):
             x = _rows(X, i)
             labels = torch.full((len(x),), NO_LABEL, dtype=torch.long, device=X.device) if y is None else _rows(y, i)
@@ -200,7 +213,7 @@ def _batch_taker(dataset, device, cache):
 
         return take_images
     if isinstance(dataset, SampleWeightedDataset):
-        inner, weight = _batch_taker(dataset.dataset, device, cache), _on(dataset.sample_weight, device, cache)
+        inner, weight = _batch_taker(dataset.dataset, device), _on(dataset, dataset.sample_weight, device)
         if inner is None:
             return None
 
@@ -210,11 +223,11 @@ def _batch_taker(dataset, device, cache):
 
         return take_weighted
     if isinstance(dataset, Subset):
-        inner = _batch_taker(dataset.dataset, device, cache)
+        inner = _batch_taker(dataset.dataset, device)
         indices = torch.as_tensor(dataset.indices, dtype=torch.long)
         return None if inner is None else lambda i: inner(_rows(indices, i))
     if isinstance(dataset, MirroredDataset):
-        inner = _batch_taker(dataset.dataset, device, cache)
+        inner = _batch_taker(dataset.dataset, device)
         if inner is None:
             return None
 
@@ -224,7 +237,7 @@ def _batch_taker(dataset, device, cache):
 
         return take_mirrored
     if isinstance(dataset, TensorDataset):
-        tensors = [_on(t, device, cache) for t in dataset.tensors]
+        tensors = [_on(dataset, t, device) for t in dataset.tensors]
         return lambda i: [_rows(t, i) for t in tensors]
     return None
 
@@ -307,15 +320,14 @@ class BatchIterator:
                 collate_fn=collate_fn, drop_last=drop_last, **loader_kwargs,
             )
             return
-        self.resident_ = self.device is not None and collate_fn is None and fits_on_device(
-            nbytes, self.device, device_memory_share
+        self.resident_ = self.device is not None and collate_fn is None and (
+            _is_on(dataset, self.device) or fits_on_device(nbytes, self.device, device_memory_share)
         )
         self._copy_to = None
         if not self.resident_ and self.device is not None and self.device.type == "cuda":
             self._copy_to = self.device
-        # The device copies live on the dataset, so that a fit moves its arrays once, not every epoch.
-        cache = dataset.__dict__.setdefault("_device_copies", {})
-        self._take = _batch_taker(dataset, self.device if self.resident_ else None, cache)
+        # The device copies live on the datasets, so that a fit moves its arrays once, not every epoch.
+        self._take = _batch_taker(dataset, self.device if self.resident_ else None)
 
     def __len__(self):
         if self._take is None:

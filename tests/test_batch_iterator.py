@@ -121,7 +121,11 @@ def test_falls_back_to_a_dataloader_for_files_workers_and_other_collates():
 def test_arrays_move_to_the_device_only_when_they_fit(monkeypatch):
     """The free-memory query is simulated; 'meta' stands in for a GPU (it holds no data)."""
     X, y, w = _arrays()
-    dataset = with_sample_weight(TensorImageDataset(X, y), w)
+
+    def fresh():  # a dataset without a device copy yet
+        return with_sample_weight(TensorImageDataset(X, y), w)
+
+    dataset = fresh()
     nbytes = X.nbytes + y.nbytes + w.nbytes
     free = {"bytes": 2 * nbytes}
     monkeypatch.setattr(data, "device_free_memory", lambda device: free["bytes"])
@@ -134,16 +138,34 @@ def test_arrays_move_to_the_device_only_when_they_fit(monkeypatch):
 
     # Over the stated share of the free memory: the host path, batches on the CPU.
     free["bytes"] = int(nbytes / data.DEVICE_MEMORY_SHARE) - 1
-    host = BatchIterator(dataset, batch_size=8, device="meta")
+    host = BatchIterator(fresh(), batch_size=8, device="meta")
     assert not host.resident_
     x, y_batch = next(iter(host))
     assert x["x"].device.type == "cpu"
     assert torch.equal(x["x"], X[:8]) and torch.equal(y_batch, y[:8])
     # A smaller share of the same free memory also keeps them on the host.
     free["bytes"] = 2 * nbytes
-    assert not BatchIterator(dataset, device="meta", device_memory_share=0.25).resident_
+    assert not BatchIterator(fresh(), device="meta", device_memory_share=0.25).resident_
     # Images to augment stay on the host, where the augmentation runs.
-    assert not BatchIterator(dataset, device="meta", collate_fn=_AugmentingCollate(RandomFlip())).resident_
+    assert not BatchIterator(fresh(), device="meta", collate_fn=_AugmentingCollate(RandomFlip())).resident_
+
+
+def test_one_device_copy_per_fit(monkeypatch):
+    """The training and validation subsets and later passes share the arrays moved once."""
+    X, y, w = _arrays()
+    weighted = with_sample_weight(TensorImageDataset(X, y), w)
+    train, valid = ValidSplit(0.25, stratified=True, random_state=1)(weighted, y.numpy())
+    moved = []
+    real_to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: moved.append(t.shape) or real_to(t, *a, **k))
+    monkeypatch.setattr(data, "device_free_memory", lambda device: 10 * X.nbytes)
+    for dataset in (train, valid, train, weighted):
+        list(BatchIterator(dataset, batch_size=4, device="meta"))
+    assert sorted(moved) == sorted([X.shape, y.shape, w.shape])
+    # Free memory taken by the first copy does not send later passes back to the host.
+    monkeypatch.setattr(data, "device_free_memory", lambda device: 0)
+    assert BatchIterator(valid, device="meta").resident_
+    assert not BatchIterator(with_sample_weight(TensorImageDataset(X.clone(), y), w), device="meta").resident_
 
 
 def test_the_cpu_has_no_device_memory_of_its_own():
