@@ -96,7 +96,7 @@ SEED = 0
 # Sizes of each measurement: (full, quick).
 SIZES = {
     "overhead": {"n": (256, 96), "epochs": (2, 1), "reps": (5, 2), "image_size": (64, 64)},
-    "limit": {"n": (256, 64), "epochs": (2, 1), "reps": (7, 5), "image_size": (64, 32)},
+    "limit": {"n": (256, 64), "epochs": (2, 1), "reps": (15, 5), "image_size": (64, 32)},
     "resnet_cache": {"n": (128, 32), "epochs": (10, 10), "image_size": (224, 64)},
     "resnet_store": {"n": (64, 32), "epochs": (10, 10), "folds": (5, 5), "image_size": (224, 64)},
     "loading": {"n": (1124, 150), "reps": (2, 1)},
@@ -374,6 +374,43 @@ def _median(values):
     return float(np.median(np.asarray(values, dtype=float)))
 
 
+def _iteration_rows(X, reps, quick):
+    """Host cost of the batches alone (no network): the DataLoader the estimator used vs BatchIterator."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from skxray._data import BatchIterator, TensorImageDataset
+
+    dataset = TensorImageDataset(torch.from_numpy(np.ascontiguousarray(X[:, None], dtype=np.float32)),
+                                 torch.zeros(len(X), dtype=torch.long))
+
+    def epoch(make):
+        def run():
+            with Stopwatch() as t:
+                for _ in make(dataset, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(SEED)):
+                    pass
+            return t.seconds, t.cpu_seconds
+        return run
+
+    variants = {"batches only, DataLoader (before)": epoch(DataLoader),
+                "batches only, BatchIterator": epoch(BatchIterator)}
+    times = {name: [] for name in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            times[name].append(fn()[1])
+    before = _median(times["batches only, DataLoader (before)"])
+    return [{
+        "benchmark": "limit", "variant": name, "images_per_cpu_s": len(X) / _median(ts),
+        "cpu_seconds_median": _median(ts), "cpu_seconds_all": ts,
+        "cpu_microseconds_per_image": 1e6 * _median(ts) / len(X),
+        "speedup_vs_baseline": None if "before" in name else before / _median(ts),
+        "speedup_all": None if "before" in name else [
+            b / o for b, o in zip(times["batches only, DataLoader (before)"], ts, strict=True)],
+        "n_images": len(X), "image_size": X.shape[-1], "batch_size": 32, "reps": reps,
+        "notes": "one shuffled epoch of batches, no network; CPU time",
+    } for name, ts in times.items()]
+
+
 def bench_limit(images, device, quick):
     n, epochs = size("limit", "n", quick), size("limit", "epochs", quick)
     reps, px = size("limit", "reps", quick), size("limit", "image_size", quick)
@@ -420,14 +457,19 @@ def bench_limit(images, device, quick):
                 # The fraction of the limit: median over repetitions of (limit time / own time).
                 ratio_wall, ratio_cpu = _median(paired), _median(paired_cpu)
                 decisive = ratio_cpu if device == "cpu" else ratio_wall
+                spread = paired_cpu if device == "cpu" else paired
                 row.update({
                     "ratio": decisive, "ratio_wall_time": ratio_wall, "ratio_cpu_time": ratio_cpu,
+                    "ratio_quartiles": [float(np.percentile(spread, 25)), float(np.percentile(spread, 75))],
                     "ratio_wall_time_all": paired, "ratio_cpu_time_all": paired_cpu,
                     "target": ">= 0.98", "meets_target": decisive >= 0.98,
                 })
                 log(f"limit: {name} / hand-written loop = {ratio_wall:.3f} (wall), {ratio_cpu:.3f} (CPU time)")
             rows.append(row)
-    return rows
+    # Where the estimator's loader cost shows: the batches alone, at the
+    # GPU benchmark's 256 px (on a CPU the network hides it).
+    X256, _ = images.binary(n, size("cuda", "image_size", quick))
+    return rows + _iteration_rows(X256, reps, quick)
 
 
 # --------------------------------------------------------------------------
