@@ -114,6 +114,7 @@ CUDA_SCALE = {
     ("overhead", "epochs"): 10,
     ("roofline", "epochs"): 10,
     ("limit", "epochs"): 10,
+    ("limit", "image_size"): 4,  # the GPU figures are at 256 px
     ("resnet_cache", "n"): 4,
     ("resnet_store", "n"): 4,
     ("inference", "n_resnet"): 4,
