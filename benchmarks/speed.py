@@ -13,6 +13,17 @@ Sections (``--sections``, all by default):
     images, batch size, optimizer (Adam, lr 1e-3, weight decay 1e-4) and
     loss; the loop either uses a ``DataLoader`` over a ``TensorDataset`` or
     slices a shuffled index. Target: ratio >= 0.95.
+``limit``
+    training images/s of ``CNNClassifier.fit`` against its own limit in the
+    same run: a hand-written PyTorch loop with the same module, optimizer
+    and loss, the images already in memory as one tensor (on the GPU on a
+    CUDA device), shuffled by fancy indexing, the same batch size and
+    precision (float32; on CUDA also bfloat16 autocast). Also the estimator
+    as it was before the batch iterator (``DataLoader`` per image and
+    collate, forced by hiding the arrays from ``BatchIterator``). The
+    variants are interleaved; ratios are medians over the repetitions (at
+    least 5), each repetition's ratio taken from side-by-side runs, and the
+    1-minute load average is recorded before each repetition. Target: >= 0.98.
 ``resnet_cache``
     fit time of a frozen ``ResNet50Classifier`` for 10 epochs with
     ``cache_features=True`` vs ``False``. Target: >= 8x faster.
@@ -78,13 +89,14 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-SECTIONS = ("overhead", "resnet_cache", "resnet_store", "loading", "streaming", "inference", "roofline",
+SECTIONS = ("overhead", "limit", "resnet_cache", "resnet_store", "loading", "streaming", "inference", "roofline",
             "cuda")
 SEED = 0
 
 # Sizes of each measurement: (full, quick).
 SIZES = {
     "overhead": {"n": (256, 96), "epochs": (2, 1), "reps": (5, 2), "image_size": (64, 64)},
+    "limit": {"n": (256, 64), "epochs": (2, 1), "reps": (15, 5), "image_size": (64, 32)},
     "resnet_cache": {"n": (128, 32), "epochs": (10, 10), "image_size": (224, 64)},
     "resnet_store": {"n": (64, 32), "epochs": (10, 10), "folds": (5, 5), "image_size": (224, 64)},
     "loading": {"n": (1124, 150), "reps": (2, 1)},
@@ -101,6 +113,8 @@ SIZES = {
 CUDA_SCALE = {
     ("overhead", "epochs"): 10,
     ("roofline", "epochs"): 10,
+    ("limit", "epochs"): 10,
+    ("limit", "image_size"): 4,  # the issue's GPU figures are at 256 px
     ("resnet_cache", "n"): 4,
     ("resnet_store", "n"): 4,
     ("inference", "n_resnet"): 4,
@@ -287,6 +301,176 @@ def bench_overhead(images, device, quick):
     log(f"overhead: estimator / fastest hand-written loop images/s = {worst:.3f} (wall time), "
         f"{worst_cpu:.3f} (CPU time)")
     return rows
+
+
+# --------------------------------------------------------------------------
+# the estimator against its own limit
+
+
+def limit_loop(Xt, yt, *, epochs, batch_size, device, image_size, autocast=None):
+    """The physical limit of this training: images already a tensor on ``device``, fancy-indexed batches."""
+    import torch
+    from torch import nn
+
+    cuda = device == "cuda"
+    with Stopwatch(cuda) as t:
+        torch.manual_seed(SEED)
+        module = conv_module(image_size).to(device)
+        opt = torch.optim.Adam(module.parameters(), lr=1e-3, weight_decay=1e-4)
+        loss_fn = nn.BCEWithLogitsLoss()
+        gen = torch.Generator().manual_seed(SEED)
+        module.train()
+        for _ in range(epochs):
+            for i in torch.randperm(len(Xt), generator=gen).to(Xt.device).split(batch_size):
+                opt.zero_grad(set_to_none=True)
+                if autocast is None:
+                    out = module(Xt[i])
+                else:
+                    with torch.autocast("cuda", dtype=autocast):
+                        out = module(Xt[i])
+                loss = loss_fn(out.float().reshape(-1), yt[i])
+                loss.backward()
+                opt.step()
+    return t.seconds, t.cpu_seconds
+
+
+def _limit_variants(X, y, y01, *, epochs, px, device, amp):
+    """``{name: callable}``: the estimator now, before (DataLoader), and the hand-written limit."""
+    import torch
+
+    import skxray._data
+    from skxray.models import CNNClassifier
+
+    cuda = device == "cuda"
+    Xt = torch.from_numpy(np.ascontiguousarray(X[:, None], dtype=np.float32)).to(device)
+    yt = torch.from_numpy(y01.astype(np.float32)).to(device)
+    precision = "bfloat16" if amp else "float32"
+
+    def estimator(dataloader):
+        def run():
+            clf = CNNClassifier(max_epochs=epochs, batch_size=32, lr=1e-3, weight_decay=1e-4,
+                                optimizer="adam", validation_fraction=None, ood=False, amp=amp,
+                                image_size=px, device=device, random_state=SEED)
+            array_bytes = skxray._data._array_bytes
+            if dataloader:  # as before the batch iterator: every batch a DataLoader's
+                skxray._data._array_bytes = lambda dataset: None
+            try:
+                with Stopwatch(cuda) as t:
+                    clf.fit(X, y)
+            finally:
+                skxray._data._array_bytes = array_bytes
+            return t.seconds, t.cpu_seconds
+        return run
+
+    autocast = torch.bfloat16 if amp else None
+    return {
+        f"CNNClassifier.fit, {precision}": estimator(False),
+        f"CNNClassifier.fit, {precision}, DataLoader (before)": estimator(True),
+        f"hand-written loop, {precision}, data in memory": lambda: limit_loop(
+            Xt, yt, epochs=epochs, batch_size=32, device=device, image_size=px, autocast=autocast),
+    }
+
+
+def _median(values):
+    return float(np.median(np.asarray(values, dtype=float)))
+
+
+def _iteration_rows(X, reps, quick):
+    """Host cost of the batches alone (no network): the DataLoader the estimator used vs BatchIterator."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from skxray._data import BatchIterator, TensorImageDataset
+
+    dataset = TensorImageDataset(torch.from_numpy(np.ascontiguousarray(X[:, None], dtype=np.float32)),
+                                 torch.zeros(len(X), dtype=torch.long))
+
+    def epoch(make):
+        def run():
+            with Stopwatch() as t:
+                for _ in make(dataset, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(SEED)):
+                    pass
+            return t.seconds, t.cpu_seconds
+        return run
+
+    variants = {"batches only, DataLoader (before)": epoch(DataLoader),
+                "batches only, BatchIterator": epoch(BatchIterator)}
+    times = {name: [] for name in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            times[name].append(fn()[1])
+    before = _median(times["batches only, DataLoader (before)"])
+    return [{
+        "benchmark": "limit", "variant": name, "images_per_cpu_s": len(X) / _median(ts),
+        "cpu_seconds_median": _median(ts), "cpu_seconds_all": ts,
+        "cpu_microseconds_per_image": 1e6 * _median(ts) / len(X),
+        "speedup_vs_baseline": None if "before" in name else before / _median(ts),
+        "speedup_all": None if "before" in name else [
+            b / o for b, o in zip(times["batches only, DataLoader (before)"], ts, strict=True)],
+        "n_images": len(X), "image_size": X.shape[-1], "batch_size": 32, "reps": reps,
+        "notes": "one shuffled epoch of batches, no network; CPU time",
+    } for name, ts in times.items()]
+
+
+def bench_limit(images, device, quick):
+    n, epochs = size("limit", "n", quick), size("limit", "epochs", quick)
+    reps, px = size("limit", "reps", quick), size("limit", "image_size", quick)
+    X, y = images.binary(n, px)
+    y01 = (y == sorted(set(y))[1]).astype(np.int64)
+    rows = []
+    # bfloat16 only where the card has it; the CPU trains in float32 (amp is off there).
+    amps = [False]
+    if device == "cuda":
+        import torch
+
+        amps += [True] if torch.cuda.is_bf16_supported() else []
+    for amp in amps:
+        variants = _limit_variants(X, y, y01, epochs=epochs, px=px, device=device, amp=amp)
+        for fn in variants.values():  # untimed warm-up: allocator, kernels, imports
+            fn()
+        times = {name: [] for name in variants}
+        cpus = {name: [] for name in variants}
+        loads = []
+        for _ in range(reps):
+            loads.append(round(os.getloadavg()[0], 2))
+            for name, fn in variants.items():
+                wall, cpu = fn()
+                times[name].append(wall)
+                cpus[name].append(cpu)
+        limit_name = list(variants)[-1]
+        for name in variants:
+            paired = [lim / own for lim, own in zip(times[limit_name], times[name], strict=True)]
+            paired_cpu = [lim / own for lim, own in zip(cpus[limit_name], cpus[name], strict=True)]
+            row = {
+                "benchmark": "limit",
+                "variant": name,
+                "images_per_s": n * epochs / _median(times[name]),
+                "images_per_cpu_s": n * epochs / _median(cpus[name]),
+                "seconds_median": _median(times[name]),
+                "cpu_seconds_median": _median(cpus[name]),
+                "seconds_all": times[name],
+                "cpu_seconds_all": cpus[name],
+                "load_average_1min_per_rep": loads,
+                "n_images": n, "epochs": epochs, "image_size": px, "batch_size": 32, "reps": reps,
+                "precision": "bfloat16" if amp else "float32",
+            }
+            if name != limit_name:
+                # The fraction of the limit: median over repetitions of (limit time / own time).
+                ratio_wall, ratio_cpu = _median(paired), _median(paired_cpu)
+                decisive = ratio_cpu if device == "cpu" else ratio_wall
+                spread = paired_cpu if device == "cpu" else paired
+                row.update({
+                    "ratio": decisive, "ratio_wall_time": ratio_wall, "ratio_cpu_time": ratio_cpu,
+                    "ratio_quartiles": [float(np.percentile(spread, 25)), float(np.percentile(spread, 75))],
+                    "ratio_wall_time_all": paired, "ratio_cpu_time_all": paired_cpu,
+                    "target": ">= 0.98", "meets_target": decisive >= 0.98,
+                })
+                log(f"limit: {name} / hand-written loop = {ratio_wall:.3f} (wall), {ratio_cpu:.3f} (CPU time)")
+            rows.append(row)
+    # Where the estimator's loader cost shows: the batches alone, at the
+    # GPU benchmark's 256 px (on a CPU the network hides it).
+    X256, _ = images.binary(n, size("cuda", "image_size", quick))
+    return rows + _iteration_rows(X256, reps, quick)
 
 
 # --------------------------------------------------------------------------
@@ -844,6 +1028,8 @@ def parse_args(argv=None):
                    help="torch intra-op threads: an int, 'default', or 'auto' (calibrated)")
     p.add_argument("--out", default=None, help="JSON file (default results/speed.json)")
     p.add_argument("--phantom", action="store_true", help="synthetic images (smoke test only)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of the other sections already in --out (rerun some sections only)")
     return p.parse_args(argv)
 
 
@@ -883,12 +1069,17 @@ def main(argv=None):
         },
         "results": [],
     }
+    settings = payload["settings"]  # this run's, also when merged into an earlier file
+    if args.merge:
+        payload = _merged_payload(out, payload, sections)
     t0 = time.perf_counter()
     for section in sections:
         log(f"== {section}")
         with Stopwatch() as t:
             if section == "overhead":
                 rows = bench_overhead(images, device, args.quick)
+            elif section == "limit":
+                rows = bench_limit(images, device, args.quick)
             elif section == "resnet_cache":
                 rows = bench_resnet_cache(images, device, args.quick)
             elif section == "resnet_store":
@@ -911,9 +1102,30 @@ def main(argv=None):
                     r["meets_target"] = None
                     r["target"] += " (quick sizes: not checked)"
         payload["results"].extend(rows)
-        payload["settings"].setdefault("section_seconds", {})[section] = t.seconds
+        settings.setdefault("section_seconds", {})[section] = t.seconds
         write_json(out, payload)
+    if args.merge:  # the earlier run's total time stays where it was
+        settings["total_time_s"] = time.perf_counter() - t0
+        write_json(out, payload)
+        print(markdown_table(payload))
+        return payload
     return finish(payload, out, t0, markdown_table)
+
+
+def _merged_payload(out, payload, sections):
+    """The payload of ``out`` without the rows of ``sections``, this run's settings kept beside it.
+
+    The machine and settings of the earlier run stay at the top, as they
+    describe its rows; each rerun section's own are under ``reruns``.
+    """
+    if not out.exists():
+        return payload
+    old = json.loads(out.read_text(encoding="utf-8"))
+    old["results"] = [r for r in old["results"] if r["benchmark"] not in sections]
+    old["settings"].setdefault("reruns", {})
+    for section in sections:
+        old["settings"]["reruns"][section] = {"machine": payload["machine"], "settings": payload["settings"]}
+    return old
 
 
 def _fmt_or_blank(value, fmt):

@@ -40,7 +40,9 @@ from torch.utils.data import Subset
 from torch.utils.data.dataloader import default_collate
 
 from skxray._data import (
+    BatchIterator,
     ImagePathDataset,
+    MirroredDataset,
     TensorImageDataset,
     private_generator_iterator,
     with_sample_weight,
@@ -89,6 +91,7 @@ __all__ = [
 # home is skxray._data.
 _ImagePathDataset = ImagePathDataset
 _TensorImageDataset = TensorImageDataset
+_MirroredDataset = MirroredDataset
 # Imported from here by models/_persistence.py; its home is skxray._data.
 _private_generator_iterator = private_generator_iterator
 
@@ -419,8 +422,9 @@ COMMON_PARAMETERS_DOC = """\
         routes them: ``optimizer__momentum=0.9`` to the optimizer,
         ``criterion__...`` to the loss, ``module__...`` to the torch
         module's constructor, ``iterator_train__...`` and
-        ``iterator_valid__...`` to the training and prediction
-        ``DataLoader`` objects, and ``callbacks__<name>__<param>`` to the
+        ``iterator_valid__...`` to the training and prediction iterators
+        (whole batches sliced from arrays, ``DataLoader`` objects for file
+        paths and for settings only they take), and ``callbacks__<name>__<param>`` to the
         callback named ``<name>`` (``callbacks__<name>=None`` switches a
         default callback off, e.g. ``callbacks__progress_bar=None``). They
         appear in ``get_params``, survive ``clone`` and can be searched. A
@@ -450,6 +454,17 @@ class _AugmentingCollate:
     def __call__(self, batch):
         batch = [(self._augment(x), y) for x, y in batch]
         return default_collate(batch)
+
+    def augment_batch(self, x):
+        """The images of a batch (a tensor, or a dict with sample weights), each augmented.
+
+        What :class:`skxray._data.BatchIterator` calls: ``augment`` runs on
+        each image in turn, drawing from the RNG in the same order as
+        :meth:`__call__`, so the batches equal the DataLoader's.
+        """
+        if isinstance(x, dict):
+            return {**x, "x": self.augment_batch(x["x"])}
+        return torch.stack([self.augment(image) for image in x])
 
     def _augment(self, x):
         if isinstance(x, dict):  # an image with its sample weight
@@ -540,20 +555,6 @@ def _dataset_labels(dataset):
     return dataset.y
 
 
-class _MirroredDataset(torch.utils.data.Dataset):
-    """Each image of ``dataset`` flipped left-right (test-time augmentation)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        x, y = self.dataset[index]
-        return torch.flip(x, dims=(-1,)), y
-
-
 def _log_proba_from_logits(logits, n_classes):
     """float64 log-probabilities of logits of shape (n, 1) (two classes) or (n, k)."""
     if n_classes == 2:
@@ -590,8 +591,8 @@ _SET_BY_PARAMETERS = {
     },
     "criterion": {"weight": "class_weight", "pos_weight": "class_weight"},
     "optimizer": {"params": "the module"},
-    "iterator_train": {"dataset": "X", "generator": "random_state", "collate_fn": "augment"},
-    "iterator_valid": {"dataset": "X"},
+    "iterator_train": {"dataset": "X", "generator": "random_state", "collate_fn": "augment", "device": "device"},
+    "iterator_valid": {"dataset": "X", "device": "device"},
     "callbacks": {},
 }
 
@@ -1021,8 +1022,16 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         iterator_train = {"shuffle": True, "generator": generator, **run["loader"]}
         if self.augment is not None:
             iterator_train["collate_fn"] = _AugmentingCollate(self.augment)
+        iterator_valid = dict(run["loader"])
+        iterators = {}
+        if accelerator is None:
+            # Arrays in memory: whole batches by slicing, on the device when
+            # they fit (BatchIterator); files: a DataLoader, as before.
+            # accelerate's prepare needs DataLoaders.
+            iterators = {"iterator_train": BatchIterator, "iterator_valid": BatchIterator}
+            iterator_train["device"] = iterator_valid["device"] = run["device"]
         iterator_train.update(self._routed("iterator_train"))
-        iterator_valid = {**run["loader"], **self._routed("iterator_valid")}
+        iterator_valid.update(self._routed("iterator_valid"))
         processes = 1 if accelerator is None else accelerator.num_processes
         callbacks = self._callbacks(n_train, validate, writer=run["writer"], processes=processes)
         callbacks += list(self.callbacks or [])
@@ -1040,6 +1049,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             train_split=self._valid_split(seed) if validate else None,
             callbacks=callbacks,
             verbose=self.verbose,
+            **iterators,
             **{f"optimizer__{k}": v for k, v in optimizer_kwargs.items()},
             **{f"iterator_train__{k}": v for k, v in iterator_train.items()},
             **private_generator_iterator(),

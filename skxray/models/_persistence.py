@@ -38,7 +38,7 @@ from skorch import NeuralNet
 from torch import nn
 
 from skxray._atomic import atomic_write_many, exclusive_lock
-from skxray._data import private_generator_iterator
+from skxray._data import BatchIterator, private_generator_iterator
 from skxray._utils import dumps_json
 from skxray._version import __version__
 from skxray.models._registry import CLASSIFIERS
@@ -239,6 +239,8 @@ def load(path, *, feature_cache_dir=None, checkpoint_dir=None):
         criterion=nn.Identity,
         device="cpu",
         batch_size=estimator.batch_size,
+        # Arrays predict in whole batches, as the fitted net did.
+        iterator_valid=BatchIterator,
         **private_generator_iterator(),
     ).initialize()
     estimator._restore_loaded_state()
