@@ -318,6 +318,8 @@ def run_train(settings, out_weights, out_json):
     }
     write_json(out_json, payload)
     log(f"weights {out_weights} sha256 {sha}; record {out_json}")
+    if Path(out_weights).resolve() == WEIGHTS_PATH.resolve():
+        log(f"set skxray.segmentation.PACKAGED_SHA256 = {sha!r} to ship these weights")
     return sha
 
 

@@ -47,6 +47,10 @@ INPUT_SIZE = 64
 CHANNELS = (8, 16, 32, 64, 128)
 #: The packaged weights: file name inside ``skxray/_weights``.
 WEIGHTS_NAME = "lung_segmenter.safetensors"
+#: sha256 of the packaged weights file, checked when it loads: a file damaged
+#: in place (even one whose tensors still parse) is refused. Retraining with
+#: ``benchmarks/train_lung_segmenter.py`` prints the new value to put here.
+PACKAGED_SHA256 = "ccac61f6954aed98823f432a4281bb3c8c92b921a7777f65e9e24dee82a80d5c"
 #: Names accepted wherever a lung region is chosen.
 REGIONS = ("segmenter", "ellipse")
 
@@ -157,13 +161,16 @@ def load_lung_segmenter(path=None):
     with _CACHE_LOCK:
         if key is None and key in _CACHE:
             return _CACHE[key]
-        net = _read_weights(packaged_weights_path() if key is None else key)
+        if key is None:
+            net = _read_weights(packaged_weights_path(), PACKAGED_SHA256)
+        else:
+            net = _read_weights(key)
         if key is None:
             _CACHE[key] = net
         return net
 
 
-def _read_weights(path):
+def _read_weights(path, expected_sha256=None):
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -173,6 +180,12 @@ def _read_weights(path):
             data = fh.read()
     except OSError as exc:
         raise LungWeightsError(f"Lung segmenter weights file {name!r} cannot be read: {exc}") from exc
+    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise LungWeightsError(
+            f"Lung segmenter weights file {name!r} does not match the sha256 that skxray "
+            "recorded for it (skxray.segmentation.PACKAGED_SHA256): the file is damaged or "
+            "was replaced. Reinstall skxray, or pass the file you trained as weights=."
+        )
     try:
         state = load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:

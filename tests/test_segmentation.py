@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skxray import make_phantom_cxr
+from skxray import make_phantom_cxr, segmentation
 from skxray.datasets import _phantom_lungs as _phantom_masks
 from skxray.explain import central_lung_mask
 from skxray.preprocessing import LungCrop, LungFieldMask
@@ -146,6 +146,23 @@ def test_a_corrupted_weights_file_is_refused(tmp_path, how):
         load_lung_segmenter(path)
     with pytest.raises(LungWeightsError, match="Lung segmenter weights file"):
         segment_lungs(np.zeros((1, 32, 32), dtype=np.float32), weights=path)
+
+
+def test_the_packaged_file_matches_its_recorded_hash():
+    assert file_sha256(packaged_weights_path()) == segmentation.PACKAGED_SHA256
+
+
+def test_a_packaged_file_damaged_in_place_is_refused(tmp_path, monkeypatch):
+    # One byte changed in the tensor data: the file still parses, the hash does not match.
+    data = bytearray(packaged_weights_path().read_bytes())
+    data[-100] ^= 0xFF
+    damaged = tmp_path / "lung_segmenter.safetensors"
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(segmentation, "packaged_weights_path", lambda: damaged)
+    monkeypatch.setattr(segmentation, "_CACHE", {})
+    with pytest.raises(LungWeightsError, match="lung_segmenter.safetensors.*does not match the sha256"):
+        segment_lungs(np.zeros((1, 32, 32), dtype=np.float32))
+    load_lung_segmenter(damaged)  # an explicit file is the caller's: parsed, not hashed
 
 
 def test_a_missing_weights_file_is_named(tmp_path):
