@@ -994,7 +994,7 @@ class LungFieldMask(_ImageTransformer):
     def _transform(self, X):
         mask = _lungs_of(X, self.region)
         if self.output == "mask":
-            return mask.astype(np.float32)
+            return np.ascontiguousarray(mask, dtype=np.float32)
         mask = mask if X.ndim == 3 else mask[:, None]
         return np.where(mask, X, np.float32(self.fill)).astype(np.float32, copy=False)
 
