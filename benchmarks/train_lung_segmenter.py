@@ -243,7 +243,10 @@ def save_weights(net, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: t.detach().contiguous().clone() for k, t in net.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "network": "skxray.segmentation.LungUNet"})
+    # One metadata key only: safetensors writes the metadata from a Rust HashMap, whose
+    # order changes from process to process, so two keys made the bytes (and the hash)
+    # differ between identical trainings.
+    save_file(state, str(tmp), metadata={"format": "pt"})
     tmp.replace(path)
     return file_sha256(path)
 

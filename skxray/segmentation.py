@@ -53,7 +53,7 @@ WEIGHTS_NAME = "lung_segmenter.safetensors"
 #: sha256 of the packaged weights file, checked when it loads: a file damaged
 #: in place (even one whose tensors still parse) is refused. Retraining with
 #: ``benchmarks/train_lung_segmenter.py`` prints the new value to put here.
-PACKAGED_SHA256 = "ccac61f6954aed98823f432a4281bb3c8c92b921a7777f65e9e24dee82a80d5c"
+PACKAGED_SHA256 = "b1d3f251a1cd147634fd05644e0f884e5bf49fc8c1afd370544b9e164ffc694f"
 #: Names accepted wherever a lung region is chosen.
 REGIONS = ("segmenter", "ellipse")
 
