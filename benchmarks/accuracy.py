@@ -52,8 +52,9 @@ in the default list: on 2 shared CPU cores its grid would take days
 on a GPU. Every row records the device and its name (``device_name``, the
 GPU or CPU model), since merged parts may come from several machines.
 
-``cnn_lungcrop`` is the CNN on the central 75% of each image (the lung
-fields, without borders and corners), benchmarked beside the others because
+``cnn_lungcrop`` is the CNN on each image cropped to the box around its
+lungs (``skxray.preprocessing.LungCrop``, the lung segmenter's masks; before
+issue 26 the central 75% of each image, now ``--preprocess centercrop``), benchmarked beside the others because
 it is the variant that passes the lungs-masked check (see NOTES.md).
 Files are centre-cropped to a square before resizing (``--load squarecrop``,
 the library default ``keep_aspect="crop"``); ``--load stretch`` reproduces the
@@ -136,7 +137,7 @@ MEMBERS = ("cnn", "fnn", "resnet50")  # of the soft-voting ensemble
 # fold (what VotingClassifier(voting="soft") computes). "cnn_x3" averages
 # three CNNs that differ only in random_state.
 ENSEMBLES = {"voting": MEMBERS, "cnn_x3": ("cnn", "cnn_seed1", "cnn_seed2")}
-# "cnn_lungcrop": the CNN on the central 75% of the image (lungs, no borders
+# "cnn_lungcrop": the CNN on each image cropped to its segmented lungs (no borders
 # or corners), the variant that passes the lungs-masked check (NOTES.md).
 DEFAULTS = tuple(f"{m}_defaults" for m in MEMBERS)  # each member with nothing set
 ALL_MODELS = (
@@ -207,7 +208,8 @@ MODEL_SETTINGS["darkcovidnet_paper"] = {
 # settings are CNNClassifier.from_preset("benchmark")).
 COMMON_PARAMS = {"random_state": 0, "verbose": 0}
 
-PREPROCESS_CHOICES = ("none", "histeq", "border", "histeq+border", "lungcrop", "lungcrop+histeq", "lungsonly")
+PREPROCESS_CHOICES = ("none", "histeq", "border", "histeq+border", "lungcrop", "lungcrop+histeq", "lungsonly",
+                      "centercrop")
 AUGMENT_CHOICES = ("none", "light", "strong", "fastai", "bordermask", "cutout", "jitter")
 
 
@@ -222,6 +224,7 @@ def make_preprocess(name, image_size):
         BorderMask,
         CenterCrop,
         HistogramEqualization,
+        LungCrop,
         LungFieldMask,
         Resize,
     )
@@ -233,8 +236,11 @@ def make_preprocess(name, image_size):
         elif part == "border":
             steps.append(("border", BorderMask(fraction=0.1)))
         elif part == "lungcrop":
-            # The lung fields span about the middle 65% x 66% of the image:
-            # crop the central 75% and scale back to the model's size.
+            # Each image cropped to the box around its segmented lungs (issue 26).
+            steps.append(("lungcrop", LungCrop()))
+        elif part == "centercrop":
+            # Before issue 26: the lung fields span about the middle 65% x 66%
+            # of the image: crop the central 75% and scale back.
             steps.append(("crop", CenterCrop(size=max(1, round(0.75 * image_size)))))
             steps.append(("resize", Resize(size=image_size)))
         elif part == "lungsonly":
@@ -463,6 +469,18 @@ class Data:
             self.index = np.sort(self.index)
         self.y = self.y[self.index]
         self.groups = self.groups[self.index]
+        self.lung_cache = {}
+
+    def lungs(self, image_size, region):
+        """(N, H, W) lung masks of ``X(image_size)``: segmented once, or the ellipse prior."""
+        key = (image_size, region)
+        if key not in self.lung_cache:
+            from skxray.segmentation import lung_masks
+
+            with Stopwatch() as t:
+                self.lung_cache[key] = lung_masks(self.X(image_size), region)
+            log(f"lung masks ({region}) of {len(self.y)} images at {image_size} px in {t.seconds:.1f} s")
+        return self.lung_cache[key]
 
     def X(self, image_size):
         if image_size not in self.cache:
@@ -527,13 +545,15 @@ def abstention_scores(y, answer):
     }
 
 
-def run_model(model, est_template, X, y, classes, splits, masking, cuda):
+def run_model(model, est_template, X, y, classes, splits, masking, cuda, lungs=None):
+    """Cross-validate one model; ``lungs`` are the (N, H, W) lung masks of ``X`` for ``masking``."""
     from sklearn.base import clone
 
     n, k = len(y), len(classes)
     oof = {"proba": np.zeros((n, k))}
     if masking:
-        lungs, _ = lung_mask(*X.shape[-2:])
+        if lungs is None:
+            lungs = np.broadcast_to(lung_mask(*X.shape[-2:])[0], (n, *X.shape[-2:]))
         oof["proba_lungs"] = np.zeros((n, k))
         oof["proba_borders"] = np.zeros((n, k))
     fold_rows, fit_times, predict_times = [], [], []
@@ -544,7 +564,9 @@ def run_model(model, est_template, X, y, classes, splits, masking, cuda):
         with Stopwatch(cuda) as t_pred:
             oof["proba"][test] = proba_in_order(est, X[test], classes)
         if masking:
-            oof["proba_lungs"][test] = proba_in_order(est, lung_masked(X[test], lungs), classes)
+            oof["proba_lungs"][test] = proba_in_order(
+                est, lung_masked(X[test], lungs[test]), classes
+            )
             oof["proba_borders"][test] = proba_in_order(
                 est, border_masked(X[test], BORDER_FRACTION), classes
             )
@@ -580,6 +602,10 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="2 folds, 32 px, 4 epochs, 240 images")
     p.add_argument("--subset", type=int, default=None, help="use a stratified subset of N images")
     p.add_argument("--masking", action="store_true", help="lungs-masked and borders-masked figures")
+    p.add_argument("--lung-region", dest="lung_region", choices=("segmenter", "ellipse"),
+                   default="segmenter",
+                   help="lungs hidden by --masking: skxray's lung segmenter (each image's "
+                        "lungs) or the fixed ellipse prior (rows before issue 26)")
     p.add_argument("--out", default=None, help="JSON file (default results/accuracy.json)")
     p.add_argument("--append", action="store_true",
                    help="keep the rows of --out that this run does not redo (other tasks, protocols "
@@ -748,7 +774,9 @@ def _settings(run, tasks, protocols, models, threads, resnet_note):
     args, data, device, feature_cache_dir = run.args, run.data, run.device, run.feature_cache_dir
     resnet_weights = run.resnet_weights
     configs = run.configs
-    _, mask_source = lung_mask(8, 8)
+    from skxray.segmentation import region_description
+
+    mask_source = region_description(args.lung_region)
     return {
         "dataset": "phantom (synthetic, NOT comparable)" if args.phantom else portable_dataset(data.root),
         "n_images": int(len(data.y)),
@@ -776,7 +804,7 @@ def _settings(run, tasks, protocols, models, threads, resnet_note):
         ),
         "voting": "unweighted mean of the members' predict_proba on each test fold",
         "masking": (
-            f"lungs: pixels inside {mask_source} filled with the mean of the rest of the "
+            f"lungs: pixels inside the {mask_source} filled with the mean of the rest of the "
             f"image; borders: a band of {BORDER_FRACTION:.0%} of each side set to 0 (both as "
             "skxray.audit); out-of-fold "
             "balanced accuracy, same fitted models" if args.masking else None
@@ -812,8 +840,9 @@ def _run_fitted(run, task, protocol, model, idx, classes, splits):
     cfg = run.configs[model]
     X = data.X(cfg["image_size"])[idx]
     est = make_estimator(model, cfg, run.device, run.resnet_weights, run.feature_cache_dir)
+    lungs = data.lungs(cfg["image_size"], args.lung_region)[idx] if args.masking else None
     oof, fold_rows, fit_times, predict_times = run_model(
-        model, est, X, y, classes, splits, args.masking, run.device == "cuda"
+        model, est, X, y, classes, splits, args.masking, run.device == "cuda", lungs
     )
     extra = {
         "image_size": cfg["image_size"],
@@ -829,6 +858,7 @@ def _run_fitted(run, task, protocol, model, idx, classes, splits):
         "device": run.device,
         "device_name": device_name(run.payload),
         "amp": any(r["amp"] for r in fold_rows),
+        "lung_region": args.lung_region if args.masking else None,
     }
     if model.startswith("resnet50"):
         extra["weights"] = "imagenet" if run.resnet_weights else "random init"

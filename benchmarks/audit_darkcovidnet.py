@@ -57,6 +57,9 @@ def base_parser(description):
 def parse_args(argv=None):
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--html", type=Path, default=None, help="also write the HTML fragment here")
+    p.add_argument("--lung-region", dest="lung_region", choices=("segmenter", "ellipse"),
+                   default="segmenter",
+                   help="lungs of check 4: skxray's lung segmenter (default) or the ellipse prior")
     return p.parse_args(argv)
 
 
@@ -136,6 +139,7 @@ def main(argv=None):
         sources=sources,
         cv=args.cv,
         random_state=args.random_state,
+        lung_region=args.lung_region,
         verbose=1,
     )
     print(report, flush=True)
@@ -167,6 +171,7 @@ def main(argv=None):
             "cv": args.cv,
             "random_state": args.random_state,
             "torch_threads": torch.get_num_threads(),
+            "lung_region": args.lung_region,
             "elapsed_s": round(time.perf_counter() - t0, 1),
         },
         "overall_verdict": report.verdict,

@@ -48,6 +48,11 @@ Sections (``--sections``, all by default):
     matmul GFLOP/s measured in the same run, for variants: thread counts
     (and ``OMP_WAIT_POLICY=PASSIVE``), ``channels_last``, larger batches,
     ``torch.compile``.
+``segmenter``
+    ``skxray.segmentation.segment_lungs`` images/s on 128 px images (the
+    audit's size), with the two-largest-parts clean-up (the default) and
+    without, in a fresh child process whose peak RSS is reported. Target:
+    >= 200 images/s.
 ``cuda``
     on a CUDA device only (skipped elsewhere): training images/s of
     ``CNNClassifier.fit`` at 256 px on arrays in memory, float32 vs
@@ -90,7 +95,7 @@ from _common import (  # noqa: E402
 )
 
 SECTIONS = ("overhead", "limit", "resnet_cache", "resnet_store", "loading", "streaming", "inference", "roofline",
-            "cuda")
+            "cuda", "segmenter")
 SEED = 0
 
 # Sizes of each measurement: (full, quick).
@@ -102,6 +107,7 @@ SIZES = {
     "loading": {"n": (1124, 150), "reps": (2, 1)},
     "streaming": {"n": (1124, 48), "epochs": (1, 1), "image_size": (128, 64)},
     "inference": {"n": (512, 64), "n_resnet": (128, 16), "reps": (2, 1)},
+    "segmenter": {"n": (512, 64), "reps": (3, 1), "image_size": (128, 128)},
     "roofline": {"n": (384, 48), "epochs": (2, 1), "reps": (2, 1), "image_size": (64, 64)},
     "cuda": {"n": (624, 48), "epochs": (3, 1), "epochs_paths": (2, 1), "reps": (2, 1),
              "image_size": (256, 64), "resnet_image_size": (224, 32)},
@@ -643,6 +649,20 @@ def child_main(argv):
         with Stopwatch(args.device == "cuda") as t_fit:
             clf.fit(X, y)
         out.update(load_s=t_load.seconds, fit_s=t_fit.seconds)
+    elif args.child == "segment":
+        from skxray.segmentation import load_lung_segmenter, segment_lungs
+
+        X, _ = images.binary(args.n, args.image_size)
+        load_lung_segmenter()
+        segment_lungs(X[:8])  # warm-up
+        for clean in (True, False):
+            best = best_cpu = float("inf")
+            for _ in range(args.epochs):  # repetitions
+                with Stopwatch() as t:
+                    segment_lungs(X, clean=clean)
+                best, best_cpu = min(best, t.seconds), min(best_cpu, t.cpu_seconds)
+            out[f"seconds_clean_{clean}"], out[f"cpu_seconds_clean_{clean}"] = best, best_cpu
+        out["threads"] = torch.get_num_threads()
     elif args.child == "train":
         X, y = images.binary(args.n, args.image_size)
         y01 = (y == sorted(set(y))[1]).astype(np.int64)
@@ -701,6 +721,38 @@ def bench_streaming(images, device, quick, threads):
     log(f"streaming: paths {rows[0]['images_per_s']:.1f} img/s vs memory "
         f"{rows[1]['images_per_s']:.1f} img/s; peak RSS {rows[0]['peak_rss_mib']:.0f} vs "
         f"{rows[1]['peak_rss_mib']:.0f} MiB")
+    return rows
+
+
+# --------------------------------------------------------------------------
+# lung segmenter
+
+
+def bench_segmenter(images, device, quick, threads):
+    n, px = size("segmenter", "n", quick), size("segmenter", "image_size", quick)
+    reps = size("segmenter", "reps", quick)
+    r = run_child(["segment", "--n", str(n), "--image-size", str(px), "--epochs", str(reps),
+                   *(["--phantom"] if images.phantom else [])], threads)
+    rows = []
+    for clean, label in ((True, "segment_lungs (default: two largest parts kept)"),
+                         (False, "segment_lungs(clean=False)")):
+        rows.append({
+            "benchmark": "segmenter",
+            "variant": label,
+            "images_per_s": n / r[f"seconds_clean_{clean}"],
+            "images_per_cpu_s": n / r[f"cpu_seconds_clean_{clean}"],
+            "seconds_best": r[f"seconds_clean_{clean}"],
+            "peak_rss_mib": r["peak_rss_mib"],
+            "rss_after_imports_mib": r["rss_after_imports_mib"],
+            "n_images": n,
+            "image_size": px,
+            "threads": r["threads"],
+            "target": ">= 200 images/s" if clean else None,
+            "meets_target": (n / r[f"seconds_clean_{clean}"] >= 200) if clean else None,
+            "notes": "peak RSS of the child process (data, network and masks)",
+        })
+    log(f"segmenter: {rows[0]['images_per_s']:.0f} img/s ({rows[1]['images_per_s']:.0f} without "
+        f"clean-up), peak RSS {r['peak_rss_mib']:.0f} MiB")
     return rows
 
 
@@ -1092,6 +1144,8 @@ def main(argv=None):
                 rows = bench_inference(images, device, args.quick)
             elif section == "cuda":
                 rows = bench_cuda(images, device, args.quick)
+            elif section == "segmenter":
+                rows = bench_segmenter(images, device, args.quick, threads["threads"])
             else:
                 rows = bench_roofline(images, device, args.quick, threads["threads"])
         for r in rows:

@@ -733,6 +733,25 @@ def _assign_patients(rng, n, n_classes, n_patients):
     return patient_ids, image_patient, patient_label[image_patient]
 
 
+def _phantom_lungs(n_samples, *, image_size=64, classes=("Covid-19", "Normal"), scanner="A",
+                   random_state=None):
+    """The lung masks of ``make_phantom_cxr``'s images with the same arguments.
+
+    Boolean ``(n_samples, image_size, image_size)``: where the two lung
+    ellipses of each phantom are above half strength (the same random draws
+    as :func:`make_phantom_cxr`, so the same anatomy). For tests of lung
+    segmentation and for the segmenter's training script; not public.
+    """
+    n, size, classes, n_patients = _check_phantom_arguments(
+        n_samples, image_size, classes, None, 0.05, scanner, None
+    )
+    rng = check_random_state(random_state)
+    _, image_patient, _ = _assign_patients(rng, n, len(classes), n_patients)
+    anatomy = _draw_anatomy(rng, image_patient, n_patients, scanner)
+    _, _, _, lungs = _draw_chest(anatomy, size)
+    return np.maximum(lungs[0], lungs[1]) > 0.5
+
+
 def _draw_anatomy(rng, image_patient, n_patients, scanner):
     """Per-patient anatomy, then per-image jitter around it; the scanner's field of view."""
     n = len(image_patient)

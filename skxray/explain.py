@@ -7,7 +7,9 @@ classifiers (:class:`~skxray.models.CNNClassifier`,
 including the :class:`~skxray.models.FNNClassifier`, which has no
 convolutional layer for Grad-CAM to read. :func:`plot_gradcam` overlays the
 heatmaps on the images, and :func:`heatmap_mass_in_region` with
-:func:`central_lung_mask` turns them into a number: the share of the
+:func:`skxray.segmentation.segment_lungs` (each image's lungs, found by the
+lung segmenter shipped with skxray) or :func:`central_lung_mask` (a fixed
+two-ellipse prior, the fallback) turns them into a number: the share of the
 evidence that lies inside the lung fields, which a shortcut-learning audit
 compares between models.
 
@@ -596,7 +598,8 @@ def heatmap_mass_in_region(heatmaps, mask):
 
     See Also
     --------
-    central_lung_mask : The central lung fields region.
+    skxray.segmentation.segment_lungs : Each image's lungs (one mask per image).
+    central_lung_mask : The fixed ellipse prior of the lung fields (fallback).
 
     Examples
     --------

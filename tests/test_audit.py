@@ -392,6 +392,34 @@ def test_fnn_has_no_gradcam_but_is_still_masked():
     assert "mean_gradcam" not in report["lungs"].arrays
 
 
+@pytest.mark.parametrize(
+    ("region", "words"),
+    [("segmenter", "lung segmenter"), ("ellipse", "ellipse lung prior")],
+)
+def test_the_lungs_check_names_the_region_it_used(region, words):
+    X, y = make_phantom_cxr(30, image_size=SIZE, random_state=0)
+    fnn = FNNClassifier(hidden_layer_sizes=(16,), max_epochs=2, random_state=0)
+    report = audit(fnn, X, y, cv=2, random_state=0, checks=["lungs"], lung_region=region)
+    lungs = report["lungs"]
+    assert lungs.figures["lung_region"] == region
+    assert words in lungs.explanation
+    assert report.info["lung_region"] == region
+
+
+def test_clean_report_used_the_segmenter_lungs(clean_report):
+    figs = clean_report["lungs"].figures
+    assert figs["lung_region"] == "segmenter"
+    # The phantoms' lungs, not the whole image and not nothing.
+    assert 0.15 < figs["lung_area_share"] < 0.6
+    assert clean_report["lungs"].arrays["lung_mask"].dtype == bool
+
+
+def test_bad_lung_region_is_refused():
+    X, y = make_phantom_cxr(12, image_size=SIZE, random_state=0)
+    with pytest.raises(ValueError, match="lung_region must be one of"):
+        audit(None, X, y, checks=["duplicates"], lung_region="hull")
+
+
 def test_pipeline_and_file_paths(tmp_path):
     X, y, groups = make_phantom_cxr(24, image_size=SIZE, random_state=0, return_groups=True)
     paths = []

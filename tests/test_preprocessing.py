@@ -22,6 +22,7 @@ from skxray.preprocessing import (
     CenterCrop,
     HistogramEqualization,
     ImageLoader,
+    LungCrop,
     LungFieldMask,
     Normalize,
     Rescale,
@@ -321,7 +322,7 @@ def test_lung_field_mask_keeps_lungs_only(shape):
     from skxray.explain import central_lung_mask
 
     X = np.random.default_rng(0).random(shape).astype(np.float32) + 1
-    out = LungFieldMask(fill=-1.0).fit_transform(X)
+    out = LungFieldMask(fill=-1.0, region="ellipse").fit_transform(X)
     mask = central_lung_mask(20, 16)
     np.testing.assert_array_equal(out[..., mask], X[..., mask])
     assert np.all(out[..., ~mask] == -1.0)
@@ -368,6 +369,8 @@ def _transformers(crop=4, max_value=1.0, fill=0.0):
         HistogramEqualization(),
         BorderMask(),
         LungFieldMask(fill=fill),
+        LungFieldMask(region="ellipse", output="mask"),
+        LungCrop(region="ellipse"),
     ]
 
 
@@ -382,8 +385,8 @@ def test_layout_and_dtype(transformer, shape):
     out = transformer.fit_transform(X)
     assert out.dtype == np.float32
     assert out.flags.c_contiguous or out.flags.f_contiguous
-    if isinstance(transformer, ToGrayscale):
-        assert out.ndim == 3
+    if isinstance(transformer, ToGrayscale) or getattr(transformer, "output", None) == "mask":
+        assert out.ndim == 3 and out.shape == (shape[0], *shape[-2:])
     elif isinstance(transformer, ToRGB):
         assert out.shape[:2] == (shape[0], 3)
     else:
@@ -515,6 +518,10 @@ def _names(cls, param, value):
         (LungFieldMask(fill=np.nan), _names("LungFieldMask", "fill", np.nan)),
         (LungFieldMask(fill=np.inf), _names("LungFieldMask", "fill", np.inf)),
         (LungFieldMask(fill="0"), _names("LungFieldMask", "fill", "0")),
+        (LungFieldMask(region="hull"), _names("LungFieldMask", "region", "hull")),
+        (LungFieldMask(output="masks"), _names("LungFieldMask", "output", "masks")),
+        (LungCrop(margin=0.6), _names("LungCrop", "margin", 0.6)),
+        (LungCrop(region=None), _names("LungCrop", "region", None)),
     ],
     ids=repr,
 )

@@ -41,6 +41,7 @@ BENCH_FILE = "_generated_benchmarks.rst"
 NEW_HOSPITAL_FILE = "_generated_new_hospital.rst"
 AUDIT_FILE = "_generated_audit_darkcovidnet.rst"
 LABELS_FILE = "_generated_label_issues.rst"
+SEGMENTATION_FILE = "_generated_segmentation.rst"
 STUB_DIR = "api/generated"
 
 #: Public modules in the order of the API page, with their section titles.
@@ -48,6 +49,7 @@ API_MODULES = (
     ("skxray.io", "Reading images"),
     ("skxray.datasets", "Data sets"),
     ("skxray.preprocessing", "Preprocessing transformers"),
+    ("skxray.segmentation", "Lung segmentation"),
     ("skxray.augmentation", "Train-time augmentation"),
     ("skxray.models", "Classifiers and persistence"),
     ("skxray.evaluation", "Metrics, plots and model comparison"),
@@ -526,6 +528,132 @@ def _audit_darkcovidnet_rst(path):
     return "\n".join(lines) + "\n"
 
 
+def _read_result(results, name):
+    path = Path(results) / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _dice_rows(results):
+    """Rows of the Dice table: cross-validated and external, segmenter and ellipse."""
+    rows = []
+    cv = _read_result(results, "lung_segmenter_cv.json")
+    if cv:
+        n_patients = len({r["patient_id"] for r in cv.get("per_image", [])})
+        where = (f"lungmasks, patient-grouped {cv['settings']['n_splits']}-fold CV "
+                 f"({cv['results'][0]['dice_n']} images, {n_patients} patients)")
+        if not cv["settings"].get("complete", True):
+            where += ", INCOMPLETE (folds still missing)"
+        for r in cv["results"]:
+            rows.append([where, r["region"], r["dice_mean"], r["dice_median"], r["dice_p5"],
+                         r["dice_min"], "lung_segmenter_cv.json"])
+    ev = _read_result(results, "lung_segmenter_eval.json")
+    if ev:
+        for r in ev["results"]:
+            if "dice_mean" in r:
+                rows.append([f"{r['set']} lung_masks ({r['dice_n']} images, never trained on)",
+                             r["region"], r["dice_mean"], r["dice_median"], r["dice_p5"],
+                             r["dice_min"], "lung_segmenter_eval.json"])
+    return rows
+
+
+def _lungs_finding(data):
+    report = data.get("report", {})
+    return next((f for f in report.get("findings", []) if f.get("name") == "lungs"), None)
+
+
+def _audit_rows(results):
+    rows = []
+    for name in ("audit_ellipse.json", "audit.json"):
+        data = _read_result(results, name)
+        finding = data and _lungs_finding(data)
+        if not finding:
+            continue
+        f = finding["figures"]
+        rows.append([f.get("lung_region", data["settings"].get("lung_region", "ellipse")),
+                     finding["verdict"], f.get("balanced_accuracy"),
+                     f.get("lungs_masked_balanced_accuracy"), f.get("gradcam_lung_share"),
+                     f.get("lung_area_share"), data["overall_verdict"], name])
+    return rows
+
+
+def _masked_rows(results):
+    old = _read_result(results, "accuracy.json")
+    new = _read_result(results, "accuracy_lungs_segmenter.json")
+    if not (old and new):
+        return []
+    key = lambda r: (r["task"], r["protocol"], r["model"])  # noqa: E731
+    before = {key(r): r for r in old["results"]}
+    rows = []
+    for r in new["results"]:
+        b = before.get(key(r), {})
+        rows.append([r["task"], r["protocol"], r["model"], b.get("accuracy_mean"),
+                     r.get("accuracy_mean"), b.get("lungs_masked_balanced_accuracy"),
+                     r.get("lungs_masked_balanced_accuracy"),
+                     r.get("meets_lungs_masked_target")])
+    return rows
+
+
+def _segmentation_rst(results):
+    """The tables of docs/segmentation.rst, from the lung segmenter's result files."""
+    out = []
+    rec = _read_result(results, "lung_segmenter.json")
+    if rec is None:
+        return _missing_results("train_lung_segmenter.py", "lung_segmenter.json")
+    r, st = rec["results"][0], rec["settings"]
+    out += ["Training record (``lung_segmenter.json``):", ""] + _list_table(
+        ["weights", "sha256", "size (bytes)", "weights (count)", "images", "patients", "epochs",
+         "input px", "training time (s)", "torch"],
+        [[r["weights"], r["sha256"], r["size_bytes"], r["n_weights"], st["n_images"],
+          st["n_patients"], st["epochs"], st["input_size"], r["train_seconds"],
+          rec["machine"]["torch"]]])
+    check = _read_result(results, "lung_segmenter_check.json")
+    if check:
+        c = check["results"][0]
+        out += ["Retrained from scratch by ``train_lung_segmenter.py --check`` "
+                "(``lung_segmenter_check.json``):", ""] + _list_table(
+            ["", "sha256", "Dice on its training images", "Dice on 60 unseen phantoms"],
+            [["shipped", c["shipped_sha256"], c.get("shipped_train_dice_mean"),
+              c.get("shipped_phantom_dice_mean")],
+             ["retrained", c["retrained_sha256"], c.get("retrained_train_dice_mean"),
+              c.get("retrained_phantom_dice_mean")]])
+        out += [f"Same bytes: {_fmt(c['same_bytes'])} (torch {check['machine']['torch']}, "
+                f"{check['machine']['date_utc']}).", ""]
+    out += ["Dice at 128 px (pixels marked \"ignore\" left out):", ""] + _list_table(
+        ["images", "region", "mean", "median", "5th percentile", "min", "file"], _dice_rows(results))
+    ev = _read_result(results, "lung_segmenter_eval.json")
+    if ev:
+        plaus = [[x["set"], x["n"], x.get("plausible_share"), x.get("two_parts_share"),
+                  x.get("share_in_range"), x.get("left_right_within_2"),
+                  x.get("lung_share_median")] for x in ev["results"] if "plausible_share" in x]
+        out += ["Plausibility of the masks of the NIH images (no masks exist; "
+                "``lung_segmenter_eval.json``):", ""] + _list_table(
+            ["images", "n", "plausible", "two parts", "lung share 20-60 %",
+             "left/right within 2x", "median lung share"], plaus)
+    speed = _read_result(results, "speed_segmenter.json")
+    if speed:
+        rows = [[x["variant"], x["images_per_s"], x.get("images_per_cpu_s"), x["image_size"],
+                 x["n_images"], x["threads"], x["peak_rss_mib"], x.get("meets_target")]
+                for x in speed["results"] if x.get("benchmark") == "segmenter"]
+        out += [f"Speed on {_escape(speed['machine']['cpu_model'])} "
+                f"(``speed_segmenter.json``; a shared CPU, see its timing note):", ""]
+        out += _list_table(["variant", "images/s", "images per CPU second", "px", "images",
+                            "threads", "peak RSS (MiB)", ">= 200 images/s"], rows)
+    audit = _audit_rows(results)
+    if audit:
+        out += ["The darkcovidnet audit's check 4, before (ellipse) and after (segmenter):", ""]
+        out += _list_table(["lung region", "check 4 verdict", "balanced accuracy",
+                            "lungs masked (bal. acc.)", "Grad-CAM share in lungs",
+                            "lung share of image", "overall verdict", "file"], audit)
+    masked = _masked_rows(results)
+    if masked:
+        out += ["Benchmark rows rerun with the segmenter's lungs "
+                "(``accuracy.json``: ellipse; ``accuracy_lungs_segmenter.json``: segmenter):", ""]
+        out += _list_table(["task", "folds by", "model", "accuracy (ellipse run)",
+                            "accuracy (this run)", "lungs masked, ellipse",
+                            "lungs masked, segmenter", "lungs masked <= 0.65"], masked)
+    return "\n".join(out) + "\n"
+
+
 def _label_evidence_rows(evidence):
     """One row per number of classes: pooled recall and precision, their range, clean flags."""
     rows = []
@@ -625,6 +753,9 @@ def _generate_files(app, config):
     )
     _write_if_changed(
         srcdir / LABELS_FILE, _label_issues_rst(repo / "benchmarks" / "results" / "label_issues.json")
+    )
+    _write_if_changed(
+        srcdir / SEGMENTATION_FILE, _segmentation_rst(repo / "benchmarks" / "results")
     )
 
 

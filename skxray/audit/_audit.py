@@ -22,6 +22,7 @@ from skxray.audit._params import (
 )
 from skxray.audit._report import AuditReport
 from skxray.audit._sources import check_sources
+from skxray.segmentation import lung_masks
 
 #: The checks that need the patient-grouped cross-validation's predictions.
 _NEED_GROUPED_CV = ("leakage", "lungs", "calibration", "labels")
@@ -44,6 +45,7 @@ def audit(
     source_model="descriptors",
     n_bins=10,
     thresholds=None,
+    lung_region="segmenter",
     verbose=0,
 ):
     """Audit a classifier and a data set for shortcut learning and data leakage.
@@ -83,12 +85,15 @@ def audit(
        ``loso_drop_fail`` (0.20); warning from ``confounding_warning`` (0.70)
        or ``loso_drop_warning`` (0.10). Without ``sources``: a warning.
     4. ``"lungs"`` (where the model looks): the grouped-CV models score their
-       test folds unmasked, with the central lung fields
-       (:func:`skxray.explain.central_lung_mask`) filled with the mean of
-       the rest of the image, and with a band of ``border_fraction`` of each side set to 0
+       test folds unmasked, with the lungs filled with the mean of the rest
+       of the image (each image's lungs as skxray's lung segmenter finds them,
+       :func:`skxray.segmentation.segment_lungs`; ``lung_region="ellipse"``
+       uses the fixed prior :func:`skxray.explain.central_lung_mask`
+       instead), and with a band of ``border_fraction`` of each side set to 0
        (corners and edges, where markers and text sit; the lungs kept).
        Grad-CAM (:func:`skxray.explain.gradcam`, predicted class) on each
-       test fold gives the share of evidence inside the lung fields. Fail
+       test fold gives the share of evidence inside the same lungs. The
+       finding names the region it used (``figures["lung_region"]``). Fail
        when the lungs-masked balanced accuracy is >= ``lungs_masked_fail``
        (0.65) or masking the borders drops it by >= ``border_drop_fail``
        (0.20); warning from ``lungs_masked_warning`` (0.58),
@@ -187,6 +192,11 @@ def audit(
         Number of bins of the calibration curve.
     thresholds : dict or None, default=None
         Overrides of :data:`DEFAULT_THRESHOLDS`.
+    lung_region : {"segmenter", "ellipse"}, default="segmenter"
+        The lungs of check 4: each image's, found by
+        :func:`skxray.segmentation.segment_lungs`, or the fixed two-ellipse
+        prior :func:`skxray.explain.central_lung_mask` (the fallback; it
+        misses about two fifths of real lungs).
     verbose : int, default=0
         1 prints one line per fit.
 
@@ -241,6 +251,7 @@ def audit(
         border_fraction=border_fraction,
         n_bins=n_bins,
         source_model=source_model,
+        lung_region=lung_region,
     )
     needs_fit = any(c in checks for c in _NEED_GROUPED_CV) or (
         "sources" in checks and sources is not None
@@ -337,6 +348,7 @@ def _run_checks(data, checks):
             splits,
             masks="lungs" in checks,
             gradcam="lungs" in checks,
+            lung=lung_masks(data.X, data.lung_region) if "lungs" in checks else None,
             border_fraction=data.border_fraction,
             verbose=data.verbose,
             label="grouped CV" if data.groups is not None else "image-level CV",
@@ -391,5 +403,6 @@ def _audit_info(data, checks, n_fits):
         if is_int(random_state) or random_state is None
         else str(random_state),
         "checks": list(checks),
+        "lung_region": data.lung_region,
         "n_fits": n_fits,
     }

@@ -30,6 +30,7 @@ class AuditData:
     border_fraction: float
     source_model: object
     n_bins: int
+    lung_region: str  # "segmenter" or "ellipse"
     verbose: int
 
     @property

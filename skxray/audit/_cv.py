@@ -65,15 +65,33 @@ def proba_in_order(model, X, classes):
 
 
 def lung_masked(X, lung_mask):
-    """``X`` with the lung fields filled with each image's (channel's) mean outside them.
+    """``X`` with the lungs filled with each image's (channel's) mean outside them.
 
-    The mean of the whole image would leak what the lungs hold (an opacity
-    brightens it); the mean of the rest of the image carries nothing of them.
+    ``lung_mask`` is one ``(H, W)`` mask for every image or one per image,
+    ``(N, H, W)``. The mean of the whole image would leak what the lungs hold
+    (an opacity brightens it); the mean of the rest of the image carries
+    nothing of them.
     """
-    Xm = X.copy()
-    fill = X[..., ~lung_mask].mean(axis=-1)
-    Xm[..., lung_mask] = fill[..., None]
-    return Xm
+    lung_mask = np.asarray(lung_mask, dtype=bool)
+    if lung_mask.ndim == 2:
+        Xm = X.copy()
+        fill = X[..., ~lung_mask].mean(axis=-1)
+        Xm[..., lung_mask] = fill[..., None]
+        return Xm
+    m = lung_mask if X.ndim == 3 else lung_mask[:, None]
+    outside = (~m).sum(axis=(-2, -1))
+    fill = (X * ~m).sum(axis=(-2, -1)) / np.maximum(outside, 1)
+    return np.where(m, fill[..., None, None], X).astype(X.dtype, copy=False)
+
+
+def masks_at(masks, shape):
+    """Boolean ``(N, H, W)`` masks resized (nearest) to ``shape`` = (H, W) when they differ."""
+    if masks.shape[1:] == tuple(shape):
+        return masks
+    import torch
+
+    t = torch.from_numpy(masks.astype(np.float32))[:, None]
+    return torch.nn.functional.interpolate(t, size=tuple(shape), mode="nearest")[:, 0].numpy() > 0.5
 
 
 def border_band(h, w, fraction):
@@ -111,10 +129,10 @@ class _GradcamSums:
         self.region = None
         self.error = None
 
-    def add(self, model, X, test):
+    def add(self, model, X, test, lung):
         if self.error is not None:
             return
-        from skxray.explain import central_lung_mask, gradcam, heatmap_mass_in_region
+        from skxray.explain import gradcam, heatmap_mass_in_region
 
         try:
             clf, Xt = classifier_and_input(model, X)
@@ -129,15 +147,18 @@ class _GradcamSums:
             self.share[:] = np.nan
             self.total = self.region = None
             return
-        self.region = central_lung_mask(*heat.shape[1:])
-        self.share[test] = heatmap_mass_in_region(heat, self.region)
+        region = masks_at(lung, heat.shape[1:])
+        self.share[test] = heatmap_mass_in_region(heat, region)
+        inside = region.sum(axis=0).astype(np.float64)
+        self.region = inside if self.region is None else self.region + inside
         total = heat.sum(axis=0)
         self.total = total if self.total is None else self.total + total
 
     def results(self):
         out = {"gradcam_share": self.share, "gradcam_sum": self.total, "gradcam_error": self.error}
         if self.region is not None:
-            out["gradcam_region"] = self.region
+            # Per pixel: the share of images whose lungs cover it.
+            out["gradcam_region"] = self.region / np.isfinite(self.share).sum()
         return out
 
 
@@ -151,6 +172,7 @@ def run_cv(
     masks=False,
     gradcam=False,
     border_fraction=0.12,
+    lung=None,
     verbose=0,
     label="",
 ):
@@ -159,14 +181,21 @@ def run_cv(
     Returns a dict with ``proba`` (N, k), ``n_fits`` and ``ood_flags`` (NaN
     where the model has no detector); with ``masks`` also ``proba_lungs`` and
     ``proba_borders``; with ``gradcam`` also ``gradcam_share`` (per image),
-    ``gradcam_sum`` (summed heatmap), ``gradcam_region`` and ``gradcam_error``.
+    ``gradcam_sum`` (summed heatmap), ``gradcam_region`` (per pixel, the share
+    of images whose lungs cover it) and ``gradcam_error``. ``lung`` holds the
+    lung masks, ``(N, H, W)`` (one per image) or ``(H, W)``; None uses the
+    ellipse prior :func:`skxray.explain.central_lung_mask`.
     """
     n, k = len(X), len(classes)
     out = {"proba": np.zeros((n, k)), "n_fits": 0, "ood_flags": np.full(n, np.nan)}
-    if masks:
+    if (masks or gradcam) and lung is None:
         from skxray.explain import central_lung_mask
 
         lung = central_lung_mask(*X.shape[-2:])
+    if lung is not None:
+        lung = np.asarray(lung, dtype=bool)
+        lung = np.broadcast_to(lung, (n, *lung.shape)) if lung.ndim == 2 else lung
+    if masks:
         out["proba_lungs"] = np.zeros((n, k))
         out["proba_borders"] = np.zeros((n, k))
     cams = _GradcamSums(n) if gradcam else None
@@ -181,12 +210,14 @@ def run_cv(
             out["ood_flags"][test] = clf.ood_.predict(X_seen) == -1
         if masks:
             Xt = X[test]
-            out["proba_lungs"][test] = proba_in_order(model, lung_masked(Xt, lung), classes)
+            out["proba_lungs"][test] = proba_in_order(
+                model, lung_masked(Xt, lung[test]), classes
+            )
             out["proba_borders"][test] = proba_in_order(
                 model, border_masked(Xt, border_fraction), classes
             )
         if cams is not None:
-            cams.add(model, X[test], test)
+            cams.add(model, X[test], test, lung[test])
     if cams is not None:
         out.update(cams.results())
     return out

@@ -6,6 +6,7 @@ import pandas as pd
 from skxray._utils import round_or_none
 from skxray.audit._context import fmt_score, make_finding
 from skxray.audit._cv import scores, two_class_scale
+from skxray.segmentation import region_description
 
 
 def check_lungs(data, grouped):
@@ -20,6 +21,7 @@ def check_lungs(data, grouped):
     )
     region = grouped.get("gradcam_region")
     area = float(region.mean()) if region is not None else None
+    where = region_description(data.lung_region)
     enrichment = mean_share / area if mean_share is not None and area else None
     figures = {
         "chance": round_or_none(1.0 / k),
@@ -34,6 +36,8 @@ def check_lungs(data, grouped):
         "gradcam_lung_share": round_or_none(mean_share),
         "lung_area_share": round_or_none(area),
         "gradcam_enrichment": round_or_none(enrichment),
+        "lung_region": data.lung_region,
+        "lung_region_description": where,
     }
     if grouped.get("gradcam_error"):
         figures["gradcam_unavailable"] = grouped["gradcam_error"]
@@ -48,6 +52,7 @@ def check_lungs(data, grouped):
     verdict, text = _verdict(
         data.thresholds, k, a0, al, ab, mean_share=mean_share, area=area, enrichment=enrichment
     )
+    text += f" Lungs: {where}."
     summary = (
         f"BA {fmt_score(a0)}; lungs masked {fmt_score(al)}; borders masked {fmt_score(ab)}"
         + (f"; Grad-CAM in lungs {mean_share:.0%}" if mean_share is not None else "")
@@ -61,7 +66,8 @@ def _mean_heatmap(X, grouped, region):
     if grouped.get("gradcam_sum") is None:
         return {}
     heat = grouped["gradcam_sum"] / len(X)
-    arrays = {"mean_gradcam": heat, "lung_mask": region}
+    # Pixels that are lung in at least half of the images (one outline to draw).
+    arrays = {"mean_gradcam": heat, "lung_mask": region >= 0.5}
     mean_img = X.mean(axis=0)
     mean_img = mean_img.mean(axis=0) if mean_img.ndim == 3 else mean_img
     if mean_img.shape == heat.shape:

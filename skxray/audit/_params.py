@@ -6,6 +6,7 @@ from sklearn.pipeline import Pipeline
 from skxray._utils import check_border_fraction, is_int, is_real
 from skxray._validation import check_image_array, is_path_array
 from skxray.audit._report import CHECKS
+from skxray.segmentation import REGIONS
 
 #: Default verdict thresholds of :func:`audit` (override some with ``thresholds=``).
 #: Scores are balanced accuracies on the two-class scale (chance 0.5, perfect
@@ -70,7 +71,9 @@ def check_int_at_least(value, name, minimum):
     return int(value)
 
 
-def check_settings(*, cv, duplicate_distance, hash_size, border_fraction, n_bins, source_model):
+def check_settings(
+    *, cv, duplicate_distance, hash_size, border_fraction, n_bins, source_model, lung_region
+):
     """Check the numeric and named settings of ``audit``; returns them converted."""
     settings = {
         "cv": check_int_at_least(cv, "cv", 2),
@@ -81,7 +84,10 @@ def check_settings(*, cv, duplicate_distance, hash_size, border_fraction, n_bins
         ),
         "n_bins": check_int_at_least(n_bins, "n_bins", 2),
         "source_model": source_model,
+        "lung_region": lung_region,
     }
+    if lung_region not in REGIONS:
+        raise ValueError(f"lung_region must be one of {list(REGIONS)}; got {lung_region!r}.")
     if isinstance(source_model, str) and source_model not in ("descriptors", "estimator"):
         raise ValueError(
             f"source_model must be 'descriptors', 'estimator' or a classifier; got {source_model!r}."
