@@ -53,13 +53,8 @@ def phantom_split():
 # 2-D input is taken as one-row images, so the generic checks exercise the
 # real training loop. One check is declared as failing, with its reason; the
 # lists stay strict: a check that starts failing, or passing, fails the suite.
-_WEIGHTS_ARE_NOT_REPEATS = (
-    "mini-batch training: a repeated image joins another shuffled batch, draws its own "
-    "dropout mask and moves the batch statistics, where a weight does none of these; "
-    "tests/test_model_conventions.py checks the equivalence in one deterministic full batch"
-)
 EXPECTED_FAILED_CHECKS = {
-    name: {"check_sample_weight_equivalence_on_dense_data": _WEIGHTS_ARE_NOT_REPEATS}
+    name: {"check_sample_weight_equivalence_on_dense_data": _helpers.WEIGHTS_ARE_NOT_REPEATS}
     for name in ("CNNClassifier", "FNNClassifier", "ResNet50Classifier")
 }
 
