@@ -91,7 +91,6 @@ __all__ = [
 # home is skxray._data.
 _ImagePathDataset = ImagePathDataset
 _TensorImageDataset = TensorImageDataset
-_MirroredDataset = MirroredDataset
 # Imported from here by models/_persistence.py; its home is skxray._data.
 _private_generator_iterator = private_generator_iterator
 
@@ -1301,7 +1300,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     def _tta_proba(self, dataset):
         """Mean float64 probabilities of the images and their mirror images."""
         proba = self._proba_from_logits(self._forward_logits(dataset))
-        mirrored = self._proba_from_logits(self._forward_logits(_MirroredDataset(dataset)))
+        mirrored = self._proba_from_logits(self._forward_logits(MirroredDataset(dataset)))
         return (proba + mirrored) / 2.0
 
     def decision_function(self, X):
