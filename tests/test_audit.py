@@ -346,6 +346,24 @@ def test_sections_and_facts_give_the_html_content_as_data(clean_report):
     assert AuditReport.title == "Shortcut and leakage audit"
 
 
+def test_html_sections_are_the_page_in_pieces():
+    # A host page (Report.add_audit) lays the pieces out without reading the HTML.
+    report = AuditReport(
+        [Finding("leakage", "ok", "fine <a>", figures={"gap": 0.0}), Finding("lungs", "fail", "bad")],
+        info={"estimator": "CNN", "n_samples": 10},
+    )
+    pieces = report.html_sections()
+    assert [(p.title, p.detail) for p in pieces] == [
+        ("Overview", False), ("1. Patient leakage", True), ("4. Where the model looks", True)
+    ]
+    overview, leakage, lungs = pieces
+    assert "Overall verdict" in overview.html and "<h3>" not in overview.html
+    assert overview.html.count('class="badge badge-') == 3  # overall and one per check
+    assert leakage.html.startswith("<h3>1. Patient leakage <span class=\"badge badge-ok\"")
+    assert "fine &lt;a&gt;" in leakage.html and "badge-fail" in lungs.html
+    assert report.to_html(wrap=False) == "\n".join(p.html for p in pieces)
+
+
 def test_section_tables_are_cut_at_50_rows():
     frame = pd.DataFrame({"i": range(60)})
     report = AuditReport([Finding("duplicates", "warning", "x", figures={"n": None}, details={"pairs": frame})])

@@ -1,6 +1,5 @@
 """The audit's results: :class:`Finding`, :class:`AuditReport` and how they render."""
 
-import html
 import json
 import textwrap
 from dataclasses import dataclass, field
@@ -8,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from skxray._html import Fragment, badge, esc, img_html, inline_table, table_html
 from skxray._utils import format_value, jsonable, png_base64
 
 #: The checks, in report order. Pass a subset as ``checks=`` to :func:`audit`.
@@ -25,8 +25,6 @@ TITLES = {
 #: Verdicts from best to worst.
 VERDICTS = ("ok", "warning", "fail")
 
-_COLOURS = {"ok": "#1a7f37", "warning": "#9a6700", "fail": "#cf222e"}
-_CELL = 'style="border:1px solid #ccc;padding:4px;vertical-align:top;text-align:left"'
 #: Small plots, several per section: 80 dpi keeps the HTML fragment light.
 _PLOT_DPI = 80
 #: Longest table shown in the HTML (the JSON export has every row).
@@ -135,7 +133,8 @@ class AuditReport:
     export it, or :meth:`to_html` for a section of an HTML report (also shown
     by Jupyter). ``report["lungs"]`` returns one :class:`Finding`;
     :meth:`facts` and :meth:`sections` give the same content as plain data
-    for other renderers.
+    for other renderers, and :meth:`html_sections` as HTML pieces for a page
+    that lays them out itself.
 
     Attributes
     ----------
@@ -260,6 +259,33 @@ class AuditReport:
     def __str__(self):
         return _render_text(self)
 
+    def html_sections(self, *, plots=True):
+        """The HTML body in pieces, for a page that lays them out itself.
+
+        :meth:`to_html` joins them; :meth:`skxray.report.Report.add_audit`
+        keeps the overview in view and folds the detail away.
+
+        Parameters
+        ----------
+        plots : bool, default=True
+            Draw the plots (matplotlib); False leaves them out.
+
+        Returns
+        -------
+        list of skxray._html.Fragment
+            Frozen ``(title, html, detail)`` pieces: first the overview (what
+            was audited, the overall verdict, one row per check;
+            ``detail=False``), then one per finding, titled as the finding
+            (its heading and badge, explanation, key figures, plots and
+            tables; ``detail=True``). Text is escaped, plots are embedded
+            and styles are inline.
+        """
+        overview = Fragment("Overview", _overview_html(self))
+        return [overview] + [
+            Fragment(section.title, _section_html(section), detail=True)
+            for section in self.sections(plots=plots)
+        ]
+
     def to_html(self, *, wrap=True):
         """The report as an HTML fragment.
 
@@ -272,23 +298,18 @@ class AuditReport:
         wrap : bool, default=True
             Wrap the content in a ``<section>`` headed by :attr:`title`;
             False returns only the content, for a page that supplies its own
-            heading (e.g. :meth:`skxray.report.Report.add_audit`).
+            heading (:meth:`html_sections` gives the content in pieces).
 
         Returns
         -------
         str
             The HTML fragment.
         """
-        body = _render_html_body(self)
+        body = "\n".join(piece.html for piece in self.html_sections())
         if not wrap:
             return body
         return "\n".join(
-            [
-                '<section class="skxray-audit">',
-                f"<h2>{html.escape(self.title)}</h2>",
-                body,
-                "</section>",
-            ]
+            ['<section class="skxray-audit">', f"<h2>{esc(self.title)}</h2>", body, "</section>"]
         )
 
     def _repr_html_(self):
@@ -297,13 +318,6 @@ class AuditReport:
 
 # --------------------------------------------------------------------------
 # rendering
-
-
-def _badge(verdict):
-    return (
-        f'<span style="color:#fff;background:{_COLOURS[verdict]};padding:1px 6px;'
-        f'border-radius:3px;font-weight:bold">{html.escape(verdict.upper())}</span>'
-    )
 
 
 def _section(finding, *, plots=True):
@@ -326,45 +340,34 @@ def _section(finding, *, plots=True):
     )
 
 
-def _render_html_body(report):
-    esc = html.escape
-    facts = "; ".join(f"{label}: {esc(text)}" for label, text in report.facts())
-    parts = [f"<p>{facts}</p>", f"<p>Overall verdict: {_badge(report.verdict)}</p>"]
-    parts.append('<table style="border-collapse:collapse">')
-    parts.append(
-        f"<thead><tr><th {_CELL}>Check</th><th {_CELL}>Verdict</th>"
-        f"<th {_CELL}>Explanation</th><th {_CELL}>Key figures</th></tr></thead><tbody>"
+def _overview_html(report):
+    """What was audited, the overall verdict and one row per check."""
+    facts = "; ".join(f"{esc(label)}: {esc(text)}" for label, text in report.facts())
+    rows = [
+        [esc(f.title), badge(f.verdict), esc(f.explanation), esc(f.summary)]
+        for f in report.findings
+    ]
+    return "\n".join(
+        [
+            f"<p>{facts}</p>",
+            f"<p>Overall verdict: {badge(report.verdict)}</p>",
+            inline_table(rows, head=["Check", "Verdict", "Explanation", "Key figures"]),
+        ]
     )
-    for f in report.findings:
-        parts.append(
-            f"<tr><td {_CELL}>{esc(f.title)}</td><td {_CELL}>{_badge(f.verdict)}</td>"
-            f"<td {_CELL}>{esc(f.explanation)}</td><td {_CELL}>{esc(f.summary)}</td></tr>"
-        )
-    parts.append("</tbody></table>")
-    for section in report.sections():
-        parts.extend(_section_html(section))
-    return "\n".join(parts)
 
 
 def _section_html(section):
-    esc = html.escape
+    """One finding: heading and badge, explanation, key figures, plots and tables."""
     parts = [
-        f"<h3>{esc(section.title)} {_badge(section.verdict)}</h3>",
+        f"<h3>{esc(section.title)} {badge(section.verdict)}</h3>",
         f"<p>{esc(section.explanation)}</p>",
     ]
-    rows = "".join(
-        f"<tr><td {_CELL}>{esc(k)}</td><td {_CELL}>{esc(v)}</td></tr>" for k, v in section.figures
-    )
-    if rows:
-        parts.append(f'<table style="border-collapse:collapse">{rows}</table>')
-    for alt, png in section.plots:
-        parts.append(
-            f'<p><img alt="{esc(alt)}" src="data:image/png;base64,{png}" style="max-width:100%"></p>'
-        )
+    if section.figures:
+        parts.append(inline_table([[esc(k), esc(v)] for k, v in section.figures]))
+    parts += [f"<p>{img_html(png, alt)}</p>" for alt, png in section.plots]
     for caption, frame in section.tables:
-        parts.append(f"<h4>{esc(caption)}</h4>")
-        parts.append(frame.to_html(escape=True, border=0, float_format=lambda x: f"{x:.3f}"))
-    return parts
+        parts += [f"<h4>{esc(caption)}</h4>", table_html(frame, spec=".3f")]
+    return "\n".join(parts)
 
 
 def _render_text(report):
