@@ -20,25 +20,40 @@ no external URL). Every report has the same structure:
    versions.
 """
 
-import base64
 import datetime
-import html
 import importlib.metadata
-import io
 import json
 import math
 import numbers
 import os
 import platform
 import re
-import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
 
+from skxray._atomic import atomic_write_many
+from skxray._html import BADGE_COLOURS, page
+from skxray._html import badge as _badge
+from skxray._html import esc as _esc
+from skxray._html import figure_html as _figure_html
+from skxray._html import table_html as _table_html
 from skxray._utils import as_python_scalar, fold_mean_interval, format_value, jsonable
+from skxray._validation import is_path_array
+from skxray._version import __version__
+from skxray.evaluation import (
+    plot_calibration,
+    plot_confusion_matrix,
+    plot_image_grid,
+    plot_learning_curves,
+    plot_roc,
+)
+from skxray.io import read_image
 
 __all__ = [
     "Report",
@@ -59,106 +74,9 @@ _SUMMARY_TITLE = "Summary"
 _PACKAGES = ("torch", "torchvision", "skorch", "scikit-learn", "numpy", "pandas", "matplotlib",
              "Pillow", "pydicom", "grad-cam")
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
-       color: #1f2328; background: #fff; line-height: 1.45; }
-header, main { max-width: 1120px; margin: 0 auto; padding: 0 1.5rem; box-sizing: border-box; }
-header { padding-top: 1.2rem; }
-h1 { margin: 0 0 .2rem 0; font-size: 1.6rem; }
-h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2rem; margin: 1.6rem 0 .6rem 0;
-     font-size: 1.3rem; }
-h3 { margin: .8rem 0 .4rem 0; font-size: 1.05rem; }
-.meta { color: #57606a; font-size: .88rem; margin: 0 0 .5rem 0; }
-.note { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px;
-        padding: .45rem .8rem; margin: .5rem 0; }
-.skipped { background: #f6f8fa; border-left: 4px solid #8c959f; padding: .4rem .8rem; }
-nav { font-size: .9rem; margin: .4rem 0 0 0; padding-bottom: .4rem;
-      border-bottom: 1px solid #d0d7de; }
-nav a { color: #0969da; text-decoration: none; margin-right: 1rem; }
-#summary { border: 1px solid #d0d7de; border-radius: 8px; padding: .3rem 1.1rem .6rem 1.1rem;
-           background: #f6f8fa; }
-#summary h2 { border: 0; margin-top: .5rem; }
-#summary dl { display: grid; grid-template-columns: 9.5rem 1fr; gap: .25rem .8rem; margin: 0; }
-#summary dt { font-weight: 600; color: #57606a; }
-#summary dd { margin: 0; }
-.headline { font-size: 1.12rem; margin: .2rem 0 .6rem 0; }
-.caveat { color: #57606a; font-size: .9rem; margin: .6rem 0 0 0; }
-.badge { color: #fff; padding: 1px 7px; border-radius: 4px; font-weight: 700;
-         font-size: .8rem; letter-spacing: .02em; }
-table { border-collapse: collapse; margin: .4rem 0 .8rem 0; font-size: .86rem; }
-th, td { border: 1px solid #d0d7de; padding: .22rem .5rem; text-align: right; }
-th { background: #f6f8fa; }
-td.text, th.text { text-align: left; }
-table.comparison td { white-space: nowrap; }
-table.comparison th { vertical-align: bottom; }
-td.best { font-weight: 700; background: #dafbe1; }
-.legend { color: #57606a; font-size: .85rem; margin: 0 0 .6rem 0; }
-figure { margin: .3rem 0 .8rem 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
-figcaption { color: #57606a; font-size: .85rem; }
-.row { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr));
-       gap: .8rem 1.2rem; align-items: start; }
-.row figure { margin: 0; }
-.row.wide { grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); }
-table.comparison th.text { white-space: nowrap; }
-code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-            font-size: .85rem; }
-pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; }
-.table-wrap { overflow-x: auto; max-width: 100%; }
-details { border: 1px solid #d0d7de; border-radius: 6px; margin: .4rem 0; padding: 0 .8rem; }
-details > summary { cursor: pointer; padding: .35rem 0; }
-details > summary h2, details > summary h3 { display: inline; border: 0; font-size: 1rem;
-                                              margin: 0; }
-details[open] > summary { border-bottom: 1px solid #d0d7de; margin-bottom: .5rem; }
-#appendix-title { margin: 2rem 0 .3rem 0; font-size: 1.3rem; font-weight: 600;
-                  border-bottom: 1px solid #d0d7de; }
-main { padding-bottom: 2rem; }
-"""
-
-
-def _esc(value):
-    return html.escape(str(value), quote=True)
-
-
 def _slug(title):
     slug = re.sub(r"[^a-z0-9]+", "-", str(title).lower()).strip("-")
     return slug or "section"
-
-
-def _figure_html(fig, alt, caption=None, *, width=None):
-    """``fig`` as an embedded PNG ``<figure>``; the figure is closed afterwards.
-
-    The image keeps its pixel size (100 dpi) up to ``width`` CSS pixels (or
-    the width of its container) and scales down with the page.
-    """
-    from matplotlib.figure import Figure
-
-    if not isinstance(fig, Figure):
-        raise TypeError(f"fig must be a matplotlib Figure; got {type(fig).__name__}.")
-    buf = io.BytesIO()
-    try:
-        # metadata={"Software": None}: no URL of matplotlib inside the PNG either.
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    finally:
-        _close(fig)
-    raw = buf.getvalue()
-    w, h = struct.unpack(">II", raw[16:24])  # the IHDR chunk
-    data = base64.b64encode(raw).decode("ascii")
-    cap = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""
-    style = f' style="max-width:min(100%, {int(width)}px)"' if width else ""
-    return (
-        f'<figure><img src="data:image/png;base64,{data}" alt="{_esc(alt)}" width="{w}" '
-        f'height="{h}"{style}>{cap}</figure>'
-    )
-
-
-def _close(fig):
-    """Free a figure: pyplot figures are closed, plain Figures just dropped."""
-    manager = getattr(fig.canvas, "manager", None)
-    if manager is not None:
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
 
 
 def _class_counts(y, groups):
@@ -181,20 +99,6 @@ def _class_counts(y, groups):
     if groups is not None:
         table["patients"] = table["patients"].astype(int)
     return table, counts, total
-
-
-def _table_html(df, *, index=True):
-    """A DataFrame as an escaped HTML table with floats shown with 4 significant digits."""
-    shown = df.copy()
-    for column in shown.columns:
-        if pd.api.types.is_float_dtype(shown[column]) or shown[column].dtype == object:
-            shown[column] = shown[column].map(format_value)
-    if index and shown.index.name is not None and shown.columns.nlevels == 1:
-        # pandas puts a named index on a header row of its own, empty but for the
-        # name; as the name of the columns it heads the index column instead.
-        shown.columns.name, shown.index.name = shown.index.name, None
-    body = shown.to_html(escape=True, index=index, border=0, na_rep="n/a", classes="data")
-    return f'<div class="table-wrap">{body}</div>'
 
 
 def _as_frame(table, name):
@@ -222,13 +126,7 @@ def _paragraphs(text):
 
 def _image_sizes_of(X):
     """(height, width) of each image: from the array shape or the file headers."""
-    from skxray._validation import is_path_array
-
     if is_path_array(X):
-        from PIL import Image
-
-        from skxray.io import read_image
-
         sizes = []
         for path in X:
             try:
@@ -271,9 +169,7 @@ def _round_robin_by_class(y, n):
 
 
 def _software_versions():
-    import skxray
-
-    versions = {"python": platform.python_version(), "skxray": skxray.__version__}
+    versions = {"python": platform.python_version(), "skxray": __version__}
     for dist in _PACKAGES:
         try:
             versions[dist] = importlib.metadata.version(dist)
@@ -302,8 +198,6 @@ _LOWER_IS_BETTER = {"brier", "fit_time", "predict_time"}
 _MAIN_METRICS = ("balanced_accuracy", "accuracy", "roc_auc", "sensitivity", "ppv", "brier",
                  "ood_rate")
 _PER_CLASS_KEYS = ("sensitivity", "specificity", "ppv", "npv", "f1")
-#: Colours of the verdict badges.
-_BADGE_COLOURS = {"ok": "#1a7f37", "warning": "#9a6700", "fail": "#cf222e", "info": "#57606a"}
 
 
 def class_label(label):
@@ -590,11 +484,70 @@ def format_comparison(table, width=100):
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _badge(verdict, label=None):
-    verdict = str(verdict).lower()
-    colour = _BADGE_COLOURS.get(verdict, _BADGE_COLOURS["info"])
-    text = label if label is not None else verdict.upper()
-    return f'<span class="badge badge-{_esc(verdict)}" style="background:{colour}">{_esc(text)}</span>'
+@dataclass(frozen=True)
+class Section:
+    """One section of a :class:`Report`, as :meth:`Report._add` stores it.
+
+    Attributes
+    ----------
+    anchor : str
+        The ``id`` of its ``<section>``, unique in the page (the link target).
+    title : str
+        Its ``<h2>`` heading, as plain text.
+    body : str
+        Its content, as HTML (escaped when it was made).
+    rank : int
+        Where its kind goes in the page: a value of :attr:`Report.ORDER`.
+    index : int
+        The order of the calls, which places sections of the same rank.
+    fold : bool
+        Whether it is a folded ``<details>`` block of the appendix.
+    """
+
+    anchor: str
+    title: str
+    body: str
+    rank: int
+    index: int
+    fold: bool = False
+
+    def to_html(self):
+        """The ``<section>``, with its heading in a ``<summary>`` when folded."""
+        heading = f"<h2>{_esc(self.title)}</h2>"
+        if self.fold:
+            inner = f"<details><summary>{heading}</summary>\n{self.body}\n</details>"
+        else:
+            inner = f"{heading}\n{self.body}"
+        return f'<section id="{_esc(self.anchor)}">\n{inner}\n</section>'
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A verdict badge of the summary, as :meth:`Report.add_verdict` stores it.
+
+    Attributes
+    ----------
+    label : str
+        What was checked, e.g. "Audit".
+    verdict : {"ok", "warning", "fail", "info"}
+        The badge's colour.
+    text : str
+        The line after the badge.
+    anchor : str or None
+        Id of the section with the detail, linked from the line.
+    """
+
+    label: str
+    verdict: str
+    text: str = ""
+    anchor: str | None = None
+
+    def to_html(self):
+        """The ``<dt>``/``<dd>`` pair of the summary's list."""
+        link = f' <a href="#{_esc(self.anchor)}">details</a>' if self.anchor else ""
+        return (
+            f"<dt>{_esc(self.label)}</dt><dd>{_badge(self.verdict)} {_esc(self.text)}{link}</dd>"
+        )
 
 
 class Report:
@@ -655,12 +608,12 @@ class Report:
     def __init__(self, title="skxray report", note=None):
         self.title = title
         self.note = note
-        self._sections = []  # (id, title, body html, order, folded)
+        self._sections = []  # Section, in the order added
         self._ids = {_VERSIONS_ID, _SUMMARY_ID, "appendix-title"}
         self._metrics = {}
         self._context = {}  # label -> text, shown in the summary
         self._caveats = []
-        self._verdicts = []  # (label, verdict, text, anchor)
+        self._verdicts = []  # Verdict, in the order added
         self._comparison = None  # the compare_models table
         self._per_fold = {}  # its attrs["per_fold"], JSON-ready: model -> metric -> folds
         self._dataset = None  # facts of add_dataset_summary
@@ -671,7 +624,7 @@ class Report:
 
     # ------------------------------------------------------------ plumbing
     def _ordered(self):
-        return sorted(self._sections, key=lambda s: (s[4], s[3]))
+        return sorted(self._sections, key=lambda s: (s.rank, s.index))
 
     def _has_summary(self):
         return bool(self._context or self._comparison is not None or self._verdicts
@@ -687,7 +640,8 @@ class Report:
         with the automatic ``("software-versions", "Software versions")``.
         """
         head = [(_SUMMARY_ID, _SUMMARY_TITLE)] if self._has_summary() else []
-        return head + [(s[0], s[1]) for s in self._ordered()] + [(_VERSIONS_ID, _VERSIONS_TITLE)]
+        body = [(s.anchor, s.title) for s in self._ordered()]
+        return head + body + [(_VERSIONS_ID, _VERSIONS_TITLE)]
 
     @property
     def metrics(self):
@@ -712,7 +666,9 @@ class Report:
             sid, k = f"{base}-{k}", k + 1
         self._ids.add(sid)
         rank = self.ORDER["appendix"] if fold else self.ORDER[order]
-        self._sections.append((sid, title, body, len(self._sections), rank))
+        self._sections.append(
+            Section(sid, title, body, rank, len(self._sections), fold=rank >= self.ORDER["appendix"])
+        )
         return self
 
     def _add_plot(self, kind, name, plot, kwargs, caption=None):
@@ -803,9 +759,9 @@ class Report:
         True
         """
         verdict = str(verdict).lower()
-        if verdict not in _BADGE_COLOURS:
-            raise ValueError(f"verdict must be one of {sorted(_BADGE_COLOURS)}; got {verdict!r}.")
-        self._verdicts.append((self._check_name(label), verdict, str(text), anchor))
+        if verdict not in BADGE_COLOURS:
+            raise ValueError(f"verdict must be one of {sorted(BADGE_COLOURS)}; got {verdict!r}.")
+        self._verdicts.append(Verdict(self._check_name(label), verdict, str(text), anchor))
         return self
 
     def _summary_html(self):
@@ -827,11 +783,7 @@ class Report:
             order = ["Data", "Protocol", "Models"]
             for label in sorted(rows, key=lambda k: order.index(k) if k in order else 9):
                 parts.append(f"<dt>{_esc(label)}</dt><dd>{_esc(rows[label])}</dd>")
-            for label, verdict, text, anchor in self._verdicts:
-                link = f' <a href="#{_esc(anchor)}">details</a>' if anchor else ""
-                parts.append(
-                    f"<dt>{_esc(label)}</dt><dd>{_badge(verdict)} {_esc(text)}{link}</dd>"
-                )
+            parts += [v.to_html() for v in self._verdicts]
             parts.append("</dl>")
         caveats = self._caveats or [
             "Cross-validation estimates how the models do on more images like these; it says "
@@ -1029,8 +981,6 @@ class Report:
         >>> "12 images in 2 classes" in report.to_html()
         True
         """
-        from skxray.evaluation import plot_image_grid
-
         y = np.asarray(y, dtype=object).reshape(-1)
         n = len(X)
         if len(y) != n:
@@ -1065,8 +1015,6 @@ class Report:
         parts = [f"<p>{_esc(intro)}</p>", "<h3>Class counts</h3>", _table_html(table)]
         parts += ["<h3>Image sizes</h3>", _table_html(size_table)]
         if n_distinct > 1:
-            from matplotlib.figure import Figure
-
             fig = Figure(figsize=(8.0, 3.0), layout="constrained")
             ax_h, ax_w = fig.subplots(1, 2)
             ax_h.hist(sizes[:, 0], bins=20, color="C0")
@@ -1116,8 +1064,6 @@ class Report:
         >>> Report().add_learning_curves("CNN", history).sections[0]
         ('learning-curves-cnn', 'Learning curves: CNN')
         """
-        from skxray.evaluation import plot_learning_curves
-
         self._check_name(name)
         fig = plot_learning_curves(estimator)
         caption = "The dashed line marks the best epoch (lowest validation loss, else train loss)."
@@ -1246,8 +1192,6 @@ class Report:
         >>> Report().add_confusion_matrix("CNN", ["a", "a", "b"], ["a", "b", "b"]).sections[:1]
         [('confusion-matrix-cnn', 'Confusion matrix: CNN')]
         """
-        from skxray.evaluation import plot_confusion_matrix
-
         return self._add_plot(
             "Confusion matrix", name, plot_confusion_matrix,
             dict(y_true=y_true, y_pred=y_pred, labels=labels, normalize=normalize),
@@ -1283,8 +1227,6 @@ class Report:
         >>> report.sections[0]
         ('roc-curve-cnn', 'ROC curve: CNN')
         """
-        from skxray.evaluation import plot_roc
-
         return self._add_plot(
             "ROC curve", name, plot_roc,
             dict(y_true=y_true, y_proba=y_proba, classes=classes, positive_label=positive_label),
@@ -1333,8 +1275,6 @@ class Report:
         >>> report.sections[0]
         ('calibration-cnn', 'Calibration: CNN')
         """
-        from skxray.evaluation import plot_calibration
-
         kwargs = dict(y_true=y_true, y_proba=y_proba, classes=classes)
         kwargs.update(positive_label=positive_label, n_bins=n_bins, strategy=strategy)
         return self._add_plot("Calibration", name, plot_calibration, kwargs)
@@ -1394,7 +1334,7 @@ class Report:
         """
         self._check_name(name)
         title = f"Grad-CAM: {name}"
-        try:
+        try:  # imported here: without a working Grad-CAM the report shows a note instead
             from skxray.explain import plot_gradcam
         except ImportError as exc:
             return self._add(title, f'<p class="skipped">Grad-CAM is unavailable: {_esc(exc)}</p>')
@@ -1535,8 +1475,6 @@ class Report:
         >>> Report().add_learning_curves_grid({"CNN": history}).to_html().count("<img ")
         1
         """
-        from skxray.evaluation import plot_learning_curves
-
         figures = []
         for name, estimator in estimators.items():
             fig = plot_learning_curves(estimator)
@@ -1581,7 +1519,7 @@ class Report:
         """
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"n must be an int >= 1; got {n!r}.")
-        try:
+        try:  # imported here: without a working Grad-CAM the report shows a note instead
             from skxray.explain import plot_gradcam
         except ImportError as exc:
             return self._add(title, f'<p class="skipped">Grad-CAM is unavailable: {_esc(exc)}</p>')
@@ -1689,8 +1627,9 @@ class Report:
     def add_audit(self, result, *, title=None):
         """Add the findings of a shortcut-learning and leakage audit.
 
-        Embeds :meth:`skxray.audit.AuditReport.to_html` (verdicts,
-        explanations, key figures, plots and tables) as one section.
+        Lays out the pieces of :meth:`skxray.audit.AuditReport.html_sections`
+        as one section: the overview (verdicts, explanations) in view, the
+        detail of each check (key figures, plots and tables) folded.
 
         Parameters
         ----------
@@ -1708,7 +1647,7 @@ class Report:
         Raises
         ------
         TypeError
-            If ``result`` has no ``to_html`` method.
+            If ``result`` has no ``html_sections`` method.
 
         Examples
         --------
@@ -1718,27 +1657,26 @@ class Report:
         >>> Report().add_audit(result).sections[:2]  # the verdict also heads the summary
         [('summary', 'Summary'), ('shortcut-and-leakage-audit', 'Shortcut and leakage audit')]
         """
-        if not callable(getattr(result, "to_html", None)):
+        if not callable(getattr(result, "html_sections", None)):
             raise TypeError(
-                "result must be a skxray.audit.AuditReport (with to_html()); "
+                "result must be a skxray.audit.AuditReport (with html_sections()); "
                 f"got {type(result).__name__}."
             )
-        # The audit's content without its own <section> and <h2>: ours wrap it.
-        fragment = result.to_html(wrap=False)
         heading = getattr(result, "title", "Shortcut and leakage audit")
         # The overview (facts, verdict, one row per check) stays in view; the
         # per-check detail (figures, plots, tables) folds away.
-        cut = fragment.find("<h3")
-        if cut > 0:
-            fragment = (
-                fragment[:cut]
-                + "<details><summary>Detail of each check</summary>"
-                + fragment[cut:]
+        pieces = result.html_sections()
+        fragment = "\n".join(p.html for p in pieces if not p.detail)
+        detail = [p.html for p in pieces if p.detail]
+        if detail:
+            fragment += (
+                "\n<details><summary>Detail of each check</summary>"
+                + "\n".join(detail)
                 + "</details>"
             )
         title = title or heading
         verdict = str(getattr(result, "verdict", "")).lower()
-        if verdict in _BADGE_COLOURS:
+        if verdict in BADGE_COLOURS:
             findings = list(getattr(result, "findings", []))
             flagged = [str(getattr(f, "title", getattr(f, "name", "?")))
                        for f in findings if getattr(f, "verdict", "ok") != "ok"]
@@ -1897,43 +1835,32 @@ class Report:
             for k, v in versions.items()
         )
         ordered = self._ordered()
-        main = [s for s in ordered if s[4] < self.ORDER["appendix"]]
-        folded = [s for s in ordered if s[4] >= self.ORDER["appendix"]]
+        main = [s for s in ordered if not s.fold]
+        folded = [s for s in ordered if s.fold]
         folded.append(
-            (_VERSIONS_ID, _VERSIONS_TITLE,
-             f'<table class="data"><tbody>{version_rows}</tbody></table>', 0, 0)
+            Section(_VERSIONS_ID, _VERSIONS_TITLE,
+                    f'<table class="data"><tbody>{version_rows}</tbody></table>',
+                    rank=self.ORDER["appendix"], index=len(ordered), fold=True)
         )
         created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         links = [(_SUMMARY_ID, _SUMMARY_TITLE)] if self._has_summary() else []
-        links += [(s[0], s[1]) for s in main] + [("appendix-title", "Appendix")]
+        links += [(s.anchor, s.title) for s in main] + [("appendix-title", "Appendix")]
         nav = "".join(f'<a href="#{_esc(sid)}">{_esc(t)}</a>' for sid, t in links)
         note = f'<p class="note">{_esc(self.note)}</p>' if self.note else ""
         body = [self._summary_html()] if self._has_summary() else []
-        body += [
-            f'<section id="{_esc(sid)}">\n<h2>{_esc(t)}</h2>\n{content}\n</section>'
-            for sid, t, content, *_ in main
-        ]
+        body += [s.to_html() for s in main]
         body.append(
             '<p id="appendix-title" class="appendix-head">Appendix</p>\n<p class="legend">'
             "Per-model and per-fold metrics, parameters and software versions; the metrics are also in "
             "metrics.json, beside this page.</p>"
         )
-        body += [
-            f'<section id="{_esc(sid)}">\n<details><summary><h2>{_esc(t)}</h2></summary>\n'
-            f"{content}\n</details>\n</section>"
-            for sid, t, content, *_ in folded
-        ]
-        body = "\n".join(body)
-        return (
-            "<!DOCTYPE html>\n"
-            '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{_esc(self.title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            f"<header>\n<h1>{_esc(self.title)}</h1>\n"
+        body += [s.to_html() for s in folded]
+        header = (
+            f"<h1>{_esc(self.title)}</h1>\n"
             f'<p class="meta">Created {_esc(created)} with skxray {_esc(versions["skxray"])}.</p>\n'
-            f"{note}\n<nav>{nav}</nav>\n</header>\n"
-            f"<main>\n{body}\n</main>\n</body>\n</html>\n"
+            f"{note}\n<nav>{nav}</nav>"
         )
+        return page(self.title, header, "\n".join(body))
 
     def _repr_html_(self):
         return self.to_html()
@@ -1964,8 +1891,6 @@ class Report:
         ...     json.loads((path.parent / "metrics.json").read_text())
         {'CNN': {'accuracy': 0.75}}
         """
-        from skxray._atomic import atomic_write_many
-
         path = Path(os.fspath(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         html_text = self.to_html()

@@ -453,6 +453,10 @@ def test_add_audit_unwraps_the_audit_section():
     body = section_html(text, "shortcut-and-leakage-audit")
     assert "WARNING" in body and "No patient ids &lt;groups&gt;" in body
     assert "<details><summary>Detail of each check</summary>" in body
+    overview, _, detail = body.partition("<details><summary>Detail of each check</summary>")
+    # The audit's overview stays in view, the check's heading and tables fold away.
+    assert "Overall verdict" in overview and "<h3>" not in overview
+    assert "<h3>1. Patient leakage" in detail and "<h4>pairs</h4>" in detail
     summary = section_html(text, "summary")
     assert summary.count('class="badge badge-warning"') == 2  # one per audit added
     assert "flagged: 1. Patient leakage" in summary
