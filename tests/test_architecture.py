@@ -293,3 +293,151 @@ def test_shared_helpers_have_one_home():
             if isinstance(node, ast.FunctionDef) and node.name in SHARED_HELPERS:
                 copies.add((file, node.name))
     assert copies == ALLOWED_HELPER_COPIES
+
+
+# ----------------------------------------------------------------------------
+# The HTML pages (issue 27): one module for their look, no module parsing
+# another's HTML, the report's sections typed.
+
+#: The one module that holds the pages' stylesheet, badge colours and inline styles.
+HTML_LOOK_MODULE = "_html.py"
+#: String methods that, called with a tag ("<h3"), take HTML apart.
+_CUTTING_METHODS = {"find", "rfind", "index", "rindex", "split", "rsplit", "partition",
+                    "rpartition", "count", "startswith", "endswith", "replace"}
+_REGEX_FUNCTIONS = {"search", "match", "fullmatch", "findall", "finditer", "split", "sub",
+                    "subn", "compile"}
+_HTML_PARSERS = ("html.parser", "bs4", "lxml", "html5lib", "xml.etree", "xml.dom")
+
+
+def _text_of(node):
+    """The literal text of a str constant or an f-string's constant parts ("" otherwise)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(_text_of(v) for v in node.values)
+    return ""
+
+
+def html_parsing_in(source):
+    """Where ``source`` reads HTML: ``(line, what)`` for each cut at a tag,
+    regular expression over tags, ``"<tag" in text`` test or HTML parser import."""
+    import re
+
+    tag = re.compile(r"<[/!]?[a-zA-Z]")  # "<h3", "</div", "<!--": not "<=" or "<"
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+            first, name = _text_of(node.args[0]), node.func.attr
+            if name in _CUTTING_METHODS and tag.match(first):
+                found.append((node.lineno, f".{name}({first!r})"))
+            elif (name in _REGEX_FUNCTIONS and isinstance(node.func.value, ast.Name)
+                  and node.func.value.id == "re" and re.search(r"<\\?[/!]?[a-zA-Z]", first)):
+                found.append((node.lineno, f"re.{name}({first!r})"))
+        elif isinstance(node, ast.Compare) and tag.match(_text_of(node.left)):
+            if any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
+                found.append((node.lineno, f"{_text_of(node.left)!r} in ..."))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found += [(node.lineno, f"import {n}") for n in names if n.startswith(_HTML_PARSERS)]
+    return found
+
+
+def test_html_parsing_check_sees_a_cut():
+    # The check below can fail: the cut that Report.add_audit once made, and others.
+    source = (
+        "import re\nfrom html.parser import HTMLParser\n"
+        "def f(fragment):\n"
+        "    cut = fragment.find('<h3')\n"
+        "    parts = fragment.split(f'</section>')\n"
+        "    heads = re.findall(r'<h2>(.*?)</h2>', fragment)\n"
+        "    return '<details' in fragment\n"
+    )
+    assert [line for line, _ in html_parsing_in(source)] == [2, 4, 5, 6, 7]
+    assert html_parsing_in("def f(t):\n    return t.split('<'), t.find('<='), '<' in t\n") == []
+
+
+def test_no_module_parses_html():
+    # A module that shows another's HTML gets it in pieces (skxray._html.Fragment,
+    # e.g. AuditReport.html_sections) and lays them out; it never cuts HTML apart.
+    found = [
+        f"{path.relative_to(PACKAGE_DIR).as_posix()}:{line}: {what}"
+        for path in sorted(PACKAGE_DIR.rglob("*.py"))
+        for line, what in html_parsing_in(path.read_text(encoding="utf-8"))
+    ]
+    assert found == []
+
+
+def page_look_in(source, colours):
+    """Lines of ``source`` whose str constants hold a badge colour, a style attribute or element."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        text = _text_of(node) if isinstance(node, (ast.Constant, ast.JoinedStr)) else ""
+        if any(c.lower() in text.lower() for c in colours) or "style=" in text or "<style" in text:
+            found.append(node.lineno)
+    return sorted(set(found))
+
+
+def test_page_look_check_sees_a_second_badge():
+    # The audit's own badge, as it once was: caught. A plot's colour is not the page's look.
+    source = (
+        "_COLOURS = {'ok': '#1A7F37'}\n"
+        "def _badge(v):\n"
+        "    return f'<span style=\"color:#fff;background:{_COLOURS[v]}\">{v}</span>'\n"
+        "def plot(ax):\n"
+        "    ax.plot([0, 1], color='#4c72b0', linestyle='--')\n"
+    )
+    assert page_look_in(source, ["#1a7f37"]) == [1, 3]
+
+
+def test_page_look_is_defined_once():
+    # The badge colours, the stylesheet and every inline style of skxray's
+    # HTML live in skxray/_html.py; the report and the audit both use it.
+    from skxray._html import BADGE_COLOURS
+
+    elsewhere = {
+        file: found
+        for path in sorted(PACKAGE_DIR.rglob("*.py"))
+        if (file := path.relative_to(PACKAGE_DIR).as_posix()) != HTML_LOOK_MODULE
+        and (found := page_look_in(path.read_text(encoding="utf-8"), BADGE_COLOURS.values()))
+    }
+    assert elsewhere == {}
+    badge_renderers = sorted(
+        path.relative_to(PACKAGE_DIR).as_posix()
+        for path in PACKAGE_DIR.rglob("*.py")
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.FunctionDef) and "badge" in node.name.lower()
+    )
+    assert badge_renderers == [HTML_LOOK_MODULE]
+
+
+def test_html_look_module_imports_only_utils():
+    # A leaf for the pages: the report and the audit may both import it.
+    assert import_graph()["skxray._html"] <= {"skxray._utils"}
+
+
+def test_report_sections_are_typed():
+    # Report stores each section as a frozen Section, read by name (never s[3]).
+    import dataclasses
+
+    from skxray.audit import AuditReport, Finding
+    from skxray.report import Report, Section
+
+    report = (
+        Report()
+        .add_text("Aim", "x")
+        .add_table("Split", {"train": 1})
+        .add_metrics("CNN", {"accuracy": 0.5})
+        .add_audit(AuditReport([Finding("leakage", "ok", "fine")]))
+    )
+    assert report._sections and all(isinstance(s, Section) for s in report._sections)
+    assert dataclasses.is_dataclass(Section) and Section.__dataclass_params__.frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report._sections[0].title = "changed"
+    folded = {s.anchor: s.fold for s in report._sections}
+    assert folded == {"aim": False, "split": False, "metrics-cnn": True,
+                      "shortcut-and-leakage-audit": False}
+    assert report.sections[1:] == [
+        ("shortcut-and-leakage-audit", "Shortcut and leakage audit"), ("aim", "Aim"),
+        ("split", "Split"), ("metrics-cnn", "Metrics: CNN"),
+        ("software-versions", "Software versions"),
+    ]
