@@ -20,6 +20,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 # OpenMP threads that busy-wait collapse throughput on a CPU shared with other
@@ -158,10 +159,28 @@ def machine_info(device="cpu"):
 
 
 def jsonable(value):
-    """``value`` as strict JSON: NaN becomes None, floats keep 6 digits, objects their repr."""
-    from skxray._utils import jsonable as _jsonable
+    """``value`` as strict JSON: NaN becomes None, floats keep 6 digits, objects their repr.
 
-    return _jsonable(value, unknown="repr", ndigits=6)
+    The benchmarks' own rules for their result files (skxray's conversion
+    for its reports is private): numpy scalars and arrays become numbers and
+    lists, mappings dicts with string keys, DataFrames ``{index: {column:
+    value}}``, Series dicts, paths strings, anything else its ``repr``.
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return round(value, 6) if np.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "to_dict") and hasattr(value, "index"):  # pandas
+        return jsonable(value.to_dict(orient="index") if hasattr(value, "columns") else value.to_dict())
+    if isinstance(value, Mapping):
+        return {str(k.item() if isinstance(k, np.generic) else k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    return repr(value)
 
 
 def write_json(path, payload):

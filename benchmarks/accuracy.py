@@ -114,11 +114,10 @@ from _common import (  # noqa: E402
 )
 from doc_tables import portable_dataset  # noqa: E402
 
-# The audit's own scores and masks (not copies), so this benchmark measures
-# what skxray.audit measures; _common put this checkout on sys.path.
-from skxray.audit._cv import (  # noqa: E402
+# The audit's own scores and masks (public, not copies), so this benchmark
+# measures what skxray.audit measures; _common put this checkout on sys.path.
+from skxray.audit import (  # noqa: E402
     border_masked,
-    classifier_and_input,
     lung_masked,
     proba_in_order,
     two_class_scale,
@@ -279,12 +278,13 @@ def make_augment(name):
 def resolve_resnet_weights(requested):
     """The weights to use and a note saying what happened (offline: random init)."""
     from skxray.models import PretrainedWeightsError
-    from skxray.models.resnet import _try_weights
+    from skxray.models.resnet import load_resnet50_state_dict
 
-    weights, exc = _try_weights(
-        requested, fallback_on=(PretrainedWeightsError, FileNotFoundError, ValueError)
-    )
-    if exc is not None:
+    if requested is None or str(requested).lower() == "none":
+        return None, "random initialisation (requested)"
+    try:
+        load_resnet50_state_dict(requested)  # loads or raises, offline too
+    except (PretrainedWeightsError, FileNotFoundError, ValueError) as exc:
         first = str(exc).split(". ")[0]
         note = (
             f"RANDOM INITIALISATION: the ImageNet weights {requested!r} could not be loaded "
@@ -293,9 +293,7 @@ def resolve_resnet_weights(requested):
         )
         log("WARNING:", note)
         return None, note
-    if weights is None:
-        return None, "random initialisation (requested)"
-    return weights, f"pretrained weights {weights!r}"
+    return requested, f"pretrained weights {requested!r}"
 
 
 def estimator_class(model):
@@ -548,6 +546,7 @@ def abstention_scores(y, answer):
 def run_model(model, est_template, X, y, classes, splits, masking, cuda, lungs=None):
     """Cross-validate one model; ``lungs`` are the (N, H, W) lung masks of ``X`` for ``masking``."""
     from sklearn.base import clone
+    from sklearn.pipeline import Pipeline
 
     n, k = len(y), len(classes)
     oof = {"proba": np.zeros((n, k))}
@@ -570,7 +569,10 @@ def run_model(model, est_template, X, y, classes, splits, masking, cuda, lungs=N
             oof["proba_borders"][test] = proba_in_order(
                 est, border_masked(X[test], BORDER_FRACTION), classes
             )
-        clf, X_clf = classifier_and_input(est, X[test])
+        # The skxray classifier and the images as it sees them.
+        clf, X_clf = est, X[test]
+        if isinstance(est, Pipeline):
+            clf, X_clf = est[-1], est[:-1].transform(X[test])
         answer = abstentions(clf, X_clf)
         if answer is not None:
             oof.setdefault("answer", np.full(n, "", dtype=object))[test] = answer

@@ -71,7 +71,7 @@ def _png_bytes(arr, **kwargs):
 def _dicom_bytes(pixels, *, photometric="MONOCHROME2", bits_stored=None, syntax=None, **elements):
     import numpy as np
 
-    from skxray._testing import dicom_dataset
+    from skxray.testing import dicom_dataset
 
     # A fixed UID keeps the corpus byte-for-byte reproducible.
     ds = dicom_dataset(uid="1.2.826.0.1.3680043.8.498.1")

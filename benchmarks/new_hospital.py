@@ -207,9 +207,9 @@ def roc_summary(scores_in, scores_out):
 
 def pool_features(model, X):
     """The shift test's features and the classifier's probabilities of a pool, computed once."""
-    from skxray.ood import _batch_features, _Source
+    from skxray.ood import shift_features
 
-    return _batch_features(model.ood_, _Source.from_X(X, model), X)
+    return shift_features(model, X)
 
 
 def _draw(rng, pos, neg, n_pos, size):
@@ -227,14 +227,18 @@ def _draw(rng, pos, neg, n_pos, size):
     return np.concatenate(picks), replaced
 
 
-def _test_batch(detector, Z, proba, idx, permutations, seed):
+def _test_batch(detector, pool, idx, permutations, seed):
     """Three tests of one batch: reference matched by BBSE, matched by EM, and the whole reference."""
-    from skxray.ood import _shift_test_features
+    from dataclasses import replace
+
+    from skxray.ood import shift_test
 
     kw = {"n_permutations": permutations, "random_state": seed}
-    bbse = _shift_test_features(detector, Z[idx], proba[idx], prevalence_method="bbse", **kw)
-    em = _shift_test_features(detector, Z[idx], proba[idx], prevalence_method="em", **kw)
-    plain = _shift_test_features(detector, Z[idx], None, **kw)
+    batch = pool[idx]
+    bbse = shift_test(detector, batch, prevalence_method="bbse", **kw)
+    em = shift_test(detector, batch, prevalence_method="em", **kw)
+    # Without probabilities: no case-mix part, the whole reference.
+    plain = shift_test(detector, replace(batch, proba=None), **kw)
     return bbse, em, plain
 
 
@@ -305,7 +309,7 @@ def expected_calibration_error(p, t, n_bins=10):
 def case_mix_batches(name, model, cache, y_held, args, seed):
     """Batches of held-out patients with a set COVID-19 share: a change of case mix only."""
     det = model.ood_
-    Z, proba = cache
+    proba = cache.proba
     positive = list(det.reference_classes_).index(POSITIVE)
     pos, neg = np.flatnonzero(y_held == POSITIVE), np.flatnonzero(y_held != POSITIVE)
     training_share = float(det.training_prevalence_[positive])
@@ -320,7 +324,7 @@ def case_mix_batches(name, model, cache, y_held, args, seed):
             for b in range(n_batches):
                 idx, rep = _draw(rng, pos, neg, n_pos, size)
                 replaced |= rep
-                results.append(_test_batch(det, Z, proba, idx, args.permutations, seed + b))
+                results.append(_test_batch(det, cache, idx, args.permutations, seed + b))
                 probas.append(proba[idx][:, [positive, 1 - positive]])
                 truths.append(y_held[idx] == POSITIVE)
             row = {"model": name, "batches_from": f"held_out_{mix}", "covid_share": n_pos / size,
@@ -341,11 +345,11 @@ def external_batches(name, model, pools, args, seed):
     positive = list(det.reference_classes_).index(POSITIVE)
     rows = []
     n_batches = 20 if args.quick else args.batches
-    for pool_name, (Z, proba) in pools.items():
+    for pool_name, pool in pools.items():
         for size in (20, 40):
             rng = np.random.default_rng(seed + size)
             results = [
-                _test_batch(det, Z, proba, rng.choice(len(Z), size, replace=False), args.permutations, seed + b)
+                _test_batch(det, pool, rng.choice(len(pool), size, replace=False), args.permutations, seed + b)
                 for b in range(n_batches)
             ]
             row = {"model": name, "batches_from": pool_name, "batch_size": size,

@@ -9,7 +9,7 @@ Sections (``--sections``, all by default):
 
 ``overhead``
     training images/s of ``CNNClassifier.fit`` vs a hand-written PyTorch
-    loop with the same module (``skxray.models.cnn._ConvNet``), the same
+    loop with the same module (``CNNClassifier().build_module``), the same
     images, batch size, optimizer (Adam, lr 1e-3, weight decay 1e-4) and
     loss; the loop either uses a ``DataLoader`` over a ``TensorDataset`` or
     slices a shuffled index. Target: ratio >= 0.95.
@@ -205,11 +205,12 @@ def interleaved(variants, reps, cpu_times=None):
 
 
 def conv_module(image_size, channels_last=True):
-    from skxray.models.cnn import _ConvNet
+    from skxray.models import CNNClassifier
 
     # CNNClassifier's defaults: filters (32, 64, 128), 3x3, dense 64, dropout 0.3, batch norm,
     # NHWC (channels_last) convolutions; channels_last=False gives the NCHW variant.
-    return _ConvNet((1, image_size, image_size), 1, (32, 64, 128), 3, 64, 0.3, True, channels_last=channels_last)
+    extra = {} if channels_last else {"module__channels_last": False}
+    return CNNClassifier(**extra).build_module((1, image_size, image_size))
 
 
 def manual_fit(X, y01, *, epochs, batch_size, device, mode, channels_last=True,
@@ -344,7 +345,6 @@ def _limit_variants(X, y, y01, *, epochs, px, device, amp):
     """``{name: callable}``: the estimator now, before (DataLoader), and the hand-written limit."""
     import torch
 
-    import skxray._data
     from skxray.models import CNNClassifier
 
     cuda = device == "cuda"
@@ -354,17 +354,15 @@ def _limit_variants(X, y, y01, *, epochs, px, device, amp):
 
     def estimator(dataloader):
         def run():
+            # As before the batch iterator: every batch a DataLoader's. A
+            # setting only a DataLoader takes makes the iterator one (the
+            # training parameters' docs); timeout=0 is its default.
+            before = {"iterator_train__timeout": 0} if dataloader else {}
             clf = CNNClassifier(max_epochs=epochs, batch_size=32, lr=1e-3, weight_decay=1e-4,
                                 optimizer="adam", validation_fraction=None, ood=False, amp=amp,
-                                image_size=px, device=device, random_state=SEED)
-            array_bytes = skxray._data._array_bytes
-            if dataloader:  # as before the batch iterator: every batch a DataLoader's
-                skxray._data._array_bytes = lambda dataset: None
-            try:
-                with Stopwatch(cuda) as t:
-                    clf.fit(X, y)
-            finally:
-                skxray._data._array_bytes = array_bytes
+                                image_size=px, device=device, random_state=SEED, **before)
+            with Stopwatch(cuda) as t:
+                clf.fit(X, y)
             return t.seconds, t.cpu_seconds
         return run
 
@@ -386,10 +384,15 @@ def _iteration_rows(X, reps, quick):
     import torch
     from torch.utils.data import DataLoader
 
-    from skxray._data import BatchIterator, TensorImageDataset
+    from skxray.models import CNNClassifier
 
-    dataset = TensorImageDataset(torch.from_numpy(np.ascontiguousarray(X[:, None], dtype=np.float32)),
-                                 torch.zeros(len(X), dtype=torch.long))
+    # The estimator's own dataset (get_dataset) and batch iterator (its skorch
+    # net's iterator_train), from a throwaway fit on 4 images of this size.
+    y = np.array(["a", "b"] * (len(X) // 2) + ["a"] * (len(X) % 2), dtype=object)
+    probe = CNNClassifier(filters=(2,), dense_units=2, max_epochs=1, validation_fraction=None, ood=False,
+                          device="cpu", random_state=SEED).fit(X[:4], y[:4])
+    dataset = probe.get_dataset(X, y)
+    BatchIterator = probe.net_.iterator_train
 
     def epoch(make):
         def run():

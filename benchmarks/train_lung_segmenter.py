@@ -140,7 +140,7 @@ def load_lungmasks(permissive_only=False):
 
 def make_phantoms(n, seed, size=EVAL_SIZE):
     """``n`` phantoms (3 classes; a third from scanner B) and their lungs, as (X, Y, V)."""
-    from skxray.datasets import _phantom_lungs, make_phantom_cxr
+    from skxray.datasets import make_phantom_cxr
 
     if n == 0:
         empty = np.zeros((0, size, size))
@@ -150,8 +150,9 @@ def make_phantoms(n, seed, size=EVAL_SIZE):
     X, Y = [], []
     for count, scanner, rs in parts:
         kw = {"image_size": size, "classes": classes, "scanner": scanner, "random_state": rs}
-        X.append(make_phantom_cxr(count, **kw)[0])
-        Y.append(_phantom_lungs(count, **kw))
+        images, _, lungs = make_phantom_cxr(count, return_lungs=True, **kw)
+        X.append(images)
+        Y.append(lungs)
     X, Y = np.concatenate(X), np.concatenate(Y)
     return X, Y, np.ones_like(Y)
 

@@ -550,6 +550,7 @@ def make_phantom_cxr(
     marker_class=None,
     random_state=None,
     return_groups=False,
+    return_lungs=False,
 ):
     """Generate synthetic chest-X-ray-like phantom images.
 
@@ -603,6 +604,9 @@ def make_phantom_cxr(
         Seed or generator for reproducible output across calls.
     return_groups : bool, default=False
         If True, also return the patient id of each image.
+    return_lungs : bool, default=False
+        If True, also return each image's lung fields: the ground truth
+        for testing lung segmentation. The images are the same either way.
 
     Returns
     -------
@@ -612,6 +616,10 @@ def make_phantom_cxr(
         Class name (str) of each image, as an object array.
     groups : ndarray of shape (n_samples,)
         Integer patient id of each image, only if ``return_groups`` is True.
+    lungs : ndarray of bool, shape (n_samples, image_size, image_size)
+        Where the two lung fields of each image are (their ellipses above
+        half strength), only if ``return_lungs`` is True; after ``groups``
+        when both are asked for.
 
     Raises
     ------
@@ -661,9 +669,12 @@ def make_phantom_cxr(
 
     X_out = np.ascontiguousarray(img, dtype=np.float32)
     y = np.array(classes, dtype=object)[label_idx]
+    out = (X_out, y)
     if return_groups:
-        return X_out, y, patient_ids[image_patient].astype(np.int64)
-    return X_out, y
+        out += (patient_ids[image_patient].astype(np.int64),)
+    if return_lungs:
+        out += (np.maximum(lungs[0], lungs[1]) > 0.5,)
+    return out
 
 
 def _check_phantom_arguments(n_samples, image_size, classes, n_patients, noise, scanner, marker_class):
@@ -731,25 +742,6 @@ def _assign_patients(rng, n, n_classes, n_patients):
         start += per_class[c]
     image_patient = image_patient[rng.permutation(n)]
     return patient_ids, image_patient, patient_label[image_patient]
-
-
-def _phantom_lungs(n_samples, *, image_size=64, classes=("Covid-19", "Normal"), scanner="A",
-                   random_state=None):
-    """The lung masks of ``make_phantom_cxr``'s images with the same arguments.
-
-    Boolean ``(n_samples, image_size, image_size)``: where the two lung
-    ellipses of each phantom are above half strength (the same random draws
-    as :func:`make_phantom_cxr`, so the same anatomy). For tests of lung
-    segmentation and for the segmenter's training script; not public.
-    """
-    n, size, classes, n_patients = _check_phantom_arguments(
-        n_samples, image_size, classes, None, 0.05, scanner, None
-    )
-    rng = check_random_state(random_state)
-    _, image_patient, _ = _assign_patients(rng, n, len(classes), n_patients)
-    anatomy = _draw_anatomy(rng, image_patient, n_patients, scanner)
-    _, _, _, lungs = _draw_chest(anatomy, size)
-    return np.maximum(lungs[0], lungs[1]) > 0.5
 
 
 def _draw_anatomy(rng, image_patient, n_patients, scanner):

@@ -58,7 +58,15 @@ from skxray._param_validation import Interval, StrOptions, validate_params
 from skxray._utils import check_open_fraction
 from skxray._validation import check_image_array, is_path_array
 
-__all__ = ["OODDetector", "ShiftTestResult", "adapt_proba", "ood_rate", "shift_test"]
+__all__ = [
+    "OODDetector",
+    "ShiftFeatures",
+    "ShiftTestResult",
+    "adapt_proba",
+    "ood_rate",
+    "shift_features",
+    "shift_test",
+]
 
 _METHODS = ("mahalanobis", "energy", "msp")
 _FEATURES = ("auto", "layers", "embedding", "image", "both")
@@ -1274,9 +1282,12 @@ def shift_test(estimator, X, *, alpha=0.05, n_permutations=1000, prevalence_meth
     ----------
     estimator : fitted skxray classifier or OODDetector
         A classifier uses its ``ood_`` detector.
-    X : array-like
+    X : array-like or ShiftFeatures
         The batch, in the format the estimator was fitted on; at least
-        :data:`MIN_SHIFT_TEST_IMAGES` images.
+        :data:`MIN_SHIFT_TEST_IMAGES` images. Or their features, computed
+        once by :func:`shift_features` for a pool of images and indexed
+        (``pool[idx]``): testing many batches of one pool then costs no
+        further pass of the network.
     alpha : float in (0, 1), default=0.05
         Significance level of both tests.
     n_permutations : int, default=1000
@@ -1321,16 +1332,108 @@ def shift_test(estimator, X, *, alpha=0.05, n_permutations=1000, prevalence_meth
         raise ValueError(
             f"shift_test: prevalence_method must be one of {PREVALENCE_METHODS}; got {prevalence_method!r}."
         )
-    source = _Source.from_X(X, detector.estimator)
-    if len(source) < MIN_SHIFT_TEST_IMAGES:
-        raise ValueError(
-            f"shift_test needs at least {MIN_SHIFT_TEST_IMAGES} images in X; got {len(source)}."
-        )
-    Z_test, proba = _batch_features(detector, source, X)
+    if isinstance(X, ShiftFeatures):
+        n, (Z_test, proba) = len(X), _checked_shift_features(detector, X)
+    else:
+        source = _Source.from_X(X, detector.estimator)
+        n = len(source)
+    if n < MIN_SHIFT_TEST_IMAGES:
+        raise ValueError(f"shift_test needs at least {MIN_SHIFT_TEST_IMAGES} images in X; got {n}.")
+    if not isinstance(X, ShiftFeatures):
+        Z_test, proba = _batch_features(detector, source, X)
     return _shift_test_features(
         detector, Z_test, proba, alpha=alpha, n_permutations=int(n_permutations),
         prevalence_method=prevalence_method, random_state=random_state,
     )
+
+
+@dataclass(frozen=True)
+class ShiftFeatures:
+    """What :func:`shift_test` compares of a set of images, computed once by :func:`shift_features`.
+
+    Index it (``pool[idx]``, any numpy index) to get the features of a
+    batch, and pass that to :func:`shift_test` in place of the images: a
+    study that tests many batches drawn from one pool of images then runs
+    the network over the pool once. The results are those of
+    :func:`shift_test` on the batch's images, up to the float32 rounding of
+    the network's outputs (which depends on the batch they are computed in).
+
+    Attributes
+    ----------
+    features : ndarray of shape (n_samples, n_features)
+        The images in the detector's shift-test feature space.
+    proba : ndarray of shape (n_samples, n_classes) or None
+        The classifier's probabilities, columns in the order of the
+        detector's ``reference_classes_``, which the case-mix part of the
+        test reads; None without a labelled reference. Replaced by None
+        (``dataclasses.replace(batch, proba=None)``), the test skips the
+        case-mix part and compares the batch with the whole reference.
+    """
+
+    features: np.ndarray
+    proba: np.ndarray | None = None
+
+    def __len__(self):
+        return len(self.features)
+
+    def __getitem__(self, index):
+        return ShiftFeatures(self.features[index], None if self.proba is None else self.proba[index])
+
+
+def shift_features(estimator, X):
+    """The features :func:`shift_test` compares, of a pool of images, computed once.
+
+    Parameters
+    ----------
+    estimator : fitted skxray classifier or OODDetector
+        As for :func:`shift_test`; the features are valid for its detector only.
+    X : array-like
+        Images, in the format the estimator was fitted on.
+
+    Returns
+    -------
+    features : ShiftFeatures
+        Index it to get a batch, and pass that to :func:`shift_test`.
+
+    Raises
+    ------
+    ValueError
+        If the estimator has no detector or its detector no reference sample.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skxray.datasets import make_phantom_cxr
+    >>> from skxray.ood import OODDetector, shift_features, shift_test
+    >>> X, _ = make_phantom_cxr(200, image_size=32, random_state=0)
+    >>> detector = OODDetector(random_state=0).fit(X)
+    >>> X_b, _ = make_phantom_cxr(60, image_size=32, scanner="B", random_state=1)
+    >>> pool = shift_features(detector, X_b)       # one pass over the pool
+    >>> batch = np.arange(30)
+    >>> shift_test(detector, pool[batch], random_state=0).shifted
+    True
+    """
+    detector = _shift_test_detector(estimator)
+    return ShiftFeatures(*_batch_features(detector, _Source.from_X(X, detector.estimator), X))
+
+
+def _checked_shift_features(detector, features):
+    """``(Z, proba)`` of a :class:`ShiftFeatures`, checked against the detector's reference."""
+    Z, proba = np.asarray(features.features), features.proba
+    expected = detector.reference_.shape[1]
+    if Z.ndim != 2 or Z.shape[1] != expected:
+        raise ValueError(
+            f"shift_test: X holds features of shape {Z.shape}, but this detector compares "
+            f"{expected} features per image; compute them with shift_features(estimator, X)."
+        )
+    if proba is not None and detector.has_labelled_reference_:
+        proba = np.asarray(proba)
+        if proba.shape != (len(Z), len(detector.reference_classes_)):
+            raise ValueError(
+                f"shift_test: X holds probabilities of shape {proba.shape}; expected "
+                f"({len(Z)}, {len(detector.reference_classes_)}), one column per reference class."
+            )
+    return Z, proba
 
 
 def _batch_features(detector, source, X):

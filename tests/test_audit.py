@@ -571,3 +571,30 @@ def test_audit_page_examples_print_what_the_page_shows():
     )
     assert result.attempted >= 20
     assert result.failed == 0, f"{result.failed} example(s) of {page.name} failed (output above)"
+
+
+# ------------------------------------------------------------ the public measures
+def test_public_measures_hide_what_they_say():
+    from skxray.audit import border_masked, lung_masked, proba_in_order, two_class_scale
+
+    X = np.arange(2 * 6 * 6, dtype=np.float32).reshape(2, 6, 6)
+    lungs = np.zeros((6, 6), dtype=bool)
+    lungs[2:4, 1:5] = True
+    hidden = lung_masked(X, lungs)
+    # Each image's lungs take the mean of the rest of that image; the rest stays.
+    for i in range(2):
+        assert np.allclose(hidden[i][lungs], X[i][~lungs].mean())
+    np.testing.assert_array_equal(hidden[:, ~lungs], X[:, ~lungs])
+    np.testing.assert_array_equal(lung_masked(X, np.stack([lungs, lungs])), hidden)
+    borders = border_masked(X, 1 / 6)  # a band of one pixel
+    assert (borders[:, [0, -1], :] == 0).all() and (borders[:, :, [0, -1]] == 0).all()
+    np.testing.assert_array_equal(borders[:, 1:-1, 1:-1], X[:, 1:-1, 1:-1])
+    assert two_class_scale(0.5, 2) == 0.5 and two_class_scale(float("nan"), 3) is None
+
+    class Fold:  # a model that never saw class "c" and orders its columns its own way
+        classes_ = np.array(["b", "a"])
+
+        def predict_proba(self, X):
+            return np.tile([0.25, 0.75], (len(X), 1))
+
+    np.testing.assert_array_equal(proba_in_order(Fold(), X, ["a", "b", "c"]), [[0.75, 0.25, 0.0]] * 2)

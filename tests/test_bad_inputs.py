@@ -48,11 +48,11 @@ from PIL import Image
 from sklearn.exceptions import NotFittedError
 
 import skxray.models._persistence as persistence
-from skxray._testing import dicom_dataset
 from skxray.datasets import load_image_folder, make_phantom_cxr
 from skxray.io import ImageReadError, read_image
 from skxray.models import load
 from skxray.preprocessing import ImageLoader
+from skxray.testing import dicom_dataset
 
 SIZE = 16  # side of the phantoms the array cases fit on
 LOAD_SIZE = 8  # image_size of the loaders and of the path-fed estimators

@@ -9,6 +9,7 @@ probability < 0.005. The data are seeded, so each test is deterministic.
 """
 
 import json
+from dataclasses import replace
 from functools import partial
 
 import _helpers
@@ -20,7 +21,14 @@ from sklearn.ensemble import IsolationForest
 import skxray
 from skxray import _label_shift
 from skxray.datasets import make_phantom_cxr
-from skxray.ood import OODDetector, ShiftTestResult, _shift_test_features, adapt_proba, shift_test
+from skxray.ood import (
+    OODDetector,
+    ShiftFeatures,
+    ShiftTestResult,
+    adapt_proba,
+    shift_features,
+    shift_test,
+)
 
 SIZE = 32
 
@@ -60,8 +68,8 @@ def test_a_change_of_case_mix_alone_is_not_an_image_shift(cnn, held_out):
         image_alarms.append(result.images_differ)
         case_alarms.append(result.case_mix_changed)
         # The test before issue 25: the whole reference, whose mix is the training one.
-        Z, _ = skxray.ood._batch_features(cnn.ood_, skxray.ood._Source.from_X(batch, cnn), batch)
-        whole = _shift_test_features(cnn.ood_, Z, None, n_permutations=200, random_state=b)
+        features = replace(shift_features(cnn, batch), proba=None)
+        whole = shift_test(cnn, features, n_permutations=200, random_state=b)
         whole_alarms.append(whole.images_differ)
     print(f"one-class batches: image part {np.mean(image_alarms):.0%}, whole reference "
           f"{np.mean(whole_alarms):.0%}, case mix {np.mean(case_alarms):.0%}")
@@ -277,3 +285,31 @@ def test_every_classifier_flags_what_is_not_a_chest_xray(name, train, held_out):
     assert rates["inverted"] >= 0.95 and rates["rotated"] >= 0.95
     # 100 held-out phantoms at an aimed 5 %: more than 15 has probability < 0.001.
     assert rates["held_out"] <= 0.15
+
+
+# ------------------------------------------------------------ features computed once
+def test_shift_features_of_a_pool_give_the_tests_of_its_batches(cnn, held_out):
+    # benchmarks/new_hospital.py tests many batches of one pool: the network
+    # runs over the pool once, and each batch's answers are those of its images
+    # (up to float32 rounding of the network's outputs, which depends on the batch).
+    X, _ = held_out
+    pool = shift_features(cnn, X[:60])
+    assert len(pool) == 60 and pool.proba.shape == (60, len(cnn.classes_))
+    idx = np.arange(5, 35)
+    for method in ("bbse", "em"):
+        kw = {"n_permutations": 50, "prevalence_method": method, "random_state": 0}
+        from_pool, from_images = vars(shift_test(cnn, pool[idx], **kw)), vars(shift_test(cnn, X[idx], **kw))
+        numbers = {k for k, v in from_images.items() if isinstance(v, (float, list)) and k != "classes"}
+        assert {k: v for k, v in from_pool.items() if k not in numbers} == {
+            k: v for k, v in from_images.items() if k not in numbers
+        }
+        for key in numbers:
+            np.testing.assert_allclose(from_pool[key], from_images[key], rtol=1e-6, err_msg=key)
+    whole = shift_test(cnn, replace(pool[idx], proba=None), n_permutations=50, random_state=0)
+    assert whole.case_mix_changed is None and not whole.reference_matched
+    with pytest.raises(ValueError, match=r"features of shape \(60, 3\)"):
+        shift_test(cnn, ShiftFeatures(pool.features[:, :3], None))
+    with pytest.raises(ValueError, match="probabilities of shape"):
+        shift_test(cnn, ShiftFeatures(pool.features[idx], pool.proba[:5]))
+    with pytest.raises(ValueError, match="at least 5 images"):
+        shift_test(cnn, pool[:3])

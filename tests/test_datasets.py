@@ -561,3 +561,18 @@ def test_darkcovidnet():
     assert "source" in bunch.frame.columns
     assert bunch.frame["label"].tolist() == bunch.target.tolist()
     assert all(Path(f).is_file() for f in bunch.filenames[::100])
+
+
+def test_phantom_lungs_come_with_the_same_images():
+    X, y = make_phantom_cxr(9, image_size=32, scanner="B", random_state=3)
+    X2, y2, groups, lungs = make_phantom_cxr(
+        9, image_size=32, scanner="B", random_state=3, return_groups=True, return_lungs=True
+    )
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(y, y2)
+    assert lungs.shape == X.shape and lungs.dtype == bool
+    # Two dark fields, left and right of the middle column, inside the image.
+    assert 0.05 < lungs.mean() < 0.5
+    assert lungs[:, :, :16].any(axis=(1, 2)).all() and lungs[:, :, 16:].any(axis=(1, 2)).all()
+    assert X[lungs].mean() < X[~lungs].mean()
+    assert len(make_phantom_cxr(9, image_size=32, random_state=3, return_lungs=True)) == 3

@@ -26,12 +26,12 @@ import torch
 from PIL import Image
 
 from skxray._atomic import FolderLockedError, atomic_write, atomic_write_many, exclusive_lock
-from skxray._testing import dicom_dataset
 from skxray.datasets import make_phantom_cxr
 from skxray.io import ImageReadError, read_image
 from skxray.models import CNNClassifier, FNNClassifier, ResNet50Classifier, load
 from skxray.models._feature_store import FeatureStore
 from skxray.report import Report
+from skxray.testing import dicom_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"

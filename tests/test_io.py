@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from skxray._testing import dicom_dataset
 from skxray.io import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -22,6 +21,7 @@ from skxray.io import (
     is_image_file,
     read_image,
 )
+from skxray.testing import dicom_dataset
 
 # ---------------------------------------------------------------- helpers
 

@@ -321,3 +321,48 @@ def test_resume_finds_a_fit_with_callbacks_and_not_one_with_other_weights(tmp_pa
     make().fit(X, y, sample_weight=weights)
     assert make().fit(X, y, sample_weight=weights, resume=True).resumed_from_ is not None
     assert make().fit(X, y, sample_weight=weights[::-1], resume=True).resumed_from_ is None
+
+
+# ------------------------------------------------ fit passes values, not attributes
+def test_fit_steps_see_no_attribute_that_fit_removes(phantoms, tmp_path, monkeypatch):
+    # fit hands its steps a frozen FitContext and takes back what they
+    # return; an attribute present while a step runs but gone after fit is
+    # state parked on the estimator (tests/test_architecture.py checks the
+    # source for ``del self.<name>``, this the behaviour). A fresh fit and a
+    # resumed one (fingerprint and training state in play) are both watched.
+    from skxray.models._base import BaseImageClassifier
+
+    seen = []
+    for hook in ("_fit_net", "_train_net", "_fit_ood"):
+        original = getattr(BaseImageClassifier, hook)
+
+        def spy(self, *args, _original=original, **kwargs):
+            seen.append(set(vars(self)))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(BaseImageClassifier, hook, spy)
+    X, y, _ = phantoms
+    clf = _helpers.tiny_cnn(max_epochs=1, checkpoint_dir=tmp_path)
+    clf.fit(X, y)
+    clf.fit(X, y, resume=True)
+    assert clf.resumed_from_ is not None
+    assert len(seen) == 6
+    assert [sorted(keys - set(vars(clf))) for keys in seen] == [[]] * 6
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_build_module_is_the_module_fit_trains(phantoms, n_classes):
+    X, y, _ = phantoms
+    if n_classes == 3:
+        y = np.where(np.arange(len(y)) % 3 == 0, "Other", y)
+    clf = tiny_cnn(optimizer="sgd", module__channels_last=False)
+    fitted = clone(clf).fit(X, y)
+    built = clf.build_module(X.shape[1:] if X.ndim == 4 else (1, *X.shape[1:]), n_classes=n_classes)
+    assert type(built) is type(fitted.module_)
+    assert {k: v.shape for k, v in built.state_dict().items()} == {
+        k: v.shape for k, v in fitted.module_.state_dict().items()
+    }
+    assert built.memory_format == torch.contiguous_format
+    assert built(torch.zeros(3, 1, SIZE, SIZE)).shape == (3, 1 if n_classes == 2 else 3)
+    with pytest.raises(ValueError, match="n_classes must be an int >= 2"):
+        clf.build_module((1, SIZE, SIZE), n_classes=1)

@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from skxray import make_phantom_cxr, segmentation
-from skxray.datasets import _phantom_lungs as _phantom_masks
 from skxray.explain import central_lung_mask
 from skxray.preprocessing import LungCrop, LungFieldMask
 from skxray.segmentation import (
@@ -29,8 +28,8 @@ from skxray.segmentation import (
 
 def _phantom_lungs(n_samples, image_size, random_state):
     """Phantoms of make_phantom_cxr and their own lung ellipses (the same draws)."""
-    X, _ = make_phantom_cxr(n_samples, image_size=image_size, random_state=random_state)
-    return X, _phantom_masks(n_samples, image_size=image_size, random_state=random_state)
+    X, _, lungs = make_phantom_cxr(n_samples, image_size=image_size, random_state=random_state, return_lungs=True)
+    return X, lungs
 
 
 def _dice(a, b):

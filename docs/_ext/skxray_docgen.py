@@ -58,6 +58,7 @@ API_MODULES = (
     ("skxray.audit", "Shortcut and leakage audit"),
     ("skxray.ood", "Out-of-distribution detection"),
     ("skxray.dask", "Prediction on a Dask cluster"),
+    ("skxray.testing", "Test inputs built in code"),
     ("skxray.cli", "Command line"),
 )
 

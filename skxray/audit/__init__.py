@@ -32,10 +32,28 @@ machinery (``_cv``), the perceptual hashes (``_hashing``), the report objects
 and their rendering (``_report``), the parameters (``_params``) and the entry
 point (``_audit``). The checks read one frozen ``AuditData``
 (``_context``) built by :func:`audit`.
+
+What the checks measure is public, so that a benchmark or a user can measure
+the same: :func:`lung_masked` and :func:`border_masked` (the images the
+``"lungs"`` check predicts on), :func:`two_class_scale` (the scale of the
+thresholds) and :func:`proba_in_order` (out-of-fold probabilities whose
+columns line up across folds).
 """
 
 from skxray.audit._audit import audit
+from skxray.audit._cv import border_masked, lung_masked, proba_in_order, two_class_scale
 from skxray.audit._params import DEFAULT_THRESHOLDS
 from skxray.audit._report import CHECKS, AuditReport, AuditSection, Finding
 
-__all__ = ["CHECKS", "DEFAULT_THRESHOLDS", "AuditReport", "AuditSection", "Finding", "audit"]
+__all__ = [
+    "CHECKS",
+    "DEFAULT_THRESHOLDS",
+    "AuditReport",
+    "AuditSection",
+    "Finding",
+    "audit",
+    "border_masked",
+    "lung_masked",
+    "proba_in_order",
+    "two_class_scale",
+]

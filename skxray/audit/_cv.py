@@ -1,8 +1,8 @@
 """Cross-validation machinery and scores shared by the audit's checks.
 
 ``proba_in_order``, ``two_class_scale``, ``lung_masked`` and ``border_masked``
-are also used by ``benchmarks/accuracy.py`` (so the benchmark measures what
-the audit measures); they are private to skxray but keep their signatures.
+are public, exported by :mod:`skxray.audit`: they define what the audit
+measures, so that ``benchmarks/accuracy.py`` and users can measure the same.
 """
 
 import numpy as np
@@ -18,7 +18,27 @@ def two_class_scale(score, k):
     """Rescale a balanced accuracy with chance 1/k to the two-class scale.
 
     Chance maps to 0.5 and a perfect score stays 1, so one threshold serves
-    any number of classes. None (or NaN) stays None.
+    any number of classes: the audit's thresholds (``DEFAULT_THRESHOLDS``)
+    are on this scale.
+
+    Parameters
+    ----------
+    score : float or None
+        A balanced accuracy of a ``k``-class problem.
+    k : int
+        The number of classes (at least 2).
+
+    Returns
+    -------
+    scaled : float or None
+        ``0.5 + 0.5 * (score - 1/k) / (1 - 1/k)``; None when ``score`` is
+        None or NaN.
+
+    Examples
+    --------
+    >>> from skxray.audit import two_class_scale
+    >>> two_class_scale(1 / 3, 3), two_class_scale(1.0, 3)
+    (0.5, 1.0)
     """
     if score is None or not np.isfinite(score):
         return None
@@ -55,7 +75,26 @@ def mean_recall(y_enc, pred, present):
 
 
 def proba_in_order(model, X, classes):
-    """predict_proba with columns in the order of ``classes`` (0 for unseen ones)."""
+    """``model.predict_proba(X)`` with its columns in the order of ``classes``.
+
+    A model fitted on a fold that lacked a class has no column for it; that
+    column is 0, so that the folds' out-of-fold probabilities line up.
+
+    Parameters
+    ----------
+    model : fitted classifier
+        Any estimator with ``predict_proba`` and ``classes_``.
+    X : array-like
+        Its input.
+    classes : sequence
+        Every class, in the order wanted; it must hold each of
+        ``model.classes_``.
+
+    Returns
+    -------
+    proba : ndarray of shape (n_samples, len(classes))
+        Float64 probabilities.
+    """
     classes = list(classes)
     proba = np.asarray(model.predict_proba(X), dtype=np.float64)
     out = np.zeros((len(X), len(classes)))
@@ -65,12 +104,29 @@ def proba_in_order(model, X, classes):
 
 
 def lung_masked(X, lung_mask):
-    """``X`` with the lungs filled with each image's (channel's) mean outside them.
+    """``X`` with the lungs hidden: filled with each image's (channel's) mean outside them.
 
-    ``lung_mask`` is one ``(H, W)`` mask for every image or one per image,
-    ``(N, H, W)``. The mean of the whole image would leak what the lungs hold
-    (an opacity brightens it); the mean of the rest of the image carries
-    nothing of them.
+    What the audit's ``"lungs"`` check predicts on: a model that still
+    scores well without the lungs reads something else. The mean of the
+    whole image would leak what the lungs hold (an opacity brightens it);
+    the mean of the rest of the image carries nothing of them.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
+        Images.
+    lung_mask : array-like of bool, shape (height, width) or (n_samples, height, width)
+        One mask for every image, or one per image (e.g. from
+        :func:`skxray.segmentation.lung_masks`).
+
+    Returns
+    -------
+    X_masked : ndarray
+        A copy of ``X``, of its dtype and shape.
+
+    See Also
+    --------
+    border_masked : hide a band along the edges instead.
     """
     lung_mask = np.asarray(lung_mask, dtype=bool)
     if lung_mask.ndim == 2:
@@ -103,7 +159,22 @@ def border_band(h, w, fraction):
 
 
 def border_masked(X, fraction):
-    """``X`` with a band of ``fraction`` of each side set to 0 (markers, text)."""
+    """``X`` with a band along the edges set to 0, where markers and text lie.
+
+    The audit's ``"lungs"`` check compares it with :func:`lung_masked`.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
+        Images.
+    fraction : float in [0, 0.5)
+        Width of the band, as a fraction of each side (the audit uses 0.12).
+
+    Returns
+    -------
+    X_masked : ndarray
+        A copy of ``X``.
+    """
     Xm = X.copy()
     Xm[..., border_band(*X.shape[-2:], fraction)] = 0.0
     return Xm

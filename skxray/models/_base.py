@@ -5,7 +5,10 @@ Each classifier is a scikit-learn estimator that *owns* a skorch net built in
 parameters, while skorch runs the training loop, callbacks and device moves.
 Subclasses provide one hook, :meth:`BaseImageClassifier._build_module`, and may
 override :meth:`BaseImageClassifier._fit_net` (the frozen ResNet-50 trains its
-head on cached features there).
+head on cached features there). ``fit``'s steps pass values, not attributes:
+they read one frozen :class:`~skxray.models._fit_context.FitContext` and
+return what they made (``_fit_net`` a
+:class:`~skxray.models._fit_context.TrainedNet`).
 """
 
 import functools
@@ -48,10 +51,7 @@ from skxray._data import (
     with_sample_weight,
 )
 from skxray._param_validation import HasMethods, Interval, StrOptions, validate_params
-from skxray._utils import (
-    check_sample_weight,
-    dumps_json,  # noqa: F401  (models/_persistence.py imports it)
-)
+from skxray._utils import check_sample_weight
 from skxray._validation import check_image_array, is_path_array
 from skxray._version import DOCS_URL
 from skxray.io import read_image
@@ -65,6 +65,7 @@ from skxray.models._distributed import (
     share_from_main,
     unwrapped_module,
 )
+from skxray.models._fit_context import Checkpoints, FitContext, RunSettings, TrainedNet
 from skxray.models._registry import CLASSIFIERS
 from skxray.models._resume import (
     STATE_FILE,
@@ -86,13 +87,6 @@ __all__ = [
     "keyword_only_init",
     "routed_prefix",
 ]
-
-# The old names of the datasets, still imported from here by ood.py; their
-# home is skxray._data.
-_ImagePathDataset = ImagePathDataset
-_TensorImageDataset = TensorImageDataset
-# Imported from here by models/_persistence.py; its home is skxray._data.
-_private_generator_iterator = private_generator_iterator
 
 #: The parameters every classifier takes, in signature order, with their
 #: defaults (COMMON_PARAMETERS_DOC documents them). A class builds its
@@ -897,6 +891,49 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
                 ) from exc
         return self._make_dataset(kind, X_checked, y_enc)
 
+    def build_module(self, input_shape, n_classes=2):
+        """A new, untrained torch module of this classifier's network.
+
+        The module ``fit`` trains (``module_``), built from this classifier's
+        parameters (``module__`` keywords included) for images of
+        ``input_shape``, without data or training: to inspect the
+        architecture, count its parameters, or train it in a loop of your
+        own. Its weights are drawn from torch's global RNG (seed it with
+        ``torch.manual_seed``); ``fit`` draws them from ``random_state``
+        without touching it. Pretrained backbones are loaded as in ``fit``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            (channels, height, width) of one image.
+        n_classes : int, default=2
+            Number of classes; two classes have one output (a logit), more
+            one output per class.
+
+        Returns
+        -------
+        module : torch.nn.Module
+            Maps a (n, channels, height, width) float32 batch to logits of
+            shape (n, 1) or (n, n_classes).
+
+        Raises
+        ------
+        ValueError
+            If a parameter is invalid, or ``n_classes < 2``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skxray.models import CNNClassifier
+        >>> module = CNNClassifier(filters=(4, 8), dense_units=16).build_module((1, 32, 32))
+        >>> module(torch.zeros(5, 1, 32, 32)).shape
+        torch.Size([5, 1])
+        """
+        self._check_params()
+        if isinstance(n_classes, bool) or not isinstance(n_classes, Integral) or n_classes < 2:
+            raise ValueError(f"{type(self).__name__}.build_module: n_classes must be an int >= 2; got {n_classes!r}.")
+        return self._build_module(tuple(int(s) for s in input_shape), 1 if n_classes == 2 else int(n_classes))
+
     # ------------------------------------------------------------- training
     def _resolve_device(self):
         if self.device == "auto":
@@ -987,27 +1024,34 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             writer=writer,
         )
 
-    def _training_state_callback(self, generator, writer):
-        """The callback writing ``last.pt`` (last, so it sees every other state)."""
+    def _training_state_callback(self, generator, checkpoints, writer):
+        """The callback writing ``last.pt`` (last, so it sees every other state).
+
+        ``checkpoints`` (a :class:`~skxray.models._fit_context.Checkpoints`)
+        gives its folder, the fingerprint it records and the state a resumed
+        fit restores.
+        """
         return TrainingState(
-            str(Path(self.checkpoint_path_) / STATE_FILE),
-            self._fingerprint,
+            str(Path(checkpoints.path) / STATE_FILE),
+            checkpoints.fingerprint,
             self.max_epochs,
             generator,
-            restore=self._resume_state,
+            restore=checkpoints.state,
             writer=writer,
         )
 
-    def _make_net(self, module, criterion, criterion_kwargs, *, n_train, validate, seed, run, accelerated=True):
-        """The skorch net of this fit.
+    def _make_net(self, module, context, *, accelerated=True):
+        """The skorch net of this fit, around ``module``.
 
-        ``run`` holds the settings ``fit`` resolved: ``device``, ``loader``
-        (DataLoader settings), ``autocast`` (dtype or None), ``accelerator``
-        and ``writer`` (whether this process writes checkpoints). With an
+        ``context`` (a :class:`~skxray.models._fit_context.FitContext`) holds
+        what ``fit`` resolved: its run settings (device, DataLoader settings,
+        autocast, accelerator, whether this process writes checkpoints), the
+        checkpoints, the seed, the validation split and the loss. With an
         accelerator, ``accelerated=False`` gives the single-process net that
         the fitted estimator predicts with.
         """
-        accelerator = run["accelerator"] if accelerated else None
+        run, seed, validate = context.run, context.seed, context.validate
+        accelerator = run.accelerator if accelerated else None
         optimizer_kwargs = {"weight_decay": self.weight_decay}
         if self.optimizer == "sgd":
             optimizer_kwargs.update(momentum=0.9, nesterov=True)
@@ -1018,29 +1062,28 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         # Shuffling draws from its own seeded generator, so the order of the
         # batches does not depend on how much randomness anything else used.
         generator = torch.Generator().manual_seed(seed)
-        iterator_train = {"shuffle": True, "generator": generator, **run["loader"]}
+        iterator_train = {"shuffle": True, "generator": generator, **run.loader}
         if self.augment is not None:
             iterator_train["collate_fn"] = _AugmentingCollate(self.augment)
-        iterator_valid = dict(run["loader"])
+        iterator_valid = dict(run.loader)
         iterators = {}
         if accelerator is None:
             # Arrays in memory: whole batches by slicing, on the device when
             # they fit (BatchIterator); files: a DataLoader, as before.
             # accelerate's prepare needs DataLoaders.
             iterators = {"iterator_train": BatchIterator, "iterator_valid": BatchIterator}
-            iterator_train["device"] = iterator_valid["device"] = run["device"]
+            iterator_train["device"] = iterator_valid["device"] = run.device
         iterator_train.update(self._routed("iterator_train"))
         iterator_valid.update(self._routed("iterator_valid"))
         processes = 1 if accelerator is None else accelerator.num_processes
-        callbacks = self._callbacks(n_train, validate, writer=run["writer"], processes=processes)
+        callbacks = self._callbacks(context.n_train, validate, writer=run.writer, processes=processes)
         callbacks += list(self.callbacks or [])
-        if self.checkpoint_path_ is not None:
-            callbacks.append(("training_state", self._training_state_callback(generator, run["writer"])))
+        if context.checkpoints.path is not None:
+            state = self._training_state_callback(generator, context.checkpoints, run.writer)
+            callbacks.append(("training_state", state))
         net_kwargs = dict(
             module=module,
-            # skorch takes no criterion__ arguments for a criterion that is
-            # not an nn.Module; it calls this factory instead.
-            criterion=functools.partial(criterion, **criterion_kwargs),
+            criterion=context.criterion,
             optimizer=_OPTIMIZERS[self.optimizer],
             lr=self.lr,
             max_epochs=self.max_epochs,
@@ -1057,7 +1100,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             **{f"callbacks__{k}": v for k, v in self._routed("callbacks").items()},
         )
         if accelerator is None:
-            return TrainingNet(device=run["device"], autocast_dtype=run["autocast"], **net_kwargs)
+            return TrainingNet(device=run.device, autocast_dtype=run.autocast, **net_kwargs)
         if validate:
             # Each process scores its share of the validation batches, so the
             # accuracy is computed from the gathered predictions, not from
@@ -1073,21 +1116,25 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         """skorch's validation split; calling it again gives the same indices."""
         return ValidSplit(self.validation_fraction, stratified=True, random_state=seed)
 
-    def _fit_net(self, module, dataset, y_enc, make_net, sample_weight=None):
-        """Train ``module`` on ``dataset`` and return the fitted skorch net.
+    def _fit_net(self, module, dataset, y_enc, context, sample_weight=None):
+        """Train ``module`` on ``dataset``; return a :class:`~skxray.models._fit_context.TrainedNet`.
 
-        ``make_net(module)`` builds a skorch net around any module with this
-        estimator's settings; ``sample_weight`` is a float32 tensor or None.
-        Subclasses override this hook to change what trains (the frozen
-        ResNet-50 trains its head on cached features); they train with
-        :meth:`_train_net` on ``with_sample_weight(their dataset,
-        sample_weight)`` so that resumption and sample weights work.
+        ``context`` is this fit's :class:`~skxray.models._fit_context.FitContext`:
+        ``self._make_net(any_module, context)`` builds a skorch net around any
+        module with this estimator's settings. ``sample_weight`` is a float32
+        tensor or None. Subclasses override this hook to change what trains
+        (the frozen ResNet-50 trains its head on cached features); they train
+        with :meth:`_train_net` on ``with_sample_weight(their dataset,
+        sample_weight)`` so that resumption and sample weights work, and
+        return the training images' embeddings with the net when they have
+        them at hand, which spares the detector a pass over the images.
         """
-        return self._train_net(make_net(module), with_sample_weight(dataset, sample_weight), y_enc)
+        net = self._make_net(module, context)
+        return TrainedNet(self._train_net(net, with_sample_weight(dataset, sample_weight), y_enc, context))
 
-    def _train_net(self, net, X, y):
-        """``net.fit(X, y)``, or its continuation from a resumed checkpoint."""
-        state = self._resume_state
+    def _train_net(self, net, X, y, context):
+        """``net.fit(X, y)``, or its continuation from the checkpoint ``context`` resumes."""
+        state = context.checkpoints.state
         if state is None:
             return net.fit(X, y)
         net.initialize()
@@ -1097,18 +1144,21 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         # callbacks (early stopping restores the best weights).
         remaining = 0 if state["finished"] else max(0, self.max_epochs - done)
         if self.verbose:
-            print(f"Resuming from {self.resumed_from_} after epoch {done}: {remaining} epoch(s) to go.")
+            print(
+                f"Resuming from {context.checkpoints.resumed_from} after epoch {done}: "
+                f"{remaining} epoch(s) to go."
+            )
         net.partial_fit(X, y, epochs=remaining)
         return net
 
     def _run_settings(self, kind):
-        """Where and how this fit trains (see :meth:`_make_net`); sets ``amp_``."""
+        """Where and how this fit trains: a :class:`~skxray.models._fit_context.RunSettings`."""
         name = type(self).__name__
         accelerator = resolve_accelerator(self.accelerator, self.device, self.amp, name)
         if accelerator is None:
             device = self._resolve_device()
             autocast = resolve_autocast(self.amp, device, name)
-            self.amp_ = autocast is not None
+            amp = autocast is not None
             writer = True
         else:
             device = str(accelerator.device)
@@ -1116,45 +1166,72 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             # estimator predicts in the precision it trained in.
             bf16 = accelerator.mixed_precision == "bf16" and accelerator.device.type == "cuda"
             autocast = torch.bfloat16 if bf16 else None
-            self.amp_ = accelerator.mixed_precision != "no"
+            amp = accelerator.mixed_precision != "no"
             writer = accelerator.is_main_process
         pin = torch.device(device).type == "cuda"
         loader = loader_kwargs(self.num_workers if kind == "paths" else 0, pin)
-        return dict(device=device, loader=loader, autocast=autocast, accelerator=accelerator, writer=writer)
+        return RunSettings(
+            device=device, loader=loader, autocast=autocast, accelerator=accelerator, writer=writer, amp=amp
+        )
 
-    def _setup_checkpoints(self, resume, X, y_enc, seed, accelerator, sample_weight=None):
-        """Set ``checkpoint_path_`` and, when resuming, the state to resume from.
+    def _checkpoints(self, resume, X, y_enc, seed, accelerator, sample_weight=None):
+        """This fit's :class:`~skxray.models._fit_context.Checkpoints`: folder, fingerprint, state.
 
         With several processes the main one chooses the folder (a new one or
         the one to resume) and tells the others, so that they all agree; the
         folder must then be on a file system every process sees.
         """
-        self.checkpoint_path_ = None
-        self.resumed_from_ = None
-        self._fingerprint = self._resume_state = None
         if self.checkpoint_dir is None:
-            return
+            return Checkpoints()
         n_processes = 1 if accelerator is None else accelerator.num_processes
-        self._fingerprint = training_fingerprint(
+        fingerprint = training_fingerprint(
             self, X, y_enc, seed, num_processes=n_processes, sample_weight=sample_weight
         )
 
         loaded = {}
 
         def choose():
-            found = find_resume_state(self, resume, self._fingerprint) if resume is not False else None
+            found = find_resume_state(self, resume, fingerprint) if resume is not False else None
             if found is not None:
                 loaded["state"] = found[1]
                 return str(found[0]), True
             stamp = time.strftime("%Y%m%d-%H%M%S")
             return str(Path(self.checkpoint_dir) / f"{type(self).__name__}-{stamp}-{uuid.uuid4().hex[:8]}"), False
 
-        self.checkpoint_path_, resumed = share_from_main(accelerator, choose)
-        if resumed:
-            self.resumed_from_ = str(Path(self.checkpoint_path_) / STATE_FILE)
-            # The process that chose the checkpoint has read it already.
-            state = loaded.get("state")
-            self._resume_state = read_state(self.resumed_from_, mmap=False) if state is None else state
+        path, resumed = share_from_main(accelerator, choose)
+        if not resumed:
+            return Checkpoints(path=path, fingerprint=fingerprint)
+        resumed_from = str(Path(path) / STATE_FILE)
+        # The process that chose the checkpoint has read it already.
+        state = loaded.get("state")
+        state = read_state(resumed_from, mmap=False) if state is None else state
+        return Checkpoints(path=path, fingerprint=fingerprint, resumed_from=resumed_from, state=state)
+
+    def _fit_context(self, kind, X, y_enc, resume, sample_weight):
+        """Resolve what this fit's steps read (a :class:`~skxray.models._fit_context.FitContext`).
+
+        Sets the fitted attributes that say it: ``device_``, ``amp_``,
+        ``checkpoint_path_`` and ``resumed_from_``.
+        """
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        run = self._run_settings(kind)
+        self.device_, self.amp_ = run.device, run.amp
+        validate = self._use_validation(y_enc)
+        n_train = len(y_enc) - (math.ceil(self.validation_fraction * len(y_enc)) if validate else 0)
+        checkpoints = self._checkpoints(resume, X, y_enc, seed, run.accelerator, sample_weight)
+        self.checkpoint_path_, self.resumed_from_ = checkpoints.path, checkpoints.resumed_from
+        criterion, criterion_kwargs = self._criterion(y_enc)
+        criterion_kwargs = self._with_routed("criterion", criterion, **criterion_kwargs)
+        return FitContext(
+            run=run,
+            checkpoints=checkpoints,
+            seed=seed,
+            validate=validate,
+            n_train=n_train,
+            # skorch takes no criterion__ arguments for a criterion that is
+            # not an nn.Module; it calls this factory instead.
+            criterion=functools.partial(criterion, **criterion_kwargs),
+        )
 
     def fit(self, X, y, sample_weight=None, *, resume=False):
         """Train the network on images ``X`` with labels ``y``.
@@ -1216,68 +1293,45 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             weights = check_sample_weight(sample_weight, len(y_enc), type(self).__name__)
             sample_weight = torch.as_tensor(weights, dtype=torch.float32)
 
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        run = self._run_settings(kind)
-        device = self.device_ = run["device"]
-        validate = self._use_validation(y_enc)
-        n_train = len(y_enc) - (math.ceil(self.validation_fraction * len(y_enc)) if validate else 0)
-        self._setup_checkpoints(resume, X_checked, y_enc, seed, run["accelerator"], sample_weight)
+        context = self._fit_context(kind, X_checked, y_enc, resume, sample_weight)
         n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
-        criterion, criterion_kwargs = self._criterion(y_enc)
-        criterion_kwargs = self._with_routed("criterion", criterion, **criterion_kwargs)
+        device = context.run.device
         cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
         # A forked RNG makes the fit reproducible from random_state (init,
         # dropout, shuffling, augmentation) without touching the user's
         # global torch RNG state.
         with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(seed)
+            torch.manual_seed(context.seed)
             module = self._build_module(tuple(self.input_shape_), n_outputs)
-
-            def make_net(module, accelerated=True):
-                return self._make_net(
-                    module,
-                    criterion,
-                    criterion_kwargs,
-                    n_train=n_train,
-                    validate=validate,
-                    seed=seed,
-                    run=run,
-                    accelerated=accelerated,
-                )
-
             dataset = self._make_dataset(kind, X_checked, y_enc)
-            # _fit_net may leave the training images' embeddings here for the
-            # OOD detector (the ResNet-50 computes them from cached features).
-            self._ood_train_embeddings = None
-            try:
-                self.net_ = self._fit_net(module, dataset, y_enc, make_net, sample_weight=sample_weight)
-                if run["accelerator"] is not None:
-                    self.net_ = _single_process_net(self.net_, make_net)
-                self.ood_ = self._fit_ood(dataset, y_enc, validate, seed)
-            finally:
-                del self._ood_train_embeddings, self._fingerprint, self._resume_state
+            trained = self._fit_net(module, dataset, y_enc, context, sample_weight=sample_weight)
+            self.net_ = trained.net
+            if context.run.accelerator is not None:
+                self.net_ = _single_process_net(self.net_, functools.partial(self._make_net, context=context))
+            self.ood_ = self._fit_ood(dataset, y_enc, context, trained.train_embeddings)
         _drop_cached_predictions(self.net_)
         _keep_one_copy_of_module(self.net_)
         self.history_ = _history_records(self.net_.history)
         self.n_iter_ = len(self.history_)
         return self
 
-    def _fit_ood(self, dataset, y_enc, validate, seed):
+    def _fit_ood(self, dataset, y_enc, context, train_embeddings=None):
         """The out-of-distribution detector ``ood_`` (None when ``ood=False``).
 
         Its embedding threshold is calibrated on the validation images, which
         the network never trained on (the same indices as skorch's split).
+        ``train_embeddings`` are those :meth:`_fit_net` returned, if any.
         """
         if not self.ood:
             return None
         from skxray.ood import _fit_for_classifier
 
         valid_idx = None
-        if validate:
-            _, valid = self._valid_split(seed)(dataset, y_enc)
+        if context.validate:
+            _, valid = self._valid_split(context.seed)(dataset, y_enc)
             valid_idx = valid.indices
         return _fit_for_classifier(
-            self, dataset, y_enc, valid_idx, check_random_state(seed), self._ood_train_embeddings
+            self, dataset, y_enc, valid_idx, check_random_state(context.seed), train_embeddings
         )
 
     # ------------------------------------------------------------- prediction

@@ -19,6 +19,7 @@ from skxray.models._base import (
     keyword_only_init,
 )
 from skxray.models._feature_store import FeatureStore
+from skxray.models._fit_context import TrainedNet
 
 __all__ = ["ResNet50Classifier", "PretrainedWeightsError", "load_resnet50_state_dict"]
 
@@ -431,25 +432,22 @@ default="IMAGENET1K_V2"
                 self.feature_cache_dir, module.backbone, prefix="resnet50"
             )
 
-    def _fit_net(self, module, dataset, y_enc, make_net, sample_weight=None):
+    def _fit_net(self, module, dataset, y_enc, context, sample_weight=None):
         self.features_cached_ = self._caches_features()
         if not self.features_cached_:
-            return super()._fit_net(module, dataset, y_enc, make_net, sample_weight=sample_weight)
+            return super()._fit_net(module, dataset, y_enc, context, sample_weight=sample_weight)
         features = _extract_features(module, dataset, self.batch_size, self.device_)
-        head_net = make_net(module.head)
+        head_net = self._make_net(module.head, context)
         cached = with_sample_weight(TensorImageDataset(features, dataset.y), sample_weight)
-        self._train_net(head_net, cached, y_enc)
+        self._train_net(head_net, cached, y_enc, context)
         # The returned net holds the full model (the trained head is shared),
         # so predict, Grad-CAM and saving work on images as usual.
-        net = make_net(module).initialize()
+        net = self._make_net(module, context).initialize()
         net.history = head_net.history
-        if self.ood:
-            # The OOD detector's embeddings from the cached features: running
-            # the backbone again would double the cost of fit.
-            self._ood_train_embeddings = _head_embeddings(
-                module.head, features, self.batch_size, self.device_
-            )
-        return net
+        # The OOD detector's embeddings from the cached features: running
+        # the backbone again would double the cost of fit.
+        embeddings = _head_embeddings(module.head, features, self.batch_size, self.device_) if self.ood else None
+        return TrainedNet(net, train_embeddings=embeddings)
 
 
 @torch.no_grad()

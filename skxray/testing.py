@@ -1,8 +1,10 @@
-"""Helpers for skxray's tests and benchmarks: not part of the public API.
+"""Helpers for writing tests of X-ray pipelines: test inputs built in code.
 
-Like scikit-learn's ``sklearn.utils._testing``, this module lives in the
-package so that ``tests/`` and ``benchmarks/`` build their inputs the same
-way without importing each other. It imports nothing else from skxray.
+Like :mod:`numpy.testing`, it lives in the package so that skxray's own
+``tests/`` and ``benchmarks/`` (the fuzzing corpus) build their inputs the
+same way without importing each other, and so that a user can test their
+own DICOM handling the same way. It imports nothing else from skxray.
+Synthetic chest X-rays are :func:`skxray.datasets.make_phantom_cxr`.
 """
 
 __all__ = ["dicom_dataset"]
@@ -23,7 +25,23 @@ def dicom_dataset(*, uid=None):
 
     Returns
     -------
-    pydicom.dataset.Dataset
+    dataset : pydicom.dataset.Dataset
+        Needs pydicom (``pip install pydicom``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from skxray.io import read_image
+    >>> from skxray.testing import dicom_dataset
+    >>> ds = dicom_dataset(uid="1.2.3")
+    >>> pixels = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    >>> ds.set_pixel_data(pixels, "MONOCHROME2", 16, generate_instance_uid=False)
+    >>> path = Path(tempfile.mkdtemp()) / "xray.dcm"
+    >>> ds.save_as(path, enforce_file_format=True)
+    >>> read_image(path).shape
+    (8, 8)
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
