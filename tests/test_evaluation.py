@@ -604,7 +604,7 @@ def test_curve_plot_errors():
 
 
 @pytest.mark.parametrize(
-    "module", ["_metrics", "_displays", "_plot", "_compare", "_external"]
+    "module", ["_metrics", "_displays", "_curves", "_plot", "_compare", "_external"]
 )
 def test_docstring_examples(module):
     # The package's functions live in its modules: run each module's examples.
@@ -763,7 +763,7 @@ def test_display_plots_twice_without_recomputing(display, fields, monkeypatch):
     assert est.calls_ == 1
     first_ax = disp.ax_
     # Drawing again must use the stored curves: no metric may run, no prediction.
-    import skxray.evaluation._displays as displays
+    import skxray.evaluation._curves as displays
 
     for fn in ("roc_curve", "auc", "precision_recall_curve", "average_precision_score",
                "calibration_curve"):

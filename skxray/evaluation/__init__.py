@@ -30,20 +30,16 @@ pyplot, so no global figure state is kept and nothing is shown; save one
 with ``fig.savefig(...)`` or add it to a :class:`skxray.report.Report`.
 
 The package's modules: ``_metrics`` (metrics and the positive-label
-convention), ``_displays`` (the displays), ``_plot`` (the plot functions),
+convention), ``_displays`` (the displays' common part, confusion matrices,
+learning curves, image grid), ``_curves`` (ROC, precision-recall and
+reliability curves), ``_plot`` (the plot functions),
 ``_compare`` (:func:`compare_models`) and ``_external`` (external
 validation and its display).
 """
 
 from ._compare import compare_models
-from ._displays import (
-    ConfusionMatricesDisplay,
-    ImageGridDisplay,
-    LearningCurvesDisplay,
-    PrecisionRecallCurvesDisplay,
-    ReliabilityDisplay,
-    RocCurvesDisplay,
-)
+from ._curves import PrecisionRecallCurvesDisplay, ReliabilityDisplay, RocCurvesDisplay
+from ._displays import ConfusionMatricesDisplay, ImageGridDisplay, LearningCurvesDisplay
 from ._external import (
     ExternalValidationDisplay,
     external_validation,

@@ -1,18 +1,12 @@
 """The plot functions: thin wrappers that return the figure of a display.
 
 Each ``plot_*`` function builds the matching display of
-:mod:`skxray.evaluation._displays` (from an estimator or from predictions)
+displays (from an estimator or from predictions)
 and returns its ``figure_``; keep the figure-drawing code in the displays.
 """
 
-from ._displays import (
-    ConfusionMatricesDisplay,
-    ImageGridDisplay,
-    LearningCurvesDisplay,
-    PrecisionRecallCurvesDisplay,
-    ReliabilityDisplay,
-    RocCurvesDisplay,
-)
+from ._curves import PrecisionRecallCurvesDisplay, ReliabilityDisplay, RocCurvesDisplay
+from ._displays import ConfusionMatricesDisplay, ImageGridDisplay, LearningCurvesDisplay
 
 __all__ = [
     "plot_calibration",
