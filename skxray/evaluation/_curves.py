@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from skxray._utils import as_python_scalar, check_label_vector, is_int
 
-from ._displays import _check_cv_predictions, _DisplayMixin
+from ._displays import _check_cv_predictions, _DisplayMixin, doc_filler
 from ._metrics import _check_positive_label, _check_proba, _predict_with_proba, _resolve_classes
 
 __all__ = ["PrecisionRecallCurvesDisplay", "ReliabilityDisplay", "RocCurvesDisplay"]
@@ -135,6 +135,25 @@ _DOC = {
             hold one outcome only gets no curve.
         classes : array-like of shape (n_classes,), default=None
             Labels of the columns; None sorts the labels of ``y_true``.""",
+    "curve_parameters_and_attributes": """curve_names : list of str
+        Legend name of each curve.
+    positive_label : object, default=None
+        The positive class; None for one-vs-rest curves of 3+ classes.
+    name : str, default=None
+        Model name.
+
+    Attributes
+    ----------
+    ax_ : matplotlib Axes
+        The axes drawn on.
+    axes_ : ndarray of Axes
+        The same axes, as an array (as in every skxray display).
+    figure_ : matplotlib Figure
+        Its figure.
+    curves_ : list of scikit-learn displays
+        One scikit-learn display per curve (the class named above).
+    lines_ : list of matplotlib Line2D
+        The curves.""",
     "positive_name_ax": """positive_label : object, default=None
             Class of the binary curve; see :func:`default_positive_label`.
         name : str, default=None
@@ -143,8 +162,8 @@ _DOC = {
             Axes to draw on; None creates a new figure.""",
     "returns_raises": """Returns
         -------
-        display : {cls}
-            The display, drawn.
+        display : object
+            The display (of the class this method is called on), drawn.
 
         Raises
         ------
@@ -154,10 +173,7 @@ _DOC = {
 }
 
 
-def _fill_doc(func):
-    if func.__doc__:  # None under python -OO
-        func.__doc__ = func.__doc__.format(**_DOC)
-    return func
+_fill_doc = doc_filler(_DOC)
 
 
 class _CurvesDisplay(_DisplayMixin):
@@ -166,6 +182,27 @@ class _CurvesDisplay(_DisplayMixin):
     #: Title with the positive class, and title of one-vs-rest curves.
     _titles = ("{}", "{}")
     _figsize = (5.0, 4.5)
+
+    @classmethod
+    @_fill_doc
+    def from_estimator(cls, estimator, X, y, *, positive_label=None, name=None, ax=None):
+        """{from_estimator}
+        {positive_name_ax}
+
+        {returns_raises}
+        """
+        return cls._from_estimator(estimator, X, y, positive_label, name, ax)
+
+    @classmethod
+    @_fill_doc
+    def from_predictions(cls, y_true, y_proba, *, classes=None, positive_label=None, name=None,
+                         ax=None):
+        """{from_predictions}
+        {positive_name_ax}
+
+        {returns_raises}
+        """
+        return cls._from_predictions(y_true, y_proba, classes, positive_label, name, ax)
 
     @classmethod
     def _from_curves(cls, curves, positive, name, ax, **params):
@@ -203,6 +240,7 @@ class _CurvesDisplay(_DisplayMixin):
             ax.set_title(self._titles[0].format(self.positive_label))
 
 
+@_fill_doc
 class RocCurvesDisplay(_CurvesDisplay):
     """ROC curves: the positive class's, one per class (one-vs-rest), or one per model.
 
@@ -216,25 +254,7 @@ class RocCurvesDisplay(_CurvesDisplay):
         False and true positive rates of each curve.
     roc_auc : list of float
         Area under each curve.
-    curve_names : list of str
-        Legend name of each curve.
-    positive_label : object, default=None
-        The positive class; None for one-vs-rest curves of 3+ classes.
-    name : str, default=None
-        Model name.
-
-    Attributes
-    ----------
-    ax_ : matplotlib Axes
-        The axes drawn on.
-    axes_ : ndarray of Axes
-        The same axes, as an array (as in every skxray display).
-    figure_ : matplotlib Figure
-        Its figure.
-    curves_ : list of sklearn.metrics.RocCurveDisplay
-        One scikit-learn display per curve.
-    lines_ : list of matplotlib Line2D
-        The curves.
+    {curve_parameters_and_attributes}
 
     See Also
     --------
@@ -276,27 +296,6 @@ class RocCurvesDisplay(_CurvesDisplay):
         names = [c[0] for c in curves]
         return cls(fpr=fpr, tpr=tpr, roc_auc=aucs, curve_names=names, positive_label=positive,
                    name=name)
-
-    @classmethod
-    @_fill_doc
-    def from_estimator(cls, estimator, X, y, *, positive_label=None, name=None, ax=None):
-        """{from_estimator}
-        {positive_name_ax}
-
-        {returns_raises}
-        """
-        return cls._from_estimator(estimator, X, y, positive_label, name, ax)
-
-    @classmethod
-    @_fill_doc
-    def from_predictions(cls, y_true, y_proba, *, classes=None, positive_label=None, name=None,
-                         ax=None):
-        """{from_predictions}
-        {positive_name_ax}
-
-        {returns_raises}
-        """
-        return cls._from_predictions(y_true, y_proba, classes, positive_label, name, ax)
 
     @classmethod
     @_fill_doc
@@ -348,6 +347,7 @@ class RocCurvesDisplay(_CurvesDisplay):
         return self
 
 
+@_fill_doc
 class PrecisionRecallCurvesDisplay(_CurvesDisplay):
     """Precision-recall curves: the positive class's, or one per class (one-vs-rest).
 
@@ -363,25 +363,7 @@ class PrecisionRecallCurvesDisplay(_CurvesDisplay):
         Average precision of each curve.
     prevalence : list of float
         Share of positives of each curve (its chance level).
-    curve_names : list of str
-        Legend name of each curve.
-    positive_label : object, default=None
-        The positive class; None for one-vs-rest curves of 3+ classes.
-    name : str, default=None
-        Model name.
-
-    Attributes
-    ----------
-    ax_ : matplotlib Axes
-        The axes drawn on.
-    axes_ : ndarray of Axes
-        The same axes, as an array.
-    figure_ : matplotlib Figure
-        Its figure.
-    curves_ : list of sklearn.metrics.PrecisionRecallDisplay
-        One scikit-learn display per curve.
-    lines_ : list of matplotlib Line2D
-        The curves.
+    {curve_parameters_and_attributes}
 
     See Also
     --------
@@ -421,27 +403,6 @@ class PrecisionRecallCurvesDisplay(_CurvesDisplay):
         return cls(precision=precision, recall=recall, average_precision=ap, prevalence=prevalence,
                    curve_names=[c[0] for c in curves], positive_label=positive, name=name)
 
-    @classmethod
-    @_fill_doc
-    def from_estimator(cls, estimator, X, y, *, positive_label=None, name=None, ax=None):
-        """{from_estimator}
-        {positive_name_ax}
-
-        {returns_raises}
-        """
-        return cls._from_estimator(estimator, X, y, positive_label, name, ax)
-
-    @classmethod
-    @_fill_doc
-    def from_predictions(cls, y_true, y_proba, *, classes=None, positive_label=None, name=None,
-                         ax=None):
-        """{from_predictions}
-        {positive_name_ax}
-
-        {returns_raises}
-        """
-        return cls._from_predictions(y_true, y_proba, classes, positive_label, name, ax)
-
     def _sklearn_displays(self):
         for p, r, ap, prev, label in zip(self.precision, self.recall, self.average_precision,
                                           self.prevalence, self.curve_names, strict=True):
@@ -480,6 +441,7 @@ def _check_n_bins(n_bins):
     return n_bins
 
 
+@_fill_doc
 class ReliabilityDisplay(_CurvesDisplay):
     """Reliability (calibration) curves: predicted probability against observed frequency.
 
@@ -496,25 +458,7 @@ class ReliabilityDisplay(_CurvesDisplay):
         curve (:func:`sklearn.calibration.calibration_curve`).
     y_prob : list of ndarray
         The probabilities binned, of each curve.
-    curve_names : list of str
-        Legend name of each curve.
-    positive_label : object, default=None
-        The positive class; None for one-vs-rest curves of 3+ classes.
-    name : str, default=None
-        Model name.
-
-    Attributes
-    ----------
-    ax_ : matplotlib Axes
-        The axes drawn on.
-    axes_ : ndarray of Axes
-        The same axes, as an array.
-    figure_ : matplotlib Figure
-        Its figure.
-    curves_ : list of sklearn.calibration.CalibrationDisplay
-        One scikit-learn display per curve.
-    lines_ : list of matplotlib Line2D
-        The curves.
+    {curve_parameters_and_attributes}
 
     See Also
     --------

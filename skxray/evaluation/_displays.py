@@ -62,6 +62,21 @@ def _new_axes(nrows=1, ncols=1, *, figsize=(5.0, 4.5), sharex=False):
     return fig.subplots(nrows, ncols, squeeze=False, sharex=sharex)
 
 
+def doc_filler(parts):
+    """A decorator that fills the ``{name}`` fields of a docstring from ``parts``.
+
+    One template per shared piece of documentation (as the classifiers'
+    ``COMMON_PARAMETERS_DOC``); literal braces are doubled (``{{``).
+    """
+
+    def fill(obj):
+        if obj.__doc__:  # None under python -OO
+            obj.__doc__ = obj.__doc__.format(**parts)
+        return obj
+
+    return fill
+
+
 class _DisplayMixin:
     """Sets ``ax_``, ``axes_`` and ``figure_`` from the axes given to ``plot``."""
 
@@ -105,6 +120,19 @@ def _check_cv_predictions(y_true, predictions, classes):
 
 # --------------------------------------------------------------------------
 # confusion matrices
+
+
+#: The parameters shared by the confusion-matrix display and plot function.
+NORMALIZE_NAME_CMAP_AX_DOC = """normalize : {"true", "pred", "all"} or None, default=None
+            Counts (None) or fractions over the true classes (rows), the
+            predictions (columns) or all images.
+        name : str, default=None
+            Model name, appended to the title.
+        cmap : str or matplotlib Colormap, default="Blues"
+            Colormap of the cells.
+        ax : matplotlib Axes, default=None
+            Axes to draw on; None creates a new figure."""
+_fill_confusion_doc = doc_filler({"normalize_name_cmap_ax": NORMALIZE_NAME_CMAP_AX_DOC})
 
 
 class ConfusionMatricesDisplay(_DisplayMixin):
@@ -155,6 +183,7 @@ class ConfusionMatricesDisplay(_DisplayMixin):
         self.normalize = normalize
 
     @classmethod
+    @_fill_confusion_doc
     def from_estimator(cls, estimator, X, y, *, labels=None, normalize=None, name=None,
                        cmap="Blues", ax=None):
         """Compute the confusion matrix of a fitted classifier on ``X``, ``y`` and draw it.
@@ -169,15 +198,7 @@ class ConfusionMatricesDisplay(_DisplayMixin):
             True labels.
         labels : array-like of shape (n_classes,), default=None
             Order of the classes; None means ``estimator.classes_``.
-        normalize : {"true", "pred", "all"} or None, default=None
-            Counts (None) or fractions over the true classes (rows), the
-            predictions (columns) or all images.
-        name : str, default=None
-            Model name, appended to the title.
-        cmap : str or matplotlib Colormap, default="Blues"
-            Colormap of the cells.
-        ax : matplotlib Axes, default=None
-            Axes to draw on; None creates a new figure.
+        {normalize_name_cmap_ax}
 
         Returns
         -------
@@ -191,6 +212,7 @@ class ConfusionMatricesDisplay(_DisplayMixin):
                             normalize).plot(ax=ax, cmap=cmap)
 
     @classmethod
+    @_fill_confusion_doc
     def from_predictions(cls, y_true, y_pred, *, labels=None, normalize=None, name=None,
                          cmap="Blues", ax=None):
         """Compute the confusion matrix of given predictions and draw it.
@@ -203,15 +225,7 @@ class ConfusionMatricesDisplay(_DisplayMixin):
             Predicted labels.
         labels : array-like of shape (n_classes,), default=None
             Order of the classes; None sorts the labels found.
-        normalize : {"true", "pred", "all"} or None, default=None
-            Counts (None) or fractions over the true classes (rows), the
-            predictions (columns) or all images.
-        name : str, default=None
-            Model name, appended to the title.
-        cmap : str or matplotlib Colormap, default="Blues"
-            Colormap of the cells.
-        ax : matplotlib Axes, default=None
-            Axes to draw on; None creates a new figure.
+        {normalize_name_cmap_ax}
 
         Returns
         -------

@@ -7,7 +7,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from skxray._utils import as_python_scalar, check_label_vector, fold_mean_interval
 
-from ._displays import _DisplayMixin
+from ._displays import _DisplayMixin, doc_filler
 from ._metrics import _predict_with_proba, classification_metrics
 
 __all__ = [
@@ -280,6 +280,19 @@ def external_validation_figures(external, internal=None, *, n_splits=5):
     return inside, outside
 
 
+_INTERNAL_DOC = """internal : pandas.Series, dict or None, default=None
+            A row of :func:`compare_models` of the same model, or None.
+        n_splits : int, default=5
+            Number of folds behind ``internal``."""
+_EXTERNAL_DOC = {
+    "internal": _INTERNAL_DOC,
+    "internal_ax": _INTERNAL_DOC + """
+        ax : matplotlib Axes, default=None
+            Axes to draw on; None creates a new figure.""",
+}
+_fill_external_doc = doc_filler(_EXTERNAL_DOC)
+
+
 class ExternalValidationDisplay(_DisplayMixin):
     """Internal and external figures side by side, each with its 95 % interval.
 
@@ -328,6 +341,7 @@ class ExternalValidationDisplay(_DisplayMixin):
         self.external = external
 
     @classmethod
+    @_fill_external_doc
     def from_result(cls, external, internal=None, *, n_splits=5, ax=None):
         """Draw what :func:`external_validation` returned, beside the internal figures.
 
@@ -335,12 +349,7 @@ class ExternalValidationDisplay(_DisplayMixin):
         ----------
         external : dict
             As returned by :func:`external_validation`.
-        internal : pandas.Series, dict or None, default=None
-            A row of :func:`compare_models` of the same model, or None.
-        n_splits : int, default=5
-            Number of folds behind ``internal``.
-        ax : matplotlib Axes, default=None
-            Axes to draw on; None creates a new figure.
+        {internal_ax}
 
         Returns
         -------
@@ -353,6 +362,7 @@ class ExternalValidationDisplay(_DisplayMixin):
                    external=[outside[k] for k in keys]).plot(ax=ax)
 
     @classmethod
+    @_fill_external_doc
     def from_estimator(cls, estimator, X, y, *, internal=None, n_splits=5, ax=None, **kwargs):
         """Run :func:`external_validation` of a fitted classifier and draw it.
 
@@ -364,12 +374,7 @@ class ExternalValidationDisplay(_DisplayMixin):
             External images.
         y : array-like of shape (n_samples,)
             Their true labels.
-        internal : pandas.Series, dict or None, default=None
-            A row of :func:`compare_models` of the same model, or None.
-        n_splits : int, default=5
-            Number of folds behind ``internal``.
-        ax : matplotlib Axes, default=None
-            Axes to draw on; None creates a new figure.
+        {internal_ax}
         **kwargs
             ``alpha``, ``n_permutations``, ``random_state`` of
             :func:`external_validation`.
@@ -385,6 +390,7 @@ class ExternalValidationDisplay(_DisplayMixin):
         return display
 
     @classmethod
+    @_fill_external_doc
     def from_predictions(cls, y, y_pred, *, classes, internal=None, n_splits=5, ax=None):
         """Draw the external figures of predictions made elsewhere.
 
@@ -396,12 +402,7 @@ class ExternalValidationDisplay(_DisplayMixin):
             Predicted labels.
         classes : array-like of shape (n_classes,)
             The model's classes.
-        internal : pandas.Series, dict or None, default=None
-            A row of :func:`compare_models` of the same model, or None.
-        n_splits : int, default=5
-            Number of folds behind ``internal``.
-        ax : matplotlib Axes, default=None
-            Axes to draw on; None creates a new figure.
+        {internal_ax}
 
         Returns
         -------

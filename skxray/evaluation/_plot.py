@@ -6,7 +6,12 @@ and returns its ``figure_``; keep the figure-drawing code in the displays.
 """
 
 from ._curves import PrecisionRecallCurvesDisplay, ReliabilityDisplay, RocCurvesDisplay
-from ._displays import ConfusionMatricesDisplay, ImageGridDisplay, LearningCurvesDisplay
+from ._displays import (
+    ConfusionMatricesDisplay,
+    ImageGridDisplay,
+    LearningCurvesDisplay,
+    doc_filler,
+)
 
 __all__ = [
     "plot_calibration",
@@ -53,6 +58,7 @@ def plot_image_grid(X, y=None, n=6, *, random_state=None, ncols=3):
 
     See Also
     --------
+    ImageGridDisplay : The display behind this figure.
     skxray.report.Report.add_dataset_summary : Class counts, sizes and this grid.
 
     Examples
@@ -102,6 +108,7 @@ or list of dict
 
     See Also
     --------
+    LearningCurvesDisplay : The display behind this figure.
     skxray.report.Report.add_learning_curves : Put the figure in a report.
 
     Examples
@@ -181,10 +188,7 @@ _PLOT_DOC = {
 }
 
 
-def _fill_plot_doc(func):
-    if func.__doc__:  # None under python -OO
-        func.__doc__ = func.__doc__.format(**_PLOT_DOC)
-    return func
+_fill_plot_doc = doc_filler(_PLOT_DOC)
 
 
 @_fill_plot_doc
@@ -230,6 +234,7 @@ def plot_confusion_matrix(estimator=None, X=None, y=None, *, y_true=None, y_pred
 
     See Also
     --------
+    ConfusionMatricesDisplay : The display behind this figure (compute once, draw anywhere).
     sklearn.metrics.ConfusionMatrixDisplay : The display drawn.
     classification_metrics : The counts as numbers.
 
@@ -267,6 +272,7 @@ def plot_roc(estimator=None, X=None, y=None, *, y_true=None, y_proba=None, class
 
     See Also
     --------
+    RocCurvesDisplay : The display behind this figure (compute once, draw anywhere).
     sklearn.metrics.RocCurveDisplay : The display drawn.
     plot_precision_recall : Better suited to rare positives.
 
@@ -309,6 +315,7 @@ def plot_precision_recall(estimator=None, X=None, y=None, *, y_true=None, y_prob
 
     See Also
     --------
+    PrecisionRecallCurvesDisplay : The display behind this figure.
     sklearn.metrics.PrecisionRecallDisplay : The display drawn.
     plot_roc : ROC curves of the same scores.
 
@@ -354,6 +361,7 @@ def plot_calibration(estimator=None, X=None, y=None, *, y_true=None, y_proba=Non
 
     See Also
     --------
+    ReliabilityDisplay : The display behind this figure (compute once, draw anywhere).
     sklearn.calibration.CalibrationDisplay : The display drawn.
     sklearn.calibration.CalibratedClassifierCV : Recalibrate a model.
 
