@@ -227,6 +227,30 @@ class _CurvesDisplay(_DisplayMixin):
         curves, pos = _cv_positive_curves(y_true, predictions, classes, positive_label)
         return cls._from_curves(curves, pos, None, ax, **params)
 
+    def plot(self, ax=None, *, curve_kwargs=None):
+        """Draw the curves.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, default=None
+            Axes to draw on; None creates a new figure (outside pyplot).
+        curve_kwargs : dict or list of dict, default=None
+            Matplotlib line properties of every curve, or of each in turn.
+
+        Returns
+        -------
+        display : object
+            ``self``, with ``ax_``, ``figure_``, ``curves_`` and ``lines_``
+            set.
+        """
+        return self._plot(ax, curve_kwargs)
+
+    def _plot(self, ax, curve_kwargs, **options):
+        ax = self._set_axes(ax, figsize=self._figsize)[0]
+        self._draw(ax, curve_kwargs, **options)
+        ax.set(**self._axis_labels(self.positive_label))
+        return self
+
     def _draw(self, ax, curve_kwargs, **options):
         """Draw every curve with its scikit-learn display; ``self.curves_`` holds them."""
         self.curves_ = []
@@ -338,13 +362,12 @@ class RocCurvesDisplay(_CurvesDisplay):
             ``self``, with ``ax_``, ``figure_``, ``curves_`` and ``lines_``
             set.
         """
-        ax = self._set_axes(ax, figsize=self._figsize)[0]
-        self._draw(ax, curve_kwargs, plot_chance_level=plot_chance_level)
-        ax.set(
-            xlabel="1 - specificity (false positive rate)",
-            ylabel="sensitivity (true positive rate)",
-        )
-        return self
+        return self._plot(ax, curve_kwargs, plot_chance_level=plot_chance_level)
+
+    @staticmethod
+    def _axis_labels(positive):
+        return {"xlabel": "1 - specificity (false positive rate)",
+                "ylabel": "sensitivity (true positive rate)"}
 
 
 @_fill_doc
@@ -413,26 +436,9 @@ class PrecisionRecallCurvesDisplay(_CurvesDisplay):
     def _plot_one(display, ax, i, kwargs):
         display.plot(ax=ax, curve_kwargs=kwargs or None)
 
-    def plot(self, ax=None, *, curve_kwargs=None):
-        """Draw the curves.
-
-        Parameters
-        ----------
-        ax : matplotlib Axes, default=None
-            Axes to draw on; None creates a new figure (outside pyplot).
-        curve_kwargs : dict or list of dict, default=None
-            Matplotlib line properties of every curve, or of each in turn.
-
-        Returns
-        -------
-        display : PrecisionRecallCurvesDisplay
-            ``self``, with ``ax_``, ``figure_``, ``curves_`` and ``lines_``
-            set.
-        """
-        ax = self._set_axes(ax, figsize=self._figsize)[0]
-        self._draw(ax, curve_kwargs)
-        ax.set(xlabel="sensitivity (recall)", ylabel="positive predictive value (precision)")
-        return self
+    @staticmethod
+    def _axis_labels(positive):
+        return {"xlabel": "sensitivity (recall)", "ylabel": "positive predictive value (precision)"}
 
 
 def _check_n_bins(n_bins):
@@ -560,27 +566,9 @@ class ReliabilityDisplay(_CurvesDisplay):
     def _plot_one(display, ax, i, kwargs):
         display.plot(ax=ax, ref_line=i == 0, **kwargs)
 
-    def plot(self, ax=None, *, curve_kwargs=None):
-        """Draw the curves and the diagonal of perfect calibration.
-
-        Parameters
-        ----------
-        ax : matplotlib Axes, default=None
-            Axes to draw on; None creates a new figure (outside pyplot).
-        curve_kwargs : dict or list of dict, default=None
-            Matplotlib line properties of every curve, or of each in turn.
-
-        Returns
-        -------
-        display : ReliabilityDisplay
-            ``self``, with ``ax_``, ``figure_``, ``curves_`` and ``lines_``
-            set.
-        """
-        ax = self._set_axes(ax, figsize=self._figsize)[0]
-        self._draw(ax, curve_kwargs)
-        pos = self.positive_label
-        if pos is not None:
-            ax.set(xlabel=f"mean predicted probability of {pos}", ylabel=f"fraction of {pos}")
-        else:
-            ax.set(xlabel="mean predicted probability", ylabel="fraction of the class")
-        return self
+    @staticmethod
+    def _axis_labels(positive):
+        if positive is None:
+            return {"xlabel": "mean predicted probability", "ylabel": "fraction of the class"}
+        return {"xlabel": f"mean predicted probability of {positive}",
+                "ylabel": f"fraction of {positive}"}
