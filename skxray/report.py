@@ -39,6 +39,13 @@ import numpy as np
 import pandas as pd
 
 from skxray._utils import as_python_scalar, fold_mean_interval, format_value, jsonable
+from skxray.evaluation import (
+    ConfusionMatricesDisplay,
+    ImageGridDisplay,
+    LearningCurvesDisplay,
+    ReliabilityDisplay,
+    RocCurvesDisplay,
+)
 
 __all__ = [
     "Report",
@@ -262,8 +269,6 @@ def _gradcam_sample(X, y, n):
 
 def _learning_curves(estimator_or_history):
     """The :class:`~skxray.evaluation.LearningCurvesDisplay` of a fitted model or of its history."""
-    from skxray.evaluation import LearningCurvesDisplay
-
     if hasattr(estimator_or_history, "fit"):
         return LearningCurvesDisplay.from_estimator(estimator_or_history)
     return LearningCurvesDisplay.from_history(estimator_or_history)
@@ -1038,8 +1043,6 @@ class Report:
         >>> "12 images in 2 classes" in report.to_html()
         True
         """
-        from skxray.evaluation import ImageGridDisplay
-
         y = np.asarray(y, dtype=object).reshape(-1)
         n = len(X)
         if len(y) != n:
@@ -1253,8 +1256,6 @@ class Report:
         >>> Report().add_confusion_matrix("CNN", ["a", "a", "b"], ["a", "b", "b"]).sections[:1]
         [('confusion-matrix-cnn', 'Confusion matrix: CNN')]
         """
-        from skxray.evaluation import ConfusionMatricesDisplay
-
         return self._add_plot(
             "Confusion matrix", name, ConfusionMatricesDisplay,
             dict(y_true=y_true, y_pred=y_pred, labels=labels, normalize=normalize),
@@ -1290,8 +1291,6 @@ class Report:
         >>> report.sections[0]
         ('roc-curve-cnn', 'ROC curve: CNN')
         """
-        from skxray.evaluation import RocCurvesDisplay
-
         return self._add_plot(
             "ROC curve", name, RocCurvesDisplay,
             dict(y_true=y_true, y_proba=y_proba, classes=classes, positive_label=positive_label),
@@ -1340,8 +1339,6 @@ class Report:
         >>> report.sections[0]
         ('calibration-cnn', 'Calibration: CNN')
         """
-        from skxray.evaluation import ReliabilityDisplay
-
         kwargs = dict(y_true=y_true, y_proba=y_proba, classes=classes)
         kwargs.update(positive_label=positive_label, n_bins=n_bins, strategy=strategy)
         return self._add_plot("Calibration", name, ReliabilityDisplay, kwargs)
@@ -1453,12 +1450,6 @@ class Report:
         >>> html.count("<img ")
         3
         """
-        from skxray.evaluation import (
-            ConfusionMatricesDisplay,
-            ReliabilityDisplay,
-            RocCurvesDisplay,
-        )
-
         # One curve per model, in the colour cycle's order (C0, C1, ...).
         roc = RocCurvesDisplay.from_cv_predictions(
             y_true, predictions, classes=classes, positive_label=positive_label
