@@ -854,6 +854,7 @@ def test_image_grid_display_draws_its_sample_again(phantoms):
     disp.plot(ax=axes)
     assert [ax.get_title() for ax in axes.ravel()[:3]] == disp.titles
     assert axes[1, 1].get_title() == "" and len(axes[1, 1].images) == 0
+    assert axes[1, 1].axison and len(disp.axes_) == 3  # the extra axes untouched
     with pytest.raises(ValueError, match="at least 3 axes"):
         disp.plot(ax=axes[0])
 

@@ -624,8 +624,9 @@ class ImageGridDisplay(_DisplayMixin):
         Parameters
         ----------
         ax : sequence of matplotlib Axes, default=None
-            At least one axes per image; None creates a new figure of
-            ``ncols`` columns (unused cells are removed from it).
+            At least one axes per image (extra axes are left untouched);
+            None creates a new figure of ``ncols`` columns (unused cells are
+            removed from it).
         ncols : int, default=3
             Number of columns of a new figure.
 
@@ -642,13 +643,12 @@ class ImageGridDisplay(_DisplayMixin):
             axes = self._set_axes(None, nrows=nrows, ncols=ncols, figsize=(2.2 * ncols, 2.4 * nrows))
         else:
             axes = self._set_axes(ax, ncols=n)
-        for cell in axes:
+        for cell, img, title in zip(axes[:n], self.images, self.titles, strict=True):
             cell.set_axis_off()
-        for cell, img, title in zip(axes, self.images, self.titles, strict=False):
             cell.imshow(img, cmap=None if img.ndim == 3 else "gray")
             cell.set_title(title, fontsize=9)
         if new:  # drop the blank cells so that figure_.axes has one axes per image
             for cell in axes[n:]:
                 self.figure_.delaxes(cell)
-            self.axes_ = axes[:n]
+        self.axes_ = axes[:n]  # extra axes given are left untouched
         return self
