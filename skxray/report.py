@@ -1459,6 +1459,10 @@ class Report:
         )
         cms = ConfusionMatricesDisplay.from_cv_predictions(y_true, predictions, classes=classes)
         pos_name = class_label(roc.positive_label)
+        roc.ax_.set(title=f"ROC: {pos_name} vs rest", xlabel="1 - specificity",
+                    ylabel="sensitivity")
+        cal.ax_.set(title=f"Calibration: {pos_name}", xlabel=f"predicted probability of {pos_name}",
+                    ylabel=f"observed share of {pos_name}")
         for display in (roc, cal):
             if display.lines_:
                 display.ax_.legend(fontsize=8, loc="lower right")
