@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-__all__ = ["check_image_array", "is_path_array", "to_nchw"]
+__all__ = ["as_images_or_paths", "check_image_array", "is_path_array", "to_nchw"]
 
 
 def is_path_array(X):
@@ -33,6 +33,41 @@ def is_path_array(X):
     elif not isinstance(X, (list, tuple)) or len(X) == 0:
         return False
     return all(isinstance(item, (str, os.PathLike)) for item in X)
+
+
+def as_images_or_paths(X, name="X"):
+    """``(X, is_paths)``: an object array of paths, or a numeric ndarray of images.
+
+    Parameters
+    ----------
+    X : array-like of images or 1-D sequence of file paths
+        Images of shape (n_samples, height, width) or (n_samples, channels,
+        height, width), or paths.
+    name : str, default="X"
+        Parameter name used in the error message.
+
+    Returns
+    -------
+    X : ndarray
+        The paths as ``str`` in an object array, or the images.
+    is_paths : bool
+        Whether ``X`` holds paths.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is neither paths nor a non-empty 3-D or 4-D array.
+    """
+    if is_path_array(X):
+        return np.asarray([str(p) for p in X], dtype=object), True
+    arr = np.asarray(X)
+    if arr.ndim not in (3, 4) or arr.shape[0] == 0:
+        raise ValueError(
+            f"{name} must be images of shape (n_samples, height, width) or "
+            f"(n_samples, channels, height, width), or a 1-D sequence of file paths; "
+            f"got an array of shape {arr.shape}."
+        )
+    return arr, False
 
 
 def check_image_array(X, *, name="X", allow_2d=False, dtype=np.float32):

@@ -32,6 +32,7 @@ from skxray._geometry import central_lung_mask
 from skxray.models._base import BaseImageClassifier
 
 __all__ = [
+    "GradCAMDisplay",
     "central_lung_mask",
     "gradcam",
     "heatmap_mass_in_region",
@@ -470,6 +471,7 @@ default="gradcam"
     See Also
     --------
     gradcam : The heatmaps drawn here.
+    GradCAMDisplay : The display behind this figure (compute once, draw anywhere).
 
     Examples
     --------
@@ -481,42 +483,148 @@ default="gradcam"
     >>> len(fig.axes)
     6
     """
-    _check_estimator(estimator, "plot_gradcam")
-    cmap = _check_plot_arguments(n, alpha, cmap)
-    dataset = estimator.get_dataset(X)
-    n_total = len(dataset)
-    if y is not None:
-        y = np.asarray(y, dtype=object).reshape(-1)
-        if len(y) != n_total:
-            raise ValueError(
-                f"plot_gradcam: y must have one label per image; got {len(y)} labels "
-                f"for {n_total} images."
-            )
-    n = n_total if n is None else min(int(n), n_total)
-    fig, axes = _panel_axes(ax, n)
+    return GradCAMDisplay.from_estimator(
+        estimator, X, target, y=y, n=n, alpha=alpha, cmap=cmap, ax=ax, method=method
+    ).figure_
 
-    # The images as the network sees them, read once (file paths included).
-    images = torch.stack([dataset[i][0] for i in range(n)]).numpy()
-    # A model fitted on 2-D tabular input must get its rows back in that
-    # form to accept them again.
-    as_given = images[:, 0, 0, :] if getattr(estimator, "_input_kind", None) == "tabular" else images
-    heatmaps, logits = _gradcam_with_logits(
-        estimator, as_given, target, method, 16, func="plot_gradcam"
-    )
-    proba = _logits_to_proba(logits)
-    pred = proba.argmax(axis=1)
-    for i in range(n):
-        axis = axes[i]
-        axis.imshow(_display_image(images[i]), cmap="gray", vmin=0.0, vmax=1.0)
-        axis.imshow(heatmaps[i], cmap=cmap, alpha=float(alpha), vmin=0.0, vmax=1.0)
-        title = f"pred: {estimator.classes_[pred[i]]} (p={proba[i, pred[i]]:.2f})"
+
+class GradCAMDisplay:
+    """Grad-CAM heatmaps over the images, titled with the predictions.
+
+    The heatmaps are computed once by :meth:`from_estimator`; :meth:`plot`
+    draws them again on any axes (one per image) without asking the model.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n_images, height, width) or (n_images, height, width, 3)
+        The images as the network sees them, scaled to [0, 1] for display
+        (gray, or RGB for 3-channel input).
+    heatmaps : ndarray of shape (n_images, height, width)
+        The heatmaps, in [0, 1].
+    titles : list of str
+        Each panel's title: ``"pred: <label> (p=0.93)"``, and ``"true:
+        <label>"`` underneath when true labels were given.
+    suptitle : str or None, default=None
+        The figure's title (the target class, when one was given).
+
+    Attributes
+    ----------
+    ax_ : matplotlib Axes
+        The first panel's axes.
+    axes_ : ndarray of Axes
+        One axes per image.
+    figure_ : matplotlib Figure
+        Their figure.
+
+    See Also
+    --------
+    plot_gradcam : The figure of this display.
+    gradcam : The heatmaps.
+
+    Examples
+    --------
+    >>> from matplotlib.figure import Figure
+    >>> from skxray import CNNClassifier, make_phantom_cxr
+    >>> from skxray.explain import GradCAMDisplay
+    >>> X, y = make_phantom_cxr(12, image_size=16, random_state=0)
+    >>> clf = CNNClassifier(filters=(4,), dense_units=8, max_epochs=1, random_state=0).fit(X, y)
+    >>> disp = GradCAMDisplay.from_estimator(clf, X, y=y, n=2)
+    >>> disp.heatmaps.shape, len(disp.figure_.axes)
+    ((2, 16, 16), 2)
+    >>> axes = Figure().subplots(1, 2)
+    >>> disp.plot(ax=axes).ax_ is axes[0]  # drawn again, the model not asked
+    True
+    """
+
+    def __init__(self, images, heatmaps, *, titles, suptitle=None):
+        self.images = images
+        self.heatmaps = heatmaps
+        self.titles = titles
+        self.suptitle = suptitle
+
+    @classmethod
+    def from_estimator(cls, estimator, X, target=None, *, y=None, n=None, alpha=0.4, cmap="jet",
+                       ax=None, method="gradcam"):
+        """Compute the heatmaps of the first ``n`` images and draw them.
+
+        Parameters are those of :func:`plot_gradcam`.
+
+        Returns
+        -------
+        display : GradCAMDisplay
+            The display, drawn.
+        """
+        _check_estimator(estimator, "plot_gradcam")
+        _check_plot_arguments(n, alpha, cmap)
+        dataset = estimator.get_dataset(X)
+        n_total = len(dataset)
         if y is not None:
-            title += f"\ntrue: {y[i]}"
-        axis.set_title(title, fontsize=9)
-        axis.set_axis_off()
-    if target is not None:
-        fig.suptitle(f"{method}: evidence for {target!r}", fontsize=10)
-    return fig
+            y = np.asarray(y, dtype=object).reshape(-1)
+            if len(y) != n_total:
+                raise ValueError(
+                    f"plot_gradcam: y must have one label per image; got {len(y)} labels "
+                    f"for {n_total} images."
+                )
+        n = n_total if n is None else min(int(n), n_total)
+        if ax is not None:
+            _panel_axes(ax, n)  # bad axes fail before the heatmaps are computed
+
+        # The images as the network sees them, read once (file paths included).
+        images = torch.stack([dataset[i][0] for i in range(n)]).numpy()
+        # A model fitted on 2-D tabular input must get its rows back in that
+        # form to accept them again.
+        tabular = getattr(estimator, "_input_kind", None) == "tabular"
+        as_given = images[:, 0, 0, :] if tabular else images
+        heatmaps, logits = _gradcam_with_logits(
+            estimator, as_given, target, method, 16, func="plot_gradcam"
+        )
+        proba = _logits_to_proba(logits)
+        pred = proba.argmax(axis=1)
+        titles = [
+            f"pred: {estimator.classes_[pred[i]]} (p={proba[i, pred[i]]:.2f})"
+            + ("" if y is None else f"\ntrue: {y[i]}")
+            for i in range(n)
+        ]
+        display = cls(
+            np.stack([_display_image(image) for image in images]),
+            heatmaps,
+            titles=titles,
+            suptitle=None if target is None else f"{method}: evidence for {target!r}",
+        )
+        return display.plot(ax=ax, alpha=alpha, cmap=cmap)
+
+    def plot(self, ax=None, *, alpha=0.4, cmap="jet"):
+        """Draw each image under its heatmap.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, array-like of Axes or None, default=None
+            At least one axes per image (extra axes are left untouched);
+            None draws into a new figure with a grid of up to four columns.
+        alpha : float, default=0.4
+            Opacity of the heatmap, in [0, 1].
+        cmap : str or matplotlib.colors.Colormap, default="jet"
+            Colormap of the heatmap.
+
+        Returns
+        -------
+        display : GradCAMDisplay
+            ``self``, with ``ax_``, ``axes_`` and ``figure_`` set.
+        """
+        cmap = _check_plot_arguments(None, alpha, cmap)
+        fig, axes = _panel_axes(ax, len(self.images))
+        for axis, image, heatmap, title in zip(axes, self.images, self.heatmaps, self.titles,
+                                               strict=False):
+            axis.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
+            axis.imshow(heatmap, cmap=cmap, alpha=float(alpha), vmin=0.0, vmax=1.0)
+            axis.set_title(title, fontsize=9)
+            axis.set_axis_off()
+        if self.suptitle is not None:
+            fig.suptitle(self.suptitle, fontsize=10)
+        self.axes_ = np.asarray(axes[: len(self.images)], dtype=object)
+        self.ax_ = self.axes_[0]
+        self.figure_ = fig
+        return self
 
 
 def _check_plot_arguments(n, alpha, cmap):

@@ -47,11 +47,11 @@ from skxray._utils import as_python_scalar, fold_mean_interval, format_value, js
 from skxray._validation import is_path_array
 from skxray._version import __version__
 from skxray.evaluation import (
-    plot_calibration,
-    plot_confusion_matrix,
-    plot_image_grid,
-    plot_learning_curves,
-    plot_roc,
+    ConfusionMatricesDisplay,
+    ImageGridDisplay,
+    LearningCurvesDisplay,
+    ReliabilityDisplay,
+    RocCurvesDisplay,
 )
 from skxray.io import read_image
 
@@ -148,14 +148,21 @@ def _image_sizes_of(X):
 
 def _gradcam_sample(X, y, n):
     """``n`` images (and labels) taken in turn from each class, for a Grad-CAM figure."""
-    from skxray.evaluation import _as_images_or_paths
+    from skxray._validation import as_images_or_paths
 
-    X, _ = _as_images_or_paths(X)
+    X, _ = as_images_or_paths(X)
     y = np.asarray(y, dtype=object).reshape(-1)
     if len(y) != len(X):
         raise ValueError(f"y has {len(y)} labels but X has {len(X)} images.")
     idx = _round_robin_by_class(y, n)
     return X[idx], y[idx]
+
+
+def _learning_curves(estimator_or_history):
+    """The :class:`~skxray.evaluation.LearningCurvesDisplay` of a fitted model or of its history."""
+    if hasattr(estimator_or_history, "fit"):
+        return LearningCurvesDisplay.from_estimator(estimator_or_history)
+    return LearningCurvesDisplay.from_history(estimator_or_history)
 
 
 def _round_robin_by_class(y, n):
@@ -671,10 +678,10 @@ class Report:
         )
         return self
 
-    def _add_plot(self, kind, name, plot, kwargs, caption=None):
-        """Add the figure ``plot(**kwargs, name=name)`` as section "<kind>: <name>"."""
+    def _add_plot(self, kind, name, display, kwargs, caption=None):
+        """Add ``display.from_predictions(**kwargs, name=name)`` as section "<kind>: <name>"."""
         self._check_name(name)
-        fig = plot(**kwargs, name=name)
+        fig = display.from_predictions(**kwargs, name=name).figure_
         return self._add(f"{kind}: {name}", _figure_html(fig, name, caption))
 
     @staticmethod
@@ -1024,7 +1031,7 @@ class Report:
             parts.append(_figure_html(fig, "Histogram of image sizes"))
         if n_images:
             parts.append("<h3>Sample images</h3>")
-            fig = plot_image_grid(X, y, n=n_images, random_state=random_state)
+            fig = ImageGridDisplay.from_images(X, y, n=n_images, random_state=random_state).figure_
             parts.append(_figure_html(fig, "Sample images with their labels", width=420))
         if n_distinct == 1:
             size_text = f"{sizes[0][0]} × {sizes[0][1]} px"
@@ -1065,7 +1072,7 @@ class Report:
         ('learning-curves-cnn', 'Learning curves: CNN')
         """
         self._check_name(name)
-        fig = plot_learning_curves(estimator)
+        fig = _learning_curves(estimator).figure_
         caption = "The dashed line marks the best epoch (lowest validation loss, else train loss)."
         return self._add(f"Learning curves: {name}", _figure_html(fig, name, caption))
 
@@ -1193,7 +1200,7 @@ class Report:
         [('confusion-matrix-cnn', 'Confusion matrix: CNN')]
         """
         return self._add_plot(
-            "Confusion matrix", name, plot_confusion_matrix,
+            "Confusion matrix", name, ConfusionMatricesDisplay,
             dict(y_true=y_true, y_pred=y_pred, labels=labels, normalize=normalize),
             caption="Rows: true class; columns: predicted class.",
         )
@@ -1228,7 +1235,7 @@ class Report:
         ('roc-curve-cnn', 'ROC curve: CNN')
         """
         return self._add_plot(
-            "ROC curve", name, plot_roc,
+            "ROC curve", name, RocCurvesDisplay,
             dict(y_true=y_true, y_proba=y_proba, classes=classes, positive_label=positive_label),
         )
 
@@ -1277,7 +1284,7 @@ class Report:
         """
         kwargs = dict(y_true=y_true, y_proba=y_proba, classes=classes)
         kwargs.update(positive_label=positive_label, n_bins=n_bins, strategy=strategy)
-        return self._add_plot("Calibration", name, plot_calibration, kwargs)
+        return self._add_plot("Calibration", name, ReliabilityDisplay, kwargs)
 
     def add_gradcam(self, name, estimator, X, y=None, *, n=6, target=None, method="gradcam"):
         """Add Grad-CAM heatmaps of a convolutional classifier over a few images.
@@ -1386,66 +1393,31 @@ class Report:
         >>> html.count("<img ")
         3
         """
-        from matplotlib.figure import Figure
-        from sklearn.calibration import calibration_curve
-        from sklearn.metrics import roc_auc_score, roc_curve
-
-        from skxray.evaluation import _check_positive_label, plot_confusion_matrix
-
-        if not isinstance(predictions, Mapping) or not predictions:
-            raise TypeError("predictions must be a non-empty dict {name: probabilities}.")
-        y_true = np.asarray(y_true, dtype=object).reshape(-1)
-        classes = np.asarray(sorted(pd.unique(pd.Series(y_true))) if classes is None else classes,
-                             dtype=object)
-        positive = _check_positive_label(positive_label, list(classes))
-        col = list(classes).index(positive)
-        pos_name = class_label(positive)
-        roc = Figure(figsize=(4.6, 4.0), layout="constrained")
-        ax_roc = roc.subplots()
-        cal = Figure(figsize=(4.6, 4.0), layout="constrained")
-        ax_cal = cal.subplots()
-        ax_roc.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance")
-        ax_cal.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="perfect")
-        n = len(predictions)
-        cms = Figure(figsize=(min(3.0 * n, 11.0), 3.0), layout="constrained")
-        axes = np.atleast_1d(cms.subplots(1, n))
-        for k, (name, proba) in enumerate(predictions.items()):
-            proba = np.asarray(proba, dtype=np.float64)
-            if proba.shape != (len(y_true), len(classes)):
-                raise ValueError(
-                    f"predictions[{name!r}] has shape {proba.shape}; expected "
-                    f"({len(y_true)}, {len(classes)})."
-                )
-            keep = ~np.isnan(proba).any(axis=1)
-            y, p = y_true[keep], proba[keep]
-            is_pos = y == positive
-            colour = f"C{k % 10}"
-            if 0 < is_pos.sum() < len(is_pos):
-                fpr, tpr, _ = roc_curve(is_pos, p[:, col])
-                auc = roc_auc_score(is_pos, p[:, col])
-                ax_roc.plot(fpr, tpr, c=colour, lw=1.6, label=f"{name} (AUC {auc:.3f})")
-                frac, mean = calibration_curve(is_pos, p[:, col], n_bins=n_bins)
-                ax_cal.plot(mean, frac, "o-", c=colour, lw=1.4, ms=4, label=name)
-            plot_confusion_matrix(
-                y_true=y, y_pred=classes[p.argmax(axis=1)], labels=list(classes), ax=axes[k]
-            )
-            axes[k].set_title(name, fontsize=10)
-            if k:
-                axes[k].set_ylabel("")
-        ax_roc.set(title=f"ROC: {pos_name} vs rest", xlabel="1 - specificity",
-                   ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.02))
-        ax_cal.set(title=f"Calibration: {pos_name}", xlabel=f"predicted probability of {pos_name}",
-                   ylabel=f"observed share of {pos_name}", xlim=(0, 1), ylim=(0, 1.02))
-        for ax in (ax_roc, ax_cal):
-            ax.legend(fontsize=8, loc="lower right")
-            ax.grid(alpha=0.3)
+        # One curve per model, in the colour cycle's order (C0, C1, ...).
+        roc = RocCurvesDisplay.from_cv_predictions(
+            y_true, predictions, classes=classes, positive_label=positive_label
+        )
+        cal = ReliabilityDisplay.from_cv_predictions(
+            y_true, predictions, classes=classes, positive_label=positive_label, n_bins=n_bins
+        )
+        cms = ConfusionMatricesDisplay.from_cv_predictions(y_true, predictions, classes=classes)
+        pos_name = class_label(roc.positive_label)
+        roc.ax_.set(title=f"ROC: {pos_name} vs rest", xlabel="1 - specificity",
+                    ylabel="sensitivity")
+        cal.ax_.set(title=f"Calibration: {pos_name}", xlabel=f"predicted probability of {pos_name}",
+                    ylabel=f"observed share of {pos_name}")
+        for display in (roc, cal):
+            if display.lines_:
+                display.ax_.legend(fontsize=8, loc="lower right")
+            display.ax_.grid(alpha=0.3)
         body = (
             '<div class="row">'
-            + _figure_html(roc, f"ROC curves of every model, {pos_name} vs rest", width=460)
-            + _figure_html(cal, f"Calibration curves of every model for {pos_name}", width=460)
+            + _figure_html(roc.figure_, f"ROC curves of every model, {pos_name} vs rest", width=460)
+            + _figure_html(cal.figure_, f"Calibration curves of every model for {pos_name}",
+                           width=460)
             + "</div>"
             + _figure_html(
-                cms, "Confusion matrices of every model",
+                cms.figure_, "Confusion matrices of every model",
                 "Confusion matrices of the out-of-fold predictions: rows true class, "
                 "columns predicted class.",
             )
@@ -1477,7 +1449,7 @@ class Report:
         """
         figures = []
         for name, estimator in estimators.items():
-            fig = plot_learning_curves(estimator)
+            fig = _learning_curves(estimator).figure_
             fig.set_size_inches(6.4, 2.6)
             fig.suptitle(name, fontsize=11)
             figures.append(_figure_html(fig, f"Learning curves of {name}", width=560))
@@ -1565,9 +1537,11 @@ class Report:
             One line on the shift test, after the badge.
         abstention_rate : float or None, default=None
             Share of external images the model declined to classify.
-        figures : sequence of matplotlib Figure, default=()
+        figures : sequence of matplotlib Figure or display, default=()
             Shown side by side under the table (e.g. internal and external
-            ROC curves).
+            ROC curves). A display of :mod:`skxray.evaluation` (such as
+            :class:`~skxray.evaluation.ExternalValidationDisplay`) shows its
+            ``figure_``.
         title : str, default="External validation"
             Section title.
 
@@ -1620,7 +1594,8 @@ class Report:
             self._context["Abstention"] = line
         if figures:
             body += '<div class="row">' + "".join(
-                _figure_html(f, f"{title} figure {i + 1}", width=540) for i, f in enumerate(figures)
+                _figure_html(getattr(f, "figure_", f), f"{title} figure {i + 1}", width=540)
+                for i, f in enumerate(figures)
             ) + "</div>"
         return self._add(title, body, order="external")
 

@@ -558,3 +558,78 @@ def test_benchmarks_import_only_public_skxray_names():
         for line, name in private_skxray_names(path.read_text(encoding="utf-8"))
     ]
     assert found == []
+
+
+# ---------------------------------------------------------------------------
+# Issue 27a: the report draws through the displays of skxray.evaluation
+
+#: Modules whose import would let the report compute a metric itself.
+METRIC_MODULES = ("sklearn.metrics", "sklearn.calibration")
+#: Functions (of scikit-learn or skxray.evaluation) that compute a metric or
+#: a curve; the report asks a display, or takes their results.
+METRIC_FUNCTIONS = {
+    "accuracy_score", "auc", "average_precision_score", "balanced_accuracy_score",
+    "brier_score_loss", "calibration_curve", "classification_metrics", "confusion_matrix",
+    "evaluate", "precision_recall_curve", "roc_auc_score", "roc_curve", "argmax", "argmin",
+    "external_validation", "external_validation_from_predictions",
+}
+
+
+def metric_computations(source):
+    """``["<line>: <what>"]`` for each metric import or metric call in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(METRIC_MODULES):
+            found.append(f"{node.lineno}: from {node.module} import ...")
+        elif isinstance(node, ast.Import):
+            found += [f"{node.lineno}: import {a.name}" for a in node.names
+                      if a.name.startswith(METRIC_MODULES)]
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name in METRIC_FUNCTIONS:
+                found.append(f"{node.lineno}: {name}()")
+    return found
+
+
+def test_metric_computations_sees_the_old_report_code():
+    old = (
+        "from sklearn.metrics import roc_auc_score, roc_curve\n"
+        "def add_cv_figures(self, y, p):\n"
+        "    fpr, tpr, _ = roc_curve(y, p[:, 0])\n"
+        "    return classes[p.argmax(axis=1)]\n"
+    )
+    assert metric_computations(old) == [
+        "1: from sklearn.metrics import ...", "3: roc_curve()", "4: argmax()"]
+
+
+def test_report_computes_no_metric():
+    source = (PACKAGE_DIR / "report.py").read_text(encoding="utf-8")
+    assert metric_computations(source) == [], (
+        "report.py computes a metric: draw through a display of skxray.evaluation "
+        "(RocCurvesDisplay, ...) or take the caller's results."
+    )
+
+
+#: Longest body (docstring excluded) of a plot function of skxray.evaluation.
+MAX_PLOT_WRAPPER_LINES = 15
+
+
+def test_plot_functions_are_thin_wrappers_over_displays():
+    import skxray.evaluation
+
+    public_plots = sorted(n for n in skxray.evaluation.__all__ if n.startswith("plot_"))
+    found = {}
+    for path in sorted((PACKAGE_DIR / "evaluation").glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef) and node.name in public_plots:
+                body = node.body[1:] if isinstance(node.body[0], ast.Expr) else node.body
+                names = {n.id for b in body for n in ast.walk(b) if isinstance(n, ast.Name)}
+                found[node.name] = (
+                    body[-1].end_lineno - body[0].lineno + 1,
+                    any(n.endswith("Display") for n in names),
+                )
+    assert sorted(found) == public_plots
+    fat = {n: lines for n, (lines, _) in found.items() if lines > MAX_PLOT_WRAPPER_LINES}
+    assert fat == {}, "a plot function draws itself: move the drawing into its display"
+    assert [n for n, (_, uses) in found.items() if not uses] == []

@@ -1,6 +1,7 @@
 """Tests of skxray.evaluation: metrics, plots and the cross-validated comparison."""
 
 import doctest
+import importlib
 import math
 
 import numpy as np
@@ -602,8 +603,13 @@ def test_curve_plot_errors():
 # Documentation examples
 
 
-def test_docstring_examples():
-    result = doctest.testmod(skxray.evaluation, optionflags=doctest.NORMALIZE_WHITESPACE)
+@pytest.mark.parametrize(
+    "module", ["_metrics", "_displays", "_curves", "_plot", "_compare", "_external"]
+)
+def test_docstring_examples(module):
+    # The package's functions live in its modules: run each module's examples.
+    mod = importlib.import_module(f"skxray.evaluation.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
 
@@ -688,3 +694,186 @@ def test_external_validation_checks_labels_before_predicting():
 
     with pytest.raises(ValueError, match=r"label\(s\) \['c'\]"):
         external_validation(Refuses(), np.zeros((2, 8, 8)), ["a", "c"])
+
+
+# ---------------------------------------------------------------------------
+# Displays: compute once (from_*), draw anywhere (plot(ax))
+
+
+class CountingClassifier(ClassifierMixin, BaseEstimator):
+    """A 'fitted' classifier of fixed probabilities that counts its predict_proba calls."""
+
+    def __init__(self, proba, classes):
+        self.proba = proba
+        self.classes = classes
+
+    def fit(self, X, y):
+        return self
+
+    def __sklearn_is_fitted__(self):
+        return True
+
+    @property
+    def classes_(self):
+        return np.asarray(self.classes)
+
+    def predict_proba(self, X):
+        self.calls_ = getattr(self, "calls_", 0) + 1
+        return np.asarray(self.proba)[: len(X)]
+
+
+def _counting(proba, classes):
+    return CountingClassifier(proba, classes), np.zeros((len(proba), 4, 4))
+
+
+CURVE_DISPLAYS = [
+    (skxray.evaluation.RocCurvesDisplay, ("fpr", "tpr", "roc_auc", "curve_names")),
+    (
+        skxray.evaluation.PrecisionRecallCurvesDisplay,
+        ("precision", "recall", "average_precision", "prevalence", "curve_names"),
+    ),
+    (skxray.evaluation.ReliabilityDisplay, ("prob_true", "prob_pred", "y_prob", "curve_names")),
+]
+
+
+def _same(a, b):
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(np.asarray(a), np.asarray(b))
+    return a == b
+
+
+@pytest.mark.parametrize("display, fields", CURVE_DISPLAYS)
+@pytest.mark.parametrize("y_true, proba", [(BIN_TRUE, BIN_PROBA), (THREE_TRUE, THREE_PROBA)])
+def test_curve_display_from_estimator_equals_from_predictions(display, fields, y_true, proba):
+    classes = sorted(set(y_true))
+    est, X = _counting(proba, classes)
+    from_est = display.from_estimator(est, X, y_true, name="m")
+    from_pred = display.from_predictions(y_true, proba, classes=classes, name="m")
+    for field in fields + ("positive_label",):
+        assert _same(getattr(from_est, field), getattr(from_pred, field)), field
+    assert len(from_est.curve_names) == len(classes) - (len(classes) == 2)
+
+
+@pytest.mark.parametrize("display, fields", CURVE_DISPLAYS)
+def test_display_plots_twice_without_recomputing(display, fields, monkeypatch):
+    est, X = _counting(THREE_PROBA, ["a", "b", "c"])
+    disp = display.from_estimator(est, X, THREE_TRUE)
+    assert est.calls_ == 1
+    first_ax = disp.ax_
+    # Drawing again must use the stored curves: no metric may run, no prediction.
+    import skxray.evaluation._curves as displays
+
+    for fn in ("roc_curve", "auc", "precision_recall_curve", "average_precision_score",
+               "calibration_curve"):
+        monkeypatch.setattr(displays, fn, lambda *a, **k: pytest.fail("recomputed"))
+    fig = Figure()
+    axes = fig.subplots(1, 2)
+    assert disp.plot(ax=axes[1]) is disp
+    assert disp.ax_ is axes[1] and disp.figure_ is fig and disp.ax_ is not first_ax
+    assert len(axes[0].lines) == 0 and len(axes[1].get_lines()) >= 3
+    disp.plot()  # and on a new figure
+    assert disp.figure_ is not fig and est.calls_ == 1
+    assert len(disp.curves_) == len(disp.lines_) == 3
+
+
+def test_three_class_roc_display_draws_what_plot_roc_draws():
+    disp = skxray.evaluation.RocCurvesDisplay.from_predictions(THREE_TRUE, THREE_PROBA)
+    assert disp.positive_label is None and len(disp.curves_) == 3
+    labels = disp.ax_.get_legend_handles_labels()[1]
+    assert sorted(lab.split(" (")[0] for lab in labels) == [
+        "Chance level", "a vs rest", "b vs rest", "c vs rest"]
+    ax = plot_roc(y_true=THREE_TRUE, y_proba=THREE_PROBA).axes[0]
+    assert ax.get_legend_handles_labels()[1] == labels
+    assert ax.get_title() == disp.ax_.get_title() == "ROC curves (one-vs-rest)"
+    assert len(ax.lines) == 4  # three curves and the chance line
+    drawn = {line.get_label(): line.get_xdata() for line in ax.lines}
+    for line, fpr in zip(disp.lines_, disp.fpr, strict=True):
+        np.testing.assert_array_equal(drawn[line.get_label()], fpr)
+
+
+def test_cv_displays_drop_nan_rows_and_match_each_model():
+    ev = skxray.evaluation
+    y = np.array(BIN_TRUE + [C])
+    p_a = np.vstack([BIN_PROBA, [np.nan, np.nan]])  # the last image: in no test fold
+    p_b = np.vstack([BIN_PROBA[::-1], [0.5, 0.5]])
+    roc = ev.RocCurvesDisplay.from_cv_predictions(y, {"A": p_a, "B": p_b})
+    assert roc.curve_names == ["A", "B"] and roc.positive_label == C
+    alone = ev.RocCurvesDisplay.from_predictions(BIN_TRUE, BIN_PROBA)
+    np.testing.assert_array_equal(roc.fpr[0], alone.fpr[0])
+    assert roc.roc_auc[0] == pytest.approx(11 / 12)
+    cal = ev.ReliabilityDisplay.from_cv_predictions(y, {"A": p_a, "B": p_b}, n_bins=2)
+    assert len(cal.y_prob[0]) == 7 and len(cal.y_prob[1]) == 8
+    cms = ev.ConfusionMatricesDisplay.from_cv_predictions(y, {"A": p_a, "B": p_b})
+    expected = classification_metrics(BIN_TRUE, y_proba=BIN_PROBA)["confusion_matrix"]
+    assert cms.confusion_matrices[0].tolist() == expected
+    assert [ax.get_title() for ax in cms.axes_] == ["A", "B"] and len(cms.figure_.axes) == 2
+    with pytest.raises(ValueError, match=r"predictions\['B'\] has shape"):
+        ev.RocCurvesDisplay.from_cv_predictions(y, {"A": p_a, "B": p_b[:3]})
+    with pytest.raises(TypeError, match="non-empty dict"):
+        ev.ConfusionMatricesDisplay.from_cv_predictions(y, {})
+
+
+def test_confusion_display_forms_agree_and_plot_on_given_axes(phantoms, fitted_cnn):
+    X, y, _ = phantoms
+    ev = skxray.evaluation
+    from_est = ev.ConfusionMatricesDisplay.from_estimator(fitted_cnn, X, y, name="CNN")
+    from_pred = ev.ConfusionMatricesDisplay.from_predictions(y, fitted_cnn.predict(X), name="CNN")
+    np.testing.assert_array_equal(from_est.confusion_matrices[0], from_pred.confusion_matrices[0])
+    assert from_est.display_labels == list(fitted_cnn.classes_)
+    fig = Figure()
+    ax = fig.subplots()
+    assert from_est.plot(ax=ax).ax_ is ax and ax.get_title() == "Confusion matrix: CNN"
+    assert len(ax.texts) == 4
+
+
+def test_learning_curves_display_from_estimator_equals_from_history(fitted_cnn):
+    ev = skxray.evaluation
+    from_est = ev.LearningCurvesDisplay.from_estimator(fitted_cnn)
+    from_hist = ev.LearningCurvesDisplay.from_history(fitted_cnn.history_)
+    np.testing.assert_array_equal(from_est.train_loss, from_hist.train_loss)
+    assert from_est.best_epoch == from_hist.best_epoch
+    fig = Figure()
+    axes = fig.subplots(2, 2)
+    from_hist.plot(ax=axes[1])
+    assert list(from_hist.axes_) == list(axes[1]) and len(axes[0, 0].lines) == 0
+    assert [line.get_xdata()[0] for line in from_hist.best_lines_] == [from_hist.best_epoch] * 2
+    with pytest.raises(TypeError, match="use from_estimator"):
+        ev.LearningCurvesDisplay.from_history(fitted_cnn)
+    with pytest.raises(TypeError, match="use from_history"):
+        ev.LearningCurvesDisplay.from_estimator(fitted_cnn.history_)
+
+
+def test_image_grid_display_draws_its_sample_again(phantoms):
+    X, y, _ = phantoms
+    disp = skxray.evaluation.ImageGridDisplay.from_images(X, y, n=3, random_state=0)
+    assert [str(y[i]) for i in disp.indices] == disp.titles
+    fig = Figure()
+    axes = fig.subplots(2, 2)
+    disp.plot(ax=axes)
+    assert [ax.get_title() for ax in axes.ravel()[:3]] == disp.titles
+    assert axes[1, 1].get_title() == "" and len(axes[1, 1].images) == 0
+    assert axes[1, 1].axison and len(disp.axes_) == 3  # the extra axes untouched
+    with pytest.raises(ValueError, match="at least 3 axes"):
+        disp.plot(ax=axes[0])
+
+
+def test_external_validation_display_forms_agree():
+    ev = skxray.evaluation
+    y = np.array(["a"] * 6 + ["b"] * 4)
+    y_pred = np.array(["a"] * 5 + ["b"] * 3 + ["a"] * 2)
+    internal = {"mean_accuracy": 0.9, "std_accuracy": 0.05, "mean_sensitivity_a": 0.8,
+                "std_sensitivity_a": 0.1}
+    disp = ev.ExternalValidationDisplay.from_predictions(y, y_pred, classes=["a", "b"],
+                                                         internal=internal, n_splits=5)
+    result = ev.external_validation_from_predictions(y, y_pred, classes=["a", "b"])
+    inside, outside = ev.external_validation_figures(result, internal, n_splits=5)
+    assert disp.metrics == ["accuracy", "sensitivity_a", "sensitivity_b"]
+    assert disp.external == [outside[k] for k in disp.metrics]
+    assert disp.internal[0] == inside["accuracy"] and math.isnan(disp.internal[2][0])
+    assert disp.external[1][0] == pytest.approx(5 / 6)
+    points = disp.errorbars_["external"].lines[0].get_xdata()
+    np.testing.assert_allclose(points, [100 * v for v, _, _ in disp.external])
+    top_down = sorted(disp.ax_.get_yticklabels(), key=lambda t: -t.get_position()[1])
+    assert [t.get_text() for t in top_down] == ["accuracy", "sensitivity: a", "sensitivity: b"]

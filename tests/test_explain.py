@@ -515,3 +515,18 @@ def test_docstring_examples():
     result = doctest.testmod(skxray.explain, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_gradcam_display_draws_again_without_the_model(fitted, monkeypatch):
+    from skxray.explain import GradCAMDisplay
+
+    clf, X, y = fitted("cnn", 2)
+    disp = GradCAMDisplay.from_estimator(clf, X[:3], y=y[:3])
+    assert disp.heatmaps.shape[0] == 3 and len(disp.titles) == 3
+    monkeypatch.setattr(skxray.explain, "_gradcam_with_logits",
+                        lambda *a, **k: pytest.fail("recomputed"))
+    fig = Figure()
+    axes = fig.subplots(2, 2)
+    assert disp.plot(ax=axes, alpha=0.5).figure_ is fig
+    assert [a.get_title() for a in axes.ravel()[:3]] == disp.titles
+    assert len(axes[1, 1].get_images()) == 0 and disp.ax_ is axes[0, 0]

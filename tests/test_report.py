@@ -695,3 +695,16 @@ def test_grouped_learning_curves_and_gradcam(models, phantoms):
     assert section_html(text, "learning-curves").count("<img ") == 2
     gallery = section_html(text, "grad-cam")
     assert gallery.count("<img ") == 1 and "No map for FNN" in gallery
+
+
+def test_external_validation_shows_a_display_figure():
+    from skxray.evaluation import ExternalValidationDisplay
+
+    y = np.array(["a"] * 6 + ["b"] * 4)
+    y_pred = np.array(["a"] * 5 + ["b"] * 3 + ["a"] * 2)
+    display = ExternalValidationDisplay.from_predictions(y, y_pred, classes=["a", "b"])
+    report = Report().add_external_validation(
+        {"accuracy": display.internal[0]}, {"accuracy": display.external[0]}, figures=[display]
+    )
+    section = section_html(report.to_html(), "external-validation")
+    assert section.count("<img ") == 1 and "70.0" in section  # 7 of 10 right
