@@ -38,19 +38,36 @@ the same: :func:`lung_masked` and :func:`border_masked` (the images the
 ``"lungs"`` check predicts on), :func:`two_class_scale` (the scale of the
 thresholds) and :func:`proba_in_order` (out-of-fold probabilities whose
 columns line up across folds).
+
+The audit's figures are displays, as in :mod:`skxray.evaluation`:
+:class:`LungMaskingDisplay`, :class:`LungGradCAMDisplay`,
+:class:`AuditCalibrationDisplay` and :class:`LabelIssuesDisplay` take a
+finding's data once (``from_finding``) and draw it on any axes
+(``plot(ax=...)``); :meth:`Finding.displays` returns them and the audit's
+page draws its plots through them. They live in ``_displays``.
 """
 
 from skxray.audit._audit import audit
 from skxray.audit._cv import border_masked, lung_masked, proba_in_order, two_class_scale
+from skxray.audit._displays import (
+    AuditCalibrationDisplay,
+    LabelIssuesDisplay,
+    LungGradCAMDisplay,
+    LungMaskingDisplay,
+)
 from skxray.audit._params import DEFAULT_THRESHOLDS
 from skxray.audit._report import CHECKS, AuditReport, AuditSection, Finding
 
 __all__ = [
     "CHECKS",
     "DEFAULT_THRESHOLDS",
+    "AuditCalibrationDisplay",
     "AuditReport",
     "AuditSection",
     "Finding",
+    "LabelIssuesDisplay",
+    "LungGradCAMDisplay",
+    "LungMaskingDisplay",
     "audit",
     "border_masked",
     "lung_masked",

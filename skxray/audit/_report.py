@@ -4,11 +4,16 @@ import json
 import textwrap
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from skxray._html import Fragment, badge, esc, img_html, inline_table, table_html
 from skxray._utils import format_value, jsonable, png_base64
+from skxray.audit._displays import (
+    AuditCalibrationDisplay,
+    LabelIssuesDisplay,
+    LungGradCAMDisplay,
+    LungMaskingDisplay,
+)
 
 #: The checks, in report order. Pass a subset as ``checks=`` to :func:`audit`.
 CHECKS = ("leakage", "duplicates", "sources", "lungs", "calibration", "labels")
@@ -94,9 +99,29 @@ class Finding:
         }
 
     def plots(self):
-        """The plots drawn for this finding, as ``(alt text, base64 PNG)`` pairs."""
-        draw = _PLOTTERS.get(self.name)
-        return draw(self) if draw is not None else []
+        """The plots drawn for this finding, as ``(alt text, base64 PNG)`` pairs.
+
+        Each is the figure of one of :meth:`displays`, at 80 dpi.
+        """
+        return [
+            (disp.alt_text, png_base64(disp.figure_, dpi=_PLOT_DPI))
+            for disp in self.displays()
+        ]
+
+    def displays(self):
+        """The displays of this finding's plots, drawn, in page order.
+
+        Returns
+        -------
+        list of display
+            For ``"lungs"`` a :class:`LungMaskingDisplay` and, when the model
+            could be explained, a :class:`LungGradCAMDisplay`; for
+            ``"calibration"`` an :class:`AuditCalibrationDisplay`; for
+            ``"labels"`` a :class:`LabelIssuesDisplay` when there are
+            suspects; none for the other checks.
+        """
+        return [cls.from_finding(self) for cls, shows in _DISPLAYS.get(self.name, ())
+                if shows(self)]
 
 
 @dataclass(frozen=True)
@@ -415,87 +440,21 @@ def _frame_records(frame):
 
 
 # --------------------------------------------------------------------------
-# plots
+# plots: each drawn by a display of skxray.audit._displays
+
+#: The displays of each check's plots, in page order; a display is drawn when
+#: its finding holds its data (e.g. no Grad-CAM heatmap for a model without
+#: convolutions).
+_DISPLAYS = {
+    "lungs": ((LungMaskingDisplay, lambda f: _has_rows(f.details.get("masking"))),
+              (LungGradCAMDisplay, lambda f: f.arrays.get("mean_gradcam") is not None)),
+    "calibration": ((AuditCalibrationDisplay,
+                     lambda f: _has_rows(f.details.get("calibration_curve"))),),
+    "labels": ((LabelIssuesDisplay,
+                lambda f: _has_rows(f.arrays.get("suspect_images"))
+                and f.details.get("suspects") is not None),),
+}
 
 
-def _plot_lungs(finding):
-    from matplotlib.figure import Figure
-
-    plots = []
-    masking = finding.details.get("masking")
-    if masking is not None and len(masking):
-        fig = Figure(figsize=(4.2, 2.6), layout="constrained")
-        ax = fig.add_subplot()
-        ax.bar(masking["images"], masking["balanced_accuracy"], color="#4c72b0")
-        ax.axhline(finding.figures.get("chance", 0.5), color="k", ls="--", lw=1)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("balanced accuracy")
-        ax.set_title("Out-of-fold score by masking", fontsize=9)
-        plots.append(("Balanced accuracy with lungs or borders masked", png_base64(fig, dpi=_PLOT_DPI)))
-    heat = finding.arrays.get("mean_gradcam")
-    if heat is not None:
-        fig = Figure(figsize=(5.6, 2.8), layout="constrained")
-        ax1, ax2 = fig.subplots(1, 2)
-        lungs = finding.arrays["lung_mask"].astype(float)
-        ax1.imshow(finding.arrays.get("mean_image", np.zeros_like(heat)), cmap="gray")
-        ax1.contour(lungs, levels=[0.5], colors="c")
-        ax1.set_title("mean image, lung field", fontsize=9)
-        ax2.imshow(heat, cmap="jet", vmin=0)
-        ax2.contour(lungs, levels=[0.5], colors="w")
-        ax2.set_title("mean Grad-CAM (out of fold)", fontsize=9)
-        for ax in (ax1, ax2):
-            ax.set_axis_off()
-        plots.append(("Mean Grad-CAM heatmap with the lung field outlined", png_base64(fig, dpi=_PLOT_DPI)))
-    return plots
-
-
-def _plot_calibration(finding):
-    from matplotlib.figure import Figure
-
-    curve = finding.details.get("calibration_curve")
-    if curve is None or not len(curve):
-        return []
-    fig = Figure(figsize=(3.4, 3.2), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], "k--", lw=1)
-    ax.plot(curve["mean_predicted"], curve["fraction_positive"], "o-", color="#4c72b0")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel(finding.figures.get("curve_of", "predicted probability"), fontsize=8)
-    ax.set_ylabel("observed frequency")
-    ax.set_title("Calibration curve (out of fold)", fontsize=9)
-    return [("Calibration curve", png_base64(fig, dpi=_PLOT_DPI))]
-
-
-def _plot_labels(finding):
-    """The gallery of the top suspects: thumbnail, file name (or index), given -> suggested, score."""
-    from matplotlib.figure import Figure
-
-    images = finding.arrays.get("suspect_images")
-    suspects = finding.details.get("suspects")
-    if images is None or suspects is None or not len(images):
-        return []
-    n = len(images)
-    ncols = min(n, 6)
-    nrows = -(-n // ncols)
-    fig = Figure(figsize=(1.9 * ncols, 2.3 * nrows), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
-    for ax in axes:
-        ax.set_axis_off()
-    for ax, img, row in zip(axes, images, suspects.head(n).itertuples()):
-        # Channels first (C, H, W): show their mean, as the hashes and masks see it.
-        ax.imshow(img if img.ndim == 2 else img.mean(axis=0), cmap="gray", vmin=0, vmax=1)
-        name = getattr(row, "file", None) or f"image {row.image}"
-        name = name if len(name) <= 22 else name[:10] + "..." + name[-9:]
-        ax.set_title(
-            f"{row.rank}. {name}\n{row.given} -> {row.suggested}\nquality {row.label_quality:.2f}",
-            fontsize=7,
-        )
-    alt = "Top suspected label issues: " + "; ".join(
-        f"{getattr(r, 'file', None) or f'image {r.image}'} given {r.given}, suggested {r.suggested}"
-        for r in suspects.head(n).itertuples()
-    )
-    return [(alt, png_base64(fig, dpi=_PLOT_DPI))]
-
-
-_PLOTTERS = {"lungs": _plot_lungs, "calibration": _plot_calibration, "labels": _plot_labels}
+def _has_rows(table):
+    return table is not None and len(table) > 0
