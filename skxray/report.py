@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from PIL import Image
 
 from skxray._atomic import atomic_write_many
@@ -49,6 +48,7 @@ from skxray._version import __version__
 from skxray.evaluation import (
     ConfusionMatricesDisplay,
     ImageGridDisplay,
+    ImageSizesDisplay,
     LearningCurvesDisplay,
     ReliabilityDisplay,
     RocCurvesDisplay,
@@ -1022,12 +1022,7 @@ class Report:
         parts = [f"<p>{_esc(intro)}</p>", "<h3>Class counts</h3>", _table_html(table)]
         parts += ["<h3>Image sizes</h3>", _table_html(size_table)]
         if n_distinct > 1:
-            fig = Figure(figsize=(8.0, 3.0), layout="constrained")
-            ax_h, ax_w = fig.subplots(1, 2)
-            ax_h.hist(sizes[:, 0], bins=20, color="C0")
-            ax_h.set(title="Image heights", xlabel="pixels", ylabel="images")
-            ax_w.hist(sizes[:, 1], bins=20, color="C1")
-            ax_w.set(title="Image widths", xlabel="pixels", ylabel="images")
+            fig = ImageSizesDisplay.from_sizes(sizes[:, 0], sizes[:, 1]).figure_
             parts.append(_figure_html(fig, "Histogram of image sizes"))
         if n_images:
             parts.append("<h3>Sample images</h3>")
@@ -1289,7 +1284,7 @@ class Report:
     def add_gradcam(self, name, estimator, X, y=None, *, n=6, target=None, method="gradcam"):
         """Add Grad-CAM heatmaps of a convolutional classifier over a few images.
 
-        Uses :func:`skxray.explain.plot_gradcam`. Models it cannot explain
+        Drawn by :class:`skxray.explain.GradCAMDisplay`. Models it cannot explain
         (the FNNClassifier, which has no convolution; ensembles) get a note
         in place of the figure, so one loop can cover every model.
 
@@ -1342,7 +1337,7 @@ class Report:
         self._check_name(name)
         title = f"Grad-CAM: {name}"
         try:  # imported here: without a working Grad-CAM the report shows a note instead
-            from skxray.explain import plot_gradcam
+            from skxray.explain import GradCAMDisplay
         except ImportError as exc:
             return self._add(title, f'<p class="skipped">Grad-CAM is unavailable: {_esc(exc)}</p>')
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
@@ -1350,7 +1345,8 @@ class Report:
         if y is not None:
             X, y = _gradcam_sample(X, y, n)
         try:
-            fig = plot_gradcam(estimator, X, target, y=y, n=n, method=method)
+            fig = GradCAMDisplay.from_estimator(estimator, X, target, y=y, n=n,
+                                                method=method).figure_
         except TypeError as exc:  # no convolutional layer, or not a skxray classifier
             return self._add(title, f'<p class="skipped">Skipped: {_esc(exc)}</p>')
         caption = "Warm colours: regions that raised the score of the class shown."
@@ -1492,7 +1488,7 @@ class Report:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"n must be an int >= 1; got {n!r}.")
         try:  # imported here: without a working Grad-CAM the report shows a note instead
-            from skxray.explain import plot_gradcam
+            from skxray.explain import GradCAMDisplay
         except ImportError as exc:
             return self._add(title, f'<p class="skipped">Grad-CAM is unavailable: {_esc(exc)}</p>')
         if y is not None:
@@ -1500,7 +1496,8 @@ class Report:
         figures, skipped = [], []
         for name, estimator in estimators.items():
             try:
-                fig = plot_gradcam(estimator, X, None, y=y, n=min(n, len(X)), method=method)
+                fig = GradCAMDisplay.from_estimator(estimator, X, None, y=y, n=min(n, len(X)),
+                                                    method=method).figure_
             except TypeError:
                 skipped.append(name)
                 continue

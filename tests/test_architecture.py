@@ -633,3 +633,76 @@ def test_plot_functions_are_thin_wrappers_over_displays():
     fat = {n: lines for n, (lines, _) in found.items() if lines > MAX_PLOT_WRAPPER_LINES}
     assert fat == {}, "a plot function draws itself: move the drawing into its display"
     assert [n for n, (_, uses) in found.items() if not uses] == []
+
+
+# ---------------------------------------------------------------------------
+# Issue 27f: every figure of the report and of the audit's page is a display
+
+#: Calls that make a figure or axes, or draw data on axes: only a display's
+#: methods may call them in the page modules. Labelling a display's axes
+#: afterwards (``disp.ax_.set(title=...)``, ``legend``, ``grid``) is not
+#: drawing: scikit-learn's examples do it too.
+DRAWING_CALLS = {
+    "Figure", "figure", "subplots", "add_subplot", "add_axes", "subplot_mosaic",
+    "plot", "bar", "barh", "hist", "hist2d", "imshow", "matshow", "pcolormesh", "contour",
+    "contourf", "scatter", "axhline", "axvline", "axhspan", "axvspan", "axline", "fill_between",
+    "fill_betweenx", "errorbar", "step", "stairs", "pie", "boxplot", "violinplot", "annotate",
+    "text", "arrow", "quiver",
+}
+#: The modules that lay out pages: they draw through displays only.
+PAGE_MODULES = ("report.py", "audit/_report.py")
+
+
+def hand_drawing_in(source):
+    """``["<line>: <call>()"]`` for each drawing call of ``source`` outside a ``*Display`` class.
+
+    Docstrings (the doctest examples) are text, not calls, so they are not seen.
+    """
+    found = []
+
+    def visit(node):
+        if isinstance(node, ast.ClassDef) and node.name.endswith("Display"):
+            return
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name in DRAWING_CALLS:
+                found.append(f"{node.lineno}: {name}()")
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [getattr(node, "module", None) or ""] + [a.name for a in node.names]
+            if any(n.startswith("matplotlib.pyplot") or n == "pyplot" for n in names):
+                found.append(f"{node.lineno}: import pyplot")
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(source))
+    return found
+
+
+def test_hand_drawing_check_sees_the_old_page_code():
+    old = (
+        '"""A page.\n\n>>> fig = Figure(); _ = fig.subplots().plot([0, 1])\n"""\n'
+        "from matplotlib.figure import Figure\n"
+        "def _plot_calibration(finding):\n"
+        "    fig = Figure(figsize=(3.4, 3.2))\n"
+        "    ax = fig.add_subplot()\n"
+        "    ax.plot([0, 1], [0, 1], 'k--')\n"
+        "    ax_h, ax_w = fig.subplots(1, 2)\n"
+        "    ax_h.hist([1, 2], bins=20)\n"
+        "    return RocCurvesDisplay.from_predictions(y, p).figure_\n"
+        "class ImageSizesDisplay:\n"
+        "    def plot(self, ax=None):\n"
+        "        ax.hist(self.heights)\n"
+    )
+    assert hand_drawing_in(old) == [
+        "7: Figure()", "8: add_subplot()", "9: plot()", "10: subplots()", "11: hist()"]
+    assert hand_drawing_in("import matplotlib.pyplot as plt\n") == ["1: import pyplot"]
+
+
+@pytest.mark.parametrize("module", PAGE_MODULES)
+def test_pages_draw_only_through_displays(module):
+    source = (PACKAGE_DIR / module).read_text(encoding="utf-8")
+    assert hand_drawing_in(source) == [], (
+        f"{module} draws a figure by hand: make it a display (from_* computes once, "
+        "plot(ax=None) draws) of skxray.evaluation or of the module that owns the data."
+    )

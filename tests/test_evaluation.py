@@ -877,3 +877,22 @@ def test_external_validation_display_forms_agree():
     np.testing.assert_allclose(points, [100 * v for v, _, _ in disp.external])
     top_down = sorted(disp.ax_.get_yticklabels(), key=lambda t: -t.get_position()[1])
     assert [t.get_text() for t in top_down] == ["accuracy", "sensitivity: a", "sensitivity: b"]
+
+
+def test_image_sizes_display_counts_each_size_and_redraws_on_given_axes():
+    heights, widths = [100, 100, 300, 500], [200, 250, 250, 250]
+    disp = skxray.evaluation.ImageSizesDisplay.from_sizes(heights, widths, bins=4)
+    assert [ax.get_title() for ax in disp.axes_] == ["Image heights", "Image widths"]
+    assert disp.figure_.get_size_inches().tolist() == [8.0, 3.0]
+    counts = [[p.get_height() for p in ax.patches] for ax in disp.axes_]
+    assert counts == [[2, 0, 1, 1], [1, 0, 0, 3]]
+    disp.heights = np.array([7, 7])  # plot draws the stored sizes, nothing else
+    disp.widths = np.array([9, 9])
+    for _ in range(2):
+        axes = Figure().subplots(1, 2)
+        assert disp.plot(ax=axes) is disp and list(disp.axes_) == list(axes)
+        assert sum(p.get_height() for p in axes[0].patches) == 2
+    with pytest.raises(ValueError, match="got 2 heights and 1 widths"):
+        skxray.evaluation.ImageSizesDisplay.from_sizes([1, 2], [3])
+    with pytest.raises(ValueError, match="bins must be an int >= 1"):
+        skxray.evaluation.ImageSizesDisplay.from_sizes([1], [3], bins=0)

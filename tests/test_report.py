@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.ensemble import VotingClassifier
 
+import skxray.evaluation
 import skxray.explain
 import skxray.report
 from skxray.datasets import make_phantom_cxr
@@ -410,15 +411,16 @@ def test_gradcam_images_alternate_between_classes(models, phantoms, monkeypatch)
     assert picked.tolist() == [3, 0, 4, 1]
     seen = {}
 
-    def fake_plot_gradcam(estimator, X, target=None, *, y=None, n=None, method="gradcam"):
+    def fake_from_estimator(cls, estimator, X, target=None, *, y=None, n=None, method="gradcam"):
         seen.update(X=X, y=y, n=n)
-        fig = Figure()
-        fig.subplots()
-        return fig
+        return cls(np.zeros((1, 4, 4)), np.zeros((1, 4, 4)), titles=["fake"]).plot()
 
-    monkeypatch.setattr(skxray.explain, "plot_gradcam", fake_plot_gradcam)
+    # The report draws through the display: patch its computing step.
+    monkeypatch.setattr(skxray.explain.GradCAMDisplay, "from_estimator",
+                        classmethod(fake_from_estimator))
     order = np.argsort(y != C, kind="stable")  # every Covid-19 image first
-    Report().add_gradcam("CNN", models[0], X[order], y[order], n=4)
+    report = Report().add_gradcam("CNN", models[0], X[order], y[order], n=4)
+    assert section_html(report.to_html(), "grad-cam-cnn").count("<img ") == 1  # the display's figure
     assert seen["y"].tolist() == [C, N, C, N]
     assert seen["n"] == 4 and len(seen["X"]) == 4
     with pytest.raises(ValueError, match="y has 3 labels but X has 40"):
@@ -708,3 +710,21 @@ def test_external_validation_shows_a_display_figure():
     )
     section = section_html(report.to_html(), "external-validation")
     assert section.count("<img ") == 1 and "70.0" in section  # 7 of 10 right
+
+
+def test_dataset_summary_draws_the_sizes_through_their_display(phantoms, monkeypatch):
+    X, y, _ = phantoms
+    sizes = np.column_stack([np.arange(40) + 100, np.full(40, 200)])
+    drawn = []
+    real = skxray.evaluation.ImageSizesDisplay.from_sizes.__func__
+
+    def spy(cls, heights, widths, **kwargs):
+        drawn.append((np.asarray(heights).tolist(), np.asarray(widths).tolist()))
+        return real(cls, heights, widths, **kwargs)
+
+    monkeypatch.setattr(skxray.evaluation.ImageSizesDisplay, "from_sizes", classmethod(spy))
+    Report().add_dataset_summary(X, y, image_sizes=sizes, n_images=0)
+    assert drawn == [(sizes[:, 0].tolist(), sizes[:, 1].tolist())]
+    drawn.clear()
+    Report().add_dataset_summary(X, y, n_images=0)  # one size: no histogram
+    assert drawn == []

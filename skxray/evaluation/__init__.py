@@ -15,7 +15,8 @@ as ``"Covid-19"``.
 - Displays, the scikit-learn way: :class:`RocCurvesDisplay`,
   :class:`PrecisionRecallCurvesDisplay`, :class:`ReliabilityDisplay`,
   :class:`ConfusionMatricesDisplay`, :class:`LearningCurvesDisplay`,
-  :class:`ImageGridDisplay` and :class:`ExternalValidationDisplay` compute
+  :class:`ImageGridDisplay`, :class:`ImageSizesDisplay` and
+  :class:`ExternalValidationDisplay` compute
   a figure's data once (``from_estimator``, ``from_predictions``, ...) and
   draw it on any axes (``plot(ax=...)``).
 - :func:`plot_image_grid`, :func:`plot_learning_curves`,
@@ -31,7 +32,7 @@ with ``fig.savefig(...)`` or add it to a :class:`skxray.report.Report`.
 
 The package's modules: ``_metrics`` (metrics and the positive-label
 convention), ``_displays`` (the displays' common part, confusion matrices,
-learning curves, image grid), ``_curves`` (ROC, precision-recall and
+learning curves, image grid, image sizes), ``_curves`` (ROC, precision-recall and
 reliability curves), ``_plot`` (the plot functions),
 ``_compare`` (:func:`compare_models`) and ``_external`` (external
 validation and its display).
@@ -39,7 +40,12 @@ validation and its display).
 
 from ._compare import compare_models
 from ._curves import PrecisionRecallCurvesDisplay, ReliabilityDisplay, RocCurvesDisplay
-from ._displays import ConfusionMatricesDisplay, ImageGridDisplay, LearningCurvesDisplay
+from ._displays import (
+    ConfusionMatricesDisplay,
+    ImageGridDisplay,
+    ImageSizesDisplay,
+    LearningCurvesDisplay,
+)
 from ._external import (
     ExternalValidationDisplay,
     external_validation,
@@ -61,6 +67,7 @@ __all__ = [
     "ConfusionMatricesDisplay",
     "ExternalValidationDisplay",
     "ImageGridDisplay",
+    "ImageSizesDisplay",
     "LearningCurvesDisplay",
     "PrecisionRecallCurvesDisplay",
     "ReliabilityDisplay",

@@ -28,7 +28,7 @@ scikit-learn's (``RocCurvesDisplay``, ``ReliabilityDisplay``,
 matrices) so that the two cannot be confused when both are imported.
 
 This module holds the common part (``_DisplayMixin``) and the displays of
-confusion matrices, learning curves and image grids; the curve displays are
+confusion matrices, learning curves, image grids and image sizes; the curve displays are
 in :mod:`skxray.evaluation._curves`, the external-validation display in
 :mod:`skxray.evaluation._external`.
 """
@@ -52,6 +52,7 @@ from ._metrics import _predict_with_proba
 __all__ = [
     "ConfusionMatricesDisplay",
     "ImageGridDisplay",
+    "ImageSizesDisplay",
     "LearningCurvesDisplay",
 ]
 
@@ -651,4 +652,103 @@ class ImageGridDisplay(_DisplayMixin):
             for cell in axes[n:]:
                 self.figure_.delaxes(cell)
         self.axes_ = axes[:n]  # extra axes given are left untouched
+        return self
+
+
+# --------------------------------------------------------------------------
+# image sizes
+
+
+class ImageSizesDisplay(_DisplayMixin):
+    """Histograms of the images' heights and widths, side by side.
+
+    Parameters
+    ----------
+    heights, widths : ndarray of int
+        Height and width of each image, in pixels.
+    bins : int, default=20
+        Number of bins of each histogram.
+
+    Attributes
+    ----------
+    ax_ : matplotlib Axes
+        The heights' axes.
+    axes_ : ndarray of Axes
+        The heights' and the widths' axes.
+    figure_ : matplotlib Figure
+        Their figure.
+
+    See Also
+    --------
+    skxray.report.Report.add_dataset_summary : Draws it when the sizes vary.
+
+    Examples
+    --------
+    >>> from skxray.evaluation import ImageSizesDisplay
+    >>> disp = ImageSizesDisplay.from_sizes([512, 1024, 1024], [512, 900, 1024])
+    >>> [ax.get_title() for ax in disp.axes_], disp.heights.tolist()
+    (['Image heights', 'Image widths'], [512, 1024, 1024])
+    """
+
+    def __init__(self, heights, widths, *, bins=20):
+        self.heights = heights
+        self.widths = widths
+        self.bins = bins
+
+    @classmethod
+    def from_sizes(cls, heights, widths, *, bins=20, ax=None):
+        """Draw the histograms of given image sizes.
+
+        Parameters
+        ----------
+        heights, widths : array-like of shape (n_samples,)
+            Height and width of each image, in pixels (e.g. of the original
+            files, before resizing).
+        bins : int, default=20
+            Number of bins of each histogram.
+        ax : pair of matplotlib Axes, default=None
+            Axes of the heights and of the widths; None creates a new figure.
+
+        Returns
+        -------
+        display : ImageSizesDisplay
+            The display, drawn.
+
+        Raises
+        ------
+        ValueError
+            If ``heights`` and ``widths`` are empty or differ in length, or
+            ``bins`` is not a positive int.
+        """
+        heights = column_or_1d(np.asarray(heights))
+        widths = column_or_1d(np.asarray(widths))
+        if len(heights) == 0 or len(heights) != len(widths):
+            raise ValueError(
+                "heights and widths must hold one size per image, at least one; "
+                f"got {len(heights)} heights and {len(widths)} widths."
+            )
+        if not is_int(bins) or bins < 1:
+            raise ValueError(f"bins must be an int >= 1; got {bins!r}.")
+        return cls(heights, widths, bins=bins).plot(ax=ax)
+
+    def plot(self, ax=None):
+        """Draw the two histograms.
+
+        Parameters
+        ----------
+        ax : pair of matplotlib Axes, default=None
+            Axes of the heights and of the widths; None creates a new figure
+            (8 x 3 in).
+
+        Returns
+        -------
+        display : ImageSizesDisplay
+            ``self``, with ``ax_``, ``axes_`` and ``figure_`` set.
+        """
+        ax_h, ax_w = self._set_axes(ax, ncols=2, figsize=(8.0, 3.0))[:2]
+        ax_h.hist(self.heights, bins=self.bins, color="C0")
+        ax_h.set(title="Image heights", xlabel="pixels", ylabel="images")
+        ax_w.hist(self.widths, bins=self.bins, color="C1")
+        ax_w.set(title="Image widths", xlabel="pixels", ylabel="images")
+        self.axes_ = self.axes_[:2]
         return self
