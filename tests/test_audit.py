@@ -598,3 +598,20 @@ def test_public_measures_hide_what_they_say():
             return np.tile([0.25, 0.75], (len(X), 1))
 
     np.testing.assert_array_equal(proba_in_order(Fold(), X, ["a", "b", "c"]), [[0.75, 0.25, 0.0]] * 2)
+
+
+def test_audit_plots_are_drawn_by_the_audit_displays(clean_report):
+    from skxray.audit import AuditCalibrationDisplay, LungGradCAMDisplay, LungMaskingDisplay
+
+    lungs = clean_report["lungs"]
+    masking, gradcam = lungs.displays()
+    assert isinstance(masking, LungMaskingDisplay) and isinstance(gradcam, LungGradCAMDisplay)
+    heights = [bar.get_height() for bar in masking.bars_]
+    assert heights == pytest.approx(lungs.details["masking"]["balanced_accuracy"].tolist())
+    np.testing.assert_array_equal(gradcam.heatmap, lungs.arrays["mean_gradcam"])
+    (calibration,) = clean_report["calibration"].displays()
+    assert isinstance(calibration, AuditCalibrationDisplay)
+    curve = clean_report["calibration"].details["calibration_curve"]
+    assert calibration.line_.get_ydata().tolist() == pytest.approx(
+        curve["fraction_positive"].tolist())
+    assert [alt for alt, _ in lungs.plots()] == [masking.alt_text, gradcam.alt_text]
