@@ -75,7 +75,7 @@ class LungMaskingDisplay(_DisplayMixin):
     --------
     >>> from skxray.audit import LungMaskingDisplay
     >>> disp = LungMaskingDisplay(["unmasked", "lungs masked"], [0.9, 0.6]).plot()
-    >>> [round(b.get_height(), 2) for b in disp.bars_], disp.ax_.get_title()
+    >>> disp.bars_.datavalues.tolist(), disp.ax_.get_title()
     ([0.9, 0.6], 'Out-of-fold score by masking')
     """
 
