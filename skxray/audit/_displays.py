@@ -130,7 +130,7 @@ class LungMaskingDisplay(_DisplayMixin):
         display : LungMaskingDisplay
             ``self``, with ``ax_``, ``axes_``, ``figure_`` and ``bars_`` set.
         """
-        (ax,) = self._set_axes(ax, figsize=(4.2, 2.6))[:1]
+        ax = self._set_axes(ax, figsize=(4.2, 2.6))[0]
         self.bars_ = ax.bar(self.images, self.balanced_accuracy, color="#4c72b0")
         ax.axhline(self.chance, color="k", ls="--", lw=1)
         ax.set_ylim(0, 1)
@@ -336,7 +336,7 @@ class AuditCalibrationDisplay(_DisplayMixin):
         display : AuditCalibrationDisplay
             ``self``, with ``ax_``, ``axes_``, ``figure_`` and ``line_`` set.
         """
-        (ax,) = self._set_axes(ax, figsize=(3.4, 3.2))[:1]
+        ax = self._set_axes(ax, figsize=(3.4, 3.2))[0]
         ax.plot([0, 1], [0, 1], "k--", lw=1)
         (self.line_,) = ax.plot(self.mean_predicted, self.fraction_positive, "o-", color="#4c72b0")
         ax.set_xlim(0, 1)
