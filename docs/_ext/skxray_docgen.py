@@ -58,6 +58,7 @@ API_MODULES = (
     ("skxray.audit", "Shortcut and leakage audit"),
     ("skxray.ood", "Out-of-distribution detection"),
     ("skxray.dask", "Prediction on a Dask cluster"),
+    ("skxray.workflows", "Workflows: the commands in Python"),
     ("skxray.cli", "Command line"),
 )
 
