@@ -399,3 +399,18 @@ def test_each_cli_command_calls_one_workflow():
             and n.func.value.id == "workflows"
         ]
         assert len(calls) == 1, (command.name, calls)
+
+
+def test_cli_imports_nothing_inside_functions():
+    # ``import skxray`` already loads torch and the models; skxray.workflows
+    # defers its own plotting imports. An import inside a CLI function would
+    # be work the CLI does itself.
+    tree = ast.parse((PACKAGE_DIR / "cli.py").read_text(encoding="utf-8"))
+    inner = [
+        f"{func.name}: line {node.lineno}"
+        for func in ast.walk(tree)
+        if isinstance(func, ast.FunctionDef)
+        for node in ast.walk(func)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+    ]
+    assert inner == []
