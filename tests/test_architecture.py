@@ -706,3 +706,124 @@ def test_pages_draw_only_through_displays(module):
         f"{module} draws a figure by hand: make it a display (from_* computes once, "
         "plot(ax=None) draws) of skxray.evaluation or of the module that owns the data."
     )
+
+
+# ----------------------------------------------------------------------------- issue 27: the CLI is a shell
+#: The top of the layer map, highest first: the command line calls the
+#: workflows, which lay out the report; the rest of the package (evaluation,
+#: audit, ood, models, preprocessing, io) sits below them. A module may import
+#: its own layer or one below it, never one above.
+TOP_LAYERS = ("skxray.cli", "skxray.workflows", "skxray.report")
+
+
+def _layer(module):
+    return TOP_LAYERS.index(module) if module in TOP_LAYERS else len(TOP_LAYERS)
+
+
+def _upward_imports(graph):
+    return sorted((m, t) for m, targets in graph.items() for t in targets if _layer(t) < _layer(m))
+
+
+def test_layer_check_sees_an_upward_import():
+    assert _upward_imports({"skxray.report": {"skxray.workflows"}, "skxray.io": set()}) == [
+        ("skxray.report", "skxray.workflows")
+    ]
+    assert _upward_imports({"skxray.cli": {"skxray.workflows", "skxray.io"}}) == []
+
+
+def test_cli_workflows_report_import_only_downwards():
+    graph = import_graph()
+    assert set(TOP_LAYERS) <= set(graph)
+    assert "skxray.workflows" in graph["skxray.cli"]
+    assert _upward_imports(graph) == []
+
+
+def _model_names():
+    from skxray.models import classifier_names
+    from skxray.models._registry import CLASSIFIERS
+
+    return set(classifier_names()), set(CLASSIFIERS)
+
+
+#: The modules that define the classifier classes.
+CLASSIFIER_MODULES = tuple(f"skxray.models.{m}" for m in ("cnn", "fnn", "resnet", "xrv"))
+
+
+def model_table_problems(source):
+    """What in a module's source is a model table of its own.
+
+    A string that is a model's short name (``"cnn"``) or a comma-joined list
+    of them, or a classifier's class name, anywhere in the module; an import
+    of a classifier class or of a classifier module.
+    """
+    short, classes = _model_names()
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            parts = {p.strip() for p in node.value.split(",")}
+            if node.value in classes or (parts and parts <= short):
+                problems.append(f"line {node.lineno}: the model name(s) {node.value!r}")
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.startswith(CLASSIFIER_MODULES):
+                problems.append(f"line {node.lineno}: imports from {node.module}")
+            problems += [f"line {node.lineno}: imports {alias.name}" for alias in node.names if alias.name in classes]
+    return problems
+
+
+def test_model_table_check_sees_a_table():
+    table = 'MODELS = ("cnn", "fnn")\nDEFAULT = "cnn,fnn,resnet50"\nfrom skxray.models import CNNClassifier\n'
+    assert len(model_table_problems(table)) == 4  # two names, a list of names, a class
+    assert model_table_problems("from skxray.models.resnet import PretrainedWeightsError\n") != []
+    assert model_table_problems('HELP = "train a cnn model"\nfrom skxray.models import make_classifier\n') == []
+
+
+def test_cli_holds_no_model_table():
+    # The --model choices, the defaults and the classes come from the registry
+    # (skxray.models.classifier_names / make_classifier) and the workflows.
+    assert model_table_problems((PACKAGE_DIR / "cli.py").read_text(encoding="utf-8")) == []
+
+
+#: Longest function of the command line: it parses, calls, prints.
+MAX_CLI_FUNCTION_LINES = 40
+
+
+def test_cli_functions_are_small_without_exemption():
+    source = (PACKAGE_DIR / "cli.py").read_text(encoding="utf-8")
+    assert LONG_FUNCTION_MARK not in source
+    long_ones = [
+        f"{name} ({length} lines)"
+        for file, name, length, _ in _function_lengths()
+        if file == "cli.py" and length > MAX_CLI_FUNCTION_LINES
+    ]
+    assert long_ones == []
+
+
+def test_each_cli_command_calls_one_workflow():
+    tree = ast.parse((PACKAGE_DIR / "cli.py").read_text(encoding="utf-8"))
+    commands = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("cmd_")]
+    assert len(commands) == 7
+    for command in commands:
+        calls = [
+            n.func.attr
+            for n in ast.walk(command)
+            if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and isinstance(n.func.value, ast.Name)
+            and n.func.value.id == "workflows"
+        ]
+        assert len(calls) == 1, (command.name, calls)
+
+
+def test_cli_imports_nothing_inside_functions():
+    # ``import skxray`` already loads torch and the models; skxray.workflows
+    # defers its own plotting imports. An import inside a CLI function would
+    # be work the CLI does itself.
+    tree = ast.parse((PACKAGE_DIR / "cli.py").read_text(encoding="utf-8"))
+    inner = [
+        f"{func.name}: line {node.lineno}"
+        for func in ast.walk(tree)
+        if isinstance(func, ast.FunctionDef)
+        for node in ast.walk(func)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+    ]
+    assert inner == []

@@ -123,18 +123,20 @@ def test_verbose_before_or_after_the_command(argv, verbose):
 
 
 def _resolved(*argv):
-    from skxray.cli import _fill_model_defaults, build_parser
+    """The image size and epochs a command resolves from its options (``skxray.workflows.model_settings``)."""
+    from skxray.cli import build_parser
+    from skxray.workflows import model_settings
 
     args = build_parser().parse_args(list(argv))
-    _fill_model_defaults(args)
-    return args
+    names = [args.model] if hasattr(args, "model") else args.models.split(",")
+    return model_settings(names, image_size=args.image_size, epochs=args.epochs, preset=getattr(args, "preset", None))
 
 
 @pytest.mark.parametrize("model", ["cnn", "fnn", "resnet50"])
 def test_defaults_are_the_estimators(model):
-    from skxray.cli import _model_class
+    from skxray.models import make_classifier
 
-    own = _model_class(model)().get_params()
+    own = make_classifier(model).get_params()
     commands = (["train", "d", "--out", "o", "--model", model], ["audit", "d", "--out", "o", "--model", model],
                 ["compare", "d", "--out", "o", "--models", model], ["demo", "--models", model])
     for command in commands:
@@ -142,16 +144,16 @@ def test_defaults_are_the_estimators(model):
         assert (args.image_size, args.epochs_by_model) == (own["image_size"], {model: own["max_epochs"]})
     # Several models read the images once: at the smallest of their sizes, each with its epochs.
     both = _resolved("compare", "d", "--out", "o", "--models", f"cnn,{model}")
-    cnn = _model_class("cnn")().image_size
+    cnn = make_classifier("cnn").image_size
     assert both.image_size == min(own["image_size"], cnn)
     assert both.epochs_by_model[model] == own["max_epochs"]
     assert _resolved("demo", "--models", model, "--epochs", "3", "--image-size", "16").epochs_by_model == {model: 3}
 
 
 def _train_params(*options):
-    from skxray.cli import _train_model
+    from skxray.cli import _train_model, build_parser
 
-    args = _resolved("train", "d", "--out", "o", "--model", "cnn", *options)
+    args = build_parser().parse_args(["train", "d", "--out", "o", "--model", "cnn", *options])
     return _train_model(args).get_params()
 
 
@@ -491,20 +493,23 @@ def test_one_class_and_unreadable_image(tmp_path):
 def test_resnet_fallback_warning_is_one_line(monkeypatch, capsys):
     from skxray import cli
     from skxray.models import resnet
+    from skxray.workflows import WorkflowWarning, resnet_weights
 
     def offline(weights):
         print('Downloading: "https://download.pytorch.org/models/resnet50.pth"')
         raise resnet.PretrainedWeightsError("Could not obtain ... (<urlopen error [Errno -2]>)")
 
     monkeypatch.setattr(resnet, "load_resnet50_state_dict", offline)
-    weights, note, cause = cli._resnet_weights("IMAGENET1K_V2")
+    with pytest.warns(WorkflowWarning) as record:
+        weights, note = resnet_weights("IMAGENET1K_V2")
     captured = capsys.readouterr()
     assert weights is None and "Downloading" not in captured.out + captured.err
-    cli._warn(note, cause)
+    (warning,) = [r.message for r in record]
+    cli._warn(warning)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and len(err) <= 101  # one line, under 100 columns
     assert "--weights FILE" in err and "urlopen" not in err
-    cli._warn(note, cause, verbose=True)
+    cli._warn(warning, verbose=True)
     assert "urlopen error" in capsys.readouterr().err  # the cause, with --verbose only
 
 

@@ -59,6 +59,7 @@ API_MODULES = (
     ("skxray.ood", "Out-of-distribution detection"),
     ("skxray.dask", "Prediction on a Dask cluster"),
     ("skxray.testing", "Test inputs built in code"),
+    ("skxray.workflows", "Workflows: the commands in Python"),
     ("skxray.cli", "Command line"),
 )
 

@@ -1,6 +1,7 @@
 """The skxray classifiers: scikit-learn estimators that own a skorch net."""
 
 from skxray.models._persistence import load
+from skxray.models._registry import classifier_names, make_classifier
 from skxray.models.cnn import CNN_PRESETS, CNNClassifier
 from skxray.models.fnn import FNNClassifier
 from skxray.models.resnet import PretrainedWeightsError, ResNet50Classifier
@@ -13,5 +14,7 @@ __all__ = [
     "ResNet50Classifier",
     "PretrainedCXRClassifier",
     "PretrainedWeightsError",
+    "classifier_names",
     "load",
+    "make_classifier",
 ]
