@@ -191,10 +191,10 @@ def test_classifier_registry_names_the_library_classes():
         FNNClassifier,
         PretrainedCXRClassifier,
         ResNet50Classifier,
+        all_classifiers,
     )
-    from skxray.models._registry import CLASSIFIERS
 
-    assert CLASSIFIERS == {
+    assert dict(all_classifiers()) == {
         "CNNClassifier": CNNClassifier,
         "FNNClassifier": FNNClassifier,
         "ResNet50Classifier": ResNet50Classifier,
@@ -208,9 +208,9 @@ def test_every_shared_parameter_is_in_each_classifier_signature(name):
     # parameter missing from one class's signature is still set (to its
     # default) by a parent's __init__, but set_params, clone and the docs
     # would not know it. Every declared constraint must be a parameter.
-    from skxray.models._registry import CLASSIFIERS
+    from skxray.models import all_classifiers
 
-    cls = CLASSIFIERS[name]
+    cls = dict(all_classifiers())[name]
     params = set(cls._get_param_names())
     assert set(cls._parameter_constraints) == params
     attributes = set(vars(cls()))
@@ -224,9 +224,9 @@ def test_generated_init_behaves_as_a_written_one(name):
     # for an unknown keyword or a positional argument name the class.
     import inspect
 
-    from skxray.models._registry import CLASSIFIERS
+    from skxray.models import all_classifiers
 
-    cls = CLASSIFIERS[name]
+    cls = dict(all_classifiers())[name]
     signature = inspect.signature(cls)
     assert all(p.kind is p.KEYWORD_ONLY for p in signature.parameters.values())
     assert cls().get_params() == {n: p.default for n, p in signature.parameters.items()}
@@ -245,10 +245,10 @@ def test_docstring_defaults_are_the_signature_defaults(name):
     import inspect
     import re
 
+    from skxray.models import all_classifiers
     from skxray.models._base import _doc_default
-    from skxray.models._registry import CLASSIFIERS
 
-    cls = CLASSIFIERS[name]
+    cls = dict(all_classifiers())[name]
     documented = dict(re.findall(r"^    (\w+) : .*default=\"?([^\"\n]+)\"?$", cls.__doc__, re.M))
     defaults = {n: p.default for n, p in inspect.signature(cls).parameters.items()}
     for param in ("lr", "weight_decay", "dropout", "batch_size", "max_epochs", "optimizer", "image_size"):
@@ -739,10 +739,9 @@ def test_cli_workflows_report_import_only_downwards():
 
 
 def _model_names():
-    from skxray.models import classifier_names
-    from skxray.models._registry import CLASSIFIERS
+    from skxray.models import all_classifiers, classifier_names
 
-    return set(classifier_names()), set(CLASSIFIERS)
+    return set(classifier_names()), set(dict(all_classifiers()))
 
 
 #: The modules that define the classifier classes.

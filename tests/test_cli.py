@@ -151,10 +151,23 @@ def test_defaults_are_the_estimators(model):
 
 
 def _train_params(*options):
-    from skxray.cli import _train_model, build_parser
+    """The parameters of the model ``skxray train`` hands to ``skxray.workflows.train``."""
+    from types import SimpleNamespace
 
-    args = build_parser().parse_args(["train", "d", "--out", "o", "--model", "cnn", *options])
-    return _train_model(args).get_params()
+    import skxray.workflows
+    from skxray.cli import main
+
+    models = []
+
+    def train(data_dir, out, model, **kwargs):
+        models.append(model)
+        return SimpleNamespace(model=model, n_images=0, fit_seconds=0.0, model_dir=out, files=[])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(skxray.workflows, "train", train)
+        assert main(["train", "d", "--out", "o", "--model", "cnn", *options]) == 0
+    (model,) = models
+    return model.get_params()
 
 
 def test_train_builds_the_library_defaults_or_the_preset():

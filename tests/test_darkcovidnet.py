@@ -20,7 +20,6 @@ import skxray
 from skxray.augmentation import xray_augmentation
 from skxray.datasets import make_phantom_cxr
 from skxray.models import CNN_PRESETS, CNNClassifier
-from skxray.models._resume import STATE_FILE
 
 SIZE = 32
 
@@ -165,7 +164,7 @@ def test_resume_after_interrupt_equals_uninterrupted(phantom_split, tmp_path, mo
         stopped = darkcovidnet(max_epochs=3, checkpoint_dir=tmp_path / "b", ood=False).fit(X, y)
     assert stopped.n_iter_ == 1
     resumed = darkcovidnet(max_epochs=3, checkpoint_dir=tmp_path / "b", ood=False).fit(X, y, resume=True)
-    assert resumed.resumed_from_ == str(Path(stopped.checkpoint_path_) / STATE_FILE)
+    assert resumed.resumed_from_ == str(Path(stopped.checkpoint_path_) / "last.pt")  # as documented
     # The one-cycle schedule and the augmentation's random stream carry on.
     assert [h["lr"] for h in resumed.history_] == pytest.approx([h["lr"] for h in reference.history_])
     np.testing.assert_allclose(resumed.predict_proba(X_test), reference.predict_proba(X_test), atol=1e-5)

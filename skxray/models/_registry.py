@@ -8,7 +8,7 @@ class without importing the models package back (an import cycle).
 the workflows (:mod:`skxray.workflows`) and the ``skxray`` command take.
 """
 
-__all__ = ["CLASSIFIERS", "SHORT_NAMES", "classifier_names", "make_classifier"]
+__all__ = ["CLASSIFIERS", "SHORT_NAMES", "all_classifiers", "classifier_names", "make_classifier"]
 
 #: Class name -> class, filled as the classifier modules are imported.
 CLASSIFIERS = {}
@@ -17,6 +17,34 @@ CLASSIFIERS = {}
 #: ``--model`` choices). ``PretrainedCXRClassifier`` has none: it needs the
 #: ``xrv`` extra and a weights file, so it is built in Python only.
 SHORT_NAMES = {"cnn": "CNNClassifier", "fnn": "FNNClassifier", "resnet50": "ResNet50Classifier"}
+
+
+def all_classifiers():
+    """Every skxray classifier class, as scikit-learn's ``all_estimators`` lists its estimators.
+
+    Returns
+    -------
+    classifiers : list of (str, type)
+        ``(class name, class)`` pairs of every classifier of
+        :mod:`skxray.models`, sorted by name: ``CNNClassifier``,
+        ``FNNClassifier``, ``PretrainedCXRClassifier`` (listed even without
+        the ``xrv`` extra it needs to fit) and ``ResNet50Classifier``.
+
+    See Also
+    --------
+    classifier_names : The short names :func:`make_classifier` builds by.
+
+    Examples
+    --------
+    >>> from skxray.models import all_classifiers
+    >>> [name for name, _ in all_classifiers()]
+    ['CNNClassifier', 'FNNClassifier', 'PretrainedCXRClassifier', 'ResNet50Classifier']
+    >>> dict(all_classifiers())["CNNClassifier"]
+    <class 'skxray.models.cnn.CNNClassifier'>
+    """
+    # Importing this module imports the skxray.models package first, whose
+    # classes fill the registry as they are defined.
+    return sorted(CLASSIFIERS.items())
 
 
 def classifier_names():
