@@ -826,3 +826,94 @@ def test_cli_imports_nothing_inside_functions():
         if isinstance(node, (ast.Import, ast.ImportFrom))
     ]
     assert inner == []
+
+
+# ----------------------------------------------- tests import public names
+#: The only private skxray names a test file may import: the unit tests of
+#: the private module that owns them (or of the check itself). Every other
+#: test goes through the public API, so that it keeps passing while the
+#: internals change, and it says what users can rely on. An entry is the
+#: dotted name up to its first private part (``skxray.models._resume`` for
+#: ``from skxray.models._resume import read_state``). The table only shrinks:
+#: an entry no longer imported fails too.
+PRIVATE_UNDER_TEST = {
+    "_helpers.py": ({"skxray.models._resume"},
+                    "interrupt_after_epoch stops a fit right after the resume callback wrote last.pt"),
+    "test_architecture.py": ({"skxray._html", "skxray._param_validation", "skxray.models._base"},
+                             "the architecture checks: one badge palette, the vendored validation, "
+                             "parameter docs generated from the defaults"),
+    "test_augmentation.py": ({"skxray._param_validation"}, "the unit tests of the Pair constraint"),
+    "test_bad_inputs.py": ({"skxray.models._persistence"}, "a full disk while the persistence module writes"),
+    "test_batch_iterator.py": ({"skxray._data", "skxray.models._base"},
+                               "the unit tests of the batch iterator, datasets and augmenting collate"),
+    "test_case_mix.py": ({"skxray._label_shift"}, "the unit tests of the label-shift estimators"),
+    "test_distributed.py": ({"skxray.models._base"}, "emulates a secondary process, which must not save"),
+    "test_distributed_predict.py": ({"skxray._dask_plugin", "skxray.dask._assemble", "skxray.ood._MAX_SHIFT_SAMPLES"},
+                                    "the unit tests of the dask worker plugin and assembly; "
+                                    "the public image cap equals the OOD test's own"),
+    "test_evaluation.py": ({"skxray.evaluation._curves"},
+                           "a display redraws without calling its module's metric functions"),
+    "test_hardening.py": ({"skxray._atomic", "skxray.models._feature_store", "skxray.models._resume",
+                           "skxray.models._persistence"},
+                          "the unit tests of atomic writes, the feature store, resume state and the saved format"),
+    "test_model_conventions.py": ({"skxray.models._base"}, "spies on the private fit steps of the base class"),
+    "test_models.py": ({"skxray.models.resnet._ResNet50Net"},
+                       "counts the ResNet backbone's passes to prove cached features are not recomputed"),
+    "test_ood.py": ({"skxray.ood._logit_scores", "skxray.ood._median_bandwidth",
+                     "skxray.ood._mmd_permutation_test", "skxray.ood._threshold"},
+                    "the unit tests of the detector's scores, threshold and MMD test"),
+    "test_resume.py": ({"skxray.models._resume"}, "the unit tests of the resume state file"),
+    "test_scale.py": ({"skxray.models._base", "skxray.models._distributed", "skxray.models._resume"},
+                      "the unit tests of the training net and accelerator choice; emulated bfloat16 "
+                      "and interrupted fits"),
+    "test_workflows.py": ({"skxray.models._registry"}, "runs the doctests of the module defining make_classifier"),
+    "test_xrv.py": ({"skxray.models.xrv._XRVNet", "skxray.models.xrv._import_xrv"},
+                    "counts the backbone's passes; torchxrayvision's import leaves warnings on"),
+}
+
+
+def private_skxray_imports(source):
+    """The private skxray names ``source`` imports, each up to its first private part."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            dotted = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            dotted = [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in dotted:
+            parts = name.split(".")
+            private = [i for i, part in enumerate(parts) if part.startswith("_") and not part.startswith("__")]
+            if parts[0] == "skxray" and private:
+                found.add(".".join(parts[: private[0] + 1]))
+    return found
+
+
+def test_tests_import_private_names_only_as_listed():
+    # A test may reach into a private module only as its unit test, listed
+    # (with why) in PRIVATE_UNDER_TEST; an entry no longer used must go.
+    tests = Path(__file__).parent
+    used = {path.name: private_skxray_imports(path.read_text(encoding="utf-8")) for path in sorted(tests.glob("*.py"))}
+    unlisted = {name: sorted(found - PRIVATE_UNDER_TEST.get(name, (set(), ""))[0])
+                for name, found in used.items()}
+    assert {name: found for name, found in unlisted.items() if found} == {}
+    stale = {name: sorted(listed - used.get(name, set())) for name, (listed, _) in PRIVATE_UNDER_TEST.items()}
+    assert {name: names for name, names in stale.items() if names} == {}
+    assert all(why for _, why in PRIVATE_UNDER_TEST.values())
+
+
+def test_private_import_scan_catches_each_form():
+    source = "\n".join([
+        "from skxray._x import y",
+        "import skxray.a._b",
+        "from skxray.a import _c",
+        "from skxray.a._d import _e",
+        "import skxray.models as m, skxray._f.g",
+        "from skxray.models import CNNClassifier, load",
+        "from skxray import __version__",
+        "from ._local import x",
+        "import _helpers",
+        "from sklearn.utils import _param_validation",
+    ])
+    assert private_skxray_imports(source) == {"skxray._x", "skxray.a._b", "skxray.a._c", "skxray.a._d", "skxray._f"}
