@@ -82,7 +82,20 @@ def pytest_collection_modifyitems(config, items):
         return
     for item, group in _fixture_groups(items).items():
         item.add_marker(pytest.mark.xdist_group(group))
+        _suffix_group(item, group)
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
+
+def _suffix_group(item, group):
+    """Append ``@group`` to the item's nodeid: how the scheduler sees a group.
+
+    pytest-xdist (3.8) does this by setting ``item._nodeid``, which pytest 9.2
+    no longer reads (``nodeid`` is ``str(item._id)``): without this, every test
+    is scheduled on its own and a module's fixture is built on both workers.
+    """
+    node_id = getattr(item, "_id", None)
+    if node_id is not None and not item.nodeid.endswith("@" + group):
+        item._id = type(node_id).parse(f"{item.nodeid}@{group}")
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook; without it, unused
