@@ -26,8 +26,13 @@ report-check: setup
 lint: setup
 	$(BIN)/ruff check skxray tests benchmarks examples
 
+# One pytest-xdist worker per CPU core (at most 4), one torch thread each; tests that
+# share a module-scoped fixture stay on one worker (tests/conftest.py). TEST_WORKERS=0
+# runs the suite in this process.
+TEST_WORKERS ?= auto
 test: setup lint
-	$(BIN)/python -m pytest -q --durations=15 --doctest-modules skxray tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --maxprocesses=4 --dist loadgroup \
+		--durations=15 --doctest-modules skxray tests
 	$(MAKE) docs
 
 docs: setup
