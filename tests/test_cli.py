@@ -1,24 +1,65 @@
-"""The ``skxray`` command, run through its real entry point in a subprocess."""
+"""The ``skxray`` command.
 
+Most tests call the command's ``main`` in this process (:func:`run`): what
+they check is the command's work, options, output and exit status, and a
+fresh interpreter per call costs several CPU-seconds of imports. Where the
+process itself is the subject (the console entry point, its environment, a
+terminal's progress bar), the test starts ``python -m skxray.cli`` in a
+subprocess (:func:`run_process`).
+"""
+
+import contextlib
 import csv
+import io
 import json
 import os
 import subprocess
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from skxray.cli import main
 from skxray.datasets import make_phantom_cxr
 
 SIZE = 32
 
 
 def run(*args, cwd=None):
-    """Run ``skxray ARGS`` as a user would (the console script's module)."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    """Run ``skxray ARGS`` through ``skxray.cli.main`` in this process.
+
+    Returns what :func:`run_process` returns (a ``CompletedProcess`` with the
+    exit status and the captured text), so a test reads the same either way.
+    Warnings are ignored, as ``PYTHONWARNINGS=ignore`` does for the subprocess.
+    An exception that ``main`` lets through (``--verbose`` re-raises) ends as
+    the interpreter would end it: its traceback on stderr and status 1.
+    """
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")
+        if cwd is not None:
+            stack.enter_context(contextlib.chdir(cwd))
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse: --help, --version and usage errors
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        except Exception:
+            traceback.print_exc(file=err)
+            code = 1
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def run_process(*args, cwd=None, env=None):
+    """Run ``skxray ARGS`` as a user would: the console script's module in a new process."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "skxray.cli", *map(str, args)],
         capture_output=True,
@@ -207,7 +248,8 @@ def test_help_shows_each_models_defaults():
 
 
 def test_help_lists_commands():
-    result = run("--help")
+    # The console entry point itself, in a new process.
+    result = run_process("--help")
     assert result.returncode == 0
     for command in ("explore", "train", "evaluate", "predict", "compare", "demo", "audit"):
         assert command in result.stdout
@@ -400,11 +442,10 @@ def test_compare_without_feature_folder_leaves_no_temporary_files(folder, tmp_pa
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env_tmp = {"TMPDIR": str(scratch)}
-    result = subprocess.run(
-        [sys.executable, "-m", "skxray.cli", "compare", str(folder), "--out", str(tmp_path / "report"),
-         "--models", "resnet50", "--cv", "2", "--epochs", "1", "--image-size", str(SIZE), "--weights", "none"],
-        capture_output=True, text=True, timeout=900,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **env_tmp},
+    # A new process, so that TMPDIR decides where temporary files go.
+    result = run_process(
+        "compare", folder, "--out", tmp_path / "report", "--models", "resnet50", "--cv", 2,
+        "--epochs", 1, "--image-size", SIZE, "--weights", "none", env=env_tmp,
     )
     assert result.returncode == 0, result.stderr
     assert not any(p.name.startswith("skxray-features-") for p in scratch.iterdir())
