@@ -43,7 +43,7 @@ from skxray._html import esc as _esc
 from skxray._html import figure_html as _figure_html
 from skxray._html import table_html as _table_html
 from skxray._utils import as_python_scalar, fold_mean_interval, format_value, jsonable
-from skxray._validation import is_path_array
+from skxray._validation import as_images_or_paths, is_path_array
 from skxray._version import __version__
 from skxray.evaluation import (
     ConfusionMatricesDisplay,
@@ -148,8 +148,6 @@ def _image_sizes_of(X):
 
 def _gradcam_sample(X, y, n):
     """``n`` images (and labels) taken in turn from each class, for a Grad-CAM figure."""
-    from skxray._validation import as_images_or_paths
-
     X, _ = as_images_or_paths(X)
     y = np.asarray(y, dtype=object).reshape(-1)
     if len(y) != len(X):
