@@ -21,6 +21,7 @@ import pandas as pd
 __all__ = [
     "as_python_scalar",
     "check_border_fraction",
+    "check_groups",
     "check_open_fraction",
     "check_per_image",
     "check_label_vector",
@@ -141,6 +142,27 @@ def check_sample_weight(sample_weight, n_samples, owner):
     if not weights.sum() > 0:
         raise ValueError(f"{owner}: sample_weight is zero for every image; nothing would be learnt.")
     return weights
+
+
+def check_groups(groups, n_samples, owner):
+    """One group label (e.g. a patient id) per image, as a 1-D array.
+
+    Any hashable labels work (strings, ints). Raises ``ValueError`` naming
+    ``owner`` and ``groups`` when the length differs from ``n_samples`` or a
+    label is missing.
+    """
+    labels = np.asarray(groups)
+    if labels.ndim != 1 or len(labels) != n_samples:
+        raise ValueError(
+            f"{owner}: groups has shape {labels.shape}; expected ({n_samples},), one group per image."
+        )
+    missing = pd.isna(labels)
+    if missing.any():
+        raise ValueError(
+            f"{owner}: groups is missing for {int(missing.sum())} image(s) (first at index "
+            f"{int(np.flatnonzero(missing)[0])}); give every image a group."
+        )
+    return labels
 
 
 def make_cv(cv, groups, random_state):

@@ -45,7 +45,7 @@ import torch
 from scipy.special import logsumexp, ndtri
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.covariance import LedoitWolf
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
@@ -248,38 +248,55 @@ class _Gaussian:
         )
 
 
-def _folds(n_eligible, y_codes, n_folds, rng):
-    """Fold number of each eligible image: stratified by class where possible."""
+def _folds(n_eligible, y_codes, n_folds, rng, groups=None):
+    """Fold number of each eligible image: stratified by class where possible.
+
+    With ``groups`` (one per eligible image), a group's images share a fold,
+    so that no image is scored by a Gaussian holding its siblings.
+    """
     n_folds = max(2, min(n_folds, n_eligible))
     seed = int(rng.randint(np.iinfo(np.int32).max))
     counts = None if y_codes is None else np.bincount(y_codes)
-    if counts is not None and counts[counts > 0].min() >= n_folds:
-        cv = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
-        splits = cv.split(np.zeros(n_eligible), y_codes)
+    stratify = counts is not None and counts[counts > 0].min() >= n_folds
+    X = np.zeros(n_eligible)
+    if groups is not None and len(np.unique(groups)) >= n_folds:
+        if stratify:
+            splits = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(X, y_codes, groups)
+        else:
+            splits = GroupKFold(n_folds).split(X, groups=groups)
+    elif stratify:
+        splits = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(X, y_codes)
     else:
-        splits = KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n_eligible))
+        splits = KFold(n_folds, shuffle=True, random_state=seed).split(X)
     fold = np.empty(n_eligible, dtype=np.int64)
     for k, (_, test) in enumerate(splits):
         fold[test] = k
     return fold
 
 
-def _cross_fitted_distances(Z, y_codes, eligible, n_folds, rng):
+def _cross_fitted_distances(Z, y_codes, eligible, n_folds, rng, groups=None):
     """Out-of-fold distances of the ``eligible`` images and the Gaussian on all.
 
     The eligible images are split into folds; each fold is scored by a
     Gaussian fitted on every other image (the other folds and the images
-    that are not eligible, e.g. those the network trained on). The returned
-    Gaussian is fitted on all images.
+    that are not eligible, e.g. those the network trained on). With
+    ``groups`` (one per image), folds hold whole groups and a fold's groups
+    are left out of its Gaussian altogether. The returned Gaussian is fitted
+    on all images.
     """
     n = len(Z)
     codes = np.zeros(n, dtype=np.int64) if y_codes is None else y_codes
-    fold = _folds(len(eligible), None if y_codes is None else codes[eligible], n_folds, rng)
+    fold = _folds(
+        len(eligible), None if y_codes is None else codes[eligible], n_folds, rng,
+        groups=None if groups is None else groups[eligible],
+    )
     distances = np.empty(len(eligible))
     for k in np.unique(fold):
         held = eligible[fold == k]
         keep = np.ones(n, dtype=bool)
         keep[held] = False
+        if groups is not None:
+            keep &= ~np.isin(groups, groups[held])
         distances[fold == k] = _Gaussian().fit(Z[keep], codes[keep]).distance(Z[held])
     return distances, _Gaussian().fit(Z, codes)
 
@@ -899,7 +916,7 @@ class OODDetector(OutlierMixin, BaseEstimator):
         order = [np.flatnonzero(np.asarray(est.classes_) == c)[0] for c in classes]
         return proba[:, order]
 
-    def _fit_from_raw(self, raw, y_codes, eligible, rng, reference=None, labels=None):
+    def _fit_from_raw(self, raw, y_codes, eligible, rng, reference=None, labels=None, groups=None):
         """Fit the Gaussians and calibrate each block on its ``eligible`` images.
 
         ``eligible[name]`` lists the images whose held-out scores are fair
@@ -927,7 +944,7 @@ class OODDetector(OutlierMixin, BaseEstimator):
         held_out = {}
         for name in self.features_:
             distances, gaussian = _cross_fitted_distances(
-                raw[name], y_codes, eligible[name], self.cv, rng
+                raw[name], y_codes, eligible[name], self.cv, rng, groups=groups
             )
             gaussian.threshold = _threshold(distances, level, parametric=True)
             self._gaussians[name] = gaussian
@@ -1162,7 +1179,7 @@ def _fit_descriptor(source, indices, rng):
 # Classifier integration
 
 
-def _fit_for_classifier(clf, dataset, y_enc, valid_idx, rng, train_embeddings=None):
+def _fit_for_classifier(clf, dataset, y_enc, valid_idx, rng, train_embeddings=None, groups=None):
     """The detector a classifier fits at the end of ``fit`` (``ood=True``).
 
     For the CNN and the FNN: one Mahalanobis distance on summary statistics
@@ -1186,8 +1203,10 @@ def _fit_for_classifier(clf, dataset, y_enc, valid_idx, rng, train_embeddings=No
 
     ``train_embeddings`` (all images, in order) spares the pass over the
     images when the embeddings are at hand (the ResNet-50's cached
-    features). Returns None, with a warning, below :data:`MIN_SAMPLES`
-    images.
+    features). ``groups`` (one per image, e.g. patients; ``fit``'s) keeps a
+    group's images in one fold of the cross-fitting, and out of the
+    Gaussian that scores them. Returns None, with a warning, below
+    :data:`MIN_SAMPLES` images.
     """
     n = len(dataset)
     if n < MIN_SAMPLES:
@@ -1235,7 +1254,7 @@ def _fit_for_classifier(clf, dataset, y_enc, valid_idx, rng, train_embeddings=No
         labels = _ReferenceLabels(np.asarray(clf.classes_), proba)
     return detector._fit_from_raw(
         raw, np.asarray(y_enc, dtype=np.int64), eligible, rng,
-        reference=valid_idx if held_out else None, labels=labels,
+        reference=valid_idx if held_out else None, labels=labels, groups=groups,
     )
 
 

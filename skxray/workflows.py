@@ -491,6 +491,8 @@ def train(data_dir, out, model="cnn", *, classes=None, resume=False, progress_ba
     ----------
     data_dir : str or path-like
         A folder with one sub-folder per class, optionally a ``manifest.csv``.
+        Its ``patient_id`` column, when there is one, is passed to ``fit`` as
+        ``groups``: the validation split then holds out whole patients.
     out : str or path-like
         The folder to save the model in (created).
     model : str or BaseImageClassifier, default="cnn"
@@ -531,7 +533,8 @@ def train(data_dir, out, model="cnn", *, classes=None, resume=False, progress_ba
         if not progress_bar:
             model.set_params(callbacks__progress_bar=None)
         start = time.perf_counter()
-        model.fit(bunch.data, bunch.target, resume=bool(resume))
+        # With the folder's patient ids, the validation split holds out whole patients.
+        model.fit(bunch.data, bunch.target, groups=bunch.groups, resume=bool(resume))
         seconds = time.perf_counter() - start
         model_dir = Path(model.save(out))
         curves = model_dir / "learning_curves.png"
@@ -959,7 +962,7 @@ def _add_final_fits(report, models, bunch):
     for name, model in models.items():
         if name == "soft-voting":
             continue
-        final[name] = model.fit(bunch.data, bunch.target)
+        final[name] = model.fit(bunch.data, bunch.target, groups=bunch.groups)
         report.add_parameters(name, final[name])
     report.add_learning_curves_grid(final)
     report.add_gradcam_gallery(final, bunch.data, bunch.target, n=4)

@@ -165,6 +165,65 @@ def test_groups_route_to_a_grouped_cv(routing, phantoms):
     assert seen and all(np.array_equal(g, groups) for g in seen)
 
 
+# ------------------------------------------------------------------ groups
+@pytest.fixture(scope="module")
+def patients():
+    """60 phantoms of 20 patients, 3 images each, both classes among the patients."""
+    X, y = make_phantom_cxr(60, image_size=SIZE, classes=("Covid-19", "Normal"), random_state=3)
+    order = np.argsort(y, kind="stable")
+    return X[order], y[order], np.repeat(np.arange(20), 3)
+
+
+def _validation_indices(clf):
+    return np.asarray(clf.net_.train_split.valid_idx)
+
+
+def test_groups_keep_each_patient_on_one_side_of_the_validation_split(patients):
+    X, y, groups = patients
+    settings = {"max_epochs": 1, "validation_fraction": 0.2, "ood": True}
+    by_image = _validation_indices(_helpers.tiny_cnn(**settings).fit(X, y))
+    # Without groups the split is by image: some patient has images on both sides.
+    assert np.isin(groups[by_image], np.delete(groups, by_image)).any()
+    clf = _helpers.tiny_cnn(**settings).fit(X, y, groups=groups)
+    valid = _validation_indices(clf)
+    assert not np.isin(groups[valid], np.delete(groups, valid)).any()
+    assert len(np.unique(groups[valid])) == 4  # one fold of round(1 / 0.2) = 5
+    assert set(y[valid]) == set(y)
+    # The detector's labelled reference is those images.
+    assert len(clf.ood_.reference_labels_) == len(valid)
+    np.testing.assert_array_equal(np.sort(clf.ood_.reference_labels_), np.sort(clf._label_encoder.transform(y[valid])))
+
+
+def test_groups_reach_fit_through_grid_search_with_routing(patients):
+    X, y, groups = patients
+    with sklearn.config_context(enable_metadata_routing=True):
+        clf = _helpers.tiny_cnn(max_epochs=1, validation_fraction=0.2, ood=False).set_fit_request(groups=True)
+        search = GridSearchCV(clf, {"lr": [1e-3]}, cv=GroupKFold(2)).fit(X, y, groups=groups)
+    valid = _validation_indices(search.best_estimator_)
+    assert not np.isin(groups[valid], np.delete(groups, valid)).any()
+
+
+@pytest.mark.parametrize(
+    "groups, message",
+    [
+        (np.arange(3), r"groups has shape \(3,\); expected \(60,\)"),
+        (np.where(np.arange(60) == 7, np.nan, 1.0), r"groups is missing for 1 image\(s\) \(first at index 7\)"),
+    ],
+)
+def test_bad_groups_name_the_parameter(groups, message, patients):
+    X, y, _ = patients
+    with pytest.raises(ValueError, match=rf"CNNClassifier: {message}"):
+        _helpers.tiny_cnn(max_epochs=1).fit(X, y, groups=groups)
+
+
+def test_too_few_groups_train_without_validation_and_say_so(patients):
+    X, y, _ = patients
+    groups = (y == y[0]).astype(int)  # two groups, each one class: no stratified fold exists
+    with pytest.warns(UserWarning, match="groups are too few"):
+        clf = _helpers.tiny_cnn(max_epochs=1, ood=False).fit(X, y, groups=groups)
+    assert clf.net_.train_split is None and clf.history_[-1]["valid_loss"] is None
+
+
 # -------------------------------------------------------- skorch's parameter routing
 def test_prefixed_parameters_are_parameters():
     clf = CNNClassifier(optimizer="sgd", optimizer__momentum=0.5)

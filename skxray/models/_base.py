@@ -17,12 +17,14 @@ import math
 import os
 import time
 import uuid
+import warnings
 from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
@@ -51,7 +53,7 @@ from skxray._data import (
     with_sample_weight,
 )
 from skxray._param_validation import HasMethods, Interval, StrOptions, validate_params
-from skxray._utils import check_sample_weight
+from skxray._utils import check_groups, check_sample_weight
 from skxray._validation import check_image_array, is_path_array
 from skxray._version import DOCS_URL
 from skxray.io import read_image
@@ -590,6 +592,25 @@ _SET_BY_PARAMETERS = {
 }
 
 
+class _FixedValidSplit:
+    """skorch's ``train_split`` for validation indices drawn once per fit.
+
+    ``fit`` draws the split (by image or by group) before training, so the
+    net, each process of a distributed fit and the out-of-distribution
+    detector read the same indices.
+    """
+
+    def __init__(self, train_idx, valid_idx):
+        self.train_idx = np.asarray(train_idx, dtype=np.int64)
+        self.valid_idx = np.asarray(valid_idx, dtype=np.int64)
+
+    def __call__(self, dataset, y=None, **fit_params):
+        return Subset(dataset, self.train_idx.tolist()), Subset(dataset, self.valid_idx.tolist())
+
+    def __repr__(self):
+        return f"{type(self).__name__}(n_valid={len(self.valid_idx)})"
+
+
 class BaseImageClassifier(ClassifierMixin, BaseEstimator):
     """Base class: validation, label encoding, seeding, the skorch net.
 
@@ -600,6 +621,11 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
 
     #: Whether the subclass's module needs 3-channel input (the ResNet-50).
     _rgb_input = False
+    #: With scikit-learn's metadata routing on, ``fit`` asks for ``groups`` by
+    #: default: groups given to a search or ``cross_val_score`` are the
+    #: patients, and the validation split must keep them apart too.
+    #: ``set_fit_request(groups=False)`` opts out.
+    __metadata_request__fit = {"groups": True}
     #: The HTML representation (in notebooks) links to the class's API page.
     _doc_link_module = "skxray"
     _doc_link_template = DOCS_URL + "api/generated/skxray.models.{estimator_name}.html"
@@ -951,6 +977,46 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         # on both sides; below that a validation score would be noise anyway.
         return counts.min() >= 2 and n_valid >= n_classes and len(y_enc) - n_valid >= n_classes
 
+    def _validation_split(self, y_enc, seed, groups=None):
+        """This fit's ``(train_idx, valid_idx)``, or None for no validation split.
+
+        Without ``groups``: skorch's stratified split of ``validation_fraction``
+        of the images (the same indices as ``ValidSplit``). With ``groups``:
+        whole groups (e.g. patients), one fold of a shuffled
+        ``StratifiedGroupKFold`` with ``round(1 / validation_fraction)`` folds,
+        so that no group has images on both sides. Too few groups, or a fold
+        that leaves a class out of either side, gives no split, with a warning.
+        """
+        if not self._use_validation(y_enc):
+            return None
+        n = len(y_enc)
+        if groups is None:
+            # skorch's own split, in its order: fits without groups train as before.
+            train, valid = ValidSplit(self.validation_fraction, stratified=True, random_state=seed)(np.arange(n), y_enc)
+            return np.asarray(train.indices, dtype=np.int64), np.asarray(valid.indices, dtype=np.int64)
+        n_folds = max(2, round(1 / self.validation_fraction))
+        n_groups = len(np.unique(groups))
+        valid = None
+        if n_groups >= n_folds:
+            with warnings.catch_warnings():
+                # "The least populated class has only k members": the fold is still usable.
+                warnings.simplefilter("ignore", UserWarning)
+                cv = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)
+                _, valid = next(cv.split(np.zeros(n), y_enc, groups))
+        n_classes = len(self.classes_)
+        if valid is None or min(len(np.unique(y_enc[valid])), len(np.unique(np.delete(y_enc, valid)))) < n_classes:
+            warnings.warn(
+                f"{type(self).__name__}.fit: the {n_groups} groups in groups are too few to hold "
+                f"out about {self.validation_fraction:g} of them with every class on both sides; "
+                "training without a validation split (no early stopping on validation loss, "
+                "no labelled reference for shift_test).",
+                UserWarning,
+                stacklevel=4,
+            )
+            return None
+        valid = np.sort(valid.astype(np.int64))
+        return np.setdiff1d(np.arange(n), valid), valid
+
     def _criterion(self, y_enc):
         n_classes = len(self.classes_)
         weights = None
@@ -1050,7 +1116,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         accelerator, ``accelerated=False`` gives the single-process net that
         the fitted estimator predicts with.
         """
-        run, seed, validate = context.run, context.seed, context.validate
+        run, validate = context.run, context.validate
         accelerator = run.accelerator if accelerated else None
         optimizer_kwargs = {"weight_decay": self.weight_decay}
         if self.optimizer == "sgd":
@@ -1061,7 +1127,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             optimizer_kwargs["nesterov"] = False
         # Shuffling draws from its own seeded generator, so the order of the
         # batches does not depend on how much randomness anything else used.
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(context.seed)
         iterator_train = {"shuffle": True, "generator": generator, **run.loader}
         if self.augment is not None:
             iterator_train["collate_fn"] = _AugmentingCollate(self.augment)
@@ -1088,7 +1154,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             lr=self.lr,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
-            train_split=self._valid_split(seed) if validate else None,
+            train_split=_FixedValidSplit(*context.split) if validate else None,
             callbacks=callbacks,
             verbose=self.verbose,
             **iterators,
@@ -1111,10 +1177,6 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         # skorch's PrintLog ignores verbose=0 with any sink other than print.
         net_kwargs["callbacks__print_log__sink"] = accelerator.print if self.verbose else print
         return AcceleratedNet(accelerator=accelerator, unwrap_after_train=False, **net_kwargs)
-
-    def _valid_split(self, seed):
-        """skorch's validation split; calling it again gives the same indices."""
-        return ValidSplit(self.validation_fraction, stratified=True, random_state=seed)
 
     def _fit_net(self, module, dataset, y_enc, context, sample_weight=None):
         """Train ``module`` on ``dataset``; return a :class:`~skxray.models._fit_context.TrainedNet`.
@@ -1174,7 +1236,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             device=device, loader=loader, autocast=autocast, accelerator=accelerator, writer=writer, amp=amp
         )
 
-    def _checkpoints(self, resume, X, y_enc, seed, accelerator, sample_weight=None):
+    def _checkpoints(self, resume, X, y_enc, seed, accelerator, sample_weight=None, groups=None):
         """This fit's :class:`~skxray.models._fit_context.Checkpoints`: folder, fingerprint, state.
 
         With several processes the main one chooses the folder (a new one or
@@ -1185,7 +1247,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             return Checkpoints()
         n_processes = 1 if accelerator is None else accelerator.num_processes
         fingerprint = training_fingerprint(
-            self, X, y_enc, seed, num_processes=n_processes, sample_weight=sample_weight
+            self, X, y_enc, seed, num_processes=n_processes, sample_weight=sample_weight, groups=groups
         )
 
         loaded = {}
@@ -1207,7 +1269,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         state = read_state(resumed_from, mmap=False) if state is None else state
         return Checkpoints(path=path, fingerprint=fingerprint, resumed_from=resumed_from, state=state)
 
-    def _fit_context(self, kind, X, y_enc, resume, sample_weight):
+    def _fit_context(self, kind, X, y_enc, resume, sample_weight, groups=None):
         """Resolve what this fit's steps read (a :class:`~skxray.models._fit_context.FitContext`).
 
         Sets the fitted attributes that say it: ``device_``, ``amp_``,
@@ -1216,9 +1278,9 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         run = self._run_settings(kind)
         self.device_, self.amp_ = run.device, run.amp
-        validate = self._use_validation(y_enc)
-        n_train = len(y_enc) - (math.ceil(self.validation_fraction * len(y_enc)) if validate else 0)
-        checkpoints = self._checkpoints(resume, X, y_enc, seed, run.accelerator, sample_weight)
+        split = self._validation_split(y_enc, seed, groups)
+        n_train = len(y_enc) if split is None else len(split[0])
+        checkpoints = self._checkpoints(resume, X, y_enc, seed, run.accelerator, sample_weight, groups)
         self.checkpoint_path_, self.resumed_from_ = checkpoints.path, checkpoints.resumed_from
         criterion, criterion_kwargs = self._criterion(y_enc)
         criterion_kwargs = self._with_routed("criterion", criterion, **criterion_kwargs)
@@ -1226,14 +1288,15 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             run=run,
             checkpoints=checkpoints,
             seed=seed,
-            validate=validate,
+            split=split,
+            groups=groups,
             n_train=n_train,
             # skorch takes no criterion__ arguments for a criterion that is
             # not an nn.Module; it calls this factory instead.
             criterion=functools.partial(criterion, **criterion_kwargs),
         )
 
-    def fit(self, X, y, sample_weight=None, *, resume=False):
+    def fit(self, X, y, sample_weight=None, *, groups=None, resume=False):
         """Train the network on images ``X`` with labels ``y``.
 
         Parameters
@@ -1257,6 +1320,20 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             With scikit-learn's metadata routing on, request it with
             ``set_fit_request(sample_weight=True)``; see the user guide's
             page on training.
+        groups : array-like of shape (n_samples,) or None, default=None
+            The group of each image, e.g. its patient. The validation split
+            then holds out whole groups (about ``validation_fraction`` of
+            them, stratified by class), so that no patient has images on
+            both sides. The validation images calibrate the
+            out-of-distribution threshold and are the labelled reference of
+            :func:`skxray.ood.shift_test`: when a patient's other images are
+            in the training set, they look more familiar than a new
+            patient's, the threshold comes out too low and the case-mix
+            estimate too sure of the classifier. Pass it whenever patients
+            have several images. None splits by image, as before. With
+            scikit-learn's metadata routing on, request it with
+            ``set_fit_request(groups=True)`` (``GridSearchCV`` and
+            ``cross_val_score`` then pass their own ``groups`` on).
         resume : bool, str or path-like, default=False
             Continue an interrupted fit from its last checkpoint (needs
             ``checkpoint_dir``). ``True`` takes the newest ``last.pt`` under
@@ -1293,7 +1370,9 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             weights = check_sample_weight(sample_weight, len(y_enc), type(self).__name__)
             sample_weight = torch.as_tensor(weights, dtype=torch.float32)
 
-        context = self._fit_context(kind, X_checked, y_enc, resume, sample_weight)
+        if groups is not None:
+            groups = check_groups(groups, len(y_enc), type(self).__name__)
+        context = self._fit_context(kind, X_checked, y_enc, resume, sample_weight, groups)
         n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
         device = context.run.device
         cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
@@ -1326,12 +1405,9 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             return None
         from skxray.ood import _fit_for_classifier
 
-        valid_idx = None
-        if context.validate:
-            _, valid = self._valid_split(context.seed)(dataset, y_enc)
-            valid_idx = valid.indices
         return _fit_for_classifier(
-            self, dataset, y_enc, valid_idx, check_random_state(context.seed), train_embeddings
+            self, dataset, y_enc, context.valid_idx, check_random_state(context.seed), train_embeddings,
+            groups=context.groups,
         )
 
     # ------------------------------------------------------------- prediction

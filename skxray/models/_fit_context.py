@@ -11,6 +11,8 @@ what the next one reads.
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 __all__ = ["Checkpoints", "FitContext", "RunSettings", "TrainedNet"]
 
 
@@ -78,20 +80,38 @@ class FitContext:
     seed : int
         The seed drawn from ``random_state`` (initialisation, shuffling,
         validation split, detector).
-    validate : bool
-        Whether a validation split is held out.
+    split : tuple of two ndarrays of int, or None
+        ``(train_idx, valid_idx)``: the training and validation images'
+        indices (None: no validation split). Drawn once per fit, by image
+        or, with ``groups``, by group; the net's ``train_split`` and the
+        detector read the same indices.
     n_train : int
         The number of training images after the split.
     criterion : callable
         The loss factory, its keywords bound.
+    groups : ndarray or None
+        The group (e.g. patient) of each training image, as passed to
+        ``fit``: the validation split and the detector's cross-fitting keep
+        each group on one side.
     """
 
     run: RunSettings
     checkpoints: Checkpoints
     seed: int
-    validate: bool
+    split: Any
     n_train: int
     criterion: Any
+    groups: Any = None
+
+    @property
+    def validate(self):
+        """Whether a validation split is held out."""
+        return self.split is not None
+
+    @property
+    def valid_idx(self):
+        """The validation images' indices, sorted, or None."""
+        return None if self.split is None else np.sort(self.split[1])
 
 
 @dataclass(frozen=True)

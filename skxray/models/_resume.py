@@ -74,12 +74,12 @@ class AtomicCheckpoint(Checkpoint):
         atomic_write(f, lambda tmp: net.save_params(**{f_name: tmp, "use_safetensors": self.use_safetensors}))
 
 
-def training_fingerprint(estimator, X, y_enc, seed, num_processes=1, sample_weight=None):
+def training_fingerprint(estimator, X, y_enc, seed, num_processes=1, sample_weight=None, groups=None):
     """What a checkpoint must agree on to be resumed by this fit.
 
     The constructor parameters (callables by type), the classes, the input
-    shape, a hash of the training images (or paths), labels and sample
-    weights, and the
+    shape, a hash of the training images (or paths), labels, sample
+    weights and groups (which set the validation split), and the
     number of processes training together (each sees another share of the
     batches, so another count continues another run).
     """
@@ -103,6 +103,9 @@ def training_fingerprint(estimator, X, y_enc, seed, num_processes=1, sample_weig
     if sample_weight is not None:
         # Only then, so that checkpoints of unweighted fits keep their fingerprint.
         digest.update(np.ascontiguousarray(np.asarray(sample_weight), dtype=np.float32).data)
+    if groups is not None:
+        # Likewise only then; as text, so that any hashable labels hash alike.
+        digest.update(("groups\0" + "\0".join(map(str, groups))).encode())
     return {
         "estimator": type(estimator).__name__,
         "params": params,
