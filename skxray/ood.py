@@ -27,9 +27,9 @@ however strange it is.
 
 What they achieve on real X-rays is measured, not promised: on 243 images
 of a hospital in no training set (``benchmarks/new_hospital.py``) the
-default CNN's detector flagged about 60 %, at about 5 % false alarms on new
-patients of its training hospitals, and the shift test rejected nearly every
-batch of 40 of them; the phantom tests only show the code runs. A flagged
+default CNN's detector, fitted with the patients as ``groups``, flagged about
+a quarter, at about 2 % false alarms on new patients of its training
+hospitals, and the shift test rejected every batch of 40 of them; the phantom tests only show the code runs. A flagged
 image is not a diagnosis, and not necessarily a bad image; an unflagged one
 is not a guarantee: a shift the features are blind to passes unflagged, and
 a classifier can be wrong on in-distribution images too.

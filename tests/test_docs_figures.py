@@ -135,9 +135,9 @@ FIGURES = [
            "new_hospital.json", lambda d: _hannover_image_rejections(d, 40), str),
     Figure("docs/index.rst", "detector flags only about {} % of them",
            "new_hospital.json", lambda d: 100 * row(d, model="cnn")["abstained_hannover"],
-           _nearest(10)),
+           _nearest(5)),
     Figure("docs/index.rst", "(about {} % of a new hospital's images", "new_hospital.json",
-           lambda d: 100 * row(d, model="cnn")["abstained_hannover"], _nearest(10)),
+           lambda d: 100 * row(d, model="cnn")["abstained_hannover"], _nearest(5)),
     # docs/scaling.rst
     Figure("docs/scaling.rst", "Median of {} repetitions of the CPU-time ratio (limit / estimator): {} with "
            "whole batches (quartiles {}-{}), {} with the DataLoader as before (quartiles {}-{})",

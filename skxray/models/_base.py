@@ -351,8 +351,9 @@ COMMON_PARAMETERS_DOC = """\
         training images and is used by :meth:`predict_with_abstention` and
         :meth:`ood_score`. Needs at least 10 training images (``ood_`` is
         None below). At a hospital it never saw, the default CNN's
-        detector flagged about 60 % of the images (see the user guide's
-        page on new hospitals).
+        detector flagged about a quarter of the images, fitted with the
+        patients as ``groups`` (see the user guide's page on new
+        hospitals).
 
     min_confidence : float in [0, 1], default=0.0
         :meth:`predict_with_abstention` answers ``"uncertain"`` when the
