@@ -17,11 +17,7 @@ The recipe: the images and masks centre-cropped to a square and resized to
 128 px as ``load_image_folder`` does, then to the network's 64 px; random
 affine (rotation, scale, aspect, shift) and gamma augmentation; loss BCE +
 soft Dice over the pixels that are not marked "ignore"; AdamW with a one-cycle
-learning rate. The affine's zoom reaches out to 0.65 (``SETTINGS["scale"]``,
-widened from 0.85): the lungmasks images are tightly cropped, while many
-radiographs in use are wide-field (shoulders and abdomen in the frame), so the
-training images are also shown zoomed out, the image padded by replicating its
-edge and the added area counted as valid, non-lung pixels. Everything is seeded and runs on one CPU thread, so the same
+learning rate. Everything is seeded and runs on one CPU thread, so the same
 torch build on the same kind of CPU gives the same bytes; another torch
 version or CPU instruction set (oneDNN picks kernels by CPU) may change the
 last bits of the weights, and so the hash.
@@ -77,12 +73,7 @@ SETTINGS = {
     "max_lr": 5e-3,
     "weight_decay": 1e-4,
     "rotation_deg": 10.0,
-    # Zoom factor of the random affine: < 1 zooms out (the lungs get smaller in
-    # the frame), > 1 zooms in. Widened from [0.85, 1.15] to reach down to 0.65:
-    # the lungmasks images are tightly cropped (median lung share ~0.42) while
-    # wide-field radiographs (shoulders, abdomen in the frame) show lungs of
-    # ~0.27 of the image. See benchmarks/NOTES.md section 12.
-    "scale": [0.65, 1.15],
+    "scale": [0.85, 1.15],
     "aspect": [0.9, 1.1],
     "shift": 0.08,
     "gamma": [0.6, 1.6],
@@ -187,15 +178,10 @@ def _augment(x, y, v, gen, s):
         [torch.stack([cos * sx, -sin * sx, tx], 1), torch.stack([sin * sy, cos * sy, ty], 1)], 1
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    # theta maps output to input coordinates, so scale < 1 samples a wider area
-    # of the input: a zoom-out. The image is padded by replicating its edge (no
-    # black frame, no mirrored lungs); target and ignore are padded with zeros,
-    # so the added area is valid, non-lung pixels.
-    image = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
-    masks = F.grid_sample(torch.cat([y, 1 - v], 1), grid, align_corners=False)
+    stack = F.grid_sample(torch.cat([x, y, 1 - v], 1), grid, align_corners=False)
     gamma = torch.exp(uniform(math.log(s["gamma"][0]), math.log(s["gamma"][1])))
-    image = image.clamp(0, 1) ** gamma[:, None, None, None]
-    return image, (masks[:, :1] > 0.5).float(), (masks[:, 1:2] < 0.01).float()
+    image = stack[:, :1].clamp(0, 1) ** gamma[:, None, None, None]
+    return image, (stack[:, 1:2] > 0.5).float(), (stack[:, 2:3] < 0.01).float()
 
 
 def _loss(logits, target, valid):
