@@ -573,12 +573,16 @@ def acquisition_families(name, model, X_train, y_train, X_held_out, scores_in, r
 
     sets = acquisition_sets(X_held_out, args.random_state)
     detectors = _candidate_detectors(model, X_train, y_train, args.random_state)
-    auroc = {}
+    auroc, calibration = {}, {}
     for cand, det in detectors.items():
         clean = det.ood_score(X_held_out)
         truth = np.r_[np.zeros(len(clean)), np.ones(len(clean))]
         auroc[cand] = {f: float(roc_auc_score(truth, np.r_[clean, det.ood_score(Xf)])) for f, Xf in sets.items()}
-        log(f"{name}: candidate {cand}: {auroc[cand]}")
+        # How the threshold set on the training images sits for new in-distribution images.
+        calibration[cand] = {"held_out_flagged": float(np.mean(clean > det.threshold_)),
+                             "held_out_median_score": float(np.median(clean)),
+                             "threshold": float(det.threshold_), "block_thresholds": det.block_thresholds_}
+        log(f"{name}: candidate {cand}: {auroc[cand]}; {calibration[cand]}")
     lofo = leave_one_family_out(auroc)
     shipped = {f: _shipped_rates(model, Xf, scores_in) for f, Xf in sets.items()}
     for f in sets:
@@ -600,6 +604,7 @@ def acquisition_families(name, model, X_train, y_train, X_held_out, scores_in, r
         "shipped_features": list(model.ood_.features_),
         "candidate_auroc": auroc,
         "candidate_mean_auroc": {c: float(np.mean(list(a.values()))) for c, a in auroc.items()},
+        "candidate_calibration": calibration,
         "leave_one_family_out": lofo,
         "held_out": {"n": len(X_held_out), "uncertain": row["abstained_held_out"],
                      "ood_flagged": float(np.mean(scores_in > model.ood_.threshold_))},
