@@ -544,10 +544,13 @@ def _new_hospital_families_rst(results):
     for sec in sections:
         for cand, aurocs in sec["candidate_auroc"].items():
             label = cand + (" (shipped design)" if cand == sec["shipped_candidate"] else "")
+            flagged = sec.get("candidate_calibration", {}).get(cand, {}).get("held_out_flagged")
             grid.append([sec["model"].upper(), label, *(f"{aurocs[f]:.3f}" for f in families),
-                         f"{sec['candidate_mean_auroc'][cand]:.3f}"])
-    out += ["AUROC of each candidate design (``OODDetector``, fitted on the training images) by family:", ""]
-    out += _list_table(["model", "candidate", *(f.replace("_", " ") for f in families), "mean"], grid)
+                         f"{sec['candidate_mean_auroc'][cand]:.3f}", _pct(flagged)])
+    out += ["AUROC of each candidate design (``OODDetector``, fitted on the training images) by family, "
+            "and the share of unchanged held-out images its threshold flags:", ""]
+    out += _list_table(["model", "candidate", *(f.replace("_", " ") for f in families), "mean",
+                        "held-out flagged"], grid)
     return "\n".join(out) + "\n"
 
 
