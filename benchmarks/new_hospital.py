@@ -513,11 +513,14 @@ def lungmasks_external():
 
 
 def _candidate_detectors(model, X_train, y_train, seed):
-    """Each candidate design, fitted as the library allows on the classifier and its training images."""
-    from skxray.ood import CLASSIFIER_QUANTILE, OODDetector
+    """Each candidate design, fitted as the library allows on the classifier and its training images.
+
+    At the quantile of the classifier's own detector (the library's default).
+    """
+    from skxray.ood import OODDetector
 
     return {
-        name: OODDetector(quantile=CLASSIFIER_QUANTILE, estimator=model, random_state=seed,
+        name: OODDetector(quantile=model.ood_.quantile, estimator=model, random_state=seed,
                           **params).fit(X_train, y_train)
         for name, params in DETECTOR_CANDIDATES.items()
     }
@@ -693,7 +696,7 @@ def main(argv=None):
         gross.append(flags)
         families.append(acquisition)
     if args.only == "families":
-        return write_families_only(args, split, rows, families)
+        return write_families_only(args, split, rows, curves, families)
     payload = {
         "machine": machine_info(),
         "settings": {
@@ -731,8 +734,11 @@ def main(argv=None):
 
 
 
-def write_families_only(args, split, rows, families):
-    """``--only families``: the acquisition-family section alone, in its own file."""
+def write_families_only(args, split, rows, curves, families):
+    """``--only families``: the acquisition-family section alone, in its own file.
+
+    With the per-image rows and Hannover's ROC curves (``roc_curves``) it is set beside.
+    """
     payload = {
         "machine": machine_info(),
         "settings": {
@@ -749,6 +755,7 @@ def write_families_only(args, split, rows, families):
                                        "abstained_hannover", "ood_score_auroc_hannover_vs_held_out",
                                        "fit_seconds")} for r in rows],
         "acquisition_families": families,
+        "roc_curves": curves,
     }
     out = args.out or default_out("new_hospital_families.json", args.quick)
     log(f"wrote {write_json(out, payload)}")
