@@ -76,6 +76,30 @@ def _hannover_image_rejections(data, batch_size):
     return round(r["n_batches"] * r["image_rejected_at_0.01_bbse_matched"]), r["n_batches"]
 
 
+def _families(data, model):
+    """The acquisition-family section of ``model``: new_hospital.json's when it has one (the
+    docs table shows that one too), else that of ``data``, new_hospital_families.json."""
+    sections = _result("new_hospital.json").get("acquisition_families") or data["acquisition_families"]
+    (section,) = [s for s in sections if s["model"] == model]
+    return section
+
+
+def _chosen(data, model, candidate):
+    """In how many families left out the choice fell on ``candidate``."""
+    lofo = _families(data, model)["leave_one_family_out"].values()
+    return sum(r["chosen"] == candidate for r in lofo)
+
+
+def _family_rate(data, model, family, key="auroc_vs_held_out", scale=1):
+    section = _families(data, model)
+    where = section["external"] if family in section["external"] else section["shipped"]
+    return scale * where[family][key]
+
+
+def _count_or_3f(v):
+    return str(v) if isinstance(v, int) else f"{v:.3f}"
+
+
 def _f(spec):
     return lambda v: format(v, spec)
 
@@ -130,6 +154,45 @@ FIGURES = [
                row(d, key="cleaning", model="fnn + CleanLearning")["balanced_accuracy_per_fold"],
                row(d, key="cleaning", model="fnn")["balanced_accuracy_per_fold"])),),
            lambda v: f"{v:.1f}" if isinstance(v, float) else str(v)),
+    # docs/new_hospital.rst: the per-image score on synthetic acquisition changes
+    Figure("docs/new_hospital.rst", "For the CNN that is the shipped design for {} of the 9 families "
+           "(mean AUROC over all nine: {}; the descriptor alone {}; the embedding alone {}).",
+           "new_hospital_families.json",
+           lambda d: (_chosen(d, "cnn", "layers"),
+                      *(_families(d, "cnn")["candidate_mean_auroc"][c]
+                        for c in ("layers", "image", "embedding"))), _count_or_3f),
+    Figure("docs/new_hospital.rst", "For the FNN it is the descriptor alone for {} of the 9 (mean "
+           "AUROC {}, the shipped design {})", "new_hospital_families.json",
+           lambda d: (_chosen(d, "fnn", "image"),
+                      *(_families(d, "fnn")["candidate_mean_auroc"][c] for c in ("image", "layers"))),
+           _count_or_3f),
+    Figure("docs/new_hospital.rst", "no better than chance on average (mean AUROC CNN {}, FNN {})",
+           "new_hospital_families.json",
+           lambda d: tuple(_families(d, m)["candidate_mean_auroc"]["energy"] for m in ("cnn", "fnn")),
+           _f(".3f")),
+    Figure("docs/new_hospital.rst", "(the embedding alone flags {} % of the held-out images",
+           "new_hospital_families.json",
+           lambda d: 100 * _families(d, "cnn")["candidate_calibration"]["embedding"]["held_out_flagged"],
+           _f(".1f")),
+    Figure("docs/new_hospital.rst", "whose median score is {} of its threshold)", "new_hospital_families.json",
+           lambda d: _families(d, "cnn")["candidate_calibration"]["embedding"]["held_out_median_score"],
+           _f(".4f")),
+    Figure("docs/new_hospital.rst", "added noise and a collimation border are flagged in {} % and {} % "
+           "of the images by the CNN, {} % and {} % by the FNN", "new_hospital_families.json",
+           lambda d: tuple(_family_rate(d, m, f, "uncertain", 100) for m in ("cnn", "fnn")
+                           for f in ("noise", "collimation")), _f(".0f")),
+    Figure("docs/new_hospital.rst", "JPEG at quality 20 is barely separable (AUROC {} CNN, {} FNN) "
+           "and a gamma of 1.6 only a little ({}, {})", "new_hospital_families.json",
+           lambda d: tuple(_family_rate(d, m, f) for f in ("jpeg", "gamma") for m in ("cnn", "fnn")),
+           _f(".3f")),
+    Figure("docs/new_hospital.rst", "the shipped score's AUROC is {} (CNN) and {} (FNN), against "
+           "Hannover's {} and {}", "new_hospital_families.json",
+           lambda d: tuple(_family_rate(d, m, s) for s in ("lungmasks", "hannover") for m in ("cnn", "fnn")),
+           _f(".3f")),
+    Figure("docs/new_hospital.rst", "answer \"uncertain\" on {} % and {} % of them (Hannover: {} % and {} %)",
+           "new_hospital_families.json",
+           lambda d: tuple(_family_rate(d, m, s, "uncertain", 100) for s in ("lungmasks", "hannover")
+                           for m in ("cnn", "fnn")), _f(".1f")),
     # docs/index.rst
     Figure("docs/index.rst", "the images differ in {} of {} batches of 40 of its images",
            "new_hospital.json", lambda d: _hannover_image_rejections(d, 40), str),

@@ -39,6 +39,7 @@ API_FILE = "_generated_api.rst"
 CLI_FILE = "_generated_cli.rst"
 BENCH_FILE = "_generated_benchmarks.rst"
 NEW_HOSPITAL_FILE = "_generated_new_hospital.rst"
+NEW_HOSPITAL_FAMILIES_FILE = "_generated_new_hospital_families.rst"
 AUDIT_FILE = "_generated_audit_darkcovidnet.rst"
 LABELS_FILE = "_generated_label_issues.rst"
 SEGMENTATION_FILE = "_generated_segmentation.rst"
@@ -502,6 +503,57 @@ def _new_hospital_gross_table(rows, path, settings):
             ""] + _list_table(["model"] + [k.replace("_", " ") for k in sets], table)
 
 
+def _acquisition_families(results):
+    """(file name, sections) of the acquisition-family results: new_hospital.json's when it has
+    them, else new_hospital_families.json (``new_hospital.py --only families``)."""
+    for name in ("new_hospital.json", "new_hospital_families.json"):
+        data = _read_result(results, name)
+        if data and data.get("acquisition_families"):
+            return name, data["acquisition_families"]
+    return None, []
+
+
+def _new_hospital_families_rst(results):
+    """The per-image score on synthetic acquisition changes, each family left out in turn."""
+    name, sections = _acquisition_families(results)
+    if not sections:
+        return _missing_results("new_hospital.py --only families", "new_hospital_families.json")
+    first = sections[0]
+    families = list(first["families"])
+    out = [f"From ``benchmarks/results/{name}``. The families (strength fixed before measuring):", ""]
+    out += [f"- ``{f}``: {_escape(first['families'][f])}" for f in families] + [""]
+    rows = []
+    for sec in sections:
+        model, lofo, shipped = sec["model"].upper(), sec["leave_one_family_out"], sec["shipped"]
+        for f in families:
+            chosen = lofo[f]["chosen"] + (" (shipped)" if lofo[f]["chosen_is_shipped_design"] else "")
+            rows.append([model, f.replace("_", " "), f"{shipped[f]['auroc_vs_held_out']:.3f}",
+                         _pct(shipped[f]["uncertain"]),
+                         f"{chosen}: {lofo[f]['chosen_mean_auroc_other_families']:.3f}",
+                         f"{lofo[f]['chosen_auroc']:.3f}"])
+        rows.append([model, "held-out patients, unchanged", "", _pct(sec["held_out"]["uncertain"]), "", ""])
+        for ext, r in sec["external"].items():
+            rows.append([model, ext, f"{r['auroc_vs_held_out']:.3f}", _pct(r["uncertain"]), "", ""])
+    out += ["Per family: the shipped detector (the model's ``ood_``: its AUROC against the unchanged "
+            "held-out images and the share answered \"uncertain\" at the default threshold), and the "
+            "candidate chosen without that family (best mean AUROC over the other families) with its "
+            "AUROC on it. Below, the same images unchanged and the external sets:", ""]
+    out += _list_table(["model", "images", "shipped: AUROC", "shipped: uncertain",
+                        "chosen without it: mean AUROC on the others", "chosen: AUROC here"], rows)
+    grid = []
+    for sec in sections:
+        for cand, aurocs in sec["candidate_auroc"].items():
+            label = cand + (" (shipped design)" if cand == sec["shipped_candidate"] else "")
+            flagged = sec.get("candidate_calibration", {}).get(cand, {}).get("held_out_flagged")
+            grid.append([sec["model"].upper(), label, *(f"{aurocs[f]:.3f}" for f in families),
+                         f"{sec['candidate_mean_auroc'][cand]:.3f}", _pct(flagged)])
+    out += ["AUROC of each candidate design (``OODDetector``, fitted on the training images) by family, "
+            "and the share of unchanged held-out images its threshold flags:", ""]
+    out += _list_table(["model", "candidate", *(f.replace("_", " ") for f in families), "mean",
+                        "held-out flagged"], grid)
+    return "\n".join(out) + "\n"
+
+
 def _missing_results(script, result):
     return (
         f".. note::\n\n   No figures yet: run ``benchmarks/{script}`` and commit "
@@ -749,6 +801,10 @@ def _generate_files(app, config):
     _write_if_changed(
         srcdir / NEW_HOSPITAL_FILE,
         _new_hospital_rst(repo / "benchmarks" / "results" / "new_hospital.json"),
+    )
+    _write_if_changed(
+        srcdir / NEW_HOSPITAL_FAMILIES_FILE,
+        _new_hospital_families_rst(repo / "benchmarks" / "results"),
     )
     _write_if_changed(
         srcdir / AUDIT_FILE, _audit_darkcovidnet_rst(repo / "benchmarks" / "results" / "audit.json")
