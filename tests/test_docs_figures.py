@@ -263,6 +263,20 @@ FIGURES = [
     Figure("docs/segmentation.rst", "its cross-validated mean Dice, {}, fell short",
            "lung_segmenter_cv_zoomout.json",
            lambda d: row(d, region="segmenter")["dice_mean"], _f(".3f")),
+    # docs/new_hospital.rst: the larger labelled reference
+    Figure("docs/new_hospital.rst", "The CNN's detector flags {} % of held-out patients and 100 % of the "
+           "pictures and faces, {} % of the rotated X-rays ({} % of Hannover); the FNN's {} % of held-out "
+           "patients and {} % of the faces", "new_hospital_validation02.json",
+           lambda d: (100 * row(d, model="cnn")["abstained_held_out"],
+                      100 * row(d, key="not_a_chest_xray", model="cnn")["rotated_90"]["uncertain"],
+                      100 * row(d, model="cnn")["abstained_hannover"],
+                      100 * row(d, model="fnn")["abstained_held_out"],
+                      100 * row(d, key="not_a_chest_xray", model="fnn")["lfw_subset"]["uncertain"]), _f(".1f")),
+    Figure("docs/new_hospital.rst", "for the CNN only in {} % of the COVID-19-only batches ({} % estimated "
+           "on average)", "new_hospital_validation02.json",
+           lambda d: tuple(100 * row(d, key="shift_test", model="cnn", batches_from="held_out_covid_100pct",
+                                     batch_size=40)[k]
+                           for k in ("within_10_points_bbse", "mean_estimated_covid_share_bbse")), _f(".0f")),
     # README.md
     Figure("README.md", "the default CNN scores {} % in image-level cross-validation",
            "accuracy.json", lambda d: accuracy(d, "binary", "image", "cnn_defaults"), _f(".0f")),
