@@ -134,6 +134,7 @@ CUDA_SCALE = {
     ("limit", "epochs"): 10,
     ("limit", "image_size"): 4,  # the GPU figures are at 256 px
     ("limit_resnet", "n"): 4,
+    ("limit_resnet", "image_size"): 1.75,  # 224 px, the GPU figure
     ("resnet_cache", "n"): 4,
     ("resnet_store", "n"): 4,
     ("inference", "n_resnet"): 4,
@@ -582,7 +583,7 @@ def _resnet_limit_variants(X, y, *, px, device, batch_size):
 
 def bench_limit_resnet(images, device, quick):
     n, reps = size("limit_resnet", "n", quick), size("limit_resnet", "reps", quick)
-    px, batch_size = size("limit_resnet", "image_size", quick), 32
+    px, batch_size = int(size("limit_resnet", "image_size", quick)), 32
     X, y = images.binary(n, px)
     variants = _resnet_limit_variants(X, y, px=px, device=device, batch_size=batch_size)
     common = {"n_images": n, "image_size": px, "batch_size": batch_size, "reps": reps, "precision": "float32",
