@@ -857,8 +857,10 @@ PRIVATE_UNDER_TEST = {
                            "skxray.models._persistence"},
                           "the unit tests of atomic writes, the feature store, resume state and the saved format"),
     "test_model_conventions.py": ({"skxray.models._base"}, "spies on the private fit steps of the base class"),
-    "test_models.py": ({"skxray.models.resnet._ResNet50Net"},
-                       "counts the ResNet backbone's passes to prove cached features are not recomputed"),
+    "test_models.py": ({"skxray.models.resnet._ResNet50Net", "skxray.models.resnet._extract_features",
+                        "skxray._data"},
+                       "counts the ResNet backbone's passes to prove cached features are not recomputed; "
+                       "compares the feature extraction through the batch iterator with the old DataLoader's"),
     "test_ood.py": ({"skxray.ood._logit_scores", "skxray.ood._median_bandwidth",
                      "skxray.ood._mmd_permutation_test", "skxray.ood._threshold"},
                     "the unit tests of the detector's scores, threshold and MMD test"),

@@ -58,6 +58,22 @@ def limit(variant, data):
     return row(data, benchmark="limit", variant=variant)
 
 
+def limit_resnet(variant, data):
+    return row(data, benchmark="limit_resnet", variant=variant)
+
+
+_RESNET_NOW = "ResNet50Classifier.fit, cached features (BatchIterator, channels_last)"
+_RESNET_BEFORE = "ResNet50Classifier.fit, cached features, DataLoader + NCHW (before)"
+
+
+def _resnet_limit_figures(d):
+    now, before = limit_resnet(_RESNET_NOW, d), limit_resnet(_RESNET_BEFORE, d)
+    return (now["n_images"], now["image_size"], now["batch_size"], now["reps"],
+            now["ratio_cpu_time"], *now["ratio_quartiles"], before["ratio_cpu_time"], *before["ratio_quartiles"],
+            limit_resnet("hand-written loop, NCHW, data in memory", d)["ratio_cpu_time"],
+            limit_resnet("hand-written loop, channels_last, batch 128, data in memory", d)["ratio_cpu_time"])
+
+
 def cuda(variant, data):
     return row(data, benchmark="cuda", variant=variant)["speedup"]
 
@@ -214,6 +230,27 @@ FIGURES = [
                       limit("batches only, BatchIterator", d)["cpu_microseconds_per_image"],
                       limit("batches only, DataLoader (before)", d)["cpu_microseconds_per_image"]),
            lambda v: f"{v:.2f}" if v < 10 else f"{v:.0f}"),
+    Figure("docs/scaling.rst", "load average between {} and {}: ``speed.json``, section ``limit_resnet``",
+           "speed.json", lambda d: (min(limit_resnet(_RESNET_NOW, d)["load_average_1min_per_rep"]),
+                                    max(limit_resnet(_RESNET_NOW, d)["load_average_1min_per_rep"]))),
+    Figure("docs/scaling.rst", "section ``limit_resnet``, {} "
+           "darkcovidnet images at {} px (at 224 px each image costs about three times the arithmetic, too "
+           "slow here for interleaved repetitions), batch {}, random weights (the ImageNet weights cannot be "
+           "downloaded offline, and the cost does not depend on the weights' values). Median of {} "
+           "repetitions of the CPU-time ratio (limit / estimator): {} now (quartiles {}-{}), {} before "
+           "(DataLoader, NCHW; quartiles {}-{}). The fit also builds the module and trains the head for one "
+           "epoch, which the loop does not. The loop itself runs at {} of its speed in NCHW and at {} with "
+           "batches of 128",
+           "speed.json", _resnet_limit_figures,
+           lambda v: str(v) if isinstance(v, int) else f"{v:.3f}"),
+    Figure("docs/scaling.rst", "at least 5x {} images/s at 224 px", "gpu/speed_cuda.json",
+           lambda d: row(d, benchmark="cuda", variant="ResNet-50 predict_proba, float32")["images_per_s"],
+           _nearest(1)),
+    Figure("CHANGELOG.md", "a frozen ResNet-50's cached-feature `fit` ran at {} of a hand-written loop "
+           "(median of {} CPU-time ratios; {} before)", "speed.json",
+           lambda d: (limit_resnet(_RESNET_NOW, d)["ratio_cpu_time"], limit_resnet(_RESNET_NOW, d)["reps"],
+                      limit_resnet(_RESNET_BEFORE, d)["ratio_cpu_time"]),
+           lambda v: str(v) if isinstance(v, int) else f"{v:.3f}"),
     Figure("docs/scaling.rst", "2 threads trained {}x as many images per second as 1 thread",
            "speed.json",
            lambda d: speed("threads: 2 threads, OMP_WAIT_POLICY=ACTIVE", d)

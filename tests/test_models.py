@@ -338,6 +338,88 @@ def test_resnet_cache_features_true_needs_frozen_unaugmented(phantoms):
         tiny_resnet(cache_features=True, freeze=False).fit(X, y)
 
 
+@torch.no_grad()
+def _features_through_a_dataloader(module, dataset, batch_size):
+    """The feature extraction of skxray 0.x before the batch iterator: image by image, collated."""
+    module.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, generator=torch.Generator())
+    return torch.cat([module.features(x) for x, _ in loader])
+
+
+def _resnet_nets(**kw):
+    """Two ResNet-50 nets with the same random weights: NCHW (as before) and the default layout."""
+    from skxray.models.resnet import _ResNet50Net
+
+    torch.manual_seed(0)
+    nchw = _ResNet50Net(2, head_units=8, dropout=0.0, freeze=True, channels_last=False, **kw)
+    default = _ResNet50Net(2, head_units=8, dropout=0.0, freeze=True, **kw)
+    default.load_state_dict(nchw.state_dict())
+    return nchw, default
+
+
+def test_resnet_features_through_batches_equal_the_dataloader_s(monkeypatch, phantoms):
+    from skxray._data import TensorImageDataset
+    from skxray.models import resnet
+    from skxray.models.resnet import _extract_features
+
+    X = torch.from_numpy(phantoms[0][:21, None])  # 21 images: the last batch of 8 is partial
+    dataset = TensorImageDataset(X, None)
+    nchw, default = _resnet_nets()
+    assert default.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    # A backbone being fine-tuned stays NCHW (its training in NHWC was not measured).
+    fine_tuned = resnet._ResNet50Net(2, head_units=8, dropout=0.0, freeze=False)
+    assert fine_tuned.backbone.conv1.weight.is_contiguous()
+    before = _features_through_a_dataloader(nchw, dataset, batch_size=8)
+
+    def no_single_images(self, i):
+        raise AssertionError("the batch iterator fetched one image")
+
+    monkeypatch.setattr(TensorImageDataset, "__getitem__", no_single_images)
+    after = _extract_features(default, dataset, batch_size=8, device="cpu")
+    scale = before.abs().max().item()
+    np.testing.assert_allclose(after.numpy(), before.numpy(), rtol=1e-4, atol=1e-5 * scale)
+    # In the order of the images: shuffled images give shuffled rows.
+    order = torch.as_tensor(np.random.RandomState(2).permutation(len(X)))
+    shuffled = _extract_features(default, TensorImageDataset(X[order], None), batch_size=8, device="cpu")
+    np.testing.assert_allclose(shuffled.numpy(), after[order].numpy(), rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_resnet_features_of_files_come_from_a_dataloader(tmp_path, phantoms):
+    from skxray._data import ImagePathDataset, TensorImageDataset
+    from skxray.models.resnet import _extract_features
+
+    X = phantoms[0][:5, None]
+    paths = []
+    for i, image in enumerate(X):
+        paths.append(str(tmp_path / f"{i}.npy"))
+        np.save(paths[-1], image)
+    _, module = _resnet_nets()
+    files = _extract_features(module, ImagePathDataset(paths, None, np.load), batch_size=2, device="cpu")
+    arrays = _extract_features(module, TensorImageDataset(torch.from_numpy(X), None), batch_size=2, device="cpu")
+    torch.testing.assert_close(files, arrays)
+
+
+def test_resnet_cached_fit_predicts_as_before(monkeypatch, phantoms):
+    """One random_state: the same head and predictions as the DataLoader path in NCHW gave."""
+    from skxray.models import resnet
+
+    X, y, _ = phantoms
+    now = tiny_resnet(ood=False).fit(X, y)
+    with monkeypatch.context() as m:
+        m.setattr(resnet, "_extract_features", lambda module, dataset, *, batch_size, device, loader: (
+            _features_through_a_dataloader(module, dataset, batch_size)))
+        before = tiny_resnet(ood=False, module__channels_last=False).fit(X, y)
+    assert now.features_cached_ and before.features_cached_
+    np.testing.assert_allclose(
+        [h["train_loss"] for h in now.history_], [h["train_loss"] for h in before.history_], rtol=1e-4
+    )
+    proba = now.predict_proba(X)
+    np.testing.assert_allclose(proba, before.predict_proba(X), atol=1e-5)
+    np.testing.assert_array_equal(now.predict(X), before.predict(X))
+    order = np.random.RandomState(3).permutation(len(X))
+    np.testing.assert_allclose(now.predict_proba(X[order]), proba[order], rtol=1e-5, atol=1e-6)
+
+
 def _count_backbone_images(monkeypatch):
     """Patch the ResNet-50's backbone pass to count the images it sees."""
     from skxray.models.resnet import _ResNet50Net

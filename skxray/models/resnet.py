@@ -7,9 +7,8 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
-from torch.utils.data import DataLoader
 
-from skxray._data import TensorImageDataset, with_sample_weight
+from skxray._data import BatchIterator, TensorImageDataset, with_sample_weight
 from skxray._param_validation import Interval, StrOptions
 from skxray.models._base import (
     SHARED_PARAM_DEFAULTS,
@@ -220,9 +219,17 @@ class FrozenBackboneNet(nn.Module):
 
 
 class _ResNet50Net(FrozenBackboneNet):
-    """Gray or RGB images in [0, 1] -> ImageNet-normalised RGB -> ResNet-50 -> head."""
+    """Gray or RGB images in [0, 1] -> ImageNet-normalised RGB -> ResNet-50 -> head.
 
-    def __init__(self, n_outputs, head_units, dropout, freeze, state_dict=None):
+    ``channels_last`` keeps a frozen backbone's weights and activations in
+    NHWC memory format (``module__channels_last``): its forward pass runs
+    faster that way on the CPU (``benchmarks/speed.py``, section
+    ``limit_resnet``). A backbone being fine-tuned (``freeze=False``) stays
+    NCHW: its training was not measured. Only the memory layout changes,
+    not the weights' values; a saved model is written contiguous either way.
+    """
+
+    def __init__(self, n_outputs, head_units, dropout, freeze, state_dict=None, channels_last=True):
         backbone = torchvision.models.resnet50(weights=None)
         backbone.fc = nn.Identity()
         if state_dict is not None:
@@ -235,11 +242,13 @@ class _ResNet50Net(FrozenBackboneNet):
         super().__init__(backbone, _N_FEATURES, n_outputs, head_units, dropout, freeze)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
+        self.memory_format = torch.channels_last if channels_last and freeze else torch.contiguous_format
+        self.backbone.to(memory_format=self.memory_format)
 
     def _backbone_features(self, x):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        return self.backbone((x - self.mean) / self.std)
+        return self.backbone(((x - self.mean) / self.std).contiguous(memory_format=self.memory_format))
 
     @property
     def gradcam_layer(self):
@@ -436,7 +445,10 @@ default="IMAGENET1K_V2"
         self.features_cached_ = self._caches_features()
         if not self.features_cached_:
             return super()._fit_net(module, dataset, y_enc, context, sample_weight=sample_weight)
-        features = _extract_features(module, dataset, self.batch_size, self.device_)
+        # As in prediction: the estimator's iterator_valid, its settings (iterator_valid__...) included.
+        loader = {**context.run.loader, **self._routed("iterator_valid")}
+        batch_size = loader.pop("batch_size", self.batch_size)
+        features = _extract_features(module, dataset, batch_size=batch_size, device=self.device_, loader=loader)
         head_net = self._make_net(module.head, context)
         cached = with_sample_weight(TensorImageDataset(features, dataset.y), sample_weight)
         self._train_net(head_net, cached, y_enc, context)
@@ -451,15 +463,22 @@ default="IMAGENET1K_V2"
 
 
 @torch.no_grad()
-def _extract_features(module, dataset, batch_size, device):
+def _extract_features(module, dataset, *, batch_size, device, loader=None):
+    """The frozen backbone's features of every image of ``dataset``, in order, on the CPU.
+
+    The batches come from :class:`~skxray._data.BatchIterator`, as the
+    estimators' predictions do: images in memory are sliced a whole batch at
+    a time (moved to ``device`` once when they fit there), files are read by
+    a ``DataLoader`` with the ``loader`` settings (``num_workers``).
+    """
     module.to(device)
     module.eval()
-    chunks = []
-    # A private generator: even an unshuffled DataLoader draws a seed from the
+    # A private generator: even an unshuffled pass draws a seed from the
     # global RNG, which would shift dropout masks against an uncached fit.
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
-    for x, _ in loader:
-        chunks.append(module.features(x.to(device)).cpu())
+    # In order, whatever the loader settings say: row i holds image i's features.
+    settings = {**(loader or {}), "shuffle": False, "generator": torch.Generator(), "device": device}
+    iterator = BatchIterator(dataset, batch_size=batch_size, **settings)
+    chunks = [module.features(x.to(device)).cpu() for x, _ in iterator]
     return torch.cat(chunks)
 
 
