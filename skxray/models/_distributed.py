@@ -177,11 +177,18 @@ def _base_store(accelerator):
 
 
 def unwrapped_module(net):
-    """The net's module without accelerate's wrappers (DistributedDataParallel)."""
+    """The net's module without accelerate's wrappers (DistributedDataParallel) nor ``torch.compile``'s.
+
+    The compiled module shares its parameters with the plain one, whose
+    ``state_dict`` keys lack the ``_orig_mod.`` prefix: saved weights and
+    checkpoints read the same with and without ``compile``.
+    """
     accelerator = getattr(net, "accelerator", None)
-    if accelerator is None:
-        return net.module_
-    return accelerator.unwrap_model(net.module_, keep_fp32_wrapper=False)
+    module = net.module_
+    if accelerator is not None:
+        module = accelerator.unwrap_model(module, keep_fp32_wrapper=False)
+    # torch.compile's OptimizedModule keeps the module it compiled there.
+    return getattr(module, "_orig_mod", module)
 
 
 class TrainingNet(NeuralNet):
