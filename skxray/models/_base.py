@@ -393,9 +393,11 @@ COMMON_PARAMETERS_DOC = """\
         ``compile__dynamic=False``). The fitted ``module_`` is the plain
         module, saved and loaded as without compilation; a loaded model
         compiles again. The frozen ResNet-50 with cached features compiles
-        its head for training. Off by default: on a 2-core CPU it did not
-        speed up the CNN's training enough to be worth it, and it was not
-        measured on a GPU (the scaling guide).
+        its head for training. With dropout, the compiled network draws
+        other dropout masks than the uncompiled one: another (equally valid)
+        model for the same ``random_state``, still reproducible. Off by
+        default: on a 2-core CPU it made the CNN's training slower, and it
+        was not measured on a GPU (the scaling guide).
 
     accelerator : "auto", None or accelerate.Accelerator, default="auto"
         Data-parallel training over several processes (GPUs or machines)
