@@ -75,6 +75,9 @@ def test_compiled_model_saves_and_loads(fits, phantoms, tmp_path):
     assert loaded.compile is True
     assert _is_compiled(loaded.net_.module_)
     np.testing.assert_array_equal(loaded.predict_proba(X), expected)
+    # The best weights of checkpoint_dir load into the plain module too.
+    best = torch.load(Path(compiled.checkpoint_path_) / "params.pt", weights_only=True)
+    assert list(best) == list(compiled.module_.state_dict())
 
 
 @pytest.mark.slow

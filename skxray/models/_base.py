@@ -388,11 +388,11 @@ COMMON_PARAMETERS_DOC = """\
         Compile the network with ``torch.compile`` (skorch's ``compile``):
         the first batches of ``fit`` and of the first prediction wait while
         it compiles (tens of seconds, once per process and input shape),
-        later ones may run faster. ``compile__<keyword>`` passes a keyword
+        later ones run the compiled code. ``compile__<keyword>`` passes a keyword
         to ``torch.compile`` (``compile__mode="max-autotune"``,
         ``compile__dynamic=False``). The fitted ``module_`` is the plain
-        module, saved and loaded as without compilation; a loaded model
-        compiles again. The frozen ResNet-50 with cached features compiles
+        module, saved, checkpointed and loaded as without compilation; a
+        loaded model compiles again. The frozen ResNet-50 with cached features compiles
         its head for training. With dropout, the compiled network draws
         other dropout masks than the uncompiled one: another (equally valid)
         model for the same ``random_state``, still reproducible. Off by

@@ -218,6 +218,13 @@ class TrainingNet(NeuralNet):
         """Continue from the epochs in ``records`` (a resumed fit)."""
         self.history = History(records)
 
+    def _get_module(self, name, msg):
+        # What skorch's save_params and load_params (the checkpoints'
+        # params.pt) read and write: with compile=True the plain module, so
+        # that the file's keys lack torch.compile's "_orig_mod." prefix.
+        module = super()._get_module(name, msg)
+        return getattr(module, "_orig_mod", module)
+
     def get_loss(self, y_pred, y_true, X=None, training=False):
         """The criterion's loss, weighted by the batch's sample weights when it has them.
 
