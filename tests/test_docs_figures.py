@@ -88,6 +88,12 @@ def _compile_limit_figures(d):
             *(v for r in (eager, compiled, loop) for v in (r["ratio_cpu_time"], *r["ratio_quartiles"])))
 
 
+def _load_range(row_):
+    """The lowest and highest 1-minute load average of a row's repetitions."""
+    loads = row_["load_average_1min_per_rep"]
+    return min(loads), max(loads)
+
+
 def cuda(variant, data):
     return row(data, benchmark="cuda", variant=variant)["speedup"]
 
@@ -245,8 +251,7 @@ FIGURES = [
                       limit("batches only, DataLoader (before)", d)["cpu_microseconds_per_image"]),
            lambda v: f"{v:.2f}" if v < 10 else f"{v:.0f}"),
     Figure("docs/scaling.rst", "load average between {} and {}: ``speed.json``, section ``limit_resnet``",
-           "speed.json", lambda d: (min(limit_resnet(_RESNET_NOW, d)["load_average_1min_per_rep"]),
-                                    max(limit_resnet(_RESNET_NOW, d)["load_average_1min_per_rep"]))),
+           "speed.json", lambda d: _load_range(limit_resnet(_RESNET_NOW, d))),
     Figure("docs/scaling.rst", "section ``limit_resnet``, {} "
            "darkcovidnet images at {} px (at 224 px each image costs about three times the arithmetic, too "
            "slow here for interleaved repetitions), batch {}, random weights (the ImageNet weights cannot be "
@@ -258,8 +263,7 @@ FIGURES = [
            "speed.json", _resnet_limit_figures,
            lambda v: str(v) if isinstance(v, int) else f"{v:.3f}"),
     Figure("docs/scaling.rst", "load average between {} and {}: ``speed.json``, section ``limit_compile``",
-           "speed.json", lambda d: (min(limit_compile(_COMPILED, d)["load_average_1min_per_rep"]),
-                                    max(limit_compile(_COMPILED, d)["load_average_1min_per_rep"]))),
+           "speed.json", lambda d: _load_range(limit_compile(_COMPILED, d))),
     Figure("docs/scaling.rst", "section ``limit_compile``, {} darkcovidnet images of {} px, {} epochs, batch "
            "32, the timed runs reusing the compiled code. Median of {} repetitions of the CPU-time ratio "
            "(limit / variant): {} with ``compile=False`` (quartiles {}-{}), {} with ``compile=True`` "
