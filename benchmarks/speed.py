@@ -35,6 +35,16 @@ Sections (``--sections``, all by default):
     image and collate, NCHW). Interleaved and reported as ``limit``; a
     section of its own so that it can be rerun alone (``--sections
     limit_resnet --merge``).
+``limit_compile``
+    ``CNNClassifier.fit`` with ``compile=False`` (the default) and
+    ``compile=True`` (``torch.compile`` through skorch), and the
+    hand-written loop of ``limit`` compiled, against that loop uncompiled
+    in the same run (interleaved, reported as ``limit``). The timed runs
+    reuse the compiled code (the untimed warm-up compiles it); the one-off
+    compilation is reported apart: the wall time of a first compiled fit,
+    with an empty inductor cache, beside an uncompiled fit's (wall time:
+    inductor compiles in worker processes, which this process's CPU time
+    does not count).
 ``resnet_cache``
     fit time of a frozen ``ResNet50Classifier`` for 10 epochs with
     ``cache_features=True`` vs ``False``. Target: >= 8x faster.
@@ -105,7 +115,7 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-SECTIONS = ("overhead", "limit", "limit_resnet", "resnet_cache", "resnet_store", "loading", "streaming", "inference", "roofline",
+SECTIONS = ("overhead", "limit", "limit_resnet", "limit_compile", "resnet_cache", "resnet_store", "loading", "streaming", "inference", "roofline",
             "cuda", "segmenter")
 SEED = 0
 
@@ -114,6 +124,7 @@ SIZES = {
     "overhead": {"n": (256, 96), "epochs": (2, 1), "reps": (5, 2), "image_size": (64, 64)},
     "limit": {"n": (256, 64), "epochs": (2, 1), "reps": (15, 5), "image_size": (64, 32)},
     "limit_resnet": {"n": (256, 16), "reps": (5, 2), "image_size": (128, 32)},
+    "limit_compile": {"n": (256, 32), "epochs": (2, 1), "reps": (5, 2), "image_size": (64, 32)},
     "resnet_cache": {"n": (128, 32), "epochs": (10, 10), "image_size": (224, 64)},
     "resnet_store": {"n": (64, 32), "epochs": (10, 10), "folds": (5, 5), "image_size": (224, 64)},
     "loading": {"n": (1124, 150), "reps": (2, 1)},
@@ -328,7 +339,7 @@ def bench_overhead(images, device, quick):
 # the estimator against its own limit
 
 
-def limit_loop(Xt, yt, *, epochs, batch_size, device, image_size, autocast=None):
+def limit_loop(Xt, yt, *, epochs, batch_size, device, image_size, autocast=None, compile_module=False):
     """The physical limit of this training: images already a tensor on ``device``, fancy-indexed batches."""
     import torch
     from torch import nn
@@ -341,14 +352,15 @@ def limit_loop(Xt, yt, *, epochs, batch_size, device, image_size, autocast=None)
         loss_fn = nn.BCEWithLogitsLoss()
         gen = torch.Generator().manual_seed(SEED)
         module.train()
+        step_module = torch.compile(module) if compile_module else module
         for _ in range(epochs):
             for i in torch.randperm(len(Xt), generator=gen).to(Xt.device).split(batch_size):
                 opt.zero_grad(set_to_none=True)
                 if autocast is None:
-                    out = module(Xt[i])
+                    out = step_module(Xt[i])
                 else:
                     with torch.autocast("cuda", dtype=autocast):
-                        out = module(Xt[i])
+                        out = step_module(Xt[i])
                 loss = loss_fn(out.float().reshape(-1), yt[i])
                 loss.backward()
                 opt.step()
@@ -509,6 +521,71 @@ def bench_limit(images, device, quick):
     # GPU benchmark's 256 px (on a CPU the network hides it).
     X256, _ = images.binary(n, size("cuda", "image_size", quick))
     return rows + _iteration_rows(X256, reps, quick)
+
+
+# --------------------------------------------------------------------------
+# torch.compile (compile=True) against the same limit
+
+
+def _compile_variants(X, y, y01, *, epochs, px, device):
+    """``{name: callable}``: the estimator uncompiled and compiled, the loop compiled, and the loop (the limit)."""
+    import torch
+
+    from skxray.models import CNNClassifier
+
+    Xt = torch.from_numpy(np.ascontiguousarray(X[:, None], dtype=np.float32)).to(device)
+    yt = torch.from_numpy(y01.astype(np.float32)).to(device)
+
+    def estimator(compile_):
+        def run():
+            clf = CNNClassifier(max_epochs=epochs, batch_size=32, lr=1e-3, weight_decay=1e-4,
+                                optimizer="adam", validation_fraction=None, ood=False, amp=False,
+                                image_size=px, device=device, random_state=SEED, compile=compile_)
+            with Stopwatch(device == "cuda") as t:
+                clf.fit(X, y)
+            return t.seconds, t.cpu_seconds
+        return run
+
+    def loop(compile_module):
+        return lambda: limit_loop(Xt, yt, epochs=epochs, batch_size=32, device=device, image_size=px,
+                                  compile_module=compile_module)
+
+    return {
+        "CNNClassifier.fit, compile=False": estimator(False),
+        "CNNClassifier.fit, compile=True": estimator(True),
+        "hand-written loop, torch.compile, data in memory": loop(True),
+        "hand-written loop, float32, data in memory": loop(False),
+    }
+
+
+def bench_limit_compile(images, device, quick):
+    import tempfile
+
+    n, epochs = size("limit_compile", "n", quick), size("limit_compile", "epochs", quick)
+    reps, px = size("limit_compile", "reps", quick), size("limit_compile", "image_size", quick)
+    X, y = images.binary(n, px)
+    y01 = (y == sorted(set(y))[1]).astype(np.int64)
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="skxray-inductor-") as cache:
+        # An empty inductor cache: the first compiled fit pays the whole compilation.
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        variants = _compile_variants(X, y, y01, epochs=epochs, px=px, device=device)
+        first_eager = variants["CNNClassifier.fit, compile=False"]()
+        first_compiled = variants["CNNClassifier.fit, compile=True"]()
+        common = {"n_images": n, "epochs": epochs, "image_size": px, "batch_size": 32, "reps": reps,
+                  "precision": "float32",
+                  "first_fit_seconds_compile_false": first_eager[0],
+                  "first_fit_seconds_compile_true": first_compiled[0],
+                  "notes": "timed runs reuse the compiled code; the first compiled fit (empty inductor "
+                           "cache) is in first_fit_seconds_compile_true, wall time"}
+        rows = against_limit("limit_compile", variants, reps=reps, images_per_run=n * epochs,
+                             device=device, common=common, target=None)
+        if before is None:
+            del os.environ["TORCHINDUCTOR_CACHE_DIR"]
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
+    log(f"limit_compile: first fit {first_eager[0]:.1f} s uncompiled, {first_compiled[0]:.1f} s compiled")
+    return rows
 
 
 # --------------------------------------------------------------------------
@@ -1249,6 +1326,8 @@ def main(argv=None):
                 rows = bench_limit(images, device, args.quick)
             elif section == "limit_resnet":
                 rows = bench_limit_resnet(images, device, args.quick)
+            elif section == "limit_compile":
+                rows = bench_limit_compile(images, device, args.quick)
             elif section == "resnet_cache":
                 rows = bench_resnet_cache(images, device, args.quick)
             elif section == "resnet_store":

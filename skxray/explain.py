@@ -62,7 +62,8 @@ def _check_estimator(estimator, func):
             f"or ResNet50Classifier); got {type(estimator).__name__}."
         )
     check_is_fitted(estimator)
-    return estimator.net_.module_
+    # The plain module (not torch.compile's wrapper): Grad-CAM's hooks must run.
+    return estimator.module_
 
 
 def _check_batch_size(batch_size, func):

@@ -74,6 +74,26 @@ def _resnet_limit_figures(d):
             limit_resnet("hand-written loop, channels_last, batch 128, data in memory", d)["ratio_cpu_time"])
 
 
+def limit_compile(variant, data):
+    return row(data, benchmark="limit_compile", variant=variant)
+
+
+_COMPILED, _UNCOMPILED = "CNNClassifier.fit, compile=True", "CNNClassifier.fit, compile=False"
+
+
+def _compile_limit_figures(d):
+    eager, compiled = limit_compile(_UNCOMPILED, d), limit_compile(_COMPILED, d)
+    loop = limit_compile("hand-written loop, torch.compile, data in memory", d)
+    return (eager["n_images"], eager["image_size"], eager["epochs"], eager["reps"],
+            *(v for r in (eager, compiled, loop) for v in (r["ratio_cpu_time"], *r["ratio_quartiles"])))
+
+
+def _load_range(row_):
+    """The lowest and highest 1-minute load average of a row's repetitions."""
+    loads = row_["load_average_1min_per_rep"]
+    return min(loads), max(loads)
+
+
 def cuda(variant, data):
     return row(data, benchmark="cuda", variant=variant)["speedup"]
 
@@ -231,8 +251,7 @@ FIGURES = [
                       limit("batches only, DataLoader (before)", d)["cpu_microseconds_per_image"]),
            lambda v: f"{v:.2f}" if v < 10 else f"{v:.0f}"),
     Figure("docs/scaling.rst", "load average between {} and {}: ``speed.json``, section ``limit_resnet``",
-           "speed.json", lambda d: (min(limit_resnet(_RESNET_NOW, d)["load_average_1min_per_rep"]),
-                                    max(limit_resnet(_RESNET_NOW, d)["load_average_1min_per_rep"]))),
+           "speed.json", lambda d: _load_range(limit_resnet(_RESNET_NOW, d))),
     Figure("docs/scaling.rst", "section ``limit_resnet``, {} "
            "darkcovidnet images at {} px (at 224 px each image costs about three times the arithmetic, too "
            "slow here for interleaved repetitions), batch {}, random weights (the ImageNet weights cannot be "
@@ -243,6 +262,26 @@ FIGURES = [
            "batches of 128",
            "speed.json", _resnet_limit_figures,
            lambda v: str(v) if isinstance(v, int) else f"{v:.3f}"),
+    Figure("docs/scaling.rst", "load average between {} and {}: ``speed.json``, section ``limit_compile``",
+           "speed.json", lambda d: _load_range(limit_compile(_COMPILED, d))),
+    Figure("docs/scaling.rst", "section ``limit_compile``, {} darkcovidnet images of {} px, {} epochs, batch "
+           "32, the timed runs reusing the compiled code. Median of {} repetitions of the CPU-time ratio "
+           "(limit / variant): {} with ``compile=False`` (quartiles {}-{}), {} with ``compile=True`` "
+           "(quartiles {}-{}), and {} for the compiled loop itself (quartiles {}-{})",
+           "speed.json", _compile_limit_figures, lambda v: str(v) if isinstance(v, int) else f"{v:.3f}"),
+    Figure("docs/scaling.rst", "The one-off compilation made the first fit take {} s instead of {} s",
+           "speed.json", lambda d: (limit_compile(_COMPILED, d)["first_fit_seconds_compile_true"],
+                                    limit_compile(_COMPILED, d)["first_fit_seconds_compile_false"]),
+           _f(".1f")),
+    Figure("CHANGELOG.md", "`CNNClassifier.fit` ran at {} of the uncompiled hand-written loop with "
+           "`compile=True` against {} without (median of {} CPU-time ratios)", "speed.json",
+           lambda d: (limit_compile(_COMPILED, d)["ratio_cpu_time"], limit_compile(_UNCOMPILED, d)["ratio_cpu_time"],
+                      limit_compile(_COMPILED, d)["reps"]),
+           lambda v: str(v) if isinstance(v, int) else f"{v:.3f}"),
+    Figure("CHANGELOG.md", "and the first fit took {} s instead of {} s; the GPU was not measured", "speed.json",
+           lambda d: (limit_compile(_COMPILED, d)["first_fit_seconds_compile_true"],
+                      limit_compile(_COMPILED, d)["first_fit_seconds_compile_false"]),
+           _f(".1f")),
     Figure("docs/scaling.rst", "at least 5x {} images/s at 224 px", "gpu/speed_cuda.json",
            lambda d: row(d, benchmark="cuda", variant="ResNet-50 predict_proba, float32")["images_per_s"],
            _nearest(1)),

@@ -177,11 +177,18 @@ def _base_store(accelerator):
 
 
 def unwrapped_module(net):
-    """The net's module without accelerate's wrappers (DistributedDataParallel)."""
+    """The net's module without accelerate's wrappers (DistributedDataParallel) nor ``torch.compile``'s.
+
+    The compiled module shares its parameters with the plain one, whose
+    ``state_dict`` keys lack the ``_orig_mod.`` prefix: saved weights and
+    checkpoints read the same with and without ``compile``.
+    """
     accelerator = getattr(net, "accelerator", None)
-    if accelerator is None:
-        return net.module_
-    return accelerator.unwrap_model(net.module_, keep_fp32_wrapper=False)
+    module = net.module_
+    if accelerator is not None:
+        module = accelerator.unwrap_model(module, keep_fp32_wrapper=False)
+    # torch.compile's OptimizedModule keeps the module it compiled there.
+    return getattr(module, "_orig_mod", module)
 
 
 class TrainingNet(NeuralNet):
@@ -210,6 +217,13 @@ class TrainingNet(NeuralNet):
     def replace_history(self, records):
         """Continue from the epochs in ``records`` (a resumed fit)."""
         self.history = History(records)
+
+    def _get_module(self, name, msg):
+        # What skorch's save_params and load_params (the checkpoints'
+        # params.pt) read and write: with compile=True the plain module, so
+        # that the file's keys lack torch.compile's "_orig_mod." prefix.
+        module = super()._get_module(name, msg)
+        return getattr(module, "_orig_mod", module)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         """The criterion's loss, weighted by the batch's sample weights when it has them.

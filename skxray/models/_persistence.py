@@ -242,6 +242,9 @@ def load(path, *, feature_cache_dir=None, checkpoint_dir=None):
         # Arrays predict in whole batches, as the fitted net did.
         iterator_valid=BatchIterator,
         **private_generator_iterator(),
+        # Compiled as the fitted net predicted (the weights are the plain module's).
+        compile=bool(estimator.compile),
+        **{f"compile__{k}": v for k, v in estimator._routed("compile").items()},
     ).initialize()
     estimator._restore_loaded_state()
     estimator.ood_ = _restore_ood(config, ood_arrays, estimator, path)
