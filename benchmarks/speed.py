@@ -69,6 +69,19 @@ Sections (``--sections``, all by default):
     matmul GFLOP/s measured in the same run, for variants: thread counts
     (and ``OMP_WAIT_POLICY=PASSIVE``), ``channels_last``, larger batches,
     ``torch.compile``.
+``profile``
+    where a training step of the default CNN (the estimator's module, NHWC,
+    batch 32, Adam) spends its time, at two image sizes (64 and 128 px), in
+    float32 and (where the CPU has bfloat16 instructions) under bfloat16
+    autocast as the estimator runs it, on 1 thread: ``torch.profiler``'s
+    self time per op group (:data:`PROFILE_GROUPS`; medians of interleaved
+    repetitions, the load average before each), the whole step's GFLOP/s
+    per CPU second against the matmul rate measured in the same run, and
+    each convolution's forward pass and two gradients timed alone, in
+    GFLOP/s against the matmul rate of its precision. The FLOP count of
+    ``roofline`` (``FlopCounterMode``) is checked against the profile's
+    (the convolutions' recorded shapes, the matrix products' ``with_flops``).
+    CPU only.
 ``segmenter``
     ``skxray.segmentation.segment_lungs`` images/s on 128 px images (the
     audit's size), with the two-largest-parts clean-up (the default) and
@@ -116,7 +129,7 @@ from _common import (  # noqa: E402
 )
 
 SECTIONS = ("overhead", "limit", "limit_resnet", "limit_compile", "resnet_cache", "resnet_store", "loading", "streaming", "inference", "roofline",
-            "cuda", "segmenter")
+            "cuda", "segmenter", "profile")
 SEED = 0
 
 # Sizes of each measurement: (full, quick).
@@ -132,6 +145,8 @@ SIZES = {
     "inference": {"n": (512, 64), "n_resnet": (128, 16), "reps": (2, 1)},
     "segmenter": {"n": (512, 64), "reps": (3, 1), "image_size": (128, 128)},
     "roofline": {"n": (384, 48), "epochs": (2, 1), "reps": (2, 1), "image_size": (64, 64)},
+    "profile": {"steps": (5, 2), "reps": (5, 1), "micro_reps": (5, 2), "image_size": (64, 32),
+                "image_size_large": (128, 64)},
     "cuda": {"n": (624, 48), "epochs": (3, 1), "epochs_paths": (2, 1), "reps": (2, 1),
              "image_size": (256, 64), "resnet_image_size": (224, 32)},
 }
@@ -998,11 +1013,12 @@ def bench_inference(images, device, quick):
 # roofline
 
 
-def matmul_gflops(device, threads=None, reps=5):
-    """Best float32 matmul GFLOP/s (CPU: 1024 and 2048; GPU: 8192): (wall, CPU time).
+def matmul_gflops(device, threads=None, reps=5, dtype=None):
+    """Best matmul GFLOP/s (CPU: 1024 and 2048; GPU: 8192): (wall, CPU time).
 
-    The CPU-time figure divides by the process's CPU seconds, i.e. the rate
-    while it actually ran; on a CPU shared with other jobs it is the stable one.
+    float32 unless ``dtype`` (a torch dtype) says otherwise. The CPU-time
+    figure divides by the process's CPU seconds, i.e. the rate while it
+    actually ran; on a CPU shared with other jobs it is the stable one.
     """
     import torch
 
@@ -1011,8 +1027,8 @@ def matmul_gflops(device, threads=None, reps=5):
     cuda = device == "cuda"
     best_wall = best_cpu = 0.0
     for side in (8192,) if cuda else (1024, 2048):
-        a = torch.randn(side, side, device=device)
-        b = torch.randn(side, side, device=device)
+        a = torch.randn(side, side, device=device, dtype=dtype)
+        b = torch.randn(side, side, device=device, dtype=dtype)
         a @ b  # warm-up
         for _ in range(reps):
             with Stopwatch(cuda) as t:
@@ -1159,6 +1175,305 @@ def bench_roofline(images, device, quick, threads):
     log(f"roofline: matmul {peak:.1f} GFLOP/s ({peak_cpu:.1f} per CPU second); baseline "
         f"{rows[0]['achieved_gflops']:.2f} GFLOP/s ({rows[0]['fraction_of_matmul']:.1%}); "
         f"fastest: {best['variant']} ({best['fraction_of_matmul']:.1%})")
+    return rows
+
+
+# --------------------------------------------------------------------------
+# profile
+
+#: The op groups of the ``profile`` section, each with the fragments (lower
+#: case) of the profiler event names it takes; the first group that matches
+#: wins. An event that no group names (allocation, views, autograd's own
+#: bookkeeping, Adam's element-wise ops) counts in its nearest named
+#: ancestor's group (Adam's ops: "optimizer step"), "other" at the top.
+#: ``MulBackward0`` is dropout's backward: the CNN has no other product.
+PROFILE_GROUPS = (
+    ("optimizer step", ("optimizer.step", "optimizer.zero_grad")),
+    ("loss", ("binary_cross_entropy", "binarycrossentropy")),
+    ("convolution backward", ("convolution_backward", "convolutionbackward")),
+    ("convolution forward", ("conv2d", "convolution")),
+    ("batch norm", ("batch_norm", "batchnorm")),
+    ("activation and dropout", ("relu", "threshold_backward", "dropout", "mulbackward")),
+    ("pooling", ("max_pool", "maxpool", "avg_pool", "avgpool")),
+    ("linear", ("aten::linear", "addmm", "aten::mm", "mmbackward")),
+    ("copies and casts", ("aten::copy_", "aten::to", "aten::_to_copy", "aten::contiguous", "aten::clone",
+                          "tocopybackward", "clonebackward")),
+)
+PROFILE_OTHER = "other"
+
+
+def op_group(name):
+    """The group of :data:`PROFILE_GROUPS` that names the event ``name``, or None."""
+    lower = name.lower()
+    return next((group for group, fragments in PROFILE_GROUPS if any(f in lower for f in fragments)), None)
+
+
+def event_group(event):
+    """The group of ``event`` (a profiler event with ``name`` and ``cpu_parent``): its own, or its
+    nearest named ancestor's, or :data:`PROFILE_OTHER`."""
+    while event is not None:
+        group = op_group(event.name)
+        if group is not None:
+            return group
+        event = event.cpu_parent
+    return PROFILE_OTHER
+
+
+def group_seconds(events):
+    """Seconds of each group: the events' self time (exclusive of their children), so each
+    microsecond counts once."""
+    out = dict.fromkeys([g for g, _ in PROFILE_GROUPS] + [PROFILE_OTHER], 0.0)
+    for e in events:
+        out[event_group(e)] += e.self_cpu_time_total / 1e6
+    return out
+
+
+def time_shares(seconds):
+    """Each group's share of the total of ``seconds`` (group -> seconds); the shares sum to 1."""
+    total = sum(seconds.values())
+    return {g: s / total for g, s in seconds.items()}
+
+
+def _conv_pass_gflop(layer):
+    """GFLOP of one pass (forward, or one of the two gradients) of a convolution layer."""
+    n, c_out, h, w = layer["output_shape"]
+    _, c_in, kh, kw = layer["weight_shape"]
+    return 2 * n * c_out * h * w * c_in * kh * kw / 1e9  # c_in is per group: the weight's dim 1
+
+
+def conv_layers(events):
+    """The convolutions of profiled ``events``, in forward order: shapes, arguments, the gradients
+    training computes, and the profiled seconds of their forward and backward passes."""
+    layers = {}
+    for e in events:
+        if e.name == "aten::convolution":
+            layer = layers.setdefault(tuple(e.input_shapes[1]), {"forward_s": 0.0, "backward_s": 0.0})
+            layer["forward_s"] += e.cpu_time_total / 1e6
+            layer["input_shape"] = list(e.input_shapes[0])
+        elif e.name == "aten::convolution_backward":
+            args = e.concrete_inputs
+            layer = layers.setdefault(tuple(e.input_shapes[2]), {"forward_s": 0.0, "backward_s": 0.0})
+            layer["backward_s"] += e.cpu_time_total / 1e6
+            layer["backward_calls"] = layer.get("backward_calls", 0) + 1
+            layer.update(output_shape=list(e.input_shapes[0]), stride=list(args[4]), padding=list(args[5]),
+                         dilation=list(args[6]), groups=int(args[9]),
+                         computes_input_grad=bool(args[10][0]), computes_weight_grad=bool(args[10][1]))
+    out = []
+    for i, (weight, layer) in enumerate(layers.items(), 1):
+        layer.update(layer=f"conv{i}", weight_shape=list(weight))
+        out.append(layer)
+    return out
+
+
+def profile_gflop(events, layers, steps):
+    """GFLOP per step from the profile: the convolutions from their recorded shapes and the
+    gradients autograd asked for (the profiler counts none of them: ``padding="same"``), and the
+    matrix products as the profiler counts them (``with_flops``); also the profiler's own total."""
+    conv = sum(_conv_pass_gflop(L) * (1 + L["computes_input_grad"] + L["computes_weight_grad"])
+               * L["backward_calls"] for L in layers)
+    mm = sum(e.flops for e in events if e.name in ("aten::mm", "aten::addmm")) / 1e9
+    with_flops = sum(e.flops for e in events) / 1e9
+    return (conv + mm) / steps, with_flops / steps
+
+
+def _profile_train_steps(module, opt, batches, autocast):
+    """Training steps as the estimator takes them: the forward pass under autocast (or not), its
+    output back to float32, the loss in float32 (``TrainingNet.infer`` and ``get_loss``)."""
+    import torch
+    from torch import nn
+
+    loss_fn = nn.BCEWithLogitsLoss()
+    for xb, yb in batches:
+        opt.zero_grad(set_to_none=True)
+        if autocast is None:
+            out = module(xb)
+        else:
+            with torch.autocast("cpu", dtype=autocast):
+                out = module(xb)
+            out = out.float()
+        loss_fn(out.reshape(-1), yb).backward()
+        opt.step()
+
+
+def _captured_conv_tensors(module, opt, batch, autocast):
+    """Each convolution's input, weight and output gradient in one training step, as they are
+    (dtype, strides: NHWC with one channel is ambiguous, and oneDNN's speed depends on it)."""
+    from torch import nn
+
+    captured, handles = {}, []
+
+    def keep(conv, inputs, output):
+        entry = captured.setdefault(tuple(conv.weight.shape), {})
+        entry.update(x=inputs[0].detach(), w=conv.weight.detach())
+        output.register_hook(lambda grad: entry.__setitem__("g", grad.detach()))
+
+    for conv in (m for m in module.modules() if isinstance(m, nn.Conv2d)):
+        handles.append(conv.register_forward_hook(keep))
+    try:
+        _profile_train_steps(module, opt, [batch], autocast)
+    finally:
+        for h in handles:
+            h.remove()
+    return captured
+
+
+def _conv_microbench(tensors, layer, dtype, reps):
+    """CPU seconds (median of ``reps``) of a layer's forward pass and of each gradient alone
+    (``aten::convolution_backward`` asked for one output), on its training tensors in ``dtype``."""
+    import torch
+
+    x, w, g = (tensors[k].to(dtype) for k in ("x", "w", "g"))  # .to keeps the strides
+    args = (layer["stride"], layer["padding"], layer["dilation"], False, [0, 0], layer["groups"])
+    calls = {
+        "forward": lambda: torch.ops.aten.convolution(x, w, None, *args),
+        "backward_input": lambda: torch.ops.aten.convolution_backward(g, x, w, None, *args, [True, False, False]),
+        "backward_weight": lambda: torch.ops.aten.convolution_backward(g, x, w, None, *args, [False, True, False]),
+    }
+    inner = {}
+    for name, fn in calls.items():
+        fn()  # warm-up: oneDNN builds its kernels on the first call
+        with Stopwatch() as t:
+            fn()
+        inner[name] = max(1, int(0.02 / max(t.seconds, 1e-4)))  # calls per timing: >= ~20 ms
+    times = {name: [] for name in calls}
+    for _ in range(reps):
+        for name, fn in calls.items():
+            with Stopwatch() as t:
+                for _ in range(inner[name]):
+                    fn()
+            times[name].append(t.cpu_seconds / inner[name])
+    return {name: _median(ts) for name, ts in times.items()}
+
+
+def _conv_layer_rows(layers, captured, dtype, reps, peak):
+    """Per layer: the shapes, and the achieved GFLOP/s of each pass against the matmul rate."""
+    rows = []
+    for layer in layers:
+        gflop = _conv_pass_gflop(layer)
+        seconds = _conv_microbench(captured[tuple(layer["weight_shape"])], layer, dtype, reps)
+        row = {"layer": layer["layer"], "input_shape": layer["input_shape"], "weight_shape": layer["weight_shape"],
+               "output_shape": layer["output_shape"], "gflop_per_pass": gflop,
+               "training_computes_input_grad": layer["computes_input_grad"],
+               "profiled_forward_s_per_step": layer["forward_s"] / layer["backward_calls"],
+               "profiled_backward_s_per_step": layer["backward_s"] / layer["backward_calls"]}
+        for name, s in seconds.items():
+            row[f"{name}_cpu_s"] = s
+            row[f"{name}_gflops"] = gflop / s
+            row[f"{name}_fraction_of_matmul"] = gflop / s / peak
+        rows.append(row)
+    return rows
+
+
+def _profile_configs(images, quick, steps, bf16):
+    """The (image size, precision) configurations, each with its module, optimizer and batches."""
+    import torch
+
+    configs = {}
+    for px in (size("profile", "image_size", quick), size("profile", "image_size_large", quick)):
+        X, y = images.binary(32 * steps, px)
+        y01 = torch.from_numpy((y == sorted(set(y))[1]).astype(np.float32))
+        Xt = torch.from_numpy(np.ascontiguousarray(X[:, None], dtype=np.float32))
+        batches = list(zip(Xt.split(32), y01.split(32), strict=True))
+        for precision, autocast in (("float32", None), ("bfloat16 autocast", torch.bfloat16)):
+            if autocast is not None and not bf16:
+                continue
+            torch.manual_seed(SEED)
+            module = conv_module(px)  # the estimator's module, NHWC as it trains it
+            module.train()
+            opt = torch.optim.Adam(module.parameters(), lr=1e-3, weight_decay=1e-4)
+            _profile_train_steps(module, opt, batches[:1], autocast)  # warm-up
+            configs[f"{px} px, {precision}"] = {"px": px, "precision": precision, "autocast": autocast,
+                                               "module": module, "opt": opt, "batches": batches}
+    return configs
+
+
+def _profile_runs(configs, reps):
+    """Interleaved repetitions of each configuration: timed steps (CPU seconds per step), then the
+    same steps under ``torch.profiler``; the load average before each repetition."""
+    from torch.profiler import ProfilerActivity, profile
+
+    runs = {name: {"step_cpu_s": [], "shares": [], "seconds": [], "profiled_fraction": []} for name in configs}
+    loads = []
+    for _ in range(reps):
+        loads.append(round(os.getloadavg()[0], 2))
+        for name, c in configs.items():
+            args = (c["module"], c["opt"], c["batches"], c["autocast"])
+            with Stopwatch() as t:
+                _profile_train_steps(*args)
+            runs[name]["step_cpu_s"].append(t.cpu_seconds / len(c["batches"]))
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True) as prof:
+                with Stopwatch() as t_prof:
+                    _profile_train_steps(*args)
+            events = list(prof.events())
+            seconds = group_seconds(events)
+            runs[name]["seconds"].append(seconds)
+            runs[name]["shares"].append(time_shares(seconds))
+            runs[name]["profiled_fraction"].append(sum(seconds.values()) / t_prof.seconds)
+            runs[name]["events"] = events  # the last repetition's, for the shapes and FLOPs
+    return runs, loads
+
+
+def bench_profile(images, device, quick):
+    """Where a training step's CPU time goes, per op group, and how fast each convolution runs."""
+    import torch
+
+    if device != "cpu":
+        log("profile: CPU only (the GPU's profile needs CUDA activities); skipped")
+        return []
+    steps, reps = size("profile", "steps", quick), size("profile", "reps", quick)
+    micro_reps = size("profile", "micro_reps", quick)
+    threads_before = torch.get_num_threads()
+    bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    try:
+        # One thread: the profiler's op times are then this thread's CPU time, and the matmul
+        # rate per CPU second is stable on a shared CPU (the roofline's 1-thread row).
+        bf16_rate = lambda: matmul_gflops(device, threads=1, dtype=torch.bfloat16)[1]  # noqa: E731
+        peaks = [matmul_gflops(device, threads=1)[1], bf16_rate() if bf16 else None]
+        configs = _profile_configs(images, quick, steps, bf16)
+        runs, loads = _profile_runs(configs, reps)
+        # The rates: the best of measurements before and after the runs, as in ``roofline``.
+        peak32 = max(peaks[0], matmul_gflops(device, threads=1)[1])
+        peak16 = max(peaks[1], bf16_rate()) if bf16 else None
+        rows = []
+        for name, c in configs.items():
+            run = runs[name]
+            step_s = _median(run["step_cpu_s"])
+            gflop = training_flops_per_image(c["px"]) * 32 / 1e9
+            layers = conv_layers(run["events"])
+            captured = _captured_conv_tensors(c["module"], c["opt"], c["batches"][0], c["autocast"])
+            from_shapes, with_flops = profile_gflop(run["events"], layers, steps)
+            dtype = c["autocast"] or torch.float32
+            peak = peak32 if c["autocast"] is None else peak16
+            medians = {g: _median([s[g] for s in run["seconds"]]) for g in run["seconds"][0]}
+            row = {
+                "benchmark": "profile", "variant": name, "precision": c["precision"], "image_size": c["px"],
+                "batch_size": 32, "threads": 1, "steps": steps, "reps": reps,
+                "step_cpu_seconds_median": step_s, "step_cpu_seconds_all": run["step_cpu_s"],
+                "images_per_cpu_s": 32 / step_s, "gflop_per_step": gflop,
+                "achieved_gflops_cpu_time": gflop / step_s, "matmul_gflops_cpu_time": peak32,
+                "fraction_of_matmul_cpu_time": gflop / step_s / peak32,
+                "time_share": time_shares(medians), "time_share_all": run["shares"],
+                "profiled_op_time_of_step": _median(run["profiled_fraction"]),
+                "gflop_per_step_from_profile": from_shapes,
+                "flops_ratio_estimator_vs_profile": gflop / from_shapes,
+                "gflop_per_step_profiler_with_flops": with_flops,
+                "conv_layers": _conv_layer_rows(layers, captured, dtype, micro_reps, peak),
+                "conv_layers_matmul_rate": "bfloat16" if c["autocast"] is not None else "float32",
+                "load_average_1min_per_rep": loads,
+            }
+            best_pass = max(L[f"{p}_gflops"] for L in row["conv_layers"] for p in ("forward", "backward_weight"))
+            row.update(best_conv_pass_gflops=best_pass, fraction_of_best_conv_pass=gflop / step_s / best_pass)
+            if c["autocast"] is not None:
+                base = runs[name.replace("bfloat16 autocast", "float32")]["step_cpu_s"]
+                row.update({
+                    "matmul_gflops_bf16_cpu_time": peak16, "fraction_of_bf16_matmul_cpu_time": gflop / step_s / peak16,
+                    "speedup_vs_float32": _median([b / s for b, s in zip(base, run["step_cpu_s"], strict=True)]),
+                })
+            rows.append(row)
+            log(f"profile: {name}: {row['fraction_of_matmul_cpu_time']:.1%} of the float32 matmul rate; shares "
+                + ", ".join(f"{g} {v:.0%}" for g, v in row["time_share"].items()))
+    finally:
+        torch.set_num_threads(threads_before)
     return rows
 
 
@@ -1342,6 +1657,8 @@ def main(argv=None):
                 rows = bench_cuda(images, device, args.quick)
             elif section == "segmenter":
                 rows = bench_segmenter(images, device, args.quick, threads["threads"])
+            elif section == "profile":
+                rows = bench_profile(images, device, args.quick)
             else:
                 rows = bench_roofline(images, device, args.quick, threads["threads"])
         for r in rows:
