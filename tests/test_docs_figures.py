@@ -94,6 +94,32 @@ def _load_range(row_):
     return min(loads), max(loads)
 
 
+def profile(variant, data):
+    return row(data, benchmark="profile", variant=variant)
+
+
+_PROFILED = ("64 px, float32", "64 px, bfloat16 autocast", "128 px, float32", "128 px, bfloat16 autocast")
+_MEMORY_BOUND = ("batch norm", "activation and dropout", "pooling")
+
+
+def _profile_shares(*groups):
+    """The summed share of ``groups`` in each profiled configuration, in %, as the scaling guide's table."""
+    return lambda d: tuple(100 * sum(profile(v, d)["time_share"][g] for g in groups) for v in _PROFILED)
+
+
+def _conv_speeds(index):
+    """A layer's forward / input-gradient / weight-gradient speed in % of the matmul rate, per column
+    (float32 64 and 128 px, then bfloat16); the first layer's input gradient is not computed."""
+    def values(d):
+        out = []
+        for v in ("64 px, float32", "128 px, float32", "64 px, bfloat16 autocast", "128 px, bfloat16 autocast"):
+            layer = profile(v, d)["conv_layers"][index]
+            passes = ("forward", "backward_input", "backward_weight") if index else ("forward", "backward_weight")
+            out += [100 * layer[f"{p}_fraction_of_matmul"] for p in passes]
+        return tuple(out)
+    return values
+
+
 def cuda(variant, data):
     return row(data, benchmark="cuda", variant=variant)["speedup"]
 
@@ -359,6 +385,65 @@ FIGURES = [
                       100 * row(d, model="cnn")["abstained_held_out"]), _f(".1f")),
     Figure("README.md", "the images differ in {} of {} batches of 40 Hannover images at p < 0.01",
            "new_hospital.json", lambda d: _hannover_image_rejections(d, 40), str),
+    # docs/scaling.rst, "Where the CPU time goes" (speed.json, section profile)
+    Figure("docs/scaling.rst", "(an Intel Xeon, 2 threads, wall time) put the training step of the default CNN "
+           "at {} % of the float32 matmul rate with channels_last and at {} % with 1 thread", "speed.json",
+           lambda d: tuple(100 * row(d, benchmark="roofline", variant=v)["fraction_of_matmul"]
+                           for v in ("channels_last", "threads: 1 thread")), _f(".1f")),
+    Figure("docs/scaling.rst", "{} interleaved repetitions of {} steps, load average between {} and {}: "
+           "``speed.json``, section ``profile``", "speed.json",
+           lambda d: (profile(_PROFILED[0], d)["reps"], profile(_PROFILED[0], d)["steps"],
+                      *_load_range(profile(_PROFILED[0], d))),
+           lambda v: str(v) if isinstance(v, int) else f"{v:.2f}"),
+    *(Figure("docs/scaling.rst", f"* - {label} - {{}} % - {{}} % - {{}} % - {{}} %", "speed.json",
+             _profile_shares(*groups), _f(".0f"))
+      for label, groups in (("convolution forward", ("convolution forward",)),
+                            ("convolution backward (both gradients)", ("convolution backward",)),
+                            ("batch norm", ("batch norm",)), ("ReLU and dropout", ("activation and dropout",)),
+                            ("max pooling", ("pooling",)), ("copies and casts", ("copies and casts",)),
+                            ("optimizer step (Adam)", ("optimizer step",)),
+                            ("linear layers, loss and other", ("linear", "loss", "other")))),
+    Figure("docs/scaling.rst", "* - conv1, 1 to 32 channels - {} / not computed / {} - {} / not computed / {} "
+           "- {} / not computed / {} - {} / not computed / {}", "speed.json", _conv_speeds(0), _f(".0f")),
+    *(Figure("docs/scaling.rst", f"* - {label} - " + " - ".join(["{} / {} / {}"] * 4), "speed.json",
+             _conv_speeds(i), _f(".0f"))
+      for i, label in ((1, "conv2, 32 to 64 channels"), (2, "conv3, 64 to 128 channels"))),
+    Figure("docs/scaling.rst", "{} % of the float32 matmul rate at 64 px and {} % at 128 px (GFLOP per CPU "
+           "second, 1 thread)", "speed.json",
+           lambda d: tuple(100 * profile(v, d)["fraction_of_matmul_cpu_time"] for v in _PROFILED[::2]),
+           _f(".1f")),
+    Figure("docs/scaling.rst", "(at 64 px the fastest convolution pass at {} GFLOP/s, the matmul at {})",
+           "speed.json", lambda d: (profile(_PROFILED[0], d)["best_conv_pass_gflops"],
+                                    profile(_PROFILED[0], d)["matmul_gflops_cpu_time"]), _f(".0f")),
+    Figure("docs/scaling.rst", "the whole float32 step runs at {} % (64 px) and {} % (128 px)", "speed.json",
+           lambda d: tuple(100 * profile(v, d)["fraction_of_best_conv_pass"] for v in _PROFILED[::2]), _f(".0f")),
+    Figure("docs/scaling.rst", "{} % of the float32 step at 64 px and {} % at 128 px", "speed.json",
+           lambda d: _profile_shares(*_MEMORY_BOUND)(d)[::2], _f(".0f")),
+    Figure("docs/scaling.rst", "({} % of the matmul rate forward at 128 px)", "speed.json",
+           lambda d: 100 * profile("128 px, float32", d)["conv_layers"][0]["forward_fraction_of_matmul"], _f(".0f")),
+    Figure("docs/scaling.rst", "makes the step {}x (64 px) and {}x (128 px) as fast as float32, {} % and {} % of "
+           "the *float32* matmul rate. Against the bfloat16 matmul rate ({} GFLOP/s) it stays at {} % and {} %",
+           "speed.json",
+           lambda d: (*(profile(v, d)["speedup_vs_float32"] for v in _PROFILED[1::2]),
+                      *(100 * profile(v, d)["fraction_of_matmul_cpu_time"] for v in _PROFILED[1::2]),
+                      profile(_PROFILED[1], d)["matmul_gflops_bf16_cpu_time"],
+                      *(100 * profile(v, d)["fraction_of_bf16_matmul_cpu_time"] for v in _PROFILED[1::2])),
+           lambda v: f"{v:.2f}" if v < 3 else f"{v:.0f}" if v > 200 else f"{v:.1f}"),
+    Figure("docs/scaling.rst", "their share grows ({} % at 128 px)", "speed.json",
+           lambda d: _profile_shares(*_MEMORY_BOUND)(d)[3], _f(".0f")),
+    Figure("docs/scaling.rst", "``FlopCounterMode``, {} GFLOP per step of 32 images at 64 px) equals the "
+           "profile's count from the recorded shapes", "speed.json",
+           lambda d: profile(_PROFILED[0], d)["gflop_per_step"]),
+    Figure("CHANGELOG.md", "the float32 step ran at {} % of the float32 matmul rate at 64 px, and bfloat16 "
+           "autocast {}x as fast as float32", "speed.json",
+           lambda d: (100 * profile(_PROFILED[0], d)["fraction_of_matmul_cpu_time"],
+                      profile(_PROFILED[1], d)["speedup_vs_float32"]), lambda v: f"{v:.1f}" if v > 3 else f"{v:.2f}"),
+    Figure("CHANGELOG.md", "memory-bound, take {} % of the float32 step at 64 px", "speed.json",
+           lambda d: _profile_shares(*_MEMORY_BOUND)(d)[0], _f(".0f")),
+    Figure("docs/scaling.rst", "(ratio {}). The profiler's own ``with_flops`` counts only {} of them", "speed.json",
+           lambda d: (profile(_PROFILED[0], d)["flops_ratio_estimator_vs_profile"],
+                      profile(_PROFILED[0], d)["gflop_per_step_profiler_with_flops"]),
+           lambda v: f"{v:.3f}" if v > 0.5 else f"{v:.2f}"),
 ]
 
 #: Figures measured where this repository cannot reproduce them: (page, the figure's text).
