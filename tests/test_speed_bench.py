@@ -4,24 +4,27 @@ FLOP count of a real training step agrees with the roofline's. Nothing is
 timed here; the one profiled step is a 32 px batch of 4.
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def speed():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    # speed.py puts its folder on sys.path for its own imports (_common); take it off again.
+    path_before = list(sys.path)
+    spec = importlib.util.spec_from_file_location("speed", BENCHMARKS / "speed.py")
+    module = importlib.util.module_from_spec(spec)
     try:
-        import speed
-
-        yield speed
+        spec.loader.exec_module(module)
     finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+        sys.path[:] = path_before
+    return module
 
 
 @pytest.mark.parametrize("name, group", [
