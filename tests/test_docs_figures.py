@@ -120,6 +120,10 @@ def _conv_speeds(index):
     return values
 
 
+def _conv2_conv3_speeds(d):
+    return _conv_speeds(1)(d) + _conv_speeds(2)(d)
+
+
 def cuda(variant, data):
     return row(data, benchmark="cuda", variant=variant)["speedup"]
 
@@ -417,6 +421,8 @@ FIGURES = [
                                     profile(_PROFILED[0], d)["matmul_gflops_cpu_time"]), _f(".0f")),
     Figure("docs/scaling.rst", "the whole float32 step runs at {} % (64 px) and {} % (128 px)", "speed.json",
            lambda d: tuple(100 * profile(v, d)["fraction_of_best_conv_pass"] for v in _PROFILED[::2]), _f(".0f")),
+    Figure("docs/scaling.rst", "conv2 and conv3 run at {} % to {} % of the matmul rate of their precision",
+           "speed.json", lambda d: (min(_conv2_conv3_speeds(d)), max(_conv2_conv3_speeds(d))), _f(".0f")),
     Figure("docs/scaling.rst", "{} % of the float32 step at 64 px and {} % at 128 px", "speed.json",
            lambda d: _profile_shares(*_MEMORY_BOUND)(d)[::2], _f(".0f")),
     Figure("docs/scaling.rst", "({} % of the matmul rate forward at 128 px)", "speed.json",
