@@ -56,6 +56,7 @@ from skxray._param_validation import HasMethods, Interval, StrOptions, validate_
 from skxray._utils import check_groups, check_sample_weight
 from skxray._validation import check_image_array, is_path_array
 from skxray._version import DOCS_URL
+from skxray.augmentation import supports_batches
 from skxray.io import read_image
 from skxray.models._distributed import (
     AcceleratedNet,
@@ -465,6 +466,8 @@ class _AugmentingCollate:
 
     def __init__(self, augment):
         self.augment = augment
+        #: Whether :meth:`augment_batch` augments whole batches (read by BatchIterator).
+        self.batched = supports_batches(augment)
 
     def __call__(self, batch):
         batch = [(self._augment(x), y) for x, y in batch]
@@ -473,12 +476,16 @@ class _AugmentingCollate:
     def augment_batch(self, x):
         """The images of a batch (a tensor, or a dict with sample weights), each augmented.
 
-        What :class:`skxray._data.BatchIterator` calls: ``augment`` runs on
-        each image in turn, drawing from the RNG in the same order as
+        What :class:`skxray._data.BatchIterator` calls. skxray's
+        augmentations augment the whole batch at once, on its device, with
+        a draw per image (``augment.augment_batch``); any other callable runs
+        on each image in turn, drawing from the RNG in the same order as
         :meth:`__call__`, so the batches equal the DataLoader's.
         """
         if isinstance(x, dict):
             return {**x, "x": self.augment_batch(x["x"])}
+        if self.batched:
+            return self.augment.augment_batch(x)
         return torch.stack([self.augment(image) for image in x])
 
     def _augment(self, x):
