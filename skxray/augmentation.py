@@ -123,6 +123,39 @@ def _offsets(h, w, height, width):
     return top, left
 
 
+#: On the CPU, a batch is augmented a few images at a time, all steps on
+#: each group, so that the group stays in the cache between steps: groups of
+#: at most this many bytes (8 images of 256 px, 32 of 128 px, in float32).
+#: Each image's draws are made for the whole batch first, so the result does
+#: not depend on the grouping. Other devices take the whole batch at once.
+CPU_CHUNK_BYTES = 2 * 1024**2
+
+
+def _plan_rows(plan, rows):
+    """The part of ``plan`` (tensors, one row per image, in tuples, lists and dicts) for ``rows``."""
+    if isinstance(plan, torch.Tensor):
+        return plan[rows]
+    if isinstance(plan, dict):
+        return {k: _plan_rows(v, rows) for k, v in plan.items()}
+    if isinstance(plan, (tuple, list)):
+        return type(plan)(_plan_rows(v, rows) for v in plan)
+    return plan  # None, an axis
+
+
+def _apply_in_chunks(augment, x):
+    """``x`` through ``augment`` (draws for the whole batch, then applied group by group on the CPU)."""
+    plan = augment._plan(len(x), *x.shape[-2:])
+    per_image = x[0].numel() * x.element_size() if len(x) else 1
+    size = len(x) if x.device.type != "cpu" else max(1, CPU_CHUNK_BYTES // per_image)
+    if size >= len(x):
+        return augment._apply_plan(x, plan)
+    chunks = [(x[start : start + size], slice(start, start + size)) for start in range(0, len(x), size)]
+    outs = [augment._apply_plan(chunk, _plan_rows(plan, rows)) for chunk, rows in chunks]
+    if all(out is chunk for out, (chunk, _) in zip(outs, chunks, strict=True)):
+        return x
+    return torch.cat(outs)
+
+
 def _grid_axes(x):
     """The pixel centres of ``x``'s columns and rows in grid_sample's [-1, 1] coordinates (align_corners=False)."""
     height, width = x.shape[-2:]
@@ -216,16 +249,24 @@ class _Augmentation(BaseEstimator):
         return self._augment_batch(x)
 
     def _augment_batch(self, x):
-        chosen = _chosen(self.p, len(x))
+        return _apply_in_chunks(self, x)
+
+    def _plan(self, n, height, width):
+        """All random draws for ``n`` images: which ones are augmented, and the parameters of each."""
+        chosen = _chosen(self.p, n)
+        return chosen, (self._draw(n, height, width) if chosen.any() else None)
+
+    def _apply_plan(self, x, plan):
+        """``x`` augmented as ``plan`` (of :meth:`_plan`, one row per image of ``x``) says."""
+        chosen, params = plan
         if not chosen.any():
             return x
-        height, width = x.shape[-2:]
         if chosen.all():
-            return self._apply_batch(x, self._draw(len(x), height, width))
+            return self._apply_batch(x, params)
         index = chosen.nonzero().squeeze(1)
+        on_device = index.to(x.device)
         out = x.clone()
-        index_on_device = index.to(x.device)
-        out[index_on_device] = self._apply_batch(x[index_on_device], self._draw(len(index), height, width))
+        out[on_device] = self._apply_batch(x[on_device], _plan_rows(params, index))
         return out
 
     def _draw(self, n, height, width):
@@ -292,14 +333,17 @@ class RandomFlip(_Augmentation):
                 img = flip(img)
         return img
 
-    def _augment_batch(self, x):
-        for enabled, dim in ((self.horizontal, -1), (self.vertical, -2)):
-            if enabled and self.p > 0:
-                flipped = _chosen(self.p, len(x))
-                if flipped.all():
-                    x = x.flip(dim)
-                elif flipped.any():
-                    x = torch.where(flipped.to(x.device).view(-1, 1, 1, 1), x.flip(dim), x)
+    def _plan(self, n, height, width):
+        # One draw per enabled axis and image, as on one image.
+        return [(dim, _chosen(self.p, n)) for enabled, dim in ((self.horizontal, -1), (self.vertical, -2))
+                if enabled and self.p > 0]
+
+    def _apply_plan(self, x, plan):
+        for dim, flipped in plan:
+            if flipped.all():
+                x = x.flip(dim)
+            elif flipped.any():
+                x = torch.where(flipped.to(x.device).view(-1, 1, 1, 1), x.flip(dim), x)
         return x
 
 
@@ -794,11 +838,24 @@ class Compose(BaseEstimator):
         validate_params(self)
         self._check_steps()
         _check_batch(type(self).__name__, x)
+        if supports_batches(self):
+            for transform in self.transforms:  # each step's own checks, before anything is drawn
+                _validated(transform)
+            return _apply_in_chunks(self, x)
         for transform in self.transforms:
             if hasattr(transform, "augment_batch"):
                 x = transform.augment_batch(x)
             else:
                 x = torch.stack([transform(image) for image in x])
+        return x
+
+    def _plan(self, n, height, width):
+        # Every step's draws for the whole batch, first step first.
+        return [transform._plan(n, height, width) for transform in self.transforms]
+
+    def _apply_plan(self, x, plan):
+        for transform, step_plan in zip(self.transforms, plan, strict=True):
+            x = transform._apply_plan(x, step_plan)
         return x
 
     def _check_steps(self):
@@ -807,6 +864,14 @@ class Compose(BaseEstimator):
         for index, transform in enumerate(self.transforms):
             if not callable(transform):
                 raise ValueError(f"Compose: transforms[{index}] is not callable: {transform!r}")
+
+
+def _validated(augment):
+    validate_params(augment)
+    if isinstance(augment, Compose):
+        augment._check_steps()
+        for transform in augment.transforms:
+            _validated(transform)
 
 
 def supports_batches(augment):

@@ -689,3 +689,21 @@ def test_batch_constant_and_standardised_images():
     standardised = (_batch(8, 1, 32, 32) - 0.5) / 0.25
     torch.manual_seed(0)
     assert torch.isfinite(xray_augmentation("strong").augment_batch(standardised)).all()
+
+
+@pytest.mark.parametrize(
+    "augment",
+    [xray_augmentation("strong"), xray_augmentation("fastai"), Compose([xray_augmentation("light"), RandomFlip()])],
+    ids=["strong", "fastai", "nested"],
+)
+def test_batch_grouping_on_the_cpu_does_not_change_the_result(augment, monkeypatch):
+    """The CPU augments a batch a few images at a time; the draws are made for the whole batch first."""
+    x = _batch(10, 1, 16, 16)
+    results = []
+    for group_bytes in (10**9, 3 * x[0].numel() * x.element_size()):  # one group; groups of 3 images
+        monkeypatch.setattr(skxray.augmentation, "CPU_CHUNK_BYTES", group_bytes)
+        torch.manual_seed(2)
+        results.append(augment.augment_batch(x))
+        results.append(torch.get_rng_state())
+    assert torch.equal(results[0], results[2]) and torch.equal(results[1], results[3])
+    assert not torch.equal(results[0], x)
