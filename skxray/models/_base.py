@@ -310,7 +310,9 @@ COMMON_PARAMETERS_DOC = """\
     augment : callable or None, default=None
         Train-time augmentation: called on each training image, a float32
         tensor of shape (channels, height, width), once per epoch; never on
-        validation or prediction images. See :mod:`skxray.augmentation`.
+        validation or prediction images. See :mod:`skxray.augmentation`,
+        whose transforms augment whole batches on the training device
+        (``augment_batch``, a draw per image) when ``X`` is an array.
 
     checkpoint_dir : str, path or None, default=None
         Folder under which each ``fit`` writes, to a sub-folder of its own
