@@ -374,3 +374,18 @@ def configure_threads(setting):
         "threads": best,
         "threads_setting": f"auto (small training step: {detail})",
     }
+
+
+class PerImage:
+    """An augmentation as a plain callable, which the estimators apply image by image.
+
+    skxray's augmentations run in batches (``augment_batch``); wrapped, they
+    take the per-image path of earlier releases, so the two can be compared.
+    """
+
+    def __init__(self, augment):
+        self.augment = augment
+
+    def __call__(self, img):
+        return self.augment(img)
+

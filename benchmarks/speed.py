@@ -87,6 +87,14 @@ Sections (``--sections``, all by default):
     audit's size), with the two-largest-parts clean-up (the default) and
     without, in a fresh child process whose peak RSS is reported. Target:
     >= 200 images/s.
+``augment``
+    augmentation alone: each ``xray_augmentation`` preset on batches of 32
+    real images at 128 and 256 px, image by image (the previous path, on
+    the host) vs ``augment_batch`` (the whole batch at once, on the
+    device); and ``CNNClassifier.fit`` (64 px) with the "light" and
+    "strong" presets, batched vs per image (the preset wrapped in a plain
+    callable). Interleaved repetitions, medians of the side-by-side
+    speed-ups (CPU time on a CPU device, wall time on a GPU).
 ``cuda``
     on a CUDA device only (skipped elsewhere): training images/s of
     ``CNNClassifier.fit`` at 256 px on arrays in memory, float32 vs
@@ -129,7 +137,7 @@ from _common import (  # noqa: E402
 )
 
 SECTIONS = ("overhead", "limit", "limit_resnet", "limit_compile", "resnet_cache", "resnet_store", "loading", "streaming", "inference", "roofline",
-            "cuda", "segmenter", "profile")
+            "cuda", "segmenter", "profile", "augment")
 SEED = 0
 
 # Sizes of each measurement: (full, quick).
@@ -147,6 +155,8 @@ SIZES = {
     "roofline": {"n": (384, 48), "epochs": (2, 1), "reps": (2, 1), "image_size": (64, 64)},
     "profile": {"steps": (5, 2), "reps": (5, 1), "micro_reps": (5, 2), "image_size": (64, 32),
                 "image_size_large": (128, 64)},
+    "augment": {"batches": (8, 2), "reps": (7, 2), "image_sizes": ((128, 256), (32,)),
+                "n_fit": (256, 32), "epochs": (2, 1), "fit_image_size": (64, 32)},
     "cuda": {"n": (624, 48), "epochs": (3, 1), "epochs_paths": (2, 1), "reps": (2, 1),
              "image_size": (256, 64), "resnet_image_size": (224, 32)},
 }
@@ -1575,6 +1585,100 @@ def _cuda_rows(images, device, quick, variants_spec):
 
 
 # --------------------------------------------------------------------------
+# augmentation: per image vs in batches
+
+
+def _paired_rows(benchmark, times, baseline, images_per_run, device, common):
+    """Rows of ``times`` (name -> [(wall, cpu)] per repetition) with median speed-ups over ``baseline``."""
+    rows = []
+    pick = 1 if device == "cpu" else 0  # CPU time on a CPU (robust to other jobs), wall time on a GPU
+    for name, ts in times.items():
+        own = [t[pick] for t in ts]
+        speedups = [b[pick] / o for b, o in zip(times[baseline], own, strict=True)]
+        rows.append({
+            "benchmark": benchmark, "variant": name,
+            "images_per_s": images_per_run / _median([t[0] for t in ts]),
+            "images_per_cpu_s": images_per_run / _median([t[1] for t in ts]),
+            "seconds_all": [t[0] for t in ts], "cpu_seconds_all": [t[1] for t in ts],
+            "speedup_vs_baseline": None if name == baseline else _median(speedups),
+            "speedup_all": None if name == baseline else speedups, **common,
+        })
+    return rows
+
+
+def _interleaved_pairs(variants, reps):
+    """``reps`` interleaved runs of each (wall, cpu)-returning callable, after one untimed warm-up."""
+    for fn in variants.values():
+        fn()
+    times = {name: [] for name in variants}
+    loads = []
+    for _ in range(reps):
+        loads.append(round(os.getloadavg()[0], 2))
+        for name, fn in variants.items():
+            times[name].append(fn())
+    return times, loads
+
+
+def bench_augment(images, device, quick):
+    import torch
+    from _common import PerImage
+
+    from skxray.augmentation import xray_augmentation
+    from skxray.models import CNNClassifier
+
+    reps, n_batches = size("augment", "reps", quick), size("augment", "batches", quick)
+    cuda = device == "cuda"
+    rows = []
+    for px in size("augment", "image_sizes", quick):
+        X, _ = images.binary(32 * n_batches, px)
+        host = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).reshape(n_batches, 32, -1, px, px)
+        on_device = host.to(device)
+        for preset in ("light", "strong", "fastai"):
+            augment = xray_augmentation(preset)
+
+            def per_image(augment=augment, host=host):
+                with Stopwatch(cuda) as t:
+                    for batch in host:
+                        torch.stack([augment(image) for image in batch]).to(device)
+                return t.seconds, t.cpu_seconds
+
+            def batched(augment=augment, on_device=on_device):
+                with Stopwatch(cuda) as t:
+                    for batch in on_device:
+                        augment.augment_batch(batch)
+                return t.seconds, t.cpu_seconds
+
+            torch.manual_seed(SEED)
+            times, loads = _interleaved_pairs({"per image": per_image, "augment_batch": batched}, reps)
+            common = {"preset": preset, "image_size": px, "batch_size": 32, "n_images": 32 * n_batches,
+                      "reps": reps, "load_average_1min_per_rep": loads,
+                      "notes": f"augmentation alone, xray_augmentation('{preset}'), {px} px"}
+            new = _paired_rows("augment", times, "per image", 32 * n_batches, device, common)
+            log(f"augment {preset} {px} px: augment_batch {new[1]['speedup_vs_baseline']:.2f}x per image")
+            rows += new
+    n, epochs, px = size("augment", "n_fit", quick), size("augment", "epochs", quick), size("augment", "fit_image_size", quick)
+    X, y = images.binary(n, px)
+    for preset in ("light", "strong"):
+        def fit(make, preset=preset):
+            clf = CNNClassifier(max_epochs=epochs, batch_size=32, validation_fraction=None, ood=False,
+                                image_size=px, device=device, random_state=SEED, augment=make(preset))
+            with Stopwatch(cuda) as t:
+                clf.fit(X, y)
+            return t.seconds, t.cpu_seconds
+
+        variants = {"fit, per image": lambda fit=fit: fit(lambda p: PerImage(xray_augmentation(p))),
+                    "fit, augment_batch": lambda fit=fit: fit(xray_augmentation)}
+        times, loads = _interleaved_pairs(variants, reps)
+        common = {"preset": preset, "image_size": px, "batch_size": 32, "n_images": n, "epochs": epochs,
+                  "reps": reps, "load_average_1min_per_rep": loads,
+                  "notes": f"CNNClassifier.fit with augment=xray_augmentation('{preset}'), {px} px"}
+        new = _paired_rows("augment", times, "fit, per image", n * epochs, device, common)
+        log(f"augment fit {preset}: augment_batch {new[1]['speedup_vs_baseline']:.2f}x per image")
+        rows += new
+    return rows
+
+
+# --------------------------------------------------------------------------
 # main
 
 
@@ -1659,6 +1763,8 @@ def main(argv=None):
                 rows = bench_segmenter(images, device, args.quick, threads["threads"])
             elif section == "profile":
                 rows = bench_profile(images, device, args.quick)
+            elif section == "augment":
+                rows = bench_augment(images, device, args.quick)
             else:
                 rows = bench_roofline(images, device, args.quick, threads["threads"])
         for r in rows:

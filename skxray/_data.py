@@ -276,13 +276,15 @@ class BatchIterator:
     collate_fn : callable or None, default=None
         An object with an ``augment_batch(x)`` method (skxray's training
         augmentation) is applied to each batch's images; any other callable
-        makes the iterator a DataLoader.
+        makes the iterator a DataLoader. When it has ``batched = True`` (it
+        augments whole batches) it runs on the device, after the copy.
     device : str, torch.device or None, default=None
         The device the network runs on. When the arrays take at most
         ``device_memory_share`` of its free memory (:func:`device_free_memory`)
         they are moved there once, on the first iteration; otherwise batches
         are copied from pinned memory without blocking (CUDA) or stay on the
-        host (CPU). Images to augment stay on the host.
+        host (CPU). Images to augment one at a time (``collate_fn`` not
+        ``batched``) stay on the host.
     device_memory_share : float, default=DEVICE_MEMORY_SHARE
     drop_last : bool, default=False
     **loader_kwargs
@@ -320,7 +322,8 @@ class BatchIterator:
                 collate_fn=collate_fn, drop_last=drop_last, **loader_kwargs,
             )
             return
-        self.resident_ = self.device is not None and collate_fn is None and (
+        self._augment_on_device = getattr(collate_fn, "batched", False)
+        self.resident_ = self.device is not None and (collate_fn is None or self._augment_on_device) and (
             _is_on(dataset, self.device) or fits_on_device(nbytes, self.device, device_memory_share)
         )
         self._copy_to = None
@@ -359,10 +362,12 @@ class BatchIterator:
         for start in range(0, stop, self.batch_size):
             index = slice(start, min(start + self.batch_size, n))
             x, y = self._take(index if order is None else order[index])
-            if self.collate_fn is not None:
+            if self.collate_fn is not None and not self._augment_on_device:
                 x = self.collate_fn.augment_batch(x)
             if self._copy_to is not None:
                 x, y = _to_device((x, y), self._copy_to)
+            if self._augment_on_device:
+                x = self.collate_fn.augment_batch(x)
             yield x, y
 
 

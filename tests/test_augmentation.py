@@ -443,3 +443,268 @@ def test_pair_constraint():
     size = Pair(Integral, 1, None, closed="left", ordered=False, what="(height, width) pair")
     assert size.is_satisfied_by((10, 4)) and size.is_satisfied_by((4, 10))
     assert not size.is_satisfied_by((10.0, 4)) and not size.is_satisfied_by((0, 4))
+
+
+# --------------------------------------------------------------------------
+# Batches: augment_batch draws per image and applies on the batch's device.
+
+import torchvision.transforms.v2 as T  # noqa: E402
+import torchvision.transforms.v2.functional as TF  # noqa: E402
+
+from skxray.augmentation import supports_batches  # noqa: E402
+
+
+def _batch(n=6, channels=1, height=24, width=20, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand((n, channels, height, width), generator=generator)
+
+
+@pytest.mark.parametrize("augment", AUGMENTATIONS, ids=AUG_IDS)
+@pytest.mark.parametrize("shape", [(5, 1, 8, 8), (4, 3, 8, 13), (3, 1, 33, 20), (2, 3, 64, 64)])
+def test_batch_shape_dtype_and_input_kept(augment, shape):
+    torch.manual_seed(0)
+    x = _batch(*shape)
+    before = x.clone()
+    out = augment.augment_batch(x)
+    assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
+    assert torch.isfinite(out).all()
+    assert torch.equal(x, before)  # never in place
+    out64 = augment.augment_batch(x.double())
+    assert out64.dtype == torch.float64
+
+
+@pytest.mark.parametrize("augment", AUGMENTATIONS, ids=AUG_IDS)
+def test_batch_runs_on_the_batchs_device(augment):
+    """'meta' stands in for a GPU (CUDA is not available here): the whole batch path runs there."""
+    torch.manual_seed(0)
+    out = augment.augment_batch(_batch().to("meta"))
+    assert out.device.type == "meta" and out.shape == (6, 1, 24, 20)
+
+
+@pytest.mark.parametrize("augment", AUGMENTATIONS, ids=AUG_IDS)
+def test_batch_draws_do_not_depend_on_the_device(augment):
+    """The parameters are drawn on the CPU: a batch on 'meta' consumes the global RNG as on the CPU."""
+    states = []
+    for device in ("cpu", "meta"):
+        torch.manual_seed(3)
+        augment.augment_batch(_batch().to(device))
+        states.append(torch.get_rng_state())
+    assert torch.equal(states[0], states[1])
+
+
+@pytest.mark.parametrize("augment", AUGMENTATIONS, ids=AUG_IDS)
+def test_batch_same_seed_same_output(augment):
+    x = _batch(channels=3)
+    torch.manual_seed(123)
+    first = augment.augment_batch(x)
+    torch.manual_seed(123)
+    assert torch.equal(first, augment.augment_batch(x))
+
+
+@pytest.mark.parametrize(
+    "augment",
+    [
+        RandomFlip(p=0.5),
+        RandomRotation(),
+        RandomResizedCrop(),
+        RandomBrightnessContrast(),
+        RandomGamma(),
+        RandomErasing(p=1.0),
+        RandomBorderMask(p=1.0, max_fraction=0.3),
+        xray_augmentation("light"),
+        xray_augmentation("strong"),
+        xray_augmentation("fastai"),
+    ],
+    ids=_id,
+)
+def test_batch_draws_differ_within_a_batch(augment):
+    """Sixteen copies of one image: each gets its own draw, so the outputs are not all alike."""
+    x = _image(1, 32, 32).expand(16, -1, -1, -1).contiguous()
+    torch.manual_seed(0)
+    out = augment.augment_batch(x)
+    distinct = {tuple(image.flatten().tolist()) for image in out}
+    assert len(distinct) > 1 if isinstance(augment, RandomFlip) else len(distinct) >= 12
+
+
+_P_ONE = [
+    RandomFlip(p=1.0),
+    RandomRotation(degrees=(5.0, 20.0)),
+    RandomResizedCrop(scale=(0.5, 0.8)),
+    RandomBrightnessContrast(brightness=0.2, contrast=0.0),
+    RandomGamma(gamma=(1.2, 2.0)),
+    RandomErasing(p=1.0),
+    RandomBorderMask(p=1.0, max_fraction=0.4),
+]
+
+
+@pytest.mark.parametrize("augment", _P_ONE, ids=lambda a: type(a).__name__)
+def test_batch_p_semantics(augment):
+    """p=1 changes every image; p=0 returns the batch itself; 0 < p < 1 changes about that share."""
+    x = _batch(200, 1, 16, 16) + 0.1  # no zero pixel: erasing and masking always show
+    torch.manual_seed(0)
+    changed = (augment.augment_batch(x) != x).flatten(1).any(1)
+    assert changed.all()
+    assert clone(augment).set_params(p=0.0).augment_batch(x) is x
+    torch.manual_seed(0)
+    changed = (clone(augment).set_params(p=0.3).augment_batch(x) != x).flatten(1).any(1)
+    assert 0.2 < changed.float().mean().item() < 0.4  # 200 Bernoulli(0.3) draws, seeded
+
+
+def test_batch_p_one_draws_nothing_for_the_choice():
+    """As on one image, an always-on step does not draw whether to apply."""
+    x = _batch()
+    torch.manual_seed(0)
+    RandomRotation(p=1.0).augment_batch(x)
+    after_step = torch.get_rng_state()
+    torch.manual_seed(0)
+    RandomRotation()._draw(len(x), 24, 20)
+    assert torch.equal(after_step, torch.get_rng_state())
+
+
+def _per_image_reference(augment, img, params):
+    """What the per-image path computes for one image's drawn ``params`` (its kernels, its code)."""
+    height, width = img.shape[-2:]
+    value = {k: v.item() for k, v in params.items()}
+    if isinstance(augment, RandomRotation):
+        return RandomRotation(degrees=(value["angle"], value["angle"]))(img)
+    if isinstance(augment, RandomResizedCrop):  # the kernel T.RandomResizedCrop calls
+        box = [int(value[k]) for k in ("top", "left", "height", "width")]
+        return TF.resized_crop(img, *box, size=[height, width], antialias=True)
+    if isinstance(augment, RandomErasing):  # the kernel T.RandomErasing calls
+        box = [int(value[k]) for k in ("top", "left", "height", "width")]
+        return TF.erase(img, *box, v=torch.tensor(0.0))
+    if isinstance(augment, RandomGamma):
+        return RandomGamma(gamma=(value["gamma"], value["gamma"]))(img)
+    if isinstance(augment, RandomBrightnessContrast):
+        draws = iter([value["contrast"], value["brightness"]])
+        with mock.patch.object(skxray.augmentation, "_uniform", lambda low, high: next(draws)):
+            return augment(img)
+    top, bottom, left, right = (int(value[k]) for k in ("top", "bottom", "left", "right"))
+    out = torch.zeros_like(img)
+    out[:, top : height - bottom, left : width - right] = img[:, top : height - bottom, left : width - right]
+    return out
+
+
+@pytest.mark.parametrize(
+    "augment",
+    [
+        RandomRotation(degrees=30.0),
+        RandomResizedCrop(scale=(0.4, 1.0), ratio=(0.6, 1.6)),
+        RandomBrightnessContrast(brightness=0.3, contrast=0.3),
+        RandomGamma(),
+        RandomErasing(p=1.0, scale=(0.05, 0.3)),
+        RandomBorderMask(p=1.0, max_fraction=0.3),
+    ],
+    ids=lambda a: type(a).__name__,
+)
+@pytest.mark.parametrize("shape", [(8, 1, 32, 32), (8, 3, 64, 48), (8, 1, 23, 41)])
+def test_batch_equals_the_per_image_transform_for_the_same_parameters(augment, shape):
+    """The batched output for drawn parameters is the per-image transform's for those parameters.
+
+    Tolerance: 1e-5 absolute on [0, 1] images (at most 64 px); rotation and
+    resized crop resample with ``grid_sample`` on a grid of their own, which
+    differs from torchvision's by float32 rounding only (on real X-rays up
+    to 256 px, at most 2 machine epsilons: benchmarks/results/augment.json,
+    "pixels"); the others are exact.
+    """
+    x = _batch(*shape, seed=1)
+    torch.manual_seed(0)
+    params = augment._draw(len(x), *shape[-2:])
+    out = augment._apply_batch(x, params)
+    reference = torch.stack([_per_image_reference(augment, x[i], {k: v[i] for k, v in params.items()})
+                             for i in range(len(x))])
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-5)
+    assert len({tuple(v.tolist()) for v in params.values()}) > 0 and all(len(v) == len(x) for v in params.values())
+
+
+@pytest.mark.parametrize(
+    "augment, torchvision_transform, keys",
+    [
+        (
+            RandomResizedCrop(scale=(0.3, 1.0), ratio=(0.5, 1.0)),
+            T.RandomResizedCrop(size=(24, 40), scale=(0.3, 1.0), ratio=(0.5, 1.0)),
+            {"top": "top", "left": "left", "height": "height", "width": "width"},
+        ),
+        (
+            RandomErasing(p=1.0, scale=(0.05, 0.5), ratio=(0.3, 3.3)),
+            T.RandomErasing(p=1.0, scale=(0.05, 0.5), ratio=(0.3, 3.3), value=0.0),
+            {"top": "i", "left": "j", "height": "h", "width": "w"},
+        ),
+    ],
+    ids=["RandomResizedCrop", "RandomErasing"],
+)
+def test_batch_boxes_have_torchvisions_law(augment, torchvision_transform, keys):
+    """The vectorised box draws follow torchvision's (ten tries, fallback): two-sample KS, fixed seeds.
+
+    A non-square image, asymmetric ratios and large areas make the tries
+    fail often, so a wrong fallback or swapped sides would show.
+    """
+    from scipy.stats import ks_2samp
+
+    n = 2000
+    torch.manual_seed(0)
+    ours = augment._draw(n, 24, 40)
+    torch.manual_seed(1)
+    theirs = [torchvision_transform.make_params([torch.zeros(1, 24, 40)]) for _ in range(n)]
+    for key, their_key in keys.items():
+        assert ks_2samp(ours[key].numpy(), [t[their_key] for t in theirs]).pvalue > 0.001, key
+
+
+def test_batch_invalid_parameters_and_batches_raise():
+    with pytest.raises(ValueError, match="'degrees' parameter of RandomRotation"):
+        RandomRotation(degrees=500).augment_batch(_batch())
+    with pytest.raises(ValueError, match=r"Compose: transforms\[1\] is not callable"):
+        Compose([RandomFlip(), 3]).augment_batch(_batch())
+    for bad in (_image(), _batch().long(), np.zeros((2, 1, 8, 8), dtype=np.float32)):
+        with pytest.raises(ValueError, match="RandomGamma: augment_batch expects a batch"):
+            RandomGamma().augment_batch(bad)
+
+
+def _flip_some(img):
+    return img.flip(-1) if torch.rand(()).item() < 0.5 else img
+
+
+def test_supports_batches_only_for_skxray_augmentations():
+    assert all(supports_batches(a) for a in AUGMENTATIONS)
+    assert supports_batches(Compose([]))
+    assert not supports_batches(_flip_some)
+    assert not supports_batches(Compose([RandomFlip(), _flip_some]))
+    assert not supports_batches(Compose([Compose([_flip_some])]))
+    assert not supports_batches(None)
+
+
+def test_compose_batch_applies_a_custom_step_per_image():
+    x = _batch(channels=3)
+    torch.manual_seed(4)
+    out = Compose([RandomGamma(), _flip_some]).augment_batch(x)
+    torch.manual_seed(4)
+    gamma = RandomGamma().augment_batch(x)
+    expected = torch.stack([_flip_some(image) for image in gamma])
+    assert torch.equal(out, expected)
+
+
+def test_batch_constant_and_standardised_images():
+    flat = torch.full((4, 1, 16, 16), 0.3)
+    torch.manual_seed(0)
+    assert torch.equal(RandomGamma().augment_batch(flat), flat)  # span 0: unchanged, as on one image
+    standardised = (_batch(8, 1, 32, 32) - 0.5) / 0.25
+    torch.manual_seed(0)
+    assert torch.isfinite(xray_augmentation("strong").augment_batch(standardised)).all()
+
+
+@pytest.mark.parametrize(
+    "augment",
+    [xray_augmentation("strong"), xray_augmentation("fastai"), Compose([xray_augmentation("light"), RandomFlip()])],
+    ids=["strong", "fastai", "nested"],
+)
+def test_batch_grouping_on_the_cpu_does_not_change_the_result(augment, monkeypatch):
+    """The CPU augments a batch a few images at a time; the draws are made for the whole batch first."""
+    x = _batch(10, 1, 16, 16)
+    results = []
+    for group_bytes in (10**9, 3 * x[0].numel() * x.element_size()):  # one group; groups of 3 images
+        monkeypatch.setattr(skxray.augmentation, "CPU_CHUNK_BYTES", group_bytes)
+        torch.manual_seed(2)
+        results.append(augment.augment_batch(x))
+        results.append(torch.get_rng_state())
+    assert torch.equal(results[0], results[2]) and torch.equal(results[1], results[3])
+    assert not torch.equal(results[0], x)

@@ -19,7 +19,7 @@ from skxray._data import (
     TensorImageDataset,
     with_sample_weight,
 )
-from skxray.augmentation import Compose, RandomFlip, RandomRotation
+from skxray.augmentation import Compose, RandomFlip, RandomRotation, xray_augmentation
 from skxray.models import CNNClassifier
 from skxray.models._base import _AugmentingCollate
 
@@ -92,10 +92,15 @@ def test_without_a_generator_it_draws_from_the_global_rng_as_the_dataloader_does
     assert torch.equal(torch.get_rng_state(), after_theirs)
 
 
-def test_augmentation_draws_per_image_as_the_collate_did():
+def _flip_some(image):
+    """A user's augmentation (not skxray's): a callable on one image, drawing from torch's RNG."""
+    return image.flip(-1) if torch.rand(()).item() < 0.5 else image
+
+
+def test_a_custom_augmentation_draws_per_image_as_the_collate_did():
     dataset = _datasets()["train_subset"]
-    augment = Compose([RandomFlip(), RandomRotation(degrees=20)])
-    collate = _AugmentingCollate(augment)
+    collate = _AugmentingCollate(Compose([RandomFlip(), _flip_some]))
+    assert not collate.batched  # a custom step keeps the whole augmentation per image
     batches = {}
     for kind, make in {"ours": BatchIterator, "theirs": DataLoader}.items():
         torch.manual_seed(5)
@@ -106,6 +111,22 @@ def test_augmentation_draws_per_image_as_the_collate_did():
     originals = torch.cat([x["x"] for x, _ in BatchIterator(dataset, batch_size=4, shuffle=True,
                                                               generator=torch.Generator().manual_seed(2))])
     assert not torch.equal(images, originals)  # the augmentation did change the images
+
+
+def test_skxray_augmentations_augment_whole_batches():
+    """Each batch is the plain batch through ``augment_batch``, with the same draws from the global RNG."""
+    dataset = _datasets()["train_subset"]
+    augment = Compose([RandomFlip(), RandomRotation(degrees=20)])
+    collate = _AugmentingCollate(augment)
+    assert collate.batched
+    torch.manual_seed(5)
+    ours = list(BatchIterator(dataset, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(2),
+                              collate_fn=collate))
+    plain = list(BatchIterator(dataset, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(2)))
+    torch.manual_seed(5)
+    expected = [({**x, "x": augment.augment_batch(x["x"])}, y) for x, y in plain]
+    _assert_same_batches(ours, expected)
+    assert not torch.equal(torch.cat([x["x"] for x, _ in ours]), torch.cat([x["x"] for x, _ in plain]))
 
 
 def test_falls_back_to_a_dataloader_for_files_workers_and_other_collates():
@@ -146,8 +167,14 @@ def test_arrays_move_to_the_device_only_when_they_fit(monkeypatch):
     # A smaller share of the same free memory also keeps them on the host.
     free["bytes"] = 2 * nbytes
     assert not BatchIterator(fresh(), device="meta", device_memory_share=0.25).resident_
-    # Images to augment stay on the host, where the augmentation runs.
-    assert not BatchIterator(fresh(), device="meta", collate_fn=_AugmentingCollate(RandomFlip())).resident_
+    # skxray's augmentations run on the device, on the batch already moved there.
+    free["bytes"] = 2 * nbytes
+    augmenting = BatchIterator(fresh(), batch_size=8, device="meta", collate_fn=_AugmentingCollate(RandomFlip()))
+    assert augmenting.resident_
+    x, _ = next(iter(augmenting))
+    assert x["x"].device.type == "meta" and x["x"].shape == (8, 1, 8, 8)
+    # A user's per-image augmentation keeps the images on the host, where it runs.
+    assert not BatchIterator(fresh(), device="meta", collate_fn=_AugmentingCollate(_flip_some)).resident_
 
 
 def test_one_device_copy_per_fit(monkeypatch):
@@ -195,9 +222,13 @@ def _same_weights(a, b):
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("augment", [None, RandomFlip()])
+@pytest.mark.parametrize("augment", [None, _flip_some])
 def test_the_estimator_trains_the_model_the_dataloader_trained(images, augment, monkeypatch):
-    """Sample weights, a validation split and augmentation through both paths: the same weights."""
+    """Sample weights, a validation split and a per-image augmentation through both paths: the same weights.
+
+    (skxray's own augmentations draw per batch on the arrays and per image
+    from files, so there the two paths give different, equally valid models.)
+    """
     batched = _fit(images, augment=augment)
     monkeypatch.setattr(data, "_array_bytes", lambda dataset: None)  # every iterator a DataLoader
     loader = _fit(images, augment=augment)
@@ -207,10 +238,17 @@ def test_the_estimator_trains_the_model_the_dataloader_trained(images, augment, 
     assert [h["train_loss"] for h in batched.history_] == [h["train_loss"] for h in loader.history_]
 
 
-def test_one_random_state_gives_one_model(images):
-    a, b = _fit(images), _fit(images)
+@pytest.mark.parametrize("augment", [None, xray_augmentation("strong")])
+def test_one_random_state_gives_one_model(images, augment):
+    a, b = _fit(images, augment=augment), _fit(images, augment=augment)
     assert _same_weights(a, b)
-    assert not _same_weights(a, _fit(images, random_state=1))
+    assert not _same_weights(a, _fit(images, augment=augment, random_state=1))
+
+
+def test_batched_augmentation_trains_another_model_than_no_augmentation(images):
+    """The batched augmentation does reach the network during fit (and only the training batches)."""
+    augmented, plain = _fit(images, augment=xray_augmentation("strong")), _fit(images)
+    assert not _same_weights(augmented, plain)
 
 
 def test_prediction_keeps_the_order_of_the_images(images):

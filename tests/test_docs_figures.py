@@ -174,6 +174,40 @@ def _nearest(step):
     return lambda v: f"{int(round(v / step) * step):,}"
 
 
+def augment_speed(data, preset, image_size, variant="augment_batch"):
+    """Median speed-up of batched augmentation over the per-image path (speed.json, section augment)."""
+    return row(data, benchmark="augment", variant=variant, preset=preset, image_size=image_size)["speedup_vs_baseline"]
+
+
+def _augment_speeds(d):
+    return (*(augment_speed(d, p, px) for px in (128, 256) for p in ("light", "strong", "fastai")),
+            *(augment_speed(d, p, 64, "fit, augment_batch") for p in ("light", "strong")))
+
+
+def _augment_accuracy(d):
+    """Mean accuracy (%) of the batched, per-image and other-seed per-image fits (augment.json)."""
+    return tuple(100 * d["training_summary"][name]["accuracy_mean"]
+                 for name in ("batched", "per_image", "per_image_seed1"))
+
+
+def _augment_differences(d):
+    """Mean and per-fold range (points) of batched - per image, then of per image - another seed."""
+    out = []
+    for name in ("batched_minus_per_image", "per_image_minus_per_image_seed1"):
+        folds = [100 * v for v in d["training_summary"][name]["accuracy_per_fold"]]
+        out += [100 * d["training_summary"][name]["accuracy_mean"], min(folds), max(folds)]
+    return tuple(out)
+
+
+def _pixel_difference(d, step, image_size=256):
+    return row(d, key="pixels", step=step, image_size=image_size)["max_abs_diff_in_float32_eps"]
+
+
+def _floor2(v):
+    """Rounded down to 2 decimals: the page says "above" it."""
+    return f"{int(v * 100) / 100:.2f}"
+
+
 class Figure(NamedTuple):
     page: str
     sentence: str  # "{}" where each figure stands
@@ -380,6 +414,31 @@ FIGURES = [
            lambda d: tuple(100 * row(d, key="shift_test", model="cnn", batches_from="held_out_covid_100pct",
                                      batch_size=40)[k]
                            for k in ("within_10_points_bbse", "mean_estimated_covid_share_bbse")), _f(".0f")),
+    # docs/scaling.rst and CHANGELOG: augmentation in batches
+    Figure("docs/scaling.rst", "Kolmogorov-Smirnov p-values are all above {} (``augment.json``, ``law``)",
+           "augment.json", lambda d: min(r["ks_pvalue"] for r in d["law"]), _floor2),
+    Figure("docs/scaling.rst", "the largest difference to torchvision's per-image kernels is {} (rotation) and "
+           "{} (resized crop) times float32's machine epsilon", "augment.json",
+           lambda d: (_pixel_difference(d, "rotation"), _pixel_difference(d, "resized_crop")), _f(".1f")),
+    Figure("docs/scaling.rst", "medians of {} interleaved CPU-time ratios", "speed.json",
+           lambda d: row(d, benchmark="augment", variant="augment_batch", preset="light", image_size=128)["reps"],
+           str),
+    Figure("docs/scaling.rst", "At 128 px ``augment_batch`` is {}x (light), {}x (strong) and {}x (fastai) as "
+           "fast as the per-image path; at 256 px {}x, {}x and {}x. ``CNNClassifier.fit`` at 64 px (256 "
+           "images, 2 epochs) trains {}x (light) and {}x (strong) as fast.", "speed.json", _augment_speeds),
+    Figure("docs/scaling.rst", "{} % with batched augmentation, {} % per image with the same ``random_state``, "
+           "{} % per image with another one.", "augment.json", _augment_accuracy, _f(".1f")),
+    Figure("docs/scaling.rst", "Batched minus per image: {} points on average (per fold {} to {}); a seed alone "
+           "moved the per-image accuracy by {} points on average (per fold {} to {})", "augment.json",
+           _augment_differences, _f(".1f")),
+    Figure("CHANGELOG.md", "{} % batched vs {} % per image; another seed alone gave {} %", "augment.json",
+           _augment_accuracy, _f(".1f")),
+    Figure("CHANGELOG.md", "per-image kernels by at most {} times float32's machine epsilon at 256 px",
+           "augment.json", lambda d: max(_pixel_difference(d, s) for s in ("rotation", "resized_crop")), _f(".1f")),
+    Figure("CHANGELOG.md", "runs the presets {}x to {}x as fast as the per-image path and `fit` with "
+           "augmentation {}x to {}x", "speed.json",
+           lambda d: (min(_augment_speeds(d)[:6]), max(_augment_speeds(d)[:6]),
+                      min(_augment_speeds(d)[6:]), max(_augment_speeds(d)[6:]))),
     # README.md
     Figure("README.md", "the default CNN scores {} % in image-level cross-validation",
            "accuracy.json", lambda d: accuracy(d, "binary", "image", "cnn_defaults"), _f(".0f")),

@@ -56,6 +56,7 @@ from skxray._param_validation import HasMethods, Interval, StrOptions, validate_
 from skxray._utils import check_groups, check_sample_weight
 from skxray._validation import check_image_array, is_path_array
 from skxray._version import DOCS_URL
+from skxray.augmentation import supports_batches
 from skxray.io import read_image
 from skxray.models._distributed import (
     AcceleratedNet,
@@ -309,7 +310,9 @@ COMMON_PARAMETERS_DOC = """\
     augment : callable or None, default=None
         Train-time augmentation: called on each training image, a float32
         tensor of shape (channels, height, width), once per epoch; never on
-        validation or prediction images. See :mod:`skxray.augmentation`.
+        validation or prediction images. See :mod:`skxray.augmentation`,
+        whose transforms augment whole batches on the training device
+        (``augment_batch``, a draw per image) when ``X`` is an array.
 
     checkpoint_dir : str, path or None, default=None
         Folder under which each ``fit`` writes, to a sub-folder of its own
@@ -465,6 +468,8 @@ class _AugmentingCollate:
 
     def __init__(self, augment):
         self.augment = augment
+        #: Whether :meth:`augment_batch` augments whole batches (read by BatchIterator).
+        self.batched = supports_batches(augment)
 
     def __call__(self, batch):
         batch = [(self._augment(x), y) for x, y in batch]
@@ -473,12 +478,16 @@ class _AugmentingCollate:
     def augment_batch(self, x):
         """The images of a batch (a tensor, or a dict with sample weights), each augmented.
 
-        What :class:`skxray._data.BatchIterator` calls: ``augment`` runs on
-        each image in turn, drawing from the RNG in the same order as
+        What :class:`skxray._data.BatchIterator` calls. skxray's
+        augmentations augment the whole batch at once, on its device, with
+        a draw per image (``augment.augment_batch``); any other callable runs
+        on each image in turn, drawing from the RNG in the same order as
         :meth:`__call__`, so the batches equal the DataLoader's.
         """
         if isinstance(x, dict):
             return {**x, "x": self.augment_batch(x["x"])}
+        if self.batched:
+            return self.augment.augment_batch(x)
         return torch.stack([self.augment(image) for image in x])
 
     def _augment(self, x):
