@@ -11,6 +11,7 @@ return what they made (``_fit_net`` a
 :class:`~skxray.models._fit_context.TrainedNet`).
 """
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -68,6 +69,7 @@ from skxray.models._distributed import (
     unwrapped_module,
 )
 from skxray.models._fit_context import Checkpoints, FitContext, RunSettings, TrainedNet
+from skxray.models._precision import precision_record, settle_precision
 from skxray.models._registry import CLASSIFIERS
 from skxray.models._resume import (
     STATE_FILE,
@@ -1112,12 +1114,13 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             writer=writer,
         )
 
-    def _training_state_callback(self, generator, checkpoints, writer):
+    def _training_state_callback(self, generator, checkpoints, writer, precision=None):
         """The callback writing ``last.pt`` (last, so it sees every other state).
 
         ``checkpoints`` (a :class:`~skxray.models._fit_context.Checkpoints`)
         gives its folder, the fingerprint it records and the state a resumed
-        fit restores.
+        fit restores; ``precision`` (JSON text) the precision it trains in,
+        which a resumed ``amp="auto"`` fit takes instead of measuring again.
         """
         return TrainingState(
             str(Path(checkpoints.path) / STATE_FILE),
@@ -1126,6 +1129,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             generator,
             restore=checkpoints.state,
             writer=writer,
+            precision=precision,
         )
 
     def _make_net(self, module, context, *, accelerated=True):
@@ -1167,7 +1171,9 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         callbacks = self._callbacks(context.n_train, validate, writer=run.writer, processes=processes)
         callbacks += list(self.callbacks or [])
         if context.checkpoints.path is not None:
-            state = self._training_state_callback(generator, context.checkpoints, run.writer)
+            state = self._training_state_callback(
+                generator, context.checkpoints, run.writer, precision=precision_record(run)
+            )
             callbacks.append(("training_state", state))
         net_kwargs = dict(
             module=module,
@@ -1302,7 +1308,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         """
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         run = self._run_settings(kind)
-        self.device_, self.amp_ = run.device, run.amp
+        self.device_ = run.device
         split = self._validation_split(y_enc, seed, groups)
         n_train = len(y_enc) if split is None else len(split[0])
         checkpoints = self._checkpoints(resume, X, y_enc, seed, run.accelerator, sample_weight, groups)
@@ -1407,6 +1413,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(context.seed)
             module = self._build_module(tuple(self.input_shape_), n_outputs)
+            context = self._settle_precision(context, module)
             dataset = self._make_dataset(kind, X_checked, y_enc)
             trained = self._fit_net(module, dataset, y_enc, context, sample_weight=sample_weight)
             self.net_ = trained.net
@@ -1418,6 +1425,25 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = _history_records(self.net_.history)
         self.n_iter_ = len(self.history_)
         return self
+
+    def _settle_precision(self, context, module):
+        """``context`` with ``amp="auto"`` decided for ``module``; sets ``amp_`` and ``amp_probe_``.
+
+        The probe (:func:`skxray.models._precision.measure_precision`) times
+        training steps of a copy of ``module``, or forward passes only where
+        :meth:`_precision_probe_mode` says "predict".
+        """
+        run = settle_precision(
+            context.run, module, input_shape=tuple(self.input_shape_),
+            batch_size=min(self.batch_size, context.n_train), mode=self._precision_probe_mode(),
+            resumed_state=context.checkpoints.state,
+        )
+        self.amp_, self.amp_probe_ = run.amp, run.amp_probe
+        return dataclasses.replace(context, run=run)
+
+    def _precision_probe_mode(self):
+        """What ``amp="auto"`` times: "train" (forward and backward) or "predict" (forward only)."""
+        return "train"
 
     def _fit_ood(self, dataset, y_enc, context, train_embeddings=None):
         """The out-of-distribution detector ``ood_`` (None when ``ood=False``).
