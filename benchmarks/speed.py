@@ -18,7 +18,8 @@ Sections (``--sections``, all by default):
     same run: a hand-written PyTorch loop with the same module, optimizer
     and loss, the images already in memory as one tensor (on the GPU on a
     CUDA device), shuffled by fancy indexing, the same batch size and
-    precision (float32; on CUDA also bfloat16 autocast). Also the estimator
+    precision (float32; also bfloat16 autocast where the device has native
+    bfloat16: a GPU, or a CPU with AVX-512 BF16 or AMX). Also the estimator
     as it was before the batch iterator (``DataLoader`` per image and
     collate, forced by hiding the arrays from ``BatchIterator``). The
     variants are interleaved; ratios are medians over the repetitions (at
@@ -309,8 +310,9 @@ def bench_overhead(images, device, quick):
     cuda = device == "cuda"
 
     def estimator():
+        # float32, as the hand-written loops it is compared with.
         clf = CNNClassifier(max_epochs=epochs, batch_size=32, lr=1e-3, weight_decay=1e-4,
-                            optimizer="adam", validation_fraction=None, ood=False,
+                            optimizer="adam", validation_fraction=None, ood=False, amp=False,
                             image_size=px, device=device, random_state=SEED)
         with Stopwatch(cuda) as t:
             clf.fit(X, y)
@@ -364,6 +366,18 @@ def bench_overhead(images, device, quick):
 # the estimator against its own limit
 
 
+def bf16_native(device):
+    """Whether ``device`` runs bfloat16 autocast natively (what the estimators' amp=True needs)."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def limit_loop(Xt, yt, *, epochs, batch_size, device, image_size, autocast=None, compile_module=False):
     """The physical limit of this training: images already a tensor on ``device``, fancy-indexed batches."""
     import torch
@@ -384,7 +398,7 @@ def limit_loop(Xt, yt, *, epochs, batch_size, device, image_size, autocast=None,
                 if autocast is None:
                     out = step_module(Xt[i])
                 else:
-                    with torch.autocast("cuda", dtype=autocast):
+                    with torch.autocast(torch.device(device).type, dtype=autocast):
                         out = step_module(Xt[i])
                 loss = loss_fn(out.float().reshape(-1), yt[i])
                 loss.backward()
@@ -530,12 +544,10 @@ def bench_limit(images, device, quick):
     X, y = images.binary(n, px)
     y01 = (y == sorted(set(y))[1]).astype(np.int64)
     rows = []
-    # bfloat16 only where the card has it; the CPU trains in float32 (amp is off there).
-    amps = [False]
-    if device == "cuda":
-        import torch
-
-        amps += [True] if torch.cuda.is_bf16_supported() else []
+    # bfloat16 autocast (amp=True) where it is native: a GPU with bfloat16, a
+    # CPU with oneDNN's bfloat16 kernels (AVX-512 BF16 or AMX). The estimator
+    # is given amp explicitly, so each row compares one precision with itself.
+    amps = [False, True] if bf16_native(device) else [False]
     for amp in amps:
         variants = _limit_variants(X, y, y01, epochs=epochs, px=px, device=device, amp=amp)
         common = {"n_images": n, "epochs": epochs, "image_size": px, "batch_size": 32, "reps": reps,
@@ -710,7 +722,8 @@ def bench_resnet_cache(images, device, quick):
 
     def fit(cache):
         def run():
-            clf = ResNet50Classifier(weights=None, freeze=True, cache_features=cache,
+            # One precision for both (amp="auto" would time each mode apart).
+            clf = ResNet50Classifier(weights=None, freeze=True, cache_features=cache, amp=False,
                                      max_epochs=epochs, ood=False, image_size=px,
                                      device=device, random_state=SEED)
             with Stopwatch(cuda) as t:
@@ -855,7 +868,9 @@ def child_main(argv):
 
         idx = [i for i in images.order if images.y[i] in CLASSES_BINARY][: args.n]
         y = images.y[idx]
-        clf = CNNClassifier(max_epochs=args.epochs, image_size=args.image_size, ood=False,
+        # Each variant runs in a child process of its own: one fixed precision
+        # (amp="auto" would measure, and might decide, in each child apart).
+        clf = CNNClassifier(max_epochs=args.epochs, image_size=args.image_size, ood=False, amp=False,
                             validation_fraction=None, device=args.device, random_state=SEED)
         with Stopwatch(args.device == "cuda") as t_load:
             if args.child == "stream":

@@ -864,6 +864,8 @@ PRIVATE_UNDER_TEST = {
     "test_ood.py": ({"skxray.ood._logit_scores", "skxray.ood._median_bandwidth",
                      "skxray.ood._mmd_permutation_test", "skxray.ood._threshold"},
                     "the unit tests of the detector's scores, threshold and MMD test"),
+    "test_precision.py": ({"skxray.models._precision"},
+                          "the unit tests of amp='auto''s probe: a fake clock, its cache and its margin"),
     "test_resume.py": ({"skxray.models._resume"}, "the unit tests of the resume state file"),
     "test_scale.py": ({"skxray.models._base", "skxray.models._distributed", "skxray.models._resume"},
                       "the unit tests of the training net and accelerator choice; emulated bfloat16 "

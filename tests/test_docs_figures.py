@@ -170,6 +170,16 @@ def _f(spec):
     return lambda v: format(v, spec)
 
 
+def _amp_cpu(data, key):
+    """bfloat16's and float32's ``key`` in amp_cpu.json, in percent."""
+    return tuple(100 * row(data, precision=p)[key] for p in ("bfloat16", "float32"))
+
+
+def _amp_cpu_loss(data):
+    """Points of balanced accuracy bfloat16 lost against float32 (amp_cpu.json)."""
+    return 100 * data["verdict"]["balanced_accuracy_loss"]
+
+
 def _nearest(step):
     return lambda v: f"{int(round(v / step) * step):,}"
 
@@ -380,6 +390,18 @@ FIGURES = [
            _nearest(50)),
     Figure("docs/scaling.rst", "in training it cost the CNN {} % in this run", "gpu/speed_cuda.json",
            lambda d: 100 * (1 - cuda("bfloat16 autocast, batch 32", d)), _f(".0f")),
+    Figure("docs/scaling.rst", "autocast scored a balanced accuracy of {} % against {} % for float32",
+           "amp_cpu.json", lambda d: _amp_cpu(d, "balanced_accuracy_mean"), _f(".1f")),
+    Figure("docs/scaling.rst", "for float32 ({} points lower;", "amp_cpu.json", _amp_cpu_loss),
+    Figure("docs/scaling.rst", "lower; accuracy {} % vs {} %)", "amp_cpu.json",
+           lambda d: _amp_cpu(d, "accuracy_mean"), _f(".1f")),
+    Figure("docs/scaling.rst", "while fitting {}x as fast", "amp_cpu.json",
+           lambda d: d["verdict"]["fit_time_ratio_float32_over_bfloat16"]),
+    Figure("docs/scaling.rst", "``amp_cpu.json`` (above): {} points of balanced accuracy lost", "amp_cpu.json",
+           _amp_cpu_loss),
+    Figure("CHANGELOG.md", "bfloat16 lost {} points of balanced accuracy", "amp_cpu.json", _amp_cpu_loss),
+    Figure("CHANGELOG.md", "of balanced accuracy ({} % vs {} %", "amp_cpu.json",
+           lambda d: _amp_cpu(d, "balanced_accuracy_mean"), _f(".1f")),
     Figure("docs/scaling.rst", "2 workers scored {}x the images per second of 1", "scale.json",
            lambda d: row(d, section="dask", n_workers=2)["speedup_vs_1"]),
     # docs/quickstart.rst: the preset against the defaults

@@ -406,7 +406,8 @@ def test_resnet_cached_fit_predicts_as_before(monkeypatch, phantoms):
     X, y, _ = phantoms
     now = tiny_resnet(ood=False).fit(X, y)
     with monkeypatch.context() as m:
-        m.setattr(resnet, "_extract_features", lambda module, dataset, *, batch_size, device, loader: (
+        # float32 (autocast None: amp="auto" is float32 on the CPU), as before.
+        m.setattr(resnet, "_extract_features", lambda module, dataset, *, batch_size, device, loader, autocast: (
             _features_through_a_dataloader(module, dataset, batch_size)))
         before = tiny_resnet(ood=False, module__channels_last=False).fit(X, y)
     assert now.features_cached_ and before.features_cached_

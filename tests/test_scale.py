@@ -321,14 +321,16 @@ def test_num_workers_resume_equals_uninterrupted(worker_paths, tmp_path, monkeyp
     np.testing.assert_allclose(_weights(resumed), _weights(reference), atol=1e-6)
 
 
-def test_amp_auto_is_off_on_the_cpu_and_true_refused():
+def test_amp_auto_and_false_train_in_float32_on_the_cpu_without_probing():
+    # The rule of benchmarks/amp_cpu.py: bfloat16 lost 1.60 points of balanced
+    # accuracy on real X-rays, so "auto" does not measure on the CPU
+    # (tests/test_precision.py tests the probe that it runs on a GPU).
     X, y = make_phantom_cxr(40, image_size=16, random_state=0)
     clf = FNNClassifier(hidden_layer_sizes=(8,), max_epochs=1, device="cpu", random_state=0, ood=False)
-    clf.fit(X, y)
-    assert clf.amp_ is False and clf.net_.autocast_dtype is None
-    assert clf.predict_proba(X).dtype == np.float32
-    with pytest.raises(ValueError, match="amp=True needs a CUDA device.*'cpu'"):
-        clf.set_params(amp=True).fit(X, y)
+    for amp in ("auto", False):
+        clf.set_params(amp=amp).fit(X, y)
+        assert clf.amp_ is False and clf.net_.autocast_dtype is None and clf.amp_probe_ is None
+        assert clf.predict_proba(X).dtype == np.float32
 
 
 def test_autocast_forward_runs_in_bfloat16_and_returns_float32():

@@ -11,6 +11,7 @@ return what they made (``_fit_net`` a
 :class:`~skxray.models._fit_context.TrainedNet`).
 """
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -69,6 +70,7 @@ from skxray.models._distributed import (
     unwrapped_module,
 )
 from skxray.models._fit_context import Checkpoints, FitContext, RunSettings, TrainedNet
+from skxray.models._precision import precision_record, settle_precision
 from skxray.models._registry import CLASSIFIERS
 from skxray.models._resume import (
     STATE_FILE,
@@ -176,6 +178,18 @@ COMMON_ATTRIBUTES_DOC = """\
 
     device_ : str
         Device the model was trained on.
+
+    amp_ : bool
+        Whether the network trained (and predicts) in bfloat16 autocast
+        (``amp``); saved with the model.
+
+    amp_probe_ : dict or None
+        What ``amp="auto"`` measured to decide ``amp_``: seconds per step in
+        ``float32_s`` and ``bfloat16_s``, their ratio ``speedup``, the
+        ``min_speedup`` bfloat16 needed, and the ``batch_size``,
+        ``input_shape``, ``mode`` ("train" or "predict"), ``device`` and
+        ``threads`` it was timed with. None when nothing was measured
+        (``amp`` True or False, or ``"auto"`` on the CPU). Saved with the model.
 
     ood_ : skxray.ood.OODDetector or None
         Out-of-distribution detector fitted with the network (``ood=True``;
@@ -380,12 +394,20 @@ COMMON_PARAMETERS_DOC = """\
 
     amp : {{"auto", True, False}}, default="auto"
         Automatic mixed precision: forward passes in bfloat16 under
-        ``torch.autocast``, on CUDA only. ``"auto"`` turns it on when
-        training on a GPU that supports bfloat16 and off otherwise (always
-        off on the CPU); ``True`` on the CPU raises a ``ValueError``.
-        Whether it was used is ``amp_``. On an NVIDIA H200 it neither sped
-        up nor slowed the CNN's training beyond noise and slowed a frozen
-        ResNet-50's predictions to 0.83x (the scaling guide).
+        ``torch.autocast``. ``"auto"`` decides by measurement on a GPU
+        that supports bfloat16: ``fit`` times a few training steps of a
+        copy of its network (forward passes only for a frozen backbone
+        with cached features) in float32 and in bfloat16, at its batch
+        size and input shape, and takes bfloat16 only when it is at least
+        1.10x as fast; the decision is kept for the process (one
+        measurement per architecture, input shape and batch size) and a
+        resumed fit keeps its checkpoint's. On the CPU ``"auto"`` is
+        float32: there bfloat16 cost 1.6 points of balanced accuracy on
+        real X-rays (the scaling guide). ``True`` trains in bfloat16 on a
+        GPU with bfloat16 or on a CPU with oneDNN's bfloat16 kernels
+        (AVX-512 BF16 or AMX) and raises a ``ValueError`` elsewhere;
+        ``False`` is float32. Whether bfloat16 was used is ``amp_``, the
+        measured timings ``amp_probe_``.
 
     compile : bool, default=False
         Compile the network with ``torch.compile`` (skorch's ``compile``):
@@ -1121,12 +1143,13 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             writer=writer,
         )
 
-    def _training_state_callback(self, generator, checkpoints, writer):
+    def _training_state_callback(self, generator, checkpoints, writer, precision=None):
         """The callback writing ``last.pt`` (last, so it sees every other state).
 
         ``checkpoints`` (a :class:`~skxray.models._fit_context.Checkpoints`)
         gives its folder, the fingerprint it records and the state a resumed
-        fit restores.
+        fit restores; ``precision`` (JSON text) the precision it trains in,
+        which a resumed ``amp="auto"`` fit takes instead of measuring again.
         """
         return TrainingState(
             str(Path(checkpoints.path) / STATE_FILE),
@@ -1135,6 +1158,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             generator,
             restore=checkpoints.state,
             writer=writer,
+            precision=precision,
         )
 
     def _make_net(self, module, context, *, accelerated=True):
@@ -1176,7 +1200,9 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         callbacks = self._callbacks(context.n_train, validate, writer=run.writer, processes=processes)
         callbacks += list(self.callbacks or [])
         if context.checkpoints.path is not None:
-            state = self._training_state_callback(generator, context.checkpoints, run.writer)
+            state = self._training_state_callback(
+                generator, context.checkpoints, run.writer, precision=precision_record(run)
+            )
             callbacks.append(("training_state", state))
         net_kwargs = dict(
             module=module,
@@ -1311,7 +1337,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         """
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         run = self._run_settings(kind)
-        self.device_, self.amp_ = run.device, run.amp
+        self.device_ = run.device
         split = self._validation_split(y_enc, seed, groups)
         n_train = len(y_enc) if split is None else len(split[0])
         checkpoints = self._checkpoints(resume, X, y_enc, seed, run.accelerator, sample_weight, groups)
@@ -1416,6 +1442,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(context.seed)
             module = self._build_module(tuple(self.input_shape_), n_outputs)
+            context = self._settle_precision(context, module)
             dataset = self._make_dataset(kind, X_checked, y_enc)
             trained = self._fit_net(module, dataset, y_enc, context, sample_weight=sample_weight)
             self.net_ = trained.net
@@ -1427,6 +1454,25 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = _history_records(self.net_.history)
         self.n_iter_ = len(self.history_)
         return self
+
+    def _settle_precision(self, context, module):
+        """``context`` with ``amp="auto"`` decided for ``module``; sets ``amp_`` and ``amp_probe_``.
+
+        The probe (:func:`skxray.models._precision.measure_precision`) times
+        training steps of a copy of ``module``, or forward passes only where
+        :meth:`_precision_probe_mode` says "predict".
+        """
+        run = settle_precision(
+            context.run, module, input_shape=tuple(self.input_shape_),
+            batch_size=min(self.batch_size, context.n_train), mode=self._precision_probe_mode(),
+            resumed_state=context.checkpoints.state,
+        )
+        self.amp_, self.amp_probe_ = run.amp, run.amp_probe
+        return dataclasses.replace(context, run=run)
+
+    def _precision_probe_mode(self):
+        """What ``amp="auto"`` times: "train" (forward and backward) or "predict" (forward only)."""
+        return "train"
 
     def _fit_ood(self, dataset, y_enc, context, train_embeddings=None):
         """The out-of-distribution detector ``ood_`` (None when ``ood=False``).

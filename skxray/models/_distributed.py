@@ -10,8 +10,10 @@
   generator's state at that epoch, which ``last.pt`` saves, so a resumed fit
   draws the same augmentations as an uninterrupted one.
 - **Mixed precision** (``amp``): forward passes under ``torch.autocast`` in
-  bfloat16 on CUDA. bfloat16 has float32's exponent range, so no loss scaling
-  is needed; float16 with a ``GradScaler`` is left to accelerate
+  bfloat16, on CUDA or on a CPU with native bfloat16 kernels; ``"auto"``
+  measures whether it is faster (:mod:`skxray.models._precision`).
+  bfloat16 has float32's exponent range, so no loss scaling is needed;
+  float16 with a ``GradScaler`` is left to accelerate
   (``Accelerator(mixed_precision="fp16")``).
 - **Data parallelism** (``accelerator``): skorch's own
   :class:`skorch.hf.AccelerateMixin` over Hugging Face accelerate, with
@@ -32,6 +34,8 @@ from skorch.history import DistributedHistory, History
 from skorch.utils import to_tensor
 
 from skxray._data import unweighted
+from skxray.models import _precision
+from skxray.models._precision import MEASURE
 
 __all__ = [
     "AcceleratedNet",
@@ -75,21 +79,24 @@ def loader_kwargs(num_workers, pin_memory):
 
 
 def resolve_autocast(amp, device_type, name):
-    """The autocast dtype of a single-process fit (None: float32)."""
+    """The autocast dtype of a single-process fit: None (float32), bfloat16, or :data:`MEASURE`.
+
+    :data:`MEASURE` (``amp="auto"`` where bfloat16 autocast is native) means
+    that the fit decides by timing its own module
+    (:func:`skxray.models._precision.measure_precision`).
+    """
+    supported = _precision.bf16_supported(device_type)
     if amp == "auto":
-        on = device_type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if on else None
+        return MEASURE if supported and (device_type != "cpu" or _precision.CPU_AUTO_MEASURES) else None
     if not amp:
         return None
-    if device_type != "cuda":
+    if not supported:
+        where = "this GPU" if device_type == "cuda" else f"this {device_type!r} device"
         raise ValueError(
-            f"{name}: amp=True needs a CUDA device, but this fit trains on {device_type!r}. "
-            "Mixed precision is for GPUs; use amp='auto' (on with CUDA only) or amp=False."
-        )
-    if not torch.cuda.is_bf16_supported():
-        raise ValueError(
-            f"{name}: amp=True trains in bfloat16, which this GPU does not support. Use amp=False, "
-            "or accelerator=Accelerator(mixed_precision='fp16') for float16 with loss scaling."
+            f"{name}: amp=True trains in bfloat16 autocast, which {where} does not support natively "
+            "(on the CPU it needs oneDNN's bfloat16 kernels: AVX-512 BF16 or AMX). Use amp=False or "
+            "amp='auto' (float32 there); on a GPU without bfloat16, "
+            "accelerator=Accelerator(mixed_precision='fp16') gives float16 with loss scaling."
         )
     return torch.bfloat16
 

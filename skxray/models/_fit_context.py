@@ -35,6 +35,9 @@ class RunSettings:
         Whether this process writes checkpoints (the main one).
     amp : bool
         Whether mixed precision is used (``amp_``).
+    amp_probe : dict or None
+        The timings ``amp="auto"`` decided by (``amp_probe_``), None when
+        nothing was measured.
     """
 
     device: str
@@ -43,6 +46,7 @@ class RunSettings:
     accelerator: Any
     writer: bool
     amp: bool
+    amp_probe: Any = None
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,15 @@ import os
 from pathlib import Path
 
 import numpy as np
-from skorch import NeuralNet
+import torch
 from torch import nn
 
 from skxray._atomic import atomic_write_many, exclusive_lock
 from skxray._data import BatchIterator, private_generator_iterator
 from skxray._utils import dumps_json
 from skxray._version import __version__
+from skxray.models._distributed import TrainingNet
+from skxray.models._precision import bf16_supported
 from skxray.models._registry import CLASSIFIERS
 
 __all__ = ["save_model", "load"]
@@ -97,6 +99,9 @@ def _model_state(estimator):
         "input_kind": estimator._input_kind,
         "n_features_in": getattr(estimator, "n_features_in_", None),
         "history": estimator.history_,
+        # The precision the model predicts in, and what amp="auto" measured.
+        "amp": bool(getattr(estimator, "amp_", False)),
+        "amp_probe": getattr(estimator, "amp_probe_", None),
     }
     state = {
         k: v.detach().cpu().contiguous() for k, v in estimator.module_.state_dict().items()
@@ -234,10 +239,13 @@ def load(path, *, feature_cache_dir=None, checkpoint_dir=None):
     module = _load_module(estimator, state, weights_path)
     # The same batch size as the fitted net: BLAS results depend on it in the
     # last digits, and a reloaded model must predict exactly the same.
-    estimator.net_ = NeuralNet(
+    # In the precision it was fitted in (amp_), where this CPU has bfloat16
+    # kernels: a reloaded model predicts what the fitted one predicted.
+    estimator.net_ = TrainingNet(
         module=module,
         criterion=nn.Identity,
         device="cpu",
+        autocast_dtype=torch.bfloat16 if estimator.amp_ and bf16_supported("cpu") else None,
         batch_size=estimator.batch_size,
         # Arrays predict in whole batches, as the fitted net did.
         iterator_valid=BatchIterator,
@@ -302,6 +310,8 @@ def _read_config(config_path):
         )
     if not isinstance(config["history"], list):
         raise ValueError(f"{str(config_path)!r}: 'history' must be a list.")
+    if not isinstance(config.get("amp", False), bool) or not isinstance(config.get("amp_probe"), (dict, type(None))):
+        raise ValueError(f"{str(config_path)!r}: 'amp' must be true or false and 'amp_probe' an object or null.")
     return config
 
 
@@ -349,6 +359,9 @@ def _make_estimator(cls, config, config_path, machine_values):
     estimator.history_ = config["history"]
     estimator.n_iter_ = len(estimator.history_)
     estimator.device_ = "cpu"
+    # Files written before amp_ was saved: float32, as they were loaded then.
+    estimator.amp_ = config.get("amp", False)
+    estimator.amp_probe_ = config.get("amp_probe")
     estimator.checkpoint_path_ = None
     return estimator
 

@@ -201,8 +201,10 @@ class TrainingState(Callback):
     is why it must be the last callback.
     """
 
-    def __init__(self, path, fingerprint, max_epochs, generator, restore=None, writer=True):
+    def __init__(self, path, fingerprint, max_epochs, generator, restore=None, writer=True, precision=None):
         self.writer = writer
+        # JSON text: the precision the fit trains in (amp="auto"'s decision).
+        self.precision = precision
         self.path = path
         self.fingerprint = fingerprint
         self.max_epochs = max_epochs
@@ -252,6 +254,7 @@ class TrainingState(Callback):
             "fingerprint": json.dumps(self.fingerprint),
             "epoch": len(net.history),
             "finished": bool(finished),
+            **({} if self.precision is None else {"precision": self.precision}),
             "history": json.dumps(net.history.to_list(), default=_plain),
             "module": unwrapped_module(net).state_dict(),
             "optimizer": net.optimizer_.state_dict(),

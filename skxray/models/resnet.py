@@ -441,6 +441,11 @@ default="IMAGENET1K_V2"
                 self.feature_cache_dir, module.backbone, prefix="resnet50"
             )
 
+    def _precision_probe_mode(self):
+        # With cached features the backbone only runs forward (extraction and
+        # prediction); the head's training on features costs next to nothing.
+        return "predict" if self._caches_features() else "train"
+
     def _fit_net(self, module, dataset, y_enc, context, sample_weight=None):
         self.features_cached_ = self._caches_features()
         if not self.features_cached_:
@@ -448,7 +453,9 @@ default="IMAGENET1K_V2"
         # As in prediction: the estimator's iterator_valid, its settings (iterator_valid__...) included.
         loader = {**context.run.loader, **self._routed("iterator_valid")}
         batch_size = loader.pop("batch_size", self.batch_size)
-        features = _extract_features(module, dataset, batch_size=batch_size, device=self.device_, loader=loader)
+        features = _extract_features(
+            module, dataset, batch_size=batch_size, device=self.device_, loader=loader, autocast=context.run.autocast
+        )
         head_net = self._make_net(module.head, context)
         cached = with_sample_weight(TensorImageDataset(features, dataset.y), sample_weight)
         self._train_net(head_net, cached, y_enc, context)
@@ -463,8 +470,12 @@ default="IMAGENET1K_V2"
 
 
 @torch.no_grad()
-def _extract_features(module, dataset, *, batch_size, device, loader=None):
+def _extract_features(module, dataset, *, batch_size, device, loader=None, autocast=None):
     """The frozen backbone's features of every image of ``dataset``, in order, on the CPU.
+
+    ``autocast`` (bfloat16 or None) is the precision the fit chose
+    (``amp_``): the features are computed as the fitted model's predictions
+    compute them, and returned as float32.
 
     The batches come from :class:`~skxray._data.BatchIterator`, as the
     estimators' predictions do: images in memory are sliced a whole batch at
@@ -478,7 +489,8 @@ def _extract_features(module, dataset, *, batch_size, device, loader=None):
     # In order, whatever the loader settings say: row i holds image i's features.
     settings = {**(loader or {}), "shuffle": False, "generator": torch.Generator(), "device": device}
     iterator = BatchIterator(dataset, batch_size=batch_size, **settings)
-    chunks = [module.features(x.to(device)).cpu() for x, _ in iterator]
+    with torch.autocast(torch.device(device).type, dtype=autocast, enabled=autocast is not None):
+        chunks = [module.features(x.to(device)).float().cpu() for x, _ in iterator]
     return torch.cat(chunks)
 
 
