@@ -31,6 +31,51 @@ as ``load_image_folder`` does:
 ``--gallery`` writes one PNG of overlays: 24 NIH and 12 Hannover images
 drawn at random (seed 0, not chosen by their results), the mask outline in
 colour. Results: ``benchmarks/results/lung_segmenter_eval.json``.
+
+Why NIH masks fail (issue 26; measure only, added after the figures above
+and leaving them as they were). Everything below was defined before it was
+run; nothing is fitted, tuned or chosen from it, and the criterion stays:
+
+``human_mask_share``
+    The lung share of the HUMAN masks, at the same 128 px centre crop: all
+    350 of ``lungmasks`` (``load_masked_folder`` as the training script
+    reads them) and Hannover's 77 (as above, ``square_masks=True``). The
+    share is the lung pixels (255) over all pixels of the crop, as
+    ``plausibility`` computes it for the segmenter's masks; pixels marked
+    "ignore" (127: an instrument or markup *over the lung*) count as not
+    lung there, so this share is a lower bound. ``lung_share_with_ignore``
+    counts them as lung (the upper bound). Reported: the share of masks
+    under 0.20 and over 0.60 and quantiles (min, 1, 5, 10, 25, 50, 75, 90,
+    max %), for both definitions, and the whole plausibility check applied to
+    the human masks (lower-bound masks). For Hannover, the segmenter's share
+    on the same images is given beside the human one (median of segmenter
+    minus human, and the share of images where the segmenter's is smaller).
+``implausible_nih_criteria``
+    For the NIH masks that fail: how many fail each criterion (parts != 2,
+    share < 0.20, share > 0.60, larger part > 2x the smaller or fewer than
+    two parts), and how many fail that criterion alone.
+``field_of_view``
+    A proxy for how much of the image the lungs span, fixed beforehand: the
+    bounding box of all lung pixels of a mask; ``bbox_share`` is its area
+    over the image's, ``bbox_height_share`` / ``bbox_width_share`` its
+    sides over the image's. Two shape checks go with it: ``bbox_aspect``
+    (box height / width) and ``bbox_fill`` (lung pixels / box area). Given
+    (5, 25, 50, 75, 95 % quantiles) for the NIH masks split into plausible
+    and implausible (and the implausible with share < 0.20), and for the
+    human masks of ``lungmasks`` and Hannover as the reference. The box
+    comes from the segmenter's own mask, so a small box alone cannot tell a
+    wide field of view from a mask that misses part of the lung. The rule
+    for reading it, set before the run: the implausible masks are called
+    "lung-shaped" only if their median ``bbox_aspect`` and median
+    ``bbox_fill`` both lie within the 5-95 % range of ``lungmasks``' human
+    masks (``shape_within_human_range`` records the verdict); a mask with
+    its lower or outer part missing would change aspect or fill, a whole
+    lung field drawn smaller would not.
+
+``--implausible-gallery`` writes a second PNG: 24 of the implausible NIH
+masks drawn at random (seed 0, not the worst ones), outlined as in
+``--gallery``, each tile captioned with its lung share (and its parts or
+left/right ratio where those fail too).
 """
 
 import argparse
