@@ -70,7 +70,10 @@ run; nothing is fitted, tuned or chosen from it, and the criterion stays:
     ``bbox_fill`` both lie within the 5-95 % range of ``lungmasks``' human
     masks (``shape_within_human_range`` records the verdict); a mask with
     its lower or outer part missing would change aspect or fill, a whole
-    lung field drawn smaller would not.
+    lung field drawn smaller would not. (Added after the first run of these
+    sections, descriptive only: the same box figures of the segmenter's
+    masks of the Hannover images, to see whether its boxes match the human
+    ones where both exist. Caption digits went from 2 to 3 then too.)
 
 ``--implausible-gallery`` writes a second PNG: 24 of the implausible NIH
 masks drawn at random (seed 0, not the worst ones), outlined as in
@@ -96,7 +99,13 @@ from _common import (  # noqa: E402
     require_data,
     write_json,
 )
-from train_lung_segmenter import EVAL_SIZE, dice_scores, load_masked_folder, summary  # noqa: E402
+from train_lung_segmenter import (  # noqa: E402
+    EVAL_SIZE,
+    dice_scores,
+    load_lungmasks,
+    load_masked_folder,
+    summary,
+)
 
 from skxray.datasets import get_data_home  # noqa: E402
 from skxray.explain import central_lung_mask  # noqa: E402
@@ -125,7 +134,7 @@ def measure_hannover():
     ]
     per_image = [{"image": m.name, "dice_segmenter": a, "dice_ellipse": b}
                  for m, a, b in zip(masks, d_seg, d_ell)]
-    return rows, {"X": X, "masks": seg, "per_image": per_image}
+    return rows, {"X": X, "masks": seg, "per_image": per_image, "human": Y, "valid": V}
 
 
 def plausibility(mask):
@@ -181,6 +190,182 @@ def measure_nih():
     return rows, {"X": X, "masks": masks, "per_image": per_image}
 
 
+# --------------------------------------------------------------------------
+# issue 26: why NIH masks fail (measure only; see the module docstring)
+
+SHARE_QUANTILES = (0, 1, 5, 10, 25, 50, 75, 90, 100)
+BOX_QUANTILES = (5, 25, 50, 75, 95)
+
+
+def _quantiles(values, qs):
+    values = np.asarray(values, dtype=float)
+    return {(f"p{q}" if 0 < q < 100 else {0: "min", 100: "max"}[q]): float(np.percentile(values, q))
+            for q in qs}
+
+
+def share_summary(shares):
+    """Count, share under 0.20 / over 0.60 and quantiles of lung shares."""
+    shares = np.asarray(shares, dtype=float)
+    lo, hi = PLAUSIBLE["lung_share"]
+    return {"n": int(shares.size), "below_020": float(np.mean(shares < lo)),
+            "n_below_020": int(np.sum(shares < lo)), "above_060": float(np.mean(shares > hi)),
+            **_quantiles(shares, SHARE_QUANTILES)}
+
+
+def measure_human_shares(han):
+    """Lung share of the human masks of lungmasks (all 350) and Hannover (77), at 128 px."""
+    rows, boxes = [], {}
+    sets = []
+    try:
+        _, X, Y, V = load_lungmasks()
+        sets.append(("lungmasks", Y, V))
+    except SystemExit as exc:  # manifest missing: load_lungmasks exits with a message
+        log(str(exc))
+    if han is not None:
+        sets.append(("hannover", han["human"], han["valid"]))
+    for name, Y, V in sets:
+        lower = Y.reshape(len(Y), -1).mean(1)
+        upper = (Y | ~V).reshape(len(Y), -1).mean(1)
+        checks = [plausibility(m) for m in Y]
+        for definition, shares in (("lung_share", lower), ("lung_share_with_ignore", upper)):
+            row = {"set": name, "masks": "human", "definition": definition, **share_summary(shares)}
+            if definition == "lung_share":
+                row["n_masks_with_ignore"] = int(np.sum((~V).any(axis=(1, 2))))
+                row["plausible_share"] = float(np.mean([c["plausible"] for c in checks]))
+                row["two_parts_share"] = float(np.mean([c["n_parts"] == 2 for c in checks]))
+                row["left_right_within_2"] = float(np.mean([
+                    c["left_right_ratio"] is not None and c["left_right_ratio"] <= 2 for c in checks]))
+            rows.append(row)
+        if name == "hannover":
+            seg = han["masks"].reshape(len(Y), -1).mean(1)
+            rows.append({"set": name, "masks": "segmenter (same images)", "definition": "lung_share",
+                         **share_summary(seg),
+                         "median_segmenter_minus_human": float(np.median(seg - lower)),
+                         "segmenter_smaller_share": float(np.mean(seg < lower))})
+        boxes[name] = [bounding_box(m) for m in Y]
+    return rows, boxes
+
+
+def failing_criteria(check):
+    """The plausibility criteria one mask (a ``plausibility`` dict) fails."""
+    lo, hi = PLAUSIBLE["lung_share"]
+    ratio = check["left_right_ratio"]
+    failed = {
+        "n_parts_not_2": check["n_parts"] != PLAUSIBLE["n_parts"],
+        "share_below_020": check["lung_share"] < lo,
+        "share_above_060": check["lung_share"] > hi,
+        "left_right_over_2": ratio is None or ratio > PLAUSIBLE["left_right_ratio_max"],
+    }
+    return [k for k, v in failed.items() if v]
+
+
+def criteria_counts(checks):
+    """Per criterion: how many implausible masks fail it, and how many fail it alone."""
+    failing = [failing_criteria(c) for c in checks if not c["plausible"]]
+    rows = []
+    for k in ("n_parts_not_2", "share_below_020", "share_above_060", "left_right_over_2"):
+        rows.append({"criterion": k, "n_failing": sum(k in f for f in failing),
+                     "n_failing_only_this": sum(f == [k] for f in failing),
+                     "n_implausible": len(failing), "n_images": len(checks)})
+    return rows
+
+
+def bounding_box(mask):
+    """Field-of-view proxy of one mask: its lung pixels' bounding box against the image."""
+    h, w = mask.shape
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if rows.size == 0:
+        return {"bbox_share": 0.0, "bbox_height_share": 0.0, "bbox_width_share": 0.0,
+                "bbox_aspect": None, "bbox_fill": None}
+    bh, bw = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    return {"bbox_share": float(bh * bw / (h * w)), "bbox_height_share": float(bh / h),
+            "bbox_width_share": float(bw / w), "bbox_aspect": float(bh / bw),
+            "bbox_fill": float(mask.sum() / (bh * bw))}
+
+
+BOX_KEYS = ("bbox_share", "bbox_height_share", "bbox_width_share", "bbox_aspect", "bbox_fill")
+
+
+def box_summary(group, masks, boxes):
+    row = {"group": group, "masks": masks, "n": len(boxes)}
+    for k in BOX_KEYS:
+        vals = [b[k] for b in boxes if b[k] is not None]
+        row.update({f"{k}_{q}": v for q, v in _quantiles(vals, BOX_QUANTILES).items()})
+    return row
+
+
+def measure_field_of_view(nih, human_boxes, han=None):
+    """Bounding-box rows: NIH plausible / implausible / share < 0.20, the human masks, and
+    the segmenter's masks of the Hannover images (is its box the human one's there?)."""
+    boxes = [bounding_box(m) for m in nih["masks"]]
+    checks = nih["per_image"]
+    lo = PLAUSIBLE["lung_share"][0]
+    groups = [
+        ("nih plausible", [b for b, c in zip(boxes, checks) if c["plausible"]]),
+        ("nih implausible", [b for b, c in zip(boxes, checks) if not c["plausible"]]),
+        ("nih implausible, share < 0.20",
+         [b for b, c in zip(boxes, checks) if not c["plausible"] and c["lung_share"] < lo]),
+    ]
+    rows = [box_summary(g, "segmenter", b) for g, b in groups]
+    rows += [box_summary(name, "human", b) for name, b in human_boxes.items()]
+    if han is not None:
+        rows.append(box_summary("hannover", "segmenter (same images)",
+                                [bounding_box(m) for m in han["masks"]]))
+    verdict = None
+    if "lungmasks" in human_boxes:
+        ref = next(r for r in rows if r["group"] == "lungmasks" and r["masks"] == "human")
+        bad = rows[1]
+        within = {k: bool(ref[f"{k}_p5"] <= bad[f"{k}_p50"] <= ref[f"{k}_p95"])
+                  for k in ("bbox_aspect", "bbox_fill")}
+        verdict = {"rule": "median bbox_aspect and median bbox_fill of the implausible NIH masks "
+                           "both within the 5-95 % range of lungmasks' human masks",
+                   **{f"{k}_within": v for k, v in within.items()},
+                   "shape_within_human_range": all(within.values())}
+    return rows, verdict
+
+
+def _caption(check):
+    text = f"{check['lung_share']:.3f}"  # 3 digits: 0.1996 must not read "0.20"
+    if check["n_parts"] != PLAUSIBLE["n_parts"]:
+        text += f", {check['n_parts']} part" + ("s" if check["n_parts"] != 1 else "")
+    elif check["left_right_ratio"] > PLAUSIBLE["left_right_ratio_max"]:
+        text += f", L/R {check['left_right_ratio']:.1f}"
+    return text
+
+
+def write_implausible_gallery(path, nih, n=24, size=96, cols=8, caption_px=13):
+    """24 implausible NIH masks drawn at random (seed 0), each captioned with its lung share."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    bad = [i for i, c in enumerate(nih["per_image"]) if not c["plausible"]]
+    rng = np.random.default_rng(SEED)
+    picked = sorted(rng.choice(len(bad), min(n, len(bad)), replace=False))
+    idx = [bad[k] for k in picked]
+    rows = -(-len(idx) // cols)
+    cell_h = size + caption_px + 2
+    sheet = np.ones((rows * cell_h, cols * (size + 2), 3), dtype=np.float32)
+    for k, i in enumerate(idx):
+        r, c = divmod(k, cols)
+        sheet[r * cell_h : r * cell_h + size, c * (size + 2) : c * (size + 2) + size] = _tile(
+            nih["X"][i], nih["masks"][i], size)
+    im = Image.fromarray(np.round(sheet * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    font = ImageFont.load_default(size=11)
+    for k, i in enumerate(idx):
+        r, c = divmod(k, cols)
+        draw.text((c * (size + 2) + 2, r * cell_h + size), _caption(nih["per_image"][i]),
+                  fill=(0, 0, 0), font=font)
+    im = im.quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, optimize=True)
+    log(f"implausible gallery {path} ({path.stat().st_size / 1024:.0f} KB, {len(idx)} tiles)")
+    return {"implausible_gallery": str(path), "implausible_gallery_tiles": len(idx),
+            "implausible_gallery_images": [nih["per_image"][i]["image"] for i in idx],
+            "implausible_gallery_order": f"{len(idx)} of the {len(bad)} implausible NIH masks, "
+                                         "drawn at random (seed 0), in file order; caption: lung share"}
+
+
 def _tile(img, mask, size):
     """An RGB tile: the image in grey, the mask's outline in yellow."""
     from scipy import ndimage
@@ -224,6 +409,8 @@ def write_gallery(path, nih, hannover, n_nih=24, n_hannover=12, size=96, cols=9)
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gallery", default=None, help="PNG of overlays to write")
+    parser.add_argument("--implausible-gallery", default=None,
+                        help="PNG of 24 implausible NIH masks, captioned with their lung share")
     parser.add_argument("--out", default=str(RESULTS_DIR / "lung_segmenter_eval.json"))
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
@@ -238,6 +425,10 @@ def main(argv=None):
     }
     if args.gallery:
         settings.update(write_gallery(args.gallery, nih, han))
+    human_rows, human_boxes = measure_human_shares(han)
+    fov_rows, fov_verdict = measure_field_of_view(nih, human_boxes, han)
+    if args.implausible_gallery:
+        settings.update(write_implausible_gallery(args.implausible_gallery, nih))
     settings["total_time_s"] = time.perf_counter() - t0
     payload = {
         "machine": machine_info(),
@@ -245,6 +436,10 @@ def main(argv=None):
         "results": [*(han_rows or []), *nih_rows],
         "per_image_hannover": han["per_image"] if han else [],
         "implausible_nih": [r for r in nih["per_image"] if not r["plausible"]],
+        "human_mask_share": human_rows,
+        "implausible_nih_criteria": criteria_counts(nih["per_image"]),
+        "field_of_view": fov_rows,
+        "field_of_view_shape_check": fov_verdict,
     }
     write_json(args.out, payload)
     log(f"results in {args.out}")
