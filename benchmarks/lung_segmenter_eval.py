@@ -73,12 +73,13 @@ run; nothing is fitted, tuned or chosen from it, and the criterion stays:
     lung field drawn smaller would not. (Added after the first run of these
     sections, descriptive only: the same box figures of the segmenter's
     masks of the Hannover images, to see whether its boxes match the human
-    ones where both exist. Caption digits went from 2 to 3 then too.)
+    ones where both exist. The captions went from 2 digits to 3, rounded
+    down, then too.)
 
 ``--implausible-gallery`` writes a second PNG: 24 of the implausible NIH
 masks drawn at random (seed 0, not the worst ones), outlined as in
-``--gallery``, each tile captioned with its lung share (and its parts or
-left/right ratio where those fail too).
+``--gallery``, each tile captioned with its lung share rounded down to 3
+digits (and its parts or left/right ratio where those fail too).
 """
 
 import argparse
@@ -325,7 +326,8 @@ def measure_field_of_view(nih, human_boxes, han=None):
 
 
 def _caption(check):
-    text = f"{check['lung_share']:.3f}"  # 3 digits: 0.1996 must not read "0.20"
+    # Rounded down to 3 digits: a share under 0.20 never reads "0.20" or "0.200".
+    text = f"{np.floor(check['lung_share'] * 1000) / 1000:.3f}"
     if check["n_parts"] != PLAUSIBLE["n_parts"]:
         text += f", {check['n_parts']} part" + ("s" if check["n_parts"] != 1 else "")
     elif check["left_right_ratio"] > PLAUSIBLE["left_right_ratio_max"]:

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,3 +110,58 @@ def test_darkcovidnet_paper_row_is_the_library_preset(accuracy):
     payload = {"machine": {"gpu": None, "cpu_model": "some CPU"}}
     assert accuracy.device_name(payload) == "some CPU"
     assert accuracy.device_name({"machine": {"gpu": "NVIDIA H200", "cpu_model": "x"}}) == "NVIDIA H200"
+
+
+@pytest.fixture(scope="module")
+def lung_eval():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import lung_segmenter_eval
+
+        yield lung_segmenter_eval
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def _two_lungs(left_w=20, right_w=20, size=128):
+    mask = np.zeros((size, size), dtype=bool)
+    mask[30:90, 20:20 + left_w] = True
+    mask[30:90, 70:70 + right_w] = True
+    return mask
+
+
+def test_lung_eval_bounding_box_and_its_shape(lung_eval):
+    box = lung_eval.bounding_box(_two_lungs())
+    # rows 30-89 (60 px), columns 20-89 (70 px); 2 x 60 x 20 lung pixels in it
+    assert box["bbox_share"] == pytest.approx(60 * 70 / 128**2)
+    assert box["bbox_height_share"] == pytest.approx(60 / 128)
+    assert box["bbox_width_share"] == pytest.approx(70 / 128)
+    assert box["bbox_aspect"] == pytest.approx(60 / 70)
+    assert box["bbox_fill"] == pytest.approx(2400 / 4200)
+    empty = lung_eval.bounding_box(np.zeros((8, 8), dtype=bool))
+    assert empty["bbox_share"] == 0 and empty["bbox_fill"] is None
+
+
+def test_lung_eval_counts_each_failing_criterion(lung_eval):
+    big = np.zeros((128, 128), dtype=bool)
+    big[10:118, 10:60] = big[10:118, 66:118] = True  # two lungs, 0.67 of the image
+    one = np.zeros((128, 128), dtype=bool)
+    one[30:90, 20:60] = True  # one part: also no left/right ratio
+    masks = [_two_lungs(40, 40), _two_lungs(), _two_lungs(30, 10), big, one]
+    checks = [lung_eval.plausibility(m) for m in masks]
+    assert [c["plausible"] for c in checks] == [True, False, False, False, False]
+    assert [lung_eval.failing_criteria(c) for c in checks] == [
+        [], ["share_below_020"], ["share_below_020", "left_right_over_2"], ["share_above_060"],
+        ["n_parts_not_2", "share_below_020", "left_right_over_2"]]
+    counts = {r["criterion"]: r for r in lung_eval.criteria_counts(checks)}
+    assert {k: (r["n_failing"], r["n_failing_only_this"]) for k, r in counts.items()} == {
+        "n_parts_not_2": (1, 0), "share_below_020": (3, 1), "share_above_060": (1, 1),
+        "left_right_over_2": (2, 0)}
+    assert all(r["n_implausible"] == 4 and r["n_images"] == 5 for r in counts.values())
+
+
+def test_lung_eval_caption_never_rounds_a_failing_share_up(lung_eval):
+    check = {"lung_share": 3276 / 128**2, "n_parts": 2, "left_right_ratio": 1.0}  # 0.19995
+    assert lung_eval._caption(check) == "0.199"
+    assert lung_eval._caption({**check, "n_parts": 1, "left_right_ratio": None}) == "0.199, 1 part"
+    assert lung_eval._caption({**check, "left_right_ratio": 2.46}) == "0.199, L/R 2.5"
