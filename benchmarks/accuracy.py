@@ -1391,7 +1391,8 @@ def collect_parts(parts_path, out):
             report.append(f"{task}/{protocol}/{name}: collected from its members, accuracy {row['accuracy_mean']:.4f}")
     if not rows or out is None:
         if not rows:
-            report.append(f"nothing complete in {parts_path}; {out or 'no file'} left as it was")
+            report.append(f"nothing complete in {parts_path} yet" if out is None
+                          else f"nothing complete in {parts_path}; {out} left as it was")
         return None, report
     latest = max(used, key=lambda f: f["date_utc"])
     runs = {r["run_id"]: r for r in parts["runs"]}
