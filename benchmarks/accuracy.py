@@ -52,6 +52,32 @@ in the default list: on 2 shared CPU cores its grid would take days
 on a GPU. Every row records the device and its name (``device_name``, the
 GPU or CPU model), since merged parts may come from several machines.
 
+Fold-level parts (issue 30: a row that does not fit in one sitting, such as
+darkcovidnet_paper on the CPU, about 0.4 CPU-hours per binary fold and 0.8
+per three-class fold, ``results/darkcovidnet_cost.json``). ``--only-folds
+0,1`` (or ``2-4``) runs only those folds of the usual split (the same data,
+the same seeded ``make_splits``: fold *i* of a part is fold *i* of a full
+run) for every selected task, protocol and model, and writes each finished
+fold at once to the ``--parts`` file (default
+``results/accuracy_parts.json``), in place: a rerun fold replaces its
+record, never duplicates it. A fold record holds the fold row a full run
+writes, its test indices, labels and out-of-fold probabilities (plain and
+masked; full precision), its abstentions, the device, the device's name and
+the whole ``machine`` description, and a ``setup`` (data, folds, masking,
+the model's settings) that every fold of one row must share. Ensembles are
+not fitted in a part. ``--collect-parts PARTS --out OUT`` then makes, of
+every task, protocol and model whose folds are all in PARTS with one setup,
+the row a full run writes, with the same aggregate (``model_row``, and
+``ensemble_row`` for an ensemble a part run asked for once all its members
+are complete), adds ``fold_devices`` (the device of each fold; ``device`` and
+``device_name`` list every device that ran one), and replaces or adds it in
+OUT as ``--append`` does (the other rows are kept; ``settings["parts"]`` and
+``settings["fold_parts"]`` record the collection and each fold's run). It
+reports the incomplete sets (which folds are missing) and does not write
+them. The decision rule, fixed before any run: a set is collected if and
+only if folds 0 to ``--folds - 1`` are all present, their setups are equal
+and their test sets split the task's images once each.
+
 ``cnn_lungcrop`` is the CNN on each image cropped to the box around its
 lungs (``skxray.preprocessing.LungCrop``, the lung segmenter's masks; before
 issue 26 the central 75% of each image, now ``--preprocess centercrop``), benchmarked beside the others because
@@ -81,10 +107,25 @@ parts (``settings["parts"]`` records each)::
     python benchmarks/accuracy.py --masking --tasks 3class --append \
         --models cnn,fnn,resnet50,fnn_defaults,resnet50_defaults,voting,cnn_lungcrop
     python benchmarks/accuracy.py --masking --tasks 3class --models cnn_defaults --append
+
+darkcovidnet_paper on the CPU in fold-level parts, one fold per sitting (the
+flags of ``gpu_grid.sh``'s ``PAPER=1`` rows but ``--device cpu``; commit the
+parts file after each part; 20 folds in all: 2 tasks x 2 protocols x 5)::
+
+    A="python benchmarks/accuracy.py --models darkcovidnet_paper --device cpu --masking"
+    A="$A --image-size 256 --threads 2 --resnet-weights none"
+    PARTS=benchmarks/results/accuracy_parts.json
+    nice $A --parts $PARTS --tasks binary --protocols image --only-folds 0
+    git add $PARTS && git commit -m "... fold 0 ..."
+    nice $A --parts $PARTS --tasks binary --protocols image --only-folds 1
+    ...                    # the other folds, then --protocols patient, --tasks 3class
+    python benchmarks/accuracy.py --collect-parts $PARTS --out benchmarks/results/darkcovidnet_paper.json
 """
 
 import argparse
+import functools
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -543,8 +584,15 @@ def abstention_scores(y, answer):
     }
 
 
-def run_model(model, est_template, X, y, classes, splits, masking, cuda, lungs=None):
-    """Cross-validate one model; ``lungs`` are the (N, H, W) lung masks of ``X`` for ``masking``."""
+def run_model(model, est_template, X, y, classes, splits, masking, cuda, lungs=None, only=None,
+              on_fold=None):
+    """Cross-validate one model; ``lungs`` are the (N, H, W) lung masks of ``X`` for ``masking``.
+
+    ``only``: the indices of the folds to run (``--only-folds``), the others
+    skipped (their rows of the OOF arrays stay zero); None runs them all.
+    ``on_fold(i, test, fold_row, oof)`` is called after each fold (the parts
+    file is written there, so a stopped run keeps its finished folds).
+    """
     from sklearn.base import clone
     from sklearn.pipeline import Pipeline
 
@@ -557,6 +605,8 @@ def run_model(model, est_template, X, y, classes, splits, masking, cuda, lungs=N
         oof["proba_borders"] = np.zeros((n, k))
     fold_rows, fit_times, predict_times = [], [], []
     for i, (train, test) in enumerate(splits):
+        if only is not None and i not in only:
+            continue
         est = clone(est_template)
         with Stopwatch(cuda) as t_fit:
             est.fit(X[train], y[train])
@@ -588,6 +638,8 @@ def run_model(model, est_template, X, y, classes, splits, masking, cuda, lungs=N
             f"balanced {s['balanced_accuracy']:.4f}, abstained {s['abstention_rate']}, "
             f"fit {t_fit.seconds:.1f} s"
         )
+        if on_fold is not None:
+            on_fold(i, test, fold_rows[-1], oof)
     return oof, fold_rows, fit_times, predict_times
 
 
@@ -615,6 +667,17 @@ def parse_args(argv=None):
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="merge the files of one grid run in parallel parts (each its own tasks "
                    "or protocols) into --out, print the table and exit")
+    p.add_argument("--only-folds", dest="only_folds", default=None, metavar="FOLDS",
+                   help="run only these folds (e.g. 0,1 or 2-4) of the usual fold split, for every "
+                        "task, protocol and model, into the --parts file (a grid in fold-level parts; "
+                        "--out is not written)")
+    p.add_argument("--parts", default=None, metavar="JSON",
+                   help="the parts file --only-folds updates in place (a rerun fold replaces its "
+                        "record); default results/accuracy_parts.json (--quick/--phantom: results/quick/)")
+    p.add_argument("--collect-parts", dest="collect_parts", default=None, metavar="JSON",
+                   help="make a row of every task, protocol and model whose folds are all in this "
+                        "parts file, replace or add it in --out (as --append), report the incomplete "
+                        "ones and exit")
     p.add_argument("--oof", default=None,
                    help="also save out-of-fold probabilities and file names to this .npz")
     p.add_argument("--phantom", action="store_true", help="synthetic images (smoke test only)")
@@ -652,6 +715,19 @@ def main(argv=None):
     args = parse_args(argv)
     if args.merge:
         return merge_files(args.merge, Path(args.out) if args.out else default_out("accuracy.json", False))
+    if args.collect_parts:
+        if not Path(args.collect_parts).is_file():
+            raise SystemExit(f"--collect-parts: no file {args.collect_parts}")
+        out = Path(args.out) if args.out else default_out("accuracy.json", args.quick or args.phantom)
+        payload, report = collect_parts(args.collect_parts, out)
+        for line in report:
+            log(line)
+        if payload is not None:
+            log(f"rows of the complete sets written to {out}")
+        return payload
+    only = parse_only_folds(args.only_folds, args.folds) if args.only_folds is not None else None
+    if only is not None and args.oof:
+        raise SystemExit("--oof: not with --only-folds (the parts file keeps each fold's probabilities)")
     tasks, protocols, models = _parse_lists(args)
     models, ensembles = _add_ensemble_members(models)
     device = resolve_device(args.device)
@@ -679,6 +755,9 @@ def main(argv=None):
         "results": [],
         "folds": [],
     }
+    if only is not None:
+        parts_path = Path(args.parts) if args.parts else default_out("accuracy_parts.json", args.quick or args.phantom)
+        return run_parts(run, tasks, protocols, fitted, ensembles, only, parts_path)
     if args.append and out.is_file():
         run.payload = merge_parts(json.loads(out.read_text(encoding="utf-8")), run.payload)
     write_json(out, run.payload)
@@ -843,28 +922,10 @@ def _run_fitted(run, task, protocol, model, idx, classes, splits):
     X = data.X(cfg["image_size"])[idx]
     est = make_estimator(model, cfg, run.device, run.resnet_weights, run.feature_cache_dir)
     lungs = data.lungs(cfg["image_size"], args.lung_region)[idx] if args.masking else None
-    oof, fold_rows, fit_times, predict_times = run_model(
+    oof, fold_rows, fit_times, _ = run_model(
         model, est, X, y, classes, splits, args.masking, run.device == "cuda", lungs
     )
-    extra = {
-        "image_size": cfg["image_size"],
-        "epochs": cfg["max_epochs"],
-        "preprocess": cfg["preprocess"],
-        "augment": cfg["augment"],
-        "n_images": len(y),
-        "n_folds": len(splits),
-        "fit_time_total_s": sum(fit_times),
-        "fit_time_per_fold_s": float(np.mean(fit_times)),
-        "predict_time_per_fold_s": float(np.mean(predict_times)),
-        "within_60_min": sum(fit_times) <= TARGET_MINUTES_PER_MODEL * 60,
-        "device": run.device,
-        "device_name": device_name(run.payload),
-        "amp": any(r["amp"] for r in fold_rows),
-        "lung_region": args.lung_region if args.masking else None,
-    }
-    if model.startswith("resnet50"):
-        extra["weights"] = "imagenet" if run.resnet_weights else "random init"
-    row = summarise(task, protocol, model, fold_rows, oof, y, classes, extra)
+    row = model_row(task, protocol, model, fold_rows, oof, y, classes, _row_info(run, model))
     payload["results"].append(row)
     payload["folds"].extend(
         {"task": task, "protocol": protocol, "model": model, **r} for r in fold_rows
@@ -877,25 +938,59 @@ def _run_fitted(run, task, protocol, model, idx, classes, splits):
     return oof, sum(fit_times)
 
 
+def _row_info(run, model):
+    """What a row records beside its scores: the model's settings and the device that ran it."""
+    cfg = run.configs[model]
+    info = {
+        "image_size": cfg["image_size"],
+        "epochs": cfg["max_epochs"],
+        "preprocess": cfg["preprocess"],
+        "augment": cfg["augment"],
+        "device": run.device,
+        "device_name": device_name(run.payload),
+        "lung_region": run.args.lung_region if run.args.masking else None,
+    }
+    if model.startswith("resnet50"):
+        info["weights"] = "imagenet" if run.resnet_weights else "random init"
+    return info
+
+
+def model_row(task, protocol, model, fold_rows, oof, y, classes, info):
+    """The row of one cross-validated model: the one aggregate of a full run and of ``--collect-parts``.
+
+    ``fold_rows`` are :func:`run_model`'s (every fold), ``oof`` its
+    out-of-fold arrays, ``info`` what :func:`_row_info` gives.
+    """
+    fit_times = [r["fit_time_s"] for r in fold_rows]
+    predict_times = [r["predict_time_s"] for r in fold_rows]
+    extra = {
+        "image_size": info["image_size"],
+        "epochs": info["epochs"],
+        "preprocess": info["preprocess"],
+        "augment": info["augment"],
+        "n_images": len(y),
+        "n_folds": len(fold_rows),
+        "fit_time_total_s": sum(fit_times),
+        "fit_time_per_fold_s": float(np.mean(fit_times)),
+        "predict_time_per_fold_s": float(np.mean(predict_times)),
+        "within_60_min": sum(fit_times) <= TARGET_MINUTES_PER_MODEL * 60,
+        "device": info["device"],
+        "device_name": info["device_name"],
+        "amp": any(r["amp"] for r in fold_rows),
+        "lung_region": info["lung_region"],
+    }
+    if "weights" in info:
+        extra["weights"] = info["weights"]
+    return summarise(task, protocol, model, fold_rows, oof, y, classes, extra)
+
+
 def _run_ensemble(run, task, protocol, ensemble, members, member_oof, member_fit, y, classes, splits):
     """Score a soft-voting ensemble from its members' OOF probabilities; record its row."""
     payload = run.payload
-    oof = {
-        key: np.mean([member_oof[m][key] for m in members], axis=0)
-        for key in member_oof[members[0]]
-        if key.startswith("proba")  # the members' abstentions are not pooled
-    }
-    fold_scores = [scores(y[test], oof["proba"][test], classes) for _, test in splits]
-    extra = {
-        "members": "+".join(members),
-        "n_images": len(y),
-        "n_folds": len(splits),
-        "fit_time_total_s": sum(member_fit[m] for m in members),
-        "within_60_min": sum(member_fit[m] for m in members) <= TARGET_MINUTES_PER_MODEL * 60,
-        "device": run.device,
-        "device_name": device_name(run.payload),
-    }
-    row = summarise(task, protocol, ensemble, fold_scores, oof, y, classes, extra)
+    row, fold_scores = ensemble_row(
+        task, protocol, ensemble, members, member_oof, member_fit, y, classes,
+        [test for _, test in splits], run.device, device_name(run.payload),
+    )
     payload["results"].append(row)
     payload["folds"].extend(
         {"task": task, "protocol": protocol, "model": ensemble, "fold": i, **s}
@@ -903,6 +998,31 @@ def _run_ensemble(run, task, protocol, ensemble, members, member_oof, member_fit
     )
     write_json(run.out, payload)
     log(f"{task}/{protocol}/{ensemble}: accuracy {row['accuracy_mean']:.4f}")
+
+
+def ensemble_row(task, protocol, ensemble, members, member_oof, member_fit, y, classes, tests, device,
+                 name):
+    """The row of a soft-voting ensemble and its fold scores (a full run and ``--collect-parts``).
+
+    ``tests``: the test indices of each fold; ``device`` and ``name`` (the
+    device's model) are recorded in the row.
+    """
+    oof = {
+        key: np.mean([member_oof[m][key] for m in members], axis=0)
+        for key in member_oof[members[0]]
+        if key.startswith("proba")  # the members' abstentions are not pooled
+    }
+    fold_scores = [scores(y[test], oof["proba"][test], classes) for test in tests]
+    extra = {
+        "members": "+".join(members),
+        "n_images": len(y),
+        "n_folds": len(tests),
+        "fit_time_total_s": sum(member_fit[m] for m in members),
+        "within_60_min": sum(member_fit[m] for m in members) <= TARGET_MINUTES_PER_MODEL * 60,
+        "device": device,
+        "device_name": name,
+    }
+    return summarise(task, protocol, ensemble, fold_scores, oof, y, classes, extra), fold_scores
 
 
 def _part(payload):
@@ -916,15 +1036,18 @@ def _part(payload):
     }
 
 
-def merge_parts(old, new):
+def merge_parts(old, new, redone=None):
     """``new`` (a run starting) with the rows of ``old`` that it does not redo (``--append``).
 
     A row is redone when its task, protocol and model are all in the new
-    run's settings. ``settings["parts"]`` lists every run that wrote rows,
-    the last being the new one (its total time is filled in at the end).
+    run's settings, or, where ``redone`` is given, when its (task, protocol,
+    model) is in ``redone`` (``--collect-parts``: only the complete sets).
+    ``settings["parts"]`` lists every run that wrote rows, the last being the
+    new one (its total time is filled in at the end).
     """
     s = new["settings"]
-    redone = {(t, p, m) for t in s["tasks"] for p in s["protocols"] for m in s["models"]}
+    if redone is None:
+        redone = {(t, p, m) for t in s["tasks"] for p in s["protocols"] for m in s["models"]}
 
     def kept(rows):
         return [r for r in rows if (r["task"], r["protocol"], r["model"]) not in redone]
@@ -970,6 +1093,349 @@ def merge_files(paths, out):
     print(markdown_table(merged))
     log(f"merged {len(paths)} files into {out}")
     return merged
+
+
+# --------------------------------------------------------------------------
+# fold-level parts (--only-folds, --collect-parts): a grid too long for one
+# sitting, run a few folds at a time (the CPU rows of issue 30)
+
+# Keys of a parts-file fold record that are not the fold row of run_model.
+PART_META = ("task", "protocol", "model", "n_folds", "device", "device_name", "date_utc", "run_id",
+             "machine", "setup", "info", "classes", "oof")
+
+
+def parse_only_folds(text, n_folds):
+    """``--only-folds``: "0,1", "2-4" or both mixed, as a sorted list checked against ``--folds``."""
+    folds = set()
+    try:
+        for piece in (p.strip() for p in text.split(",")):
+            if not piece:
+                continue
+            lo, _, hi = piece.partition("-")
+            folds.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise SystemExit(f"--only-folds: {text!r} is not a list of fold indices such as 0,1 or 2-4") from None
+    bad = sorted(f for f in folds if not 0 <= f < n_folds)
+    if bad or not folds:
+        raise SystemExit(f"--only-folds: folds {bad or text!r} are not among 0-{n_folds - 1} (--folds {n_folds})")
+    return sorted(folds)
+
+
+def _fold_setup(run, model, n_images):
+    """Everything that must agree between the folds of one row for them to make it."""
+    args = run.args
+    return json.loads(json.dumps({
+        "dataset": run.payload["settings"]["dataset"],
+        "n_images": n_images,
+        "subset": args.subset,
+        "load": args.load,
+        "quick": args.quick,
+        "folds": args.folds,
+        "masking": args.masking,
+        "lung_region": args.lung_region if args.masking else None,
+        "config": run.configs[model],
+        "resnet50_weights": run.payload["settings"]["resnet50_weights"] if model.startswith("resnet50") else None,
+    }, default=repr))
+
+
+def _plain(value):
+    """JSON for the parts file: full-precision floats (collected rows equal a one-shot run's)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+def dump_parts(path, parts):
+    """Write a parts file atomically: one line per fold record, so that a rerun fold is a one-line diff."""
+    dump = lambda v, indent=None: json.dumps(v, indent=indent, default=_plain, allow_nan=True)  # noqa: E731
+    head = {k: v for k, v in parts.items() if k != "folds"}
+    text = dump(head, 1)[:-2] + ',\n "folds": [\n' + ",\n".join(dump(f) for f in parts["folds"]) + "\n ]\n}\n"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_parts(path):
+    """A parts file's content (an empty one when it does not exist yet)."""
+    path = Path(path)
+    if not path.is_file():
+        return {"kind": "accuracy.py fold parts: --only-folds writes, --collect-parts makes rows",
+                "runs": [], "folds": []}
+    parts = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(parts, dict) or "folds" not in parts or "runs" not in parts:
+        raise SystemExit(f"--parts/--collect-parts: {path} is not an accuracy.py parts file")
+    return parts
+
+
+class _PartsLock:
+    """An exclusive lock on a parts file (processes side by side may write the same one)."""
+
+    def __init__(self, path):
+        import hashlib
+        import tempfile
+
+        key = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
+        self.lock_path = Path(tempfile.gettempdir()) / f"skxray-accuracy-parts-{key}.lock"
+
+    def __enter__(self):
+        import fcntl
+
+        self.handle = open(self.lock_path, "w")  # noqa: SIM115
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def update_parts(path, run_record=None, fold=None):
+    """Add this run's record or one finished fold to the parts file, in place.
+
+    A fold replaces the record of the same task, protocol, model and fold
+    index (re-running a fold never duplicates it); a run's record replaces the
+    one with its ``run_id``.
+    """
+    with _PartsLock(path):
+        parts = read_parts(path)
+        if run_record is not None:
+            parts["runs"] = [r for r in parts["runs"] if r["run_id"] != run_record["run_id"]] + [run_record]
+        if fold is not None:
+            key = (fold["task"], fold["protocol"], fold["model"], fold["fold"])
+            parts["folds"] = [f for f in parts["folds"]
+                              if (f["task"], f["protocol"], f["model"], f["fold"]) != key] + [fold]
+            parts["folds"].sort(key=lambda f: (
+                TASKS.index(f["task"]), PROTOCOLS.index(f["protocol"]), ALL_MODELS.index(f["model"]), f["fold"]))
+        dump_parts(path, parts)
+    return parts
+
+
+def run_parts(run, tasks, protocols, fitted, ensembles, only, parts_path):
+    """``--only-folds``: run those folds of every task, protocol and model into the parts file.
+
+    The folds are those of a full run (same data, same :func:`make_splits`);
+    each finished fold is written at once with its scores, out-of-fold
+    probabilities, test indices, device and machine. Ensembles are not
+    fitted: ``--collect-parts`` scores them once their members' folds are all
+    there.
+    """
+    args, data = run.args, run.data
+    machine = run.payload["machine"]
+    run_id = f"{machine['date_utc']}-{os.getpid()}"
+    run_record = {
+        "run_id": run_id, "command": " ".join(sys.argv), "date_utc": machine["date_utc"],
+        "git_commit": machine.get("git_commit"), "device": run.device, "device_name": device_name(run.payload),
+        "only_folds": only, "tasks": tasks, "protocols": protocols, "models": fitted,
+        "ensembles": ensembles, "settings": run.payload["settings"],
+    }
+    update_parts(parts_path, run_record=run_record)
+    log(f"writing folds {only} to {parts_path}")
+    written = []
+    for task in tasks:
+        idx, classes = task_index(data.y, task)
+        y, groups = data.y[idx], data.groups[idx]
+        for protocol in protocols:
+            splits = make_splits(y, groups, protocol, args.folds)
+            log(f"== {task}, {protocol}-level folds {only} of {len(splits)}: {len(y)} images")
+            for model in fitted:
+                cfg = run.configs[model]
+                X = data.X(cfg["image_size"])[idx]
+                est = make_estimator(model, cfg, run.device, run.resnet_weights, run.feature_cache_dir)
+                lungs = data.lungs(cfg["image_size"], args.lung_region)[idx] if args.masking else None
+                info = {k: v for k, v in _row_info(run, model).items() if k not in ("device", "device_name")}
+                head = {"task": task, "protocol": protocol, "model": model, "n_folds": len(splits),
+                        "device": run.device, "device_name": device_name(run.payload), "run_id": run_id,
+                        "machine": machine, "setup": _fold_setup(run, model, len(y)), "info": info,
+                        "classes": list(classes)}
+                on_fold = functools.partial(_write_fold, parts_path, head, y, written)
+                run_model(model, est, X, y, classes, splits, args.masking, run.device == "cuda", lungs,
+                          only=set(only), on_fold=on_fold)
+    log(f"wrote {len(written)} folds to {parts_path}: {', '.join(written)}")
+    report = collect_parts(parts_path, None)[1]  # what is complete now (nothing written)
+    for line in report:
+        log(line)
+    return read_parts(parts_path)
+
+
+def _write_fold(parts_path, head, y, written, i, test, fold_row, oof):
+    """``run_model``'s ``on_fold`` for ``--only-folds``: one finished fold into the parts file."""
+    import datetime
+
+    arrays = {"test_index": test, "y": y[test]}
+    arrays.update({key: oof[key][test] for key in oof if key.startswith("proba")})
+    if fold_row["abstention_rate"] is not None:  # answered images ("uncertain" abstains)
+        arrays["answer"] = oof["answer"][test]
+    record = {**head, **fold_row,
+              "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "oof": arrays}
+    update_parts(parts_path, fold=record)
+    written.append(f"{head['task']}/{head['protocol']}/{head['model']}/{i}")
+
+
+def _combined(values):
+    """The distinct values in order, joined: one device, or several for a row made of parts."""
+    seen = [v for i, v in enumerate(values) if v not in values[:i]]
+    return " + ".join(str(v) for v in seen)
+
+
+def _rebuild(folds):
+    """A complete set of fold records as run_model's outputs: fold rows, OOF arrays and labels."""
+    n = folds[0]["setup"]["n_images"]
+    y = np.empty(n, dtype=object)
+    oof = {}
+    fold_rows, tests = [], []
+    for f in folds:
+        test = np.asarray(f["oof"]["test_index"], dtype=int)
+        y[test] = f["oof"]["y"]
+        for key, values in f["oof"].items():
+            if key.startswith("proba"):
+                oof.setdefault(key, np.zeros((n, len(f["classes"]))))[test] = values
+            elif key == "answer":
+                oof.setdefault("answer", np.full(n, "", dtype=object))[test] = values
+        fold_rows.append({k: v for k, v in f.items() if k not in PART_META})
+        tests.append(test)
+    return fold_rows, oof, y, tests
+
+
+def _check_set(folds):
+    """Why a set of fold records cannot make a row (None when it can)."""
+    n_folds = folds[0]["setup"]["folds"]
+    key = json.dumps(folds[0]["setup"], sort_keys=True)
+    differ = [f["fold"] for f in folds if json.dumps(f["setup"], sort_keys=True) != key]
+    if differ:
+        return f"folds {differ} were run with other settings than fold {folds[0]['fold']} (see 'setup'); rerun them"
+    missing = sorted(set(range(n_folds)) - {f["fold"] for f in folds})
+    if missing:
+        return f"folds {', '.join(map(str, missing))} of {n_folds} missing"
+    tests = np.concatenate([f["oof"]["test_index"] for f in folds])
+    if len(tests) != folds[0]["setup"]["n_images"] or set(tests.tolist()) != set(range(len(tests))):
+        return "the folds' test sets do not split the images once each (not one fold split)"
+    return None
+
+
+def collect_parts(parts_path, out):
+    """``--collect-parts``: rows of every task, protocol and model whose folds are all in the parts file.
+
+    Each complete set becomes the row a full run writes (:func:`model_row`,
+    the same aggregate), with the devices of its folds
+    (``fold_devices``); the ensembles the part runs asked for are scored
+    (:func:`ensemble_row`) once all their members are complete. The rows
+    replace those of the same task, protocol and model in ``out`` and keep
+    the others, as ``--append`` does. Incomplete sets are reported, not
+    written. With ``out`` None nothing is written (the report only).
+
+    Returns
+    -------
+    payload : dict or None
+        What was written (None when nothing was complete).
+    report : list of str
+        One line per set: collected, or why not.
+    """
+    parts = read_parts(parts_path)
+    groups = {}
+    for f in parts["folds"]:
+        groups.setdefault((f["task"], f["protocol"], f["model"]), []).append(f)
+    report, rows, fold_entries, complete, used = [], [], [], {}, []
+    for (task, protocol, model), folds in groups.items():
+        folds = sorted(folds, key=lambda f: f["fold"])
+        problem = _check_set(folds)
+        if problem:
+            report.append(f"{task}/{protocol}/{model}: {problem}; not collected")
+            continue
+        fold_rows, oof, y, tests = _rebuild(folds)
+        classes = list(CLASSES_BINARY if task == "binary" else CLASSES_3)
+        devices = [f["device"] for f in folds]
+        names = [f["device_name"] for f in folds]
+        info = {**folds[0]["info"], "device": _combined(devices), "device_name": _combined(names)}
+        row = model_row(task, protocol, model, fold_rows, oof, y, classes, info)
+        row["fold_devices"] = [f"{d} ({n})" for d, n in zip(devices, names, strict=True)]
+        rows.append(row)
+        fold_entries.extend(
+            {"task": task, "protocol": protocol, "model": model, **r, "device": f["device"],
+             "device_name": f["device_name"], "date_utc": f["date_utc"]}
+            for r, f in zip(fold_rows, folds, strict=True))
+        complete[(task, protocol, model)] = (oof, sum(r["fit_time_s"] for r in fold_rows), y, tests, devices, names)
+        used.extend(folds)
+        report.append(f"{task}/{protocol}/{model}: {len(folds)} folds collected, accuracy "
+                      f"{row['accuracy_mean']:.4f} +- {row['accuracy_std']:.4f} ({row['device']})")
+    ensembles = {}
+    for r in parts["runs"]:
+        ensembles.update(r.get("ensembles") or {})
+    for task, protocol in sorted({k[:2] for k in groups}, key=lambda k: (TASKS.index(k[0]), PROTOCOLS.index(k[1]))):
+        for name, members in ensembles.items():
+            missing = [m for m in members if (task, protocol, m) not in complete]
+            if missing:
+                report.append(f"{task}/{protocol}/{name}: members {', '.join(missing)} not complete; not collected")
+                continue
+            first = complete[(task, protocol, members[0])]
+            y, tests = first[2], first[3]
+            row, fold_scores = ensemble_row(
+                task, protocol, name, members, {m: complete[(task, protocol, m)][0] for m in members},
+                {m: complete[(task, protocol, m)][1] for m in members}, y,
+                list(CLASSES_BINARY if task == "binary" else CLASSES_3), tests,
+                _combined([d for m in members for d in complete[(task, protocol, m)][4]]),
+                _combined([n for m in members for n in complete[(task, protocol, m)][5]]),
+            )
+            rows.append(row)
+            fold_entries.extend({"task": task, "protocol": protocol, "model": name, "fold": i, **sc}
+                                for i, sc in enumerate(fold_scores))
+            complete[(task, protocol, name)] = None
+            report.append(f"{task}/{protocol}/{name}: collected from its members, accuracy {row['accuracy_mean']:.4f}")
+    if not rows or out is None:
+        if not rows:
+            report.append(f"nothing complete in {parts_path} yet" if out is None
+                          else f"nothing complete in {parts_path}; {out} left as it was")
+        return None, report
+    latest = max(used, key=lambda f: f["date_utc"])
+    runs = {r["run_id"]: r for r in parts["runs"]}
+    used_runs = [runs[i] for i in dict.fromkeys(f["run_id"] for f in used) if i in runs]
+    settings = dict((used_runs[-1] if used_runs else {}).get("settings") or {})
+    settings.update(
+        tasks=[t for t in TASKS if any(k[0] == t for k in complete)],
+        protocols=[p for p in PROTOCOLS if any(k[1] == p for k in complete)],
+        models=[m for m in ALL_MODELS if any(k[2] == m for k in complete)],
+        folds=latest["setup"]["folds"],
+        command=" ".join(sys.argv),
+        collected_from=portable_path(parts_path),
+        models_settings={k: v for r in used_runs for k, v in r["settings"].get("models_settings", {}).items()},
+        fold_parts=[{k: f.get(k) for k in ("task", "protocol", "model", "fold", "device", "device_name",
+                                           "date_utc", "fit_time_s")}
+                    | {"git_commit": f["machine"].get("git_commit"),
+                       "command": runs.get(f["run_id"], {}).get("command")} for f in used],
+        # The folds' own time (fit and predict), run in several sittings.
+        total_time_s=sum(f["fit_time_s"] + f["predict_time_s"] for f in used),
+    )
+    new = {"machine": latest["machine"], "settings": settings, "results": rows, "folds": fold_entries}
+    out = Path(out)
+    payload = new
+    if out.is_file():
+        payload = merge_parts(json.loads(out.read_text(encoding="utf-8")), {**new, "results": [], "folds": []},
+                              redone=set(complete))
+        payload["settings"]["parts"][-1]["blocks_written"] = _part(new)["blocks_written"]
+        payload["results"] += rows
+        payload["folds"] += fold_entries
+    sort_rows(payload["results"])
+    flag_best(payload["results"])
+    write_json(out, payload)
+    print(markdown_table(payload))
+    return payload, report
+
+
+def portable_path(path):
+    """``path`` relative to the repository when it is inside it (no home folders in results)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path(__file__).resolve().parent.parent))
+    except ValueError:
+        return path.name
 
 
 def feature_cache_folder(choice):

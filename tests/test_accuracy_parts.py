@@ -1,0 +1,180 @@
+"""``benchmarks/accuracy.py`` in fold-level parts (issue 30: a grid too long
+for one sitting on the CPU): ``--only-folds`` writes some folds to a parts
+file, ``--collect-parts`` makes the rows of the complete sets. A grid run as
+two parts and collected must give the one-shot run's rows. Phantom images,
+32 px, a few epochs: this checks bookkeeping, not accuracy.
+"""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Three folds so that the parts are uneven (fold 0, then folds 1-2); the
+# ellipse lung region keeps --masking (its OOF arrays) without the segmenter.
+COMMON = ["--phantom", "--quick", "--folds", "3", "--models", "fnn,cnn,voting", "--tasks", "binary",
+          "--protocols", "image", "--masking", "--lung-region", "ellipse", "--threads", "default",
+          "--device", "cpu"]
+# What differs between two runs of the same folds: the clock and where it ran.
+TIMES = {"fit_time_total_s", "fit_time_per_fold_s", "predict_time_per_fold_s", "within_60_min",
+         "fit_time_s", "predict_time_s"}
+
+
+@pytest.fixture(scope="module")
+def accuracy():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import accuracy
+
+        yield accuracy
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def runs(accuracy, tmp_path_factory):
+    """The one-shot run, the same folds as two parts, and their collection."""
+    folder = tmp_path_factory.mktemp("parts")
+    one_shot = accuracy.main([*COMMON, "--out", str(folder / "full.json")])
+    parts = folder / "parts.json"
+    accuracy.main([*COMMON, "--only-folds", "0", "--parts", str(parts)])
+    before_second = json.loads(parts.read_text(encoding="utf-8"))
+    accuracy.main([*COMMON, "--only-folds", "1-2", "--parts", str(parts)])
+    collected = accuracy.main(["--collect-parts", str(parts), "--out", str(folder / "collected.json")])
+    return {"folder": folder, "one_shot": one_shot, "parts": parts, "before_second": before_second,
+            "collected": collected}
+
+
+def _key(row):
+    return row["task"], row["protocol"], row["model"], row.get("fold")
+
+
+def _figures(row):
+    """A row or fold row without its timings and devices."""
+    return {k: v for k, v in row.items()
+            if k not in TIMES and k not in {"device", "device_name", "date_utc", "fold_devices"}}
+
+
+def test_two_parts_collect_to_the_one_shot_rows(runs):
+    one_shot, collected = runs["one_shot"], runs["collected"]
+    assert [_key(r) for r in collected["results"]] == [_key(r) for r in one_shot["results"]]
+    for got, want in zip(collected["results"], one_shot["results"], strict=True):
+        assert _figures(got) == _figures(want), got["model"]
+        assert got["accuracy_mean"] == want["accuracy_mean"]
+        assert got["accuracy_std"] == want["accuracy_std"]
+    want_folds = {_key(f): _figures(f) for f in one_shot["folds"]}
+    assert {_key(f): _figures(f) for f in collected["folds"]} == want_folds
+    assert len(collected["folds"]) == len(one_shot["folds"]) == 3 * 3
+    # The rows list the device of each fold; the masking columns are there too.
+    cnn = next(r for r in collected["results"] if r["model"] == "cnn")
+    assert cnn["fold_devices"] == ["cpu (" + cnn["device_name"] + ")"] * 3
+    assert cnn["lungs_masked_balanced_accuracy"] is not None
+
+
+def test_parts_written_after_each_part_with_device_and_machine(runs):
+    first = runs["before_second"]
+    assert sorted((f["model"], f["fold"]) for f in first["folds"]) == [("cnn", 0), ("fnn", 0)]
+    parts = json.loads(runs["parts"].read_text(encoding="utf-8"))
+    assert len(parts["runs"]) == 2
+    for f in parts["folds"]:
+        assert f["device"] == "cpu"
+        assert f["device_name"] == f["machine"]["cpu_model"]
+        assert f["machine"]["date_utc"]
+
+
+def test_parts_use_the_full_runs_fold_split(accuracy, runs):
+    args = accuracy.parse_args(COMMON)
+    data = accuracy.Data(args)
+    idx, _ = accuracy.task_index(data.y, "binary")
+    splits = accuracy.make_splits(data.y[idx], data.groups[idx], "image", args.folds)
+    parts = json.loads(runs["parts"].read_text(encoding="utf-8"))
+    for f in parts["folds"]:
+        assert f["oof"]["test_index"] == splits[f["fold"]][1].tolist()
+        assert f["oof"]["y"] == data.y[idx][splits[f["fold"]][1]].tolist()
+
+
+def test_rerunning_a_fold_replaces_it(accuracy, runs, tmp_path):
+    parts = tmp_path / "parts.json"
+    shutil.copy(runs["parts"], parts)
+    old = json.loads(parts.read_text(encoding="utf-8"))
+    accuracy.main([*COMMON, "--models", "fnn", "--only-folds", "1", "--parts", str(parts)])
+    new = json.loads(parts.read_text(encoding="utf-8"))
+    keys = [_key(f) for f in new["folds"]]
+    assert len(keys) == len(set(keys)) == len(old["folds"]) == 6
+    rerun = [f for f in new["folds"] if f["run_id"] == new["runs"][-1]["run_id"]]
+    assert [_key(f) for f in rerun] == [("binary", "image", "fnn", 1)]
+    # Seeded: the rerun fold has the same figures, so the collected rows do not move.
+    collected = accuracy.main(["--collect-parts", str(parts), "--out", str(tmp_path / "out.json")])
+    assert [_figures(r) for r in collected["results"]] == [_figures(r) for r in runs["one_shot"]["results"]]
+
+
+def test_incomplete_set_is_reported_not_collected(accuracy, runs, tmp_path):
+    parts = json.loads(runs["parts"].read_text(encoding="utf-8"))
+    parts["folds"] = [f for f in parts["folds"] if not (f["model"] == "fnn" and f["fold"] == 2)]
+    path = tmp_path / "parts.json"
+    accuracy.dump_parts(path, parts)
+    payload, report = accuracy.collect_parts(path, tmp_path / "out.json")
+    assert [r["model"] for r in payload["results"]] == ["cnn"]  # voting needs fnn too
+    assert {f["model"] for f in payload["folds"]} == {"cnn"}
+    assert "binary/image/fnn: folds 2 of 3 missing; not collected" in report
+    assert "binary/image/voting: members fnn not complete; not collected" in report
+
+    parts["folds"] = [f for f in parts["folds"] if f["fold"] == 0]  # nothing complete
+    accuracy.dump_parts(path, parts)
+    payload, report = accuracy.collect_parts(path, tmp_path / "nothing.json")
+    assert payload is None
+    assert not (tmp_path / "nothing.json").exists()
+    assert "binary/image/cnn: folds 1, 2 of 3 missing; not collected" in report
+
+
+def test_folds_of_other_settings_are_not_collected(accuracy, runs, tmp_path):
+    parts = json.loads(runs["parts"].read_text(encoding="utf-8"))
+    for f in parts["folds"]:
+        if f["model"] == "cnn" and f["fold"] == 1:
+            f["setup"]["config"]["image_size"] = 64
+    path = tmp_path / "parts.json"
+    accuracy.dump_parts(path, parts)
+    payload, report = accuracy.collect_parts(path, tmp_path / "out.json")
+    assert [r["model"] for r in payload["results"]] == ["fnn"]
+    assert any(line.startswith("binary/image/cnn: folds [1] were run with other settings") for line in report)
+
+
+def test_collect_replaces_rows_and_keeps_the_others(accuracy, runs, tmp_path):
+    out = tmp_path / "accuracy.json"
+    old = json.loads((runs["folder"] / "full.json").read_text(encoding="utf-8"))
+    other = {**old["results"][0], "protocol": "patient", "accuracy_mean": 0.5}  # a row the parts do not make
+    old["results"].append(other)
+    old["folds"].append({"task": "binary", "protocol": "patient", "model": other["model"], "fold": 0})
+    out.write_text(json.dumps(old), encoding="utf-8")
+    merged = accuracy.main(["--collect-parts", str(runs["parts"]), "--out", str(out)])
+    keys = [_key(r) for r in merged["results"]]
+    assert len(keys) == len(set(keys)) == 4
+    assert _key(other) in keys
+    assert len(merged["folds"]) == 3 * 3 + 1
+    assert len(merged["settings"]["parts"]) == 2  # the one-shot run, then the collection
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert [_key(r) for r in written["results"]] == keys
+
+
+@pytest.mark.parametrize("text, folds", [("0", [0]), ("2-4", [2, 3, 4]), ("0, 3-4", [0, 3, 4])])
+def test_only_folds_parses(accuracy, text, folds):
+    assert accuracy.parse_only_folds(text, 5) == folds
+
+
+@pytest.mark.parametrize("text", ["5", "a", "", "1-x"])
+def test_only_folds_rejects_what_is_not_a_fold(accuracy, text):
+    with pytest.raises(SystemExit, match="--only-folds"):
+        accuracy.parse_only_folds(text, 5)
+
+
+def test_only_folds_rows_are_complete_in_the_parts_file(runs):
+    parts = json.loads(runs["parts"].read_text(encoding="utf-8"))
+    for f in parts["folds"]:
+        n = f["n_test"]
+        assert np.asarray(f["oof"]["proba"]).shape == (n, 2)
+        assert np.asarray(f["oof"]["proba_lungs"]).shape == (n, 2)
+        assert len(f["oof"]["answer"]) == n
