@@ -210,7 +210,11 @@ def _read_weights(path, expected_sha256=None):
             f"Lung segmenter weights file {name!r} is not a valid safetensors file "
             f"(damaged or truncated?): {exc}"
         ) from exc
-    net = LungUNet()
+    # The initial weights are overwritten at once: draw them from a forked
+    # generator, so that loading the segmenter (now inside every classifier's
+    # predict_with_abstention) leaves the user's global torch RNG alone.
+    with torch.random.fork_rng(devices=[]):
+        net = LungUNet()
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

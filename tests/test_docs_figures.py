@@ -443,6 +443,18 @@ FIGURES = [
     Figure("docs/segmentation.rst", "its cross-validated mean Dice, {}, fell short",
            "lung_segmenter_cv_zoomout.json",
            lambda d: row(d, region="segmenter")["dice_mean"], _f(".3f")),
+    # docs/ood.rst: the lung check (issue 25)
+    Figure("docs/ood.rst", "flagged only {} % of rotated darkcovidnet X-rays and {} % of ``lfw_subset`` faces",
+           "new_hospital_before_lung_check.json",
+           lambda d: (100 * row(d, key="not_a_chest_xray", model="cnn")["rotated_90"]["uncertain"],
+                      100 * row(d, key="not_a_chest_xray", model="cnn")["lfw_subset"]["uncertain"]), _f(".1f")),
+    Figure("docs/ood.rst", "the rule fails {} % of the 1,124 darkcovidnet images, and {} % and {} % of them "
+           "rotated by 90 and 270 degrees; it fails only {} % of them upside down",
+           "gross_errors_segmenter.json",
+           lambda d: (100 * row(d, set="darkcovidnet, all")["flagged_lungs_side_by_side"],
+                      100 * row(d, set="darkcovidnet rotated 90 degrees")["flagged_lungs_side_by_side"],
+                      100 * row(d, set="darkcovidnet rotated 270 degrees")["flagged_lungs_side_by_side"],
+                      100 * row(d, set="darkcovidnet upside down")["flagged_lungs_side_by_side"]), _f(".1f")),
     # docs/new_hospital.rst: the larger labelled reference
     Figure("docs/new_hospital.rst", "The CNN's detector flags {} % of held-out patients and 100 % of the "
            "pictures and faces, {} % of the rotated X-rays ({} % of Hannover); the FNN's {} % of held-out "

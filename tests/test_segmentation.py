@@ -244,3 +244,12 @@ def test_lung_layout_arguments_are_checked():
         lung_layout(np.zeros((1, 8, 8)), masks=np.zeros((1, 8, 8), dtype=bool))
     with pytest.raises(ValueError, match="masks must be a boolean"):
         lung_layout(masks=np.zeros((1, 8, 8)))
+
+
+def test_loading_the_segmenter_leaves_the_global_torch_rng_alone(monkeypatch, phantoms):
+    import torch
+
+    monkeypatch.setattr(segmentation, "_CACHE", {})
+    before = torch.get_rng_state().clone()
+    lung_layout(phantoms[0][:2])
+    assert torch.equal(torch.get_rng_state(), before)
