@@ -47,6 +47,7 @@ its table::
 """
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -178,13 +179,31 @@ def gross_errors(X_held_out, size, seed):
     }
 
 
+def without_lung_check(model):
+    """The same fitted model, its detector's lung layout check switched off (the distance alone)."""
+    plain = copy.copy(model)
+    plain.ood_ = copy.copy(model.ood_)
+    plain.ood_.lung_check_ = False
+    return plain
+
+
+def _uncertain(model, X):
+    return float(np.mean(model.predict_with_abstention(X) == "uncertain"))
+
+
 def gross_error_rates(model, X_held_out, size, seed):
     """Share flagged "uncertain", share out of distribution (``ood_score > 1``) and AUROC per set.
 
     The AUROC is that of ``ood_score`` between the held-out patients and the set.
+    ``uncertain_without_lung_check`` is the same model with its detector's lung
+    check off (the feature distance alone), and ``lung_layout_fails`` the share
+    that :func:`skxray.segmentation.lung_layout` fails: what each part adds.
     """
     from sklearn.metrics import roc_auc_score
 
+    from skxray.segmentation import lung_layout
+
+    plain = without_lung_check(model)
     out = {}
     sets = {"held_out": np.asarray(X_held_out, dtype=np.float32),
             **gross_errors(X_held_out, size, seed)}
@@ -194,8 +213,10 @@ def gross_error_rates(model, X_held_out, size, seed):
         held_scores = scores if held_scores is None else held_scores
         out[name] = {
             "n": len(X),
-            "uncertain": float(np.mean(model.predict_with_abstention(X) == "uncertain")),
+            "uncertain": _uncertain(model, X),
             "out_of_distribution": float(np.mean(scores > 1.0)),
+            "uncertain_without_lung_check": _uncertain(plain, X),
+            "lung_layout_fails": float(np.mean(~lung_layout(X).passes)),
         }
         if name != "held_out":
             truth = np.r_[np.zeros(len(held_scores)), np.ones(len(scores))]
@@ -647,6 +668,7 @@ def measure(name, args, bunch, external_paths, split):
     auroc_pneumonia = roc_summary(scores_in, model.ood_score(X[pneumonia]))[0]
     predicted = model.predict(X_ext)
     answered = answers["hannover"] != "uncertain"
+    plain = without_lung_check(model)
     row = {
         "model": name,
         "image_size": size,
@@ -654,6 +676,11 @@ def measure(name, args, bunch, external_paths, split):
         "abstained_held_out": float(np.mean(answers["held_out"] == "uncertain")),
         "abstained_pneumonia": float(np.mean(answers["pneumonia"] == "uncertain")),
         "abstained_hannover": float(np.mean(~answered)),
+        "lung_check": bool(model.ood_.lung_check_),
+        "lung_check_pass_rate_validation": model.ood_.lung_check_pass_rate_,
+        "abstained_held_out_without_lung_check": _uncertain(plain, X[test]),
+        "abstained_pneumonia_without_lung_check": _uncertain(plain, X[pneumonia]),
+        "abstained_hannover_without_lung_check": _uncertain(plain, X_ext),
         "ood_score_auroc_hannover_vs_held_out": auroc,
         "ood_score_auroc_pneumonia_vs_held_out": auroc_pneumonia,
         **points,

@@ -8,6 +8,7 @@ are Binomial(40, 0.05) under a calibrated test; more than 6 rejections has
 probability < 0.005. The data are seeded, so each test is deterministic.
 """
 
+import copy
 import json
 from dataclasses import replace
 from functools import partial
@@ -285,6 +286,61 @@ def test_every_classifier_flags_what_is_not_a_chest_xray(name, train, held_out):
     assert rates["inverted"] >= 0.95 and rates["rotated"] >= 0.95
     # 100 held-out phantoms at an aimed 5 %: more than 15 has probability < 0.001.
     assert rates["held_out"] <= 0.15
+
+
+# ------------------------------------------------------------ the lung layout check
+def test_lung_check_adds_the_layout_score_to_the_images_outside_the_rule(train, held_out):
+    from skxray.segmentation import lung_layout
+
+    X, y = train
+    det = OODDetector(features="image", lung_check=True, random_state=0).fit(X[:100], y[:100])
+    assert det.lung_check_ and det.lung_check_pass_rate_ >= 0.95
+    X_in = held_out[0][:40]
+    mixed = np.concatenate([X_in, np.rot90(X_in, 1, axes=(1, 2)), np.zeros_like(X_in[:2])])
+    off = copy.copy(det)
+    off.lung_check_ = False
+    layout = lung_layout(mixed).score
+    expected = np.where(layout > 1, np.maximum(off.ood_score(mixed), layout), off.ood_score(mixed))
+    np.testing.assert_array_equal(det.ood_score(mixed), expected)
+    assert (layout > 1).sum() >= 40  # the rotated phantoms and the blank images fail the rule
+    # predict, decision_function and score_samples stay consistent (OutlierMixin).
+    np.testing.assert_array_equal(det.predict(mixed) == -1, det.ood_score(mixed) > det.threshold_)
+    np.testing.assert_allclose(det.decision_function(mixed), det.score_samples(mixed) - det.offset_)
+
+
+def test_lung_check_is_off_when_the_training_images_fail_it():
+    noise = np.random.default_rng(0).random((30, 32, 32)).astype(np.float32)
+    with pytest.warns(UserWarning, match="lung layout check"):
+        det = OODDetector(features="image", lung_check=True, random_state=0).fit(noise)
+    assert not det.lung_check_ and det.lung_check_pass_rate_ < 0.95
+    plain = OODDetector(features="image", random_state=0).fit(noise)
+    np.testing.assert_array_equal(det.ood_score(noise[:5]), plain.ood_score(noise[:5]))
+    assert not plain.lung_check_ and plain.lung_check_pass_rate_ is None
+
+
+def test_lung_check_needs_the_mahalanobis_distance(train):
+    X, _ = train
+    with pytest.raises(ValueError, match="lung_check=True needs method='mahalanobis'"):
+        OODDetector(method="energy", estimator=None, lung_check=True).fit(X[:20])
+
+
+def test_the_classifiers_detector_keeps_its_lung_check_through_save_and_load(cnn, tmp_path):
+    assert cnn.ood_.lung_check and cnn.ood_.lung_check_
+    loaded = skxray.load(cnn.save(tmp_path / "m"))
+    assert loaded.ood_.lung_check_ and loaded.ood_.lung_check_pass_rate_ == cnn.ood_.lung_check_pass_rate_
+    # A model saved before the check has none, and scores as before it.
+    folder = cnn.save(tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("lung_check_", "lung_check_pass_rate_"):
+        del config["ood"][key]
+    del config["ood"]["params"]["lung_check"]
+    (folder / "config.json").write_text(json.dumps(config))
+    old = skxray.load(folder)
+    assert not old.ood_.lung_check_ and not old.ood_.lung_check
+    blank = np.zeros((3, SIZE, SIZE), dtype=np.float32)
+    off = copy.copy(cnn.ood_)
+    off.lung_check_ = False
+    np.testing.assert_array_equal(old.ood_score(blank), off.ood_score(blank))
 
 
 # ------------------------------------------------------------ features computed once

@@ -142,6 +142,11 @@ def _hannover_image_rejections(data, batch_size):
     return round(r["n_batches"] * r["image_rejected_at_0.01_bbse_matched"]), r["n_batches"]
 
 
+def _gross(data, model, name):
+    """One set of new_hospital.json's not-a-chest-X-ray rates."""
+    return row(data, key="not_a_chest_xray", model=model)[name]
+
+
 def _families(data, model):
     """The acquisition-family section of ``model``: new_hospital.json's when it has one (the
     docs table shows that one too), else that of ``data``, new_hospital_families.json."""
@@ -503,6 +508,49 @@ FIGURES = [
     Figure("docs/segmentation.rst", "{} of the {} NIH masks that fail the plausibility check, drawn at random",
            "lung_segmenter_eval.json",
            lambda d: (d["settings"]["implausible_gallery_tiles"], len(d["implausible_nih"])), str),
+    # docs/ood.rst: the lung check (issue 25)
+    Figure("docs/ood.rst", "flagged only {} % of rotated darkcovidnet X-rays and {} % of ``lfw_subset`` faces",
+           "new_hospital_before_lung_check.json",
+           lambda d: (100 * row(d, key="not_a_chest_xray", model="cnn")["rotated_90"]["uncertain"],
+                      100 * row(d, key="not_a_chest_xray", model="cnn")["lfw_subset"]["uncertain"]), _f(".1f")),
+    Figure("docs/ood.rst", "the rule fails {} % of the 1,124 darkcovidnet images, and {} % and {} % of them "
+           "rotated by 90 and 270 degrees; it fails only {} % of them upside down",
+           "gross_errors_segmenter.json",
+           lambda d: (100 * row(d, set="darkcovidnet, all")["flagged_lungs_side_by_side"],
+                      100 * row(d, set="darkcovidnet rotated 90 degrees")["flagged_lungs_side_by_side"],
+                      100 * row(d, set="darkcovidnet rotated 270 degrees")["flagged_lungs_side_by_side"],
+                      100 * row(d, set="darkcovidnet upside down")["flagged_lungs_side_by_side"]), _f(".1f")),
+    # docs/new_hospital.rst: the lung check's share of the per-image flags (issue 25)
+    Figure("docs/new_hospital.rst", "(CNN and FNN; {} % and {} % by the distance alone: the lung check fails {} % "
+           "of them)", "new_hospital.json",
+           lambda d: (100 * _gross(d, "cnn", "rotated_90")["uncertain_without_lung_check"],
+                      100 * _gross(d, "fnn", "rotated_90")["uncertain_without_lung_check"],
+                      100 * _gross(d, "cnn", "rotated_90")["lung_layout_fails"]), _f(".1f")),
+    Figure("docs/new_hospital.rst", "The CNN flags {} % of the 200 ``lfw_subset`` images (100 faces, 100 non-face "
+           "patches; {} % without the lung check), {} % of the X-rays upside down", "new_hospital.json",
+           lambda d: (100 * _gross(d, "cnn", "lfw_subset")["uncertain"],
+                      100 * _gross(d, "cnn", "lfw_subset")["uncertain_without_lung_check"],
+                      100 * _gross(d, "cnn", "upside_down")["uncertain"]), _f(".1f")),
+    Figure("docs/new_hospital.rst", "the FNN {} % ({} %), {} % and {} %.", "new_hospital.json",
+           lambda d: (100 * _gross(d, "fnn", "lfw_subset")["uncertain"],
+                      100 * _gross(d, "fnn", "lfw_subset")["uncertain_without_lung_check"],
+                      100 * _gross(d, "fnn", "upside_down")["uncertain"],
+                      100 * _gross(d, "fnn", "tiny_crops")["uncertain"]), lambda v: f"{v:.1f}".replace("100.0", "100")),
+    Figure("docs/new_hospital.rst", "the FNN's {} % at {} % ({} % and {} % without its lung check, below)",
+           "new_hospital.json",
+           lambda d: (100 * row(d, model="fnn")["abstained_hannover"], 100 * row(d, model="fnn")["abstained_held_out"],
+                      100 * row(d, model="cnn")["abstained_hannover_without_lung_check"],
+                      100 * row(d, model="fnn")["abstained_hannover_without_lung_check"]), _f(".1f")),
+    Figure("docs/new_hospital.rst", "CNN {} / {} / {} / {} %, FNN {} / {} / {} / {} %. The CNN of the previous run",
+           "new_hospital.json",
+           lambda d: tuple(100 * row(d, key="shift_test", model=m, batches_from=f"held_out_{b}", batch_size=40)
+                           ["within_10_points_bbse"] for m in ("cnn", "fnn")
+                           for b in ("covid_0pct", "covid_50pct", "covid_100pct", "training_share")), _f(".0f")),
+    Figure("docs/new_hospital.rst", "reached {} / {} / {} / {} %: with 9 COVID-19 images",
+           "new_hospital_before_lung_check.json",
+           lambda d: tuple(100 * row(d, key="shift_test", model="cnn", batches_from=f"held_out_{b}", batch_size=40)
+                           ["within_10_points_bbse"]
+                           for b in ("covid_0pct", "covid_50pct", "covid_100pct", "training_share")), _f(".0f")),
     # docs/new_hospital.rst: the larger labelled reference
     Figure("docs/new_hospital.rst", "The CNN's detector flags {} % of held-out patients and 100 % of the "
            "pictures and faces, {} % of the rotated X-rays ({} % of Hannover); the FNN's {} % of held-out "

@@ -14,6 +14,7 @@ each test is deterministic; the tolerance says how unlikely a pass by luck of
 the seed would be for a detector that is no better than the bound.
 """
 
+import copy
 import pickle
 from functools import partial
 
@@ -44,6 +45,13 @@ SIZE = 32
 def flagged(detector, X):
     """scikit-learn's outlier convention: predict gives -1 for an outlier."""
     return detector.predict(X) == -1
+
+
+def clone_without_lung_check(detector):
+    """The same fitted detector with its lung layout check switched off."""
+    other = copy.copy(detector)
+    other.lung_check_ = False
+    return other
 
 
 tiny_cnn = partial(_helpers.tiny_cnn, max_epochs=5)
@@ -563,3 +571,25 @@ def test_hannover_a_hospital_never_trained_on(darkcovidnet):
     assert abstain_ext >= 0.1 and abstain_ext >= 4 * abstain_held
     assert np.mean(np.asarray(p_ext) < 0.01) >= 0.9
     assert false_alarms <= 6 / 40
+
+
+@pytest.mark.realdata
+def test_darkcovidnet_rotated_xrays_are_flagged_by_the_lung_check(darkcovidnet):
+    # Issue 25: at least 95 % of 90-degree-rotated held-out X-rays flagged;
+    # the lung layout check (two lungs side by side) is what catches them
+    # where the classifier's features do not.
+    from skxray.segmentation import lung_layout
+
+    clf, X_test, _, _ = darkcovidnet
+    assert clf.ood_.lung_check_ and clf.ood_.lung_check_pass_rate_ >= 0.95
+    rotated = np.rot90(X_test, 1, axes=(-2, -1)).copy()
+    layout_fails = ~lung_layout(rotated).passes
+    with_check = flagged(clf.ood_, rotated)
+    without = clone_without_lung_check(clf.ood_).ood_score(rotated) > 1.0
+    print(
+        f"darkcovidnet 64 px rotated 90 degrees: flagged {with_check.mean():.1%} with the lung check, "
+        f"{without.mean():.1%} without; the layout alone fails {layout_fails.mean():.1%}; upright held-out "
+        f"layout fails {np.mean(~lung_layout(X_test).passes):.1%}"
+    )
+    np.testing.assert_array_equal(with_check, without | layout_fails)
+    assert with_check.mean() >= 0.95

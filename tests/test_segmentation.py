@@ -16,9 +16,11 @@ from skxray import make_phantom_cxr, segmentation
 from skxray.explain import central_lung_mask
 from skxray.preprocessing import LungCrop, LungFieldMask
 from skxray.segmentation import (
+    LAYOUT_SCORE_CAP,
     LungWeightsError,
     file_sha256,
     load_lung_segmenter,
+    lung_layout,
     lung_masks,
     packaged_weights_path,
     region_description,
@@ -180,3 +182,74 @@ def test_a_copy_of_the_weights_loads_and_agrees(tmp_path, phantoms):
 def test_bad_threshold(threshold):
     with pytest.raises(ValueError, match="threshold must be a float in"):
         segment_lungs(np.zeros((1, 8, 8)), threshold=threshold)
+
+
+# ------------------------------------------------------------ lung layout (issue 25)
+def _two_lungs(share=0.3, ratio=1.0, upright=True, size=64):
+    """A mask of two rectangles side by side (or one above the other), of a given total share and area ratio."""
+    mask = np.zeros((size, size), dtype=bool)
+    total = share * size * size
+    small = total / (1 + ratio)
+    big = total - small
+    h = size // 2
+    for area, lo in ((big, 2), (small, size // 2 + 2)):
+        w = max(1, int(round(area / h)))
+        if upright:
+            mask[size // 4 : size // 4 + h, lo : lo + w] = True
+        else:
+            mask[lo : lo + w, size // 4 : size // 4 + h] = True
+    return mask
+
+
+def test_lung_layout_passes_two_lungs_side_by_side():
+    layout = lung_layout(masks=np.stack([_two_lungs(), _two_lungs(share=0.12, ratio=2.5)]))
+    assert layout.passes.all() and (layout.n_parts == 2).all() and layout.side_by_side.all()
+    np.testing.assert_allclose(layout.lung_share, [0.3, 0.12], atol=0.01)
+    assert (layout.score < 1).all()
+
+
+@pytest.mark.parametrize(
+    "mask, term",
+    [
+        (_two_lungs(upright=False), "one above the other"),
+        (_two_lungs(share=0.05), "too small a share"),
+        (_two_lungs(share=0.85), "too large a share"),
+        (_two_lungs(ratio=5.0), "one lung 5 times the other"),
+    ],
+)
+def test_lung_layout_fails_what_is_not_two_lungs_side_by_side(mask, term):
+    layout = lung_layout(masks=mask[None])
+    assert not layout.passes[0] and layout.score[0] > 1, term
+
+
+def test_lung_layout_without_two_parts_scores_the_cap():
+    one = np.zeros((1, 64, 64), dtype=bool)
+    one[0, 10:40, 10:30] = True
+    for masks in (one, np.zeros((1, 64, 64), dtype=bool)):
+        layout = lung_layout(masks=masks)
+        assert layout.score[0] == LAYOUT_SCORE_CAP and not layout.passes[0]
+
+
+def test_lung_layout_of_phantoms_from_their_images(phantoms):
+    X, _ = phantoms
+    layout = lung_layout(X)
+    assert layout.passes.all()
+    np.testing.assert_array_equal(layout.score, lung_layout(masks=segment_lungs(X)).score)
+
+
+def test_lung_layout_arguments_are_checked():
+    with pytest.raises(ValueError, match="either X"):
+        lung_layout()
+    with pytest.raises(ValueError, match="either X"):
+        lung_layout(np.zeros((1, 8, 8)), masks=np.zeros((1, 8, 8), dtype=bool))
+    with pytest.raises(ValueError, match="masks must be a boolean"):
+        lung_layout(masks=np.zeros((1, 8, 8)))
+
+
+def test_loading_the_segmenter_leaves_the_global_torch_rng_alone(monkeypatch, phantoms):
+    import torch
+
+    monkeypatch.setattr(segmentation, "_CACHE", {})
+    before = torch.get_rng_state().clone()
+    lung_layout(phantoms[0][:2])
+    assert torch.equal(torch.get_rng_state(), before)

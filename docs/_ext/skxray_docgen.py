@@ -492,14 +492,17 @@ def _new_hospital_gross_table(rows, path, settings):
         cells = []
         for k in sets:
             cell = _pct(r[k]["uncertain"])
+            if "uncertain_without_lung_check" in r[k]:
+                cell += f" (without the lung check {_pct(r[k]['uncertain_without_lung_check'])})"
             if k in old:
-                cell += f" (before {_pct(old[k]['uncertain'])})"
+                cell += f" (before issue 25 {_pct(old[k]['uncertain'])})"
             if "ood_score_auroc_vs_held_out" in r[k]:
                 cell += f"; AUROC {r[k]['ood_score_auroc_vs_held_out']:.3f}"
             cells.append(cell)
         table.append([r["model"].upper()] + cells)
-    return ["Not a chest X-ray: share answered \"uncertain\" and, where measured, the AUROC of "
-            "``ood_score`` against held-out patients (n images per set in the result file):",
+    return ["Not a chest X-ray: share answered \"uncertain\", the same model without its detector's "
+            "lung check, and, where measured, the AUROC of ``ood_score`` against held-out patients "
+            "(n images per set in the result file):",
             ""] + _list_table(["model"] + [k.replace("_", " ") for k in sets], table)
 
 

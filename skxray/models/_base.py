@@ -367,7 +367,10 @@ COMMON_PARAMETERS_DOC = """\
         (CNN, FNN) or of the embedding and the descriptor (ResNet-50), its
         threshold calibrated on the validation split at the 0.95 quantile,
         and the validation images' features kept as the reference of
-        :func:`skxray.ood.shift_test`. It costs one more pass over the
+        :func:`skxray.ood.shift_test`. It also flags images whose lungs, as
+        skxray's lung segmenter finds them, are not two lungs side by side
+        (``lung_check``: rotated X-rays, faces, photographs), provided the
+        validation images pass that check. It costs one more pass over the
         training images and is used by :meth:`predict_with_abstention` and
         :meth:`ood_score`. Needs at least 10 training images (``ood_`` is
         None below). At a hospital it never saw, the default CNN's
