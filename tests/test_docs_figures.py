@@ -546,7 +546,7 @@ FIGURES = [
            lambda d: tuple(100 * row(d, key="shift_test", model=m, batches_from=f"held_out_{b}", batch_size=40)
                            ["within_10_points_bbse"] for m in ("cnn", "fnn")
                            for b in ("covid_0pct", "covid_50pct", "covid_100pct", "training_share")), _f(".0f")),
-    Figure("docs/new_hospital.rst", "reached {} / {} / {} / {} %: with 9 COVID-19 images",
+    Figure("docs/new_hospital.rst", "reached {} / {} / {} / {} %. That run's own commit",
            "new_hospital_before_lung_check.json",
            lambda d: tuple(100 * row(d, key="shift_test", model="cnn", batches_from=f"held_out_{b}", batch_size=40)
                            ["within_10_points_bbse"]
