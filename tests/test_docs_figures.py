@@ -551,6 +551,14 @@ FIGURES = [
            lambda d: tuple(100 * row(d, key="shift_test", model="cnn", batches_from=f"held_out_{b}", batch_size=40)
                            ["within_10_points_bbse"]
                            for b in ("covid_0pct", "covid_50pct", "covid_100pct", "training_share")), _f(".0f")),
+    # CHANGELOG: the shift test's first figures, from the run without groups
+    Figure("CHANGELOG.md", "10 points in {} % of the CNN's COVID-19-only batches of 40", "new_hospital_split_by_image.json",
+           lambda d: 100 * row(d, key="shift_test", model="cnn", batches_from="held_out_covid_100pct",
+                               batch_size=40)["within_10_points_bbse"], _f(".0f")),
+    Figure("CHANGELOG.md", "40: log-loss {} to {}, `new_hospital_split_by_image.json`", "new_hospital_split_by_image.json",
+           lambda d: tuple(row(d, key="prior_adaptation", model="cnn", batches_from="held_out_covid_100pct",
+                               batch_size=40)[k] for k in ("log_loss_as_given", "log_loss_adapted_to_estimate")),
+           _f(".2f")),
     # docs/new_hospital.rst: the larger labelled reference
     Figure("docs/new_hospital.rst", "The CNN's detector flags {} % of held-out patients and 100 % of the "
            "pictures and faces, {} % of the rotated X-rays ({} % of Hannover); the FNN's {} % of held-out "
