@@ -41,8 +41,8 @@ from skxray._atomic import atomic_write_many, exclusive_lock
 from skxray._data import BatchIterator, private_generator_iterator
 from skxray._utils import dumps_json
 from skxray._version import __version__
+from skxray.models import _precision
 from skxray.models._distributed import TrainingNet
-from skxray.models._precision import bf16_supported
 from skxray.models._registry import CLASSIFIERS
 
 __all__ = ["save_model", "load"]
@@ -245,7 +245,7 @@ def load(path, *, feature_cache_dir=None, checkpoint_dir=None):
         module=module,
         criterion=nn.Identity,
         device="cpu",
-        autocast_dtype=torch.bfloat16 if estimator.amp_ and bf16_supported("cpu") else None,
+        autocast_dtype=torch.bfloat16 if estimator.amp_ and _precision.bf16_supported("cpu") else None,
         batch_size=estimator.batch_size,
         # Arrays predict in whole batches, as the fitted net did.
         iterator_valid=BatchIterator,
