@@ -1,5 +1,10 @@
 """Inputs and checks shared by several test files (imported as ``_helpers``)."""
 
+import importlib
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
 import numpy as np
 
 #: The first bytes of each image format skxray reads: random bytes after a
@@ -117,3 +122,14 @@ WEIGHTS_ARE_NOT_REPEATS = (
     "dropout mask and moves the batch statistics, where a weight does none of these; "
     "tests/test_model_conventions.py checks the equivalence in one deterministic full batch"
 )
+
+
+@contextmanager
+def benchmark_module(name):
+    """``benchmarks/<name>.py`` imported for a test, with ``benchmarks/`` on ``sys.path`` only meanwhile."""
+    folder = str(Path(__file__).resolve().parent.parent / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)

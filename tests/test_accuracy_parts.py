@@ -7,9 +7,9 @@ two parts and collected must give the one-shot run's rows. Phantom images,
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
+import _helpers
 import numpy as np
 import pytest
 
@@ -26,13 +26,8 @@ TIMES = {"fit_time_total_s", "fit_time_per_fold_s", "predict_time_per_fold_s", "
 
 @pytest.fixture(scope="module")
 def accuracy():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import accuracy
-
-        yield accuracy
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    with _helpers.benchmark_module("accuracy") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")

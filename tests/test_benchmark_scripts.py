@@ -5,9 +5,9 @@ and the results the documentation shows. No model is trained here.
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import _helpers
 import numpy as np
 import pytest
 
@@ -16,13 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def accuracy():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import accuracy
-
-        yield accuracy
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    with _helpers.benchmark_module("accuracy") as module:
+        yield module
 
 
 GPU_GRID = ROOT / "benchmarks" / "results" / "gpu" / "accuracy_px256.json"
@@ -114,13 +109,8 @@ def test_darkcovidnet_paper_row_is_the_library_preset(accuracy):
 
 @pytest.fixture(scope="module")
 def lung_eval():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import lung_segmenter_eval
-
-        yield lung_segmenter_eval
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    with _helpers.benchmark_module("lung_segmenter_eval") as module:
+        yield module
 
 
 def _two_lungs(left_w=20, right_w=20, size=128):
