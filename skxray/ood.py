@@ -957,7 +957,9 @@ class OODDetector(OutlierMixin, BaseEstimator):
         """
         self._check_params()
         self.features_ = self._resolve_features()
-        self.lung_check_ = False  # set at the end, from the images of fit
+        # The layout scores come with the features, in the same pass; whether the
+        # check stays on is decided at the end, from the images of fit.
+        self.lung_check_ = bool(self.lung_check)
         source = _Source.from_X(X, self.estimator)
         n = len(source)
         if n < MIN_SAMPLES:
@@ -974,13 +976,14 @@ class OODDetector(OutlierMixin, BaseEstimator):
         if _uses_descriptor(self.features_):
             self._descriptor = _fit_descriptor(source, np.arange(n), rng)
         raw = self._raw_features(source, X)
+        layout = raw.pop("lungs", ())
         everyone = np.arange(n)
         labels = None if y is None else _ReferenceLabels(np.unique(y), self._estimator_proba(X, np.unique(y)))
         # The images of fit are held out by contract, so they are the reference.
         self._fit_from_raw(
             raw, codes, {name: everyone for name in raw}, rng, reference=everyone, labels=labels
         )
-        self._calibrate_lung_check(_lung_scores(source) if self.lung_check else ())
+        self._calibrate_lung_check(layout)
         return self
 
     def _estimator_proba(self, X, classes):
@@ -1330,6 +1333,7 @@ def _fit_for_classifier(clf, dataset, y_enc, valid_idx, rng, train_embeddings=No
     source = _Source(dataset, clf.batch_size)
     detector._descriptor = _fit_descriptor(source, everyone, rng)
     if train_embeddings is None or "embedding" not in detector.features_:
+        detector.lung_check_ = True  # its scores come with the features, in the same pass
         raw = detector._raw_features(source, None)
     else:
         X = getattr(dataset, "X", None)
@@ -1342,6 +1346,7 @@ def _fit_for_classifier(clf, dataset, y_enc, valid_idx, rng, train_embeddings=No
             "embedding": np.asarray(train_embeddings, dtype=np.float64),
             "image": np.concatenate([detector._descriptor.transform(x) for x in images]),
         }
+    layout = raw.pop("lungs", None)
     eligible = {name: (valid_idx if held_out and name in _NETWORK_BLOCKS else everyone) for name in raw}
     labels = None
     if held_out:
@@ -1355,7 +1360,11 @@ def _fit_for_classifier(clf, dataset, y_enc, valid_idx, rng, train_embeddings=No
     )
     # The lung check is calibrated on the images the threshold is: the
     # validation images when there are some.
-    detector._calibrate_lung_check(_lung_scores(source, valid_idx if held_out else None))
+    if layout is None:
+        layout = _lung_scores(source, valid_idx if held_out else None)
+    elif held_out:
+        layout = layout[valid_idx]
+    detector._calibrate_lung_check(layout)
     return detector
 
 
