@@ -101,6 +101,23 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
+#: The instruction-set extensions that change which float kernels torch runs on a CPU
+#: (and so, over many epochs, which model the same seed trains): recorded per run.
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def _cpu_simd():
+    """The :data:`SIMD_FLAGS` this CPU has (from /proc/cpuinfo; None where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in SIMD_FLAGS if f in have]
+    except OSError:
+        pass
+    return None
+
+
 def _version(module_name):
     try:
         module = __import__(module_name)
@@ -133,6 +150,7 @@ def machine_info(device="cpu"):
         "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "platform": platform.platform(),
         "cpu_model": _cpu_model(),
+        "cpu_simd": _cpu_simd(),
         "cpu_logical_cores": psutil.cpu_count(logical=True),
         "cpu_physical_cores": psutil.cpu_count(logical=False),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),

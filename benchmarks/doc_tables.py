@@ -131,7 +131,7 @@ _SETTINGS = (
 )
 #: Machine facts worth a line.
 _MACHINE = (
-    "date_utc", "cpu_model", "cpu_logical_cores", "memory_gib", "device", "gpu", "python",
+    "date_utc", "cpu_model", "cpu_simd", "cpu_logical_cores", "memory_gib", "device", "gpu", "python",
     "torch", "torchvision", "skorch", "sklearn", "numpy", "skxray", "git_commit",
 )
 

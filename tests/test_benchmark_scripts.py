@@ -155,3 +155,21 @@ def test_lung_eval_caption_never_rounds_a_failing_share_up(lung_eval):
     assert lung_eval._caption(check) == "0.199"
     assert lung_eval._caption({**check, "n_parts": 1, "left_right_ratio": None}) == "0.199, 1 part"
     assert lung_eval._caption({**check, "left_right_ratio": 2.46}) == "0.199, L/R 2.5"
+
+
+def test_machine_info_records_the_cpu_instruction_sets(monkeypatch, tmp_path):
+    # The same seed trains another model on a CPU with other float kernels
+    # (issue 25: AVX2 vs AVX-512), so every result file says which it ran on.
+    with _helpers.benchmark_module("_common") as common:
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text("model name : X\nflags : fpu sse avx2 avx512f avx512_bf16\n")
+        real = common.Path
+
+        def fake(path, *a, **k):
+            return cpuinfo if str(path) == "/proc/cpuinfo" else real(path, *a, **k)
+
+        monkeypatch.setattr(common, "Path", fake)
+        assert common._cpu_simd() == ["avx2", "avx512f", "avx512_bf16"]
+        monkeypatch.setattr(common, "Path", real)
+        simd = common.machine_info()["cpu_simd"]
+        assert simd is None or set(simd) <= set(common.SIMD_FLAGS)
