@@ -112,12 +112,16 @@ def _print_unreadable(unreadable):
 def _per_image_line(rows):
     """What the per-image columns say, as what they are: one image at a time, not the batch."""
     uncertain = sum(r["answer"] == "uncertain" for r in rows)
-    flagged = sum(bool(r["out_of_distribution"]) for r in rows)
+    reasons = [r.get("reason", "") for r in rows]
+    by_lungs = sum("lung check" in r for r in reasons)
+    by_distance = sum("distance" in r for r in reasons)
+    low = sum(r == "low confidence" for r in reasons)
     return (
-        f"Per image: {uncertain} of {len(rows)} answered 'uncertain' ({flagged} out of distribution for "
-        "the model's detector, the rest below min_confidence). Each flag is about one image (a picture "
-        "that is not a chest X-ray, an inverted or rotated film); an unflagged image is not validated "
-        "when the shift test says the images differ."
+        f"Per image: {uncertain} of {len(rows)} answered 'uncertain': {by_lungs} failed the lung check "
+        f"(no two lungs of an upright frontal chest X-ray), {by_distance} are unlike the training images "
+        f"(distance beyond the detector's threshold), {low} only below min_confidence. Each flag is "
+        "about one image (a picture that is not a chest X-ray, an inverted or rotated film); an "
+        "unflagged image is not validated when the shift test says the images differ."
     )
 
 
@@ -156,7 +160,7 @@ def _print_predictions(result, *, as_json):
         return
     headers = ["image", "label", "probability"]
     if "answer" in rows[0]:
-        headers += ["out_of_distribution", "ood_distance", "answer"]
+        headers += ["out_of_distribution", "ood_distance", "answer", "reason"]
     _print_table([[r[h] if not isinstance(r[h], float) else f"{r[h]:.3f}" for h in headers] for r in rows], headers)
     if "answer" in rows[0]:
         print(_per_image_line(rows))

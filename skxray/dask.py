@@ -107,9 +107,11 @@ def score_images(model, X):
     scores : dict
         ``proba`` (``predict_proba``); and, when the model has an
         out-of-distribution detector (``ood_``), ``answers`` (labels or
-        ``"uncertain"``, from ``predict_with_abstention``), ``ood_scores``
-        and ``out_of_distribution`` (score above the detector's threshold);
-        these three are None without a detector.
+        ``"uncertain"``, from ``predict_with_abstention``), ``ood_scores``,
+        ``out_of_distribution`` (score above the detector's threshold) and
+        ``reasons`` (why each image is ``"uncertain"``: ``"distance"``,
+        ``"lung check"``, ``"low confidence"``, comma-separated; ``""`` when
+        answered); these four are None without a detector.
     """
     has_detector = getattr(model, "ood_", None) is not None
     if not len(X):
@@ -119,12 +121,15 @@ def score_images(model, X):
             "answers": np.empty(0, dtype=object) if has_detector else None,
             "ood_scores": empty if has_detector else None,
             "out_of_distribution": empty.astype(bool) if has_detector else None,
+            "reasons": np.empty(0, dtype=object) if has_detector else None,
         }
-    scores = {"proba": model.predict_proba(X), "answers": None, "ood_scores": None, "out_of_distribution": None}
+    scores = {"proba": model.predict_proba(X), "answers": None, "ood_scores": None,
+              "out_of_distribution": None, "reasons": None}
     if has_detector:
-        answers, distances = model.predict_with_abstention(X, return_scores=True)
+        answers, distances, reasons = model.predict_with_abstention(X, return_scores=True, return_reasons=True)
         scores.update(
-            answers=answers, ood_scores=distances, out_of_distribution=distances > model.ood_.threshold_
+            answers=answers, ood_scores=distances, out_of_distribution=distances > model.ood_.threshold_,
+            reasons=reasons,
         )
     return scores
 
@@ -148,6 +153,9 @@ class FilePredictions:
         The detector's score of each image (None without a detector).
     out_of_distribution : ndarray of bool or None
         Whether the score is above the detector's threshold.
+    reasons : ndarray of str or None
+        Why each image is ``"uncertain"`` (``predict_with_abstention``'s
+        ``return_reasons``): ``""`` when answered; None without a detector.
     unreadable : list of (str, str)
         ``(file, reason)`` of each file that could not be read, in input order.
     n_partitions : int
@@ -165,6 +173,7 @@ class FilePredictions:
     unreadable: list
     n_partitions: int
     partition_size: int
+    reasons: np.ndarray | None = None
 
 
 def _assemble(parts, n_partitions, partition_size):
@@ -183,7 +192,7 @@ def _assemble(parts, n_partitions, partition_size):
     classes = ordered[0][0]
 
     def joined(key):
-        arrays = [part[3][key] for part in ordered]
+        arrays = [part[3].get(key) for part in ordered]
         return None if arrays[0] is None else np.concatenate(arrays)
 
     return FilePredictions(
@@ -193,6 +202,7 @@ def _assemble(parts, n_partitions, partition_size):
         answers=joined("answers"),
         ood_scores=joined("ood_scores"),
         out_of_distribution=joined("out_of_distribution"),
+        reasons=joined("reasons"),
         unreadable=[u for part in ordered for u in part[2]],
         n_partitions=n_partitions,
         partition_size=partition_size,

@@ -46,7 +46,7 @@ from scipy.special import logsumexp, ndtri
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.covariance import LedoitWolf
 from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
-from sklearn.utils import check_random_state
+from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
@@ -1106,6 +1106,49 @@ class OODDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self, "threshold_")
         source = _Source.from_X(X, self.estimator)
         return self._scores_from_raw(self._raw_features(source, X))
+
+    def score_parts(self, X):
+        """Each image's :meth:`ood_score`, with the parts it is made of and which flagged it.
+
+        One pass over the images, as :meth:`ood_score`. An image that is
+        flagged may be flagged by its features (its distance to the
+        training images is beyond the threshold: another hospital, scanner
+        or protocol, or not an X-ray at all) or by the lung check (the lung
+        segmenter does not find the two lungs of an upright frontal chest
+        X-ray: a rotated film, a photo, a face; see
+        :func:`skxray.segmentation.lung_layout`), or by both.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in the format of ``fit`` (arrays, or file paths).
+
+        Returns
+        -------
+        parts : :class:`sklearn.utils.Bunch`
+            ``score``: :meth:`ood_score` (float64); ``distance``: the score
+            of the features alone, what :meth:`ood_score` is without the
+            lung check; ``lung_layout``: the lung layout's score (above 1
+            outside the rule), or None when the check is off
+            (``lung_check_`` False); ``flagged_by``: per image, ``""`` (not
+            flagged), ``"distance"``, ``"lung check"`` or
+            ``"distance, lung check"``.
+        """
+        check_is_fitted(self, "threshold_")
+        source = _Source.from_X(X, self.estimator)
+        raw = self._raw_features(source, X)
+        layout = raw.get("lungs")
+        distance = self._scores_from_raw({k: v for k, v in raw.items() if k != "lungs"})
+        score = self._scores_from_raw(raw)
+        flagged = score > self.threshold_
+        by_distance = flagged & (distance > self.threshold_)
+        by_lungs = flagged & (layout > 1.0) if layout is not None else np.zeros(len(score), dtype=bool)
+        flagged_by = np.array(
+            [", ".join(name for name, hit in (("distance", d), ("lung check", g)) if hit)
+             for d, g in zip(by_distance, by_lungs)],
+            dtype=object,
+        )
+        return Bunch(score=score, distance=distance, lung_layout=layout, flagged_by=flagged_by)
 
     def score_samples(self, X):
         """Normality of each image, scikit-learn's convention: higher = more like training.

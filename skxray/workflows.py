@@ -554,8 +554,11 @@ class PredictResult:
         One per readable image, in the order given: ``image``, ``label``,
         ``probability``, ``probabilities`` (by class) and, when the model has
         an out-of-distribution detector, ``out_of_distribution``,
-        ``ood_distance`` and ``answer`` (``"uncertain"`` for an image it
-        abstains on). JSON-ready.
+        ``ood_distance``, ``answer`` (``"uncertain"`` for an image it
+        abstains on) and ``reason`` (why it is ``"uncertain"``:
+        ``"distance"``, ``"lung check"`` and/or ``"low confidence"``; ``""``
+        when answered). For an image the lung check flags, ``ood_distance``
+        is the larger of its distance and its lung layout score. JSON-ready.
     shift_test : ShiftTestResult or None
         The batch's shift test (:func:`skxray.ood.shift_test`), None when not run.
     shift_summary : str or None
@@ -654,6 +657,7 @@ def _predict_on_dask(model_dir, model, files, scheduler, partition_size):
         "answers": predictions.answers,
         "ood_scores": predictions.ood_scores,
         "out_of_distribution": predictions.out_of_distribution,
+        "reasons": predictions.reasons,
     }
     return predictions.files, predictions.unreadable, scores, shift
 
@@ -674,6 +678,7 @@ def _prediction_rows(model, files, scores):
             row["out_of_distribution"] = bool(scores["out_of_distribution"][i])
             row["ood_distance"] = float(scores["ood_scores"][i])
             row["answer"] = jsonable(scores["answers"][i])
+            row["reason"] = str(scores["reasons"][i])
         rows.append(row)
     return rows
 

@@ -308,6 +308,49 @@ def test_lung_check_adds_the_layout_score_to_the_images_outside_the_rule(train, 
     np.testing.assert_allclose(det.decision_function(mixed), det.score_samples(mixed) - det.offset_)
 
 
+def test_score_parts_say_which_part_flagged_each_image(train, held_out):
+    # The per-image figures "as what they are" (issue 25, item 4): a flag of
+    # the lung check and a flag of the distance are told apart.
+    from skxray.segmentation import lung_layout
+
+    X, y = train
+    det = OODDetector(features="image", lung_check=True, random_state=0).fit(X[:100], y[:100])
+    X_in = held_out[0][:40]
+    mixed = np.concatenate([X_in, np.rot90(X_in, 1, axes=(1, 2)), np.zeros_like(X_in[:2])])
+    parts = det.score_parts(mixed)
+    off = copy.copy(det)
+    off.lung_check_ = False
+    np.testing.assert_array_equal(parts.score, det.ood_score(mixed))
+    np.testing.assert_array_equal(parts.distance, off.ood_score(mixed))
+    np.testing.assert_array_equal(parts.lung_layout, lung_layout(mixed).score)
+    flagged = parts.score > det.threshold_
+    np.testing.assert_array_equal(parts.flagged_by != "", flagged)
+    by_lungs = np.array(["lung check" in f for f in parts.flagged_by])
+    by_distance = np.array(["distance" in f for f in parts.flagged_by])
+    np.testing.assert_array_equal(by_lungs, flagged & (parts.lung_layout > 1))
+    np.testing.assert_array_equal(by_distance, parts.distance > det.threshold_)
+    assert by_lungs.sum() >= 40
+    # Without the check there is no layout, and every flag is the distance's.
+    plain = off.score_parts(mixed)
+    assert plain.lung_layout is None
+    assert set(plain.flagged_by) <= {"", "distance"}
+
+
+def test_predict_with_abstention_returns_why_each_image_is_uncertain(cnn, held_out):
+    X_in = held_out[0][:20]
+    mixed = np.concatenate([X_in, np.rot90(X_in, 1, axes=(1, 2))])
+    answers, scores, reasons = cnn.predict_with_abstention(mixed, return_scores=True, return_reasons=True)
+    np.testing.assert_array_equal(answers, cnn.predict_with_abstention(mixed))
+    np.testing.assert_array_equal(scores, cnn.ood_score(mixed))
+    np.testing.assert_array_equal(reasons == "", answers != "uncertain")
+    parts = cnn.ood_.score_parts(mixed)
+    low = cnn.predict_proba(mixed).max(axis=1) < cnn.min_confidence
+    for reason, flagged_by, unsure in zip(reasons, parts.flagged_by, low):
+        assert reason == ", ".join(p for p in (flagged_by, "low confidence" if unsure else "") if p)
+    # One of the two extra returns alone is a pair.
+    assert len(cnn.predict_with_abstention(mixed, return_reasons=True)) == 2
+
+
 def test_lung_check_is_off_when_the_training_images_fail_it():
     noise = np.random.default_rng(0).random((30, 32, 32)).astype(np.float32)
     with pytest.warns(UserWarning, match="lung layout check"):

@@ -367,6 +367,9 @@ def test_predict_table_and_json(model_dir, folder):
         assert abs(sum(row["probabilities"].values()) - 1) < 1e-5
         assert isinstance(row["out_of_distribution"], bool) and row["ood_distance"] >= 0
         assert row["answer"] in ("Covid-19", "Normal", "uncertain")
+        # Why an image is "uncertain", and nothing for an answered one.
+        assert (row["reason"] == "") == (row["answer"] != "uncertain")
+        assert row["out_of_distribution"] == any(p in row["reason"] for p in ("distance", "lung check"))
 
 
 def test_predict_folder_recursively_with_shift_verdict_first(model_dir, folder):

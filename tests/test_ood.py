@@ -593,3 +593,7 @@ def test_darkcovidnet_rotated_xrays_are_flagged_by_the_lung_check(darkcovidnet):
     )
     np.testing.assert_array_equal(with_check, without | layout_fails)
     assert with_check.mean() >= 0.95
+    # And each flag says which part raised it (the CLI's reason column).
+    parts = clf.ood_.score_parts(rotated)
+    np.testing.assert_array_equal(["lung check" in f for f in parts.flagged_by], layout_fails)
+    np.testing.assert_array_equal(["distance" in f for f in parts.flagged_by], without)

@@ -1677,7 +1677,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             )
         return self.ood_.ood_score(X)
 
-    def predict_with_abstention(self, X, *, return_scores=False):
+    def predict_with_abstention(self, X, *, return_scores=False, return_reasons=False):
         """Predicted labels, or ``"uncertain"`` where the model should not answer.
 
         An image gets ``"uncertain"`` when ``ood_`` flags it as out of
@@ -1692,6 +1692,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             Images in the same format as in ``fit``.
         return_scores : bool, default=False
             Also return the out-of-distribution scores (NaN without ``ood_``).
+        return_reasons : bool, default=False
+            Also return why each image is ``"uncertain"``.
 
         Returns
         -------
@@ -1700,17 +1702,37 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,)
             Only with ``return_scores``: :meth:`ood_score` of each image; an
             image is flagged when its score exceeds ``ood_.threshold_``.
+        reasons : ndarray of shape (n_samples,), dtype object
+            Only with ``return_reasons``: ``""`` for an answered image;
+            otherwise what made it ``"uncertain"``, comma-separated:
+            ``"distance"`` (its features are beyond the detector's threshold:
+            unlike the training images), ``"lung check"`` (the lung segmenter
+            does not find the lungs of an upright frontal chest X-ray; see
+            :meth:`skxray.ood.OODDetector.score_parts`) and ``"low confidence"``
+            (top probability below ``min_confidence``). One pass over the
+            images, whatever is returned.
         """
         proba = self.predict_proba(X)
         y_pred = np.empty(len(proba), dtype=object)
         y_pred[:] = list(self.classes_[np.argmax(proba, axis=1)])
-        uncertain = proba.max(axis=1) < self.min_confidence
+        unsure = proba.max(axis=1) < self.min_confidence
         scores = np.full(len(proba), np.nan)
+        flagged_by = np.full(len(proba), "", dtype=object)
         if self.ood_ is not None:
-            scores = self.ood_.ood_score(X)
-            uncertain |= scores > self.ood_.threshold_
+            parts = self.ood_.score_parts(X)
+            scores, flagged_by = parts.score, parts.flagged_by
+        uncertain = unsure | (flagged_by != "")
         y_pred[uncertain] = "uncertain"
-        return (y_pred, scores) if return_scores else y_pred
+        out = [y_pred]
+        if return_scores:
+            out.append(scores)
+        if return_reasons:
+            reasons = np.array(
+                [", ".join(p for p in (f, "low confidence" if u else "") if p) for f, u in zip(flagged_by, unsure)],
+                dtype=object,
+            )
+            out.append(reasons)
+        return tuple(out) if len(out) > 1 else y_pred
 
     def score(self, X, y, sample_weight=None):
         """Accuracy of ``predict(X)`` against ``y``.
