@@ -299,6 +299,8 @@ def summarise(results, truth_share, positive):
         "mean_estimated_covid_share_bbse": float(est_b.mean()),
         "mean_estimated_covid_share_em": float(est_e.mean()),
         "median_matched_reference_size": float(np.median([r.n_reference for r in b])),
+        # A batch drawn with replacement repeats images, which the test counts once.
+        "median_distinct_images": float(np.median([r.n_test for r in b])),
     }
     if truth_share is not None:
         truth = np.asarray(truth_share, dtype=float)

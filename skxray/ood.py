@@ -476,6 +476,11 @@ class ShiftTestResult:
         The share of each class among the training images.
     prevalence_method : str or None
         ``"bbse"`` or ``"em"``.
+    n_repeated : int
+        Images of the batch that repeat another of its images (the same
+        features: the same file sent twice), left out of both tests:
+        ``n_test`` counts distinct images. A permutation test takes a
+        repeated image for two independent ones, and rejects too often.
     """
 
     statistic: float
@@ -496,6 +501,7 @@ class ShiftTestResult:
     prevalence_high: list = None
     training_prevalence: list = None
     prevalence_method: str = None
+    n_repeated: int = 0
 
     def to_dict(self):
         """The fields as a JSON-able dict."""
@@ -557,8 +563,9 @@ class ShiftTestResult:
                 "protocol. Predictions are not validated here, and the case-mix estimate, "
                 "which assumes the images do not differ, is not reliable either."
             )
+        repeated = f", {self.n_repeated} repeated images counted once" if self.n_repeated else ""
         return first + (
-            f" The images do not differ beyond that ({p}, {self.n_test} images); "
+            f" The images do not differ beyond that ({p}, {self.n_test} images{repeated}); "
             "this does not prove that they do not differ."
         )
 
@@ -567,6 +574,21 @@ def _squared_distances(A, B):
     sq_a = (A * A).sum(axis=1)
     sq_b = (B * B).sum(axis=1)
     return np.maximum(sq_a[:, None] + sq_b[None, :] - 2.0 * A @ B.T, 0.0)
+
+
+def _distinct_rows(Z):
+    """Indices of the first of each group of identical rows of ``Z``, in order.
+
+    Rows are compared after rounding to 6 significant digits of the
+    largest absolute feature, so the same image gives one row whatever batch
+    it was computed in.
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    if len(Z) < 2:
+        return np.arange(len(Z))
+    scale = float(np.max(np.abs(Z))) or 1.0
+    _, first = np.unique(np.round(Z / scale, 6), axis=0, return_index=True)
+    return np.sort(first)
 
 
 def _median_bandwidth(Z):
@@ -1646,6 +1668,16 @@ def _shift_test_features(detector, Z_test, proba, *, alpha=0.05, n_permutations=
     """
     rng = check_random_state(random_state)
     Z_ref = detector.reference_
+    distinct = _distinct_rows(Z_test)
+    n_repeated = len(Z_test) - len(distinct)
+    if n_repeated:
+        if len(distinct) < MIN_SHIFT_TEST_IMAGES:
+            raise ValueError(
+                f"shift_test needs at least {MIN_SHIFT_TEST_IMAGES} distinct images in X; got "
+                f"{len(Z_test)} images, of which {len(distinct)} distinct (the others repeat them)."
+            )
+        Z_test = Z_test[distinct]
+        proba = None if proba is None else proba[distinct]
     case = {}
     if proba is not None and detector.has_labelled_reference_:
         k = len(detector.reference_classes_)
@@ -1687,7 +1719,7 @@ def _shift_test_features(detector, Z_test, proba, *, alpha=0.05, n_permutations=
         statistic=statistic, pvalue=pvalue,
         shifted=images_differ or bool(case.get("case_mix_changed")),
         alpha=alpha, n_reference=len(Z_ref), n_test=len(Z_test), n_permutations=n_permutations,
-        method=method, images_differ=images_differ, **case,
+        method=method, images_differ=images_differ, n_repeated=n_repeated, **case,
     )
 
 

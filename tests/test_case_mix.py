@@ -387,6 +387,28 @@ def test_the_classifiers_detector_keeps_its_lung_check_through_save_and_load(cnn
 
 
 # ------------------------------------------------------------ features computed once
+def test_repeated_images_are_counted_once(cnn, held_out):
+    # A batch drawn with replacement (or the same file sent twice) holds the
+    # same image twice; a permutation test takes the copies for independent
+    # images and rejects too often (benchmarks/shift_reference_probe.py: 61 %
+    # instead of 17 % of COVID-19-only batches of 40 drawn from 24 images).
+    X, _ = held_out
+    pool = shift_features(cnn, X[:60])
+    idx = np.arange(5, 35)
+    repeated = np.r_[idx, idx[:12], idx[3:5]]
+    kw = {"n_permutations": 100, "random_state": 0}
+    once, twice = shift_test(cnn, pool[idx], **kw), shift_test(cnn, pool[repeated], **kw)
+    assert once.n_repeated == 0 and twice.n_repeated == 14 and twice.n_test == once.n_test == 30
+    assert {k: v for k, v in vars(twice).items() if k != "n_repeated"} == {
+        k: v for k, v in vars(once).items() if k != "n_repeated"
+    }
+    assert "14 repeated images counted once" in twice.verdict() or twice.images_differ
+    # The images themselves, through the network: the copies are found too.
+    assert shift_test(cnn, X[repeated], **kw).n_repeated == 14
+    with pytest.raises(ValueError, match="of which 3 distinct"):
+        shift_test(cnn, pool[np.r_[idx[:3], idx[:3]]], **kw)
+
+
 def test_shift_features_of_a_pool_give_the_tests_of_its_batches(cnn, held_out):
     # benchmarks/new_hospital.py tests many batches of one pool: the network
     # runs over the pool once, and each batch's answers are those of its images
