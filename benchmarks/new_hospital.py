@@ -266,7 +266,8 @@ def _draw(rng, pos, neg, n_pos, size):
 
 
 def _test_batch(detector, pool, idx, permutations, seed):
-    """Three tests of one batch: reference matched by BBSE, matched by EM, and the whole reference."""
+    """Four tests of one batch: reference matched by BBSE, matched by EM, the whole reference,
+    and matched by BBSE with the pairs of one reference patient left out (``exclude_patient_pairs``)."""
     from dataclasses import replace
 
     from skxray.ood import shift_test
@@ -277,12 +278,13 @@ def _test_batch(detector, pool, idx, permutations, seed):
     em = shift_test(detector, batch, prevalence_method="em", **kw)
     # Without probabilities: no case-mix part, the whole reference.
     plain = shift_test(detector, replace(batch, proba=None), **kw)
-    return bbse, em, plain
+    pairs = shift_test(detector, batch, prevalence_method="bbse", exclude_patient_pairs=True, **kw)
+    return bbse, em, plain, pairs
 
 
 def summarise(results, truth_share, positive):
     """Rates over the batches of one setting."""
-    b, e, pl = (np.array([r[i] for r in results], dtype=object) for i in range(3))
+    b, e, pl, pp = (np.array([r[i] for r in results], dtype=object) for i in range(4))
 
     def share(res):
         return np.array([r.prevalence[positive] for r in res])
@@ -293,6 +295,9 @@ def summarise(results, truth_share, positive):
         "image_rejected_at_0.01_bbse_matched": float(np.mean([r.pvalue < 0.01 for r in b])),
         "image_rejected_at_0.05_em_matched": float(np.mean([r.pvalue < 0.05 for r in e])),
         "image_rejected_at_0.01_em_matched": float(np.mean([r.pvalue < 0.01 for r in e])),
+        "image_rejected_at_0.05_bbse_matched_patient_pairs_left_out": float(np.mean([r.pvalue < 0.05 for r in pp])),
+        "image_rejected_at_0.01_bbse_matched_patient_pairs_left_out": float(np.mean([r.pvalue < 0.01 for r in pp])),
+        "patient_pairs_left_out": float(np.mean([r.patient_pairs_excluded for r in pp])),
         "rejected_at_0.05_whole_reference": float(np.mean([r.pvalue < 0.05 for r in pl])),
         "rejected_at_0.01_whole_reference": float(np.mean([r.pvalue < 0.01 for r in pl])),
         "case_mix_rejected_at_0.05": float(np.mean([r.case_mix_changed for r in b])),

@@ -481,6 +481,10 @@ class ShiftTestResult:
         features: the same file sent twice), left out of both tests:
         ``n_test`` counts distinct images. A permutation test takes a
         repeated image for two independent ones, and rejects too often.
+    patient_pairs_excluded : bool
+        True when the image part's statistic left out the pairs of reference
+        images of one patient (``exclude_patient_pairs=True`` with a model
+        fitted with ``groups``, and a reference holding a patient twice).
     """
 
     statistic: float
@@ -502,6 +506,7 @@ class ShiftTestResult:
     training_prevalence: list = None
     prevalence_method: str = None
     n_repeated: int = 0
+    patient_pairs_excluded: bool = False
 
     def to_dict(self):
         """The fields as a JSON-able dict."""
@@ -624,6 +629,39 @@ def _mmd_permutation_test(Z_ref, Z_test, bandwidth, n_permutations, rng):
     return float(stats[0]), float(pvalue)
 
 
+def _mmd_permutation_test_across_patients(Z_ref, ref_groups, Z_test, bandwidth, n_permutations, rng):
+    """:func:`_mmd_permutation_test` over the pairs of images of different patients.
+
+    ``ref_groups`` gives each reference image its patient; every test image
+    is its own. The pairs of images of one patient count in no term of the
+    statistic, wherever a permutation puts them: each term (within the
+    reference, within the test side, between them) is the mean kernel over
+    its counted pairs. So the likeness of a patient's images to one another,
+    which an image-level permutation takes for likeness between independent
+    images, does not inflate the statistic. The permutations are those of
+    images, so the test keeps the power of the image-level one.
+    """
+    n, m = len(Z_ref), len(Z_test)
+    pooled = np.vstack([Z_ref, Z_test])
+    units = np.r_[np.asarray(ref_groups, dtype=np.int64), np.max(ref_groups, initial=-1) + 1 + np.arange(m)]
+    counted = (units[:, None] != units[None, :]).astype(np.float64)
+    K = np.exp(-_squared_distances(pooled, pooled) / bandwidth) * counted
+    members = np.zeros((n_permutations + 1, n + m))
+    members[0, :n] = 1.0
+    for b in range(1, n_permutations + 1):
+        members[b, rng.permutation(n + m)[:n]] = 1.0
+    others = 1.0 - members
+
+    def mean_over_pairs(A, B):
+        return ((A @ K) * B).sum(axis=1) / np.maximum(((A @ counted) * B).sum(axis=1), 1.0)
+
+    stats = mean_over_pairs(members, members) + mean_over_pairs(others, others) - 2.0 * mean_over_pairs(
+        members, others
+    )
+    pvalue = (1.0 + np.count_nonzero(stats[1:] >= stats[0])) / (1.0 + n_permutations)
+    return float(stats[0]), float(pvalue)
+
+
 # --------------------------------------------------------------------------
 # The estimator
 
@@ -738,6 +776,11 @@ class OODDetector(OutlierMixin, BaseEstimator):
     reference_bandwidth_ : float or None
         Width of the shift test's Gaussian kernel: the median squared
         distance between reference images.
+
+    reference_groups_ : ndarray of shape (n_reference,) or None
+        Which reference images share a patient, as codes 0, 1, ... (not the
+        ids): for a classifier fitted with ``groups``, what
+        ``shift_test(..., exclude_patient_pairs=True)`` uses; None otherwise.
 
     lung_check_ : bool
         Whether :meth:`ood_score` uses the lung layout check: ``lung_check``
@@ -1037,6 +1080,7 @@ class OODDetector(OutlierMixin, BaseEstimator):
         self.block_thresholds_ = {}
         self.reference_ = None
         self.reference_bandwidth_ = None
+        self.reference_groups_ = None
         self.reference_classes_ = self.reference_labels_ = None
         self.reference_proba_ = self.training_prevalence_ = None
         if self.method != "mahalanobis":
@@ -1066,6 +1110,9 @@ class OODDetector(OutlierMixin, BaseEstimator):
             reference = reference[keep]
             self.reference_ = self._shift_space({name: raw[name][reference] for name in self.features_})
             self.reference_bandwidth_ = _median_bandwidth(self.reference_)
+            if groups is not None:
+                # Codes, not the ids: which reference images share a patient, nothing more.
+                self.reference_groups_ = np.unique(np.asarray(groups)[reference], return_inverse=True)[1]
             if labels is not None:
                 self._set_reference_labels(labels, y_codes, reference, keep)
         return self
@@ -1251,6 +1298,8 @@ class OODDetector(OutlierMixin, BaseEstimator):
         arrays = {"calibration_scores_": np.asarray(self.calibration_scores_, dtype=np.float64)}
         if self.has_reference_:
             arrays["reference_"] = np.asarray(self.reference_, dtype=np.float64)
+        if getattr(self, "reference_groups_", None) is not None:
+            arrays["reference_groups_"] = np.asarray(self.reference_groups_, dtype=np.float64)
         if getattr(self, "reference_labels_", None) is not None:
             config["reference_classes_"] = self.reference_classes_.tolist()
             arrays["reference_labels_"] = self.reference_labels_.astype(np.float64)
@@ -1291,6 +1340,9 @@ class OODDetector(OutlierMixin, BaseEstimator):
         detector.block_thresholds_ = {k: g.threshold for k, g in detector._gaussians.items()}
         # Models saved before the shift test (skxray 0.1.0.dev0 before it) have no reference.
         detector.reference_ = arrays.get("reference_")
+        # Models saved before exclude_patient_pairs have no groups: every image its own patient.
+        groups = arrays.get("reference_groups_")
+        detector.reference_groups_ = None if groups is None else np.asarray(groups).astype(np.int64)
         bandwidth = config.get("reference_bandwidth_")
         detector.reference_bandwidth_ = None if bandwidth is None else float(bandwidth)
         # Models saved before the labelled reference (issue 25) have none: their
@@ -1434,7 +1486,7 @@ def _fit_for_classifier(clf, dataset, y_enc, valid_idx, rng, train_embeddings=No
 
 
 def shift_test(estimator, X, *, alpha=0.05, n_permutations=1000, prevalence_method="bbse",
-               random_state=None):
+               exclude_patient_pairs=False, random_state=None):
     """Has the case mix changed, and do the images differ beyond it?
 
     Two questions, two answers:
@@ -1490,6 +1542,18 @@ def shift_test(estimator, X, *, alpha=0.05, n_permutations=1000, prevalence_meth
     prevalence_method : {"bbse", "em"}, default="bbse"
         How the batch's class proportions are estimated (see the user
         guide's page on new hospitals for why BBSE is the default).
+    exclude_patient_pairs : bool, default=False
+        Leave the pairs of reference images of one patient out of the image
+        part's statistic:
+        a patient's images are alike, and an image-level permutation test
+        takes that for likeness between independent images, so a small
+        reference of few patients makes it reject more often than
+        ``alpha`` when only the case mix changed. Needs a model fitted with
+        ``groups`` (patient ids; the reference then knows which of its
+        images share a patient, as codes, not ids); otherwise nothing is
+        left out and ``patient_pairs_excluded`` is False. Measured in
+        :doc:`/new_hospital`: fewer false alarms on batches of another case
+        mix, a little less power on small batches of new images.
     random_state : int, RandomState instance or None, default=None
         Seeds the permutations, the bootstrap, the matched subsample, and
         the subsample when a side has more than 2000 images.
@@ -1526,6 +1590,8 @@ def shift_test(estimator, X, *, alpha=0.05, n_permutations=1000, prevalence_meth
         raise ValueError(
             f"shift_test: prevalence_method must be one of {PREVALENCE_METHODS}; got {prevalence_method!r}."
         )
+    if not isinstance(exclude_patient_pairs, (bool, np.bool_)):
+        raise ValueError(f"shift_test: exclude_patient_pairs must be True or False; got {exclude_patient_pairs!r}.")
     if isinstance(X, ShiftFeatures):
         n, (Z_test, proba) = len(X), _checked_shift_features(detector, X)
     else:
@@ -1537,7 +1603,8 @@ def shift_test(estimator, X, *, alpha=0.05, n_permutations=1000, prevalence_meth
         Z_test, proba = _batch_features(detector, source, X)
     return _shift_test_features(
         detector, Z_test, proba, alpha=alpha, n_permutations=int(n_permutations),
-        prevalence_method=prevalence_method, random_state=random_state,
+        prevalence_method=prevalence_method, exclude_patient_pairs=bool(exclude_patient_pairs),
+        random_state=random_state,
     )
 
 
@@ -1659,7 +1726,7 @@ def _shift_test_detector(estimator):
 
 
 def _shift_test_features(detector, Z_test, proba, *, alpha=0.05, n_permutations=1000,
-                         prevalence_method="bbse", random_state=None):
+                         prevalence_method="bbse", exclude_patient_pairs=False, random_state=None):
     """:func:`shift_test` from the batch's features (``_shift_space``) and probabilities.
 
     ``proba`` (columns in the order of ``detector.reference_classes_``, or
@@ -1668,6 +1735,9 @@ def _shift_test_features(detector, Z_test, proba, *, alpha=0.05, n_permutations=
     """
     rng = check_random_state(random_state)
     Z_ref = detector.reference_
+    groups = getattr(detector, "reference_groups_", None)
+    if groups is None:
+        groups = np.arange(len(Z_ref))
     distinct = _distinct_rows(Z_test)
     n_repeated = len(Z_test) - len(distinct)
     if n_repeated:
@@ -1690,7 +1760,7 @@ def _shift_test_features(detector, Z_test, proba, *, alpha=0.05, n_permutations=
         case_p = _label_shift.case_mix_pvalue(ref_pred, pred, k)
         matched = _label_shift.matched_subsample(detector.reference_labels_, q, rng)
         if len(matched) >= 2:
-            Z_ref = Z_ref[matched]
+            Z_ref, groups = Z_ref[matched], groups[matched]
         case = {
             "reference_matched": len(matched) >= 2,
             "case_mix_changed": bool(case_p < alpha),
@@ -1703,23 +1773,33 @@ def _shift_test_features(detector, Z_test, proba, *, alpha=0.05, n_permutations=
             "prevalence_method": prevalence_method,
         }
     if len(Z_ref) > _MAX_SHIFT_SAMPLES:
-        Z_ref = Z_ref[rng.choice(len(Z_ref), _MAX_SHIFT_SAMPLES, replace=False)]
+        keep = rng.choice(len(Z_ref), _MAX_SHIFT_SAMPLES, replace=False)
+        Z_ref, groups = Z_ref[keep], groups[keep]
     if len(Z_test) > _MAX_SHIFT_SAMPLES:
         Z_test = Z_test[rng.choice(len(Z_test), _MAX_SHIFT_SAMPLES, replace=False)]
-    statistic, pvalue = _mmd_permutation_test(
-        Z_ref, Z_test, detector.reference_bandwidth_, n_permutations, rng
-    )
+    pairs_excluded = exclude_patient_pairs and len(np.unique(groups)) < len(groups)
+    if pairs_excluded:
+        statistic, pvalue = _mmd_permutation_test_across_patients(
+            Z_ref, groups, Z_test, detector.reference_bandwidth_, n_permutations, rng
+        )
+    else:
+        statistic, pvalue = _mmd_permutation_test(
+            Z_ref, Z_test, detector.reference_bandwidth_, n_permutations, rng
+        )
     images_differ = bool(pvalue < alpha)
     method = "MMD permutation test (Gaussian kernel, median-heuristic width) on " + " + ".join(
         detector.features_
     )
     if case.get("reference_matched"):
         method += f" against a reference matched to the {prevalence_method.upper()} class mix"
+    if pairs_excluded:
+        method += ", pairs of images of one reference patient left out"
     return ShiftTestResult(
         statistic=statistic, pvalue=pvalue,
         shifted=images_differ or bool(case.get("case_mix_changed")),
         alpha=alpha, n_reference=len(Z_ref), n_test=len(Z_test), n_permutations=n_permutations,
-        method=method, images_differ=images_differ, n_repeated=n_repeated, **case,
+        method=method, images_differ=images_differ, n_repeated=n_repeated,
+        patient_pairs_excluded=bool(pairs_excluded), **case,
     )
 
 

@@ -163,6 +163,71 @@ def test_a_model_of_the_previous_release_answers_the_old_question(cnn, held_out,
     assert "cannot tell a change of case mix from different images" in result.verdict()
 
 
+# ------------------------------------------------------------------ pairs of one patient
+def test_the_statistic_across_patients_is_the_usual_one_when_each_image_is_a_patient():
+    from skxray.ood import _mmd_permutation_test, _mmd_permutation_test_across_patients
+
+    rng = np.random.default_rng(0)
+    Z_ref, Z_test = rng.normal(size=(12, 4)), rng.normal(0.5, 1, size=(9, 4))
+    usual = _mmd_permutation_test(Z_ref, Z_test, 4.0, 99, np.random.default_rng(1))
+    across = _mmd_permutation_test_across_patients(Z_ref, np.arange(12), Z_test, 4.0, 99, np.random.default_rng(1))
+    np.testing.assert_allclose(across, usual, rtol=1e-10)
+
+
+def test_leaving_out_pairs_of_one_patient_keeps_a_clustered_reference_near_alpha():
+    # A reference of 8 patients with 2 near-identical images each, and batches
+    # of 20 new patients from the same distribution: nothing differs. The
+    # image-level test takes each patient's likeness for independent images
+    # and rejects far more often than alpha; leaving those pairs out does not.
+    from skxray.ood import _mmd_permutation_test, _mmd_permutation_test_across_patients
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(8), 2)
+    usual, across = [], []
+    for _ in range(150):
+        Z_ref = np.repeat(rng.normal(size=(8, 5)), 2, axis=0) + 0.05 * rng.normal(size=(16, 5))
+        Z_test = rng.normal(size=(20, 5))
+        usual.append(_mmd_permutation_test(Z_ref, Z_test, 10.0, 199, rng)[1] < 0.05)
+        across.append(_mmd_permutation_test_across_patients(Z_ref, groups, Z_test, 10.0, 199, rng)[1] < 0.05)
+    print(f"clustered reference, nothing differs: rejected {np.mean(usual):.0%} image-level, "
+          f"{np.mean(across):.0%} across patients")
+    assert np.mean(usual) >= 0.2 and np.mean(across) <= 0.12
+    # A real difference is still seen.
+    Z_ref = np.repeat(rng.normal(size=(8, 5)), 2, axis=0) + 0.05 * rng.normal(size=(16, 5))
+    assert _mmd_permutation_test_across_patients(Z_ref, groups, rng.normal(1.5, 1, size=(20, 5)), 10.0, 199, rng)[1] < 0.01
+
+
+@pytest.fixture(scope="module")
+def grouped_cnn(train):
+    X, y = train
+    patients = np.arange(len(X)) // 2  # two images per patient
+    return tiny_cnn().fit(X, y, groups=patients)
+
+
+def test_exclude_patient_pairs_uses_the_reference_groups_and_survives_save_and_load(
+    grouped_cnn, cnn, held_out, tmp_path
+):
+    det = grouped_cnn.ood_
+    assert det.reference_groups_ is not None and len(det.reference_groups_) == len(det.reference_labels_)
+    # Whole patients in the validation split: every code twice, and codes, not ids.
+    assert set(np.bincount(det.reference_groups_)) == {2}
+    X = held_out[0][:30]
+    kw = {"n_permutations": 200, "random_state": 0}
+    plain = shift_test(grouped_cnn, X, **kw)
+    paired = shift_test(grouped_cnn, X, exclude_patient_pairs=True, **kw)
+    assert not plain.patient_pairs_excluded and paired.patient_pairs_excluded
+    assert "pairs of images of one reference patient left out" in paired.method
+    assert paired.statistic != plain.statistic
+    loaded = skxray.load(grouped_cnn.save(tmp_path / "grouped"))
+    np.testing.assert_array_equal(loaded.ood_.reference_groups_, det.reference_groups_)
+    assert shift_test(loaded, X, exclude_patient_pairs=True, **kw) == paired
+    # Without groups (or a model saved before them) nothing is left out.
+    assert cnn.ood_.reference_groups_ is None
+    assert shift_test(cnn, X, exclude_patient_pairs=True, **kw) == shift_test(cnn, X, **kw)
+    with pytest.raises(ValueError, match="exclude_patient_pairs must be True or False"):
+        shift_test(cnn, X, exclude_patient_pairs="yes")
+
+
 # ------------------------------------------------------------------ prior adaptation
 def test_adapt_proba_is_bayes_rule():
     proba = np.array([[0.5, 0.5], [0.8, 0.2], [0.1, 0.9]])

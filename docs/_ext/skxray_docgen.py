@@ -419,6 +419,12 @@ def _new_hospital_rst(path):
     return "\n".join(out) + "\n"
 
 
+def _pairs(row, alpha):
+    """The image part with ``exclude_patient_pairs``; "n/a" in results from before it."""
+    value = row.get(f"image_rejected_at_{alpha}_bbse_matched_patient_pairs_left_out")
+    return "n/a" if value is None else _pct(value)
+
+
 def _new_hospital_shift_tables(shift):
     """Case-mix-only batches, then Hannover and Pneumonia: what each part of the shift test says."""
     mix_rows, ext_rows = [], []
@@ -429,7 +435,8 @@ def _new_hospital_shift_tables(shift):
                 r["model"].upper(), f"{100 * r['covid_share']:.0f} %"
                 + (" (drawn with replacement)" if r["drawn_with_replacement"] else ""),
                 r["batch_size"], r["n_batches"],
-                _pct(r["image_rejected_at_0.05_bbse_matched"]), _pct(r["image_rejected_at_0.05_em_matched"]),
+                _pct(r["image_rejected_at_0.05_bbse_matched"]), _pairs(r, "0.05"),
+                _pct(r["image_rejected_at_0.05_em_matched"]),
                 _pct(r["rejected_at_0.05_whole_reference"]), _pct(r["case_mix_rejected_at_0.05"]),
                 f"{_pct(r['within_10_points_bbse'])} / {_pct(r['within_10_points_em'])}",
                 f"{_pct(r['ci_covers_truth_bbse'])} / {_pct(r['ci_covers_truth_em'])}",
@@ -438,6 +445,7 @@ def _new_hospital_shift_tables(shift):
             ext_rows.append([
                 r["model"].upper(), name, r["batch_size"], r["n_batches"],
                 f"{_pct(r['image_rejected_at_0.01_bbse_matched'])} / {_pct(r['image_rejected_at_0.05_bbse_matched'])}",
+                f"{_pairs(r, '0.01')} / {_pairs(r, '0.05')}",
                 f"{_pct(r['image_rejected_at_0.01_em_matched'])} / {_pct(r['image_rejected_at_0.05_em_matched'])}",
                 f"{_pct(r['rejected_at_0.01_whole_reference'])} / {_pct(r['rejected_at_0.05_whole_reference'])}",
                 _pct(r["case_mix_rejected_at_0.05"]),
@@ -447,12 +455,14 @@ def _new_hospital_shift_tables(shift):
            "(rejected at alpha = 0.05; estimate and interval: BBSE / EM):", ""]
     out += _list_table(
         ["model", "COVID-19 share", "images", "batches", "image part (BBSE-matched)",
-         "image part (EM-matched)", "whole reference (before)", "case-mix test",
+         "same, pairs of one patient left out", "image part (EM-matched)", "whole reference (before)",
+         "case-mix test",
          "estimate within 10 points", "95 % interval covers the truth"], mix_rows)
     out += ["New images: Hannover and held-out Pneumonia (rejected at 0.01 / 0.05):", ""]
     out += _list_table(
         ["model", "batches from", "images", "batches", "image part (BBSE-matched)",
-         "image part (EM-matched)", "whole reference (before)", "case-mix test at 0.05",
+         "same, pairs of one patient left out", "image part (EM-matched)", "whole reference (before)",
+         "case-mix test at 0.05",
          "mean estimated COVID-19 share (BBSE / EM)"], ext_rows)
     return out
 
