@@ -140,6 +140,11 @@ def _print_external(result):
     print(f"accuracy: {_fmt_rate(result['accuracy'])}")
     if result["abstention"] is not None:
         print(f"abstained ('uncertain'): {_fmt_rate(result['abstention'])}")
+        why = result.get("abstention_reasons")
+        if why:
+            print(f"  of which: {why['lung check']} failed the lung check (not an upright frontal chest "
+                  f"X-ray to the lung segmenter), {why['distance']} unlike the training images (distance), "
+                  f"{why['low confidence']} below min_confidence; one image may have several reasons")
     metrics = result["metrics"]
     if metrics is not None:
         for key in ("balanced_accuracy", "roc_auc", "brier"):

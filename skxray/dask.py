@@ -472,6 +472,7 @@ class DaskPredictor:
             predictions.proba,
             classes=classes,
             answers=predictions.answers,
+            reasons=predictions.reasons,
             shift_test=lambda: self.shift_test(
                 predictions.files, alpha=alpha, n_permutations=n_permutations, random_state=random_state
             ),

@@ -648,12 +648,21 @@ def test_external_validation_from_predictions_equals_the_estimator_path(fitted_c
         y, fitted_cnn.classes_[proba.argmax(axis=1)], proba, classes=fitted_cnn.classes_,
         answers=fitted_cnn.predict_with_abstention(X),
         shift_test=lambda: shift_test(fitted_cnn, X, n_permutations=200, random_state=0),
+        reasons=fitted_cnn.predict_with_abstention(X, return_reasons=True)[1],
     )
     import json
 
     # As JSON: NaN-valued metrics compare equal there, not in a dict.
     assert json.dumps(rebuilt, sort_keys=True, default=str) == json.dumps(direct, sort_keys=True, default=str)
     assert direct["abstention"] is not None and direct["shift_test"] is not None
+    # Why the images were "uncertain": each counted under every part that flagged it.
+    why = direct["abstention_reasons"]
+    assert set(why) == {"lung check", "distance", "low confidence"}
+    uncertain = direct["abstention"]["count"]
+    assert max(why.values()) <= uncertain <= sum(why.values())
+    rotated = np.rot90(X, 1, axes=(-2, -1)).copy()
+    turned = external_validation(fitted_cnn, rotated, y, n_permutations=50, random_state=0)
+    assert turned["abstention_reasons"]["distance"] + turned["abstention_reasons"]["lung check"] > 0
 
 
 def test_external_validation_from_predictions_without_detector_or_enough_images():

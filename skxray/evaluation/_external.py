@@ -101,7 +101,10 @@ def external_validation(estimator, X, y, *, alpha=0.05, n_permutations=1000, ran
         ``classes_missing``, ``per_class`` (``{class: {"support",
         "sensitivity": {"value", "ci95", "count", "n"}}}``), ``accuracy``
         (same form), ``abstention`` (same form, None without a detector),
-        ``shift_test`` (:meth:`skxray.ood.ShiftTestResult.to_dict`, or None
+        ``abstention_reasons`` (how many images each part made
+        ``"uncertain"``: ``{"lung check", "distance", "low confidence"}``,
+        an image counting under each part that flagged it; None without a
+        detector, or when ``answers`` came without reasons), ``shift_test`` (:meth:`skxray.ood.ShiftTestResult.to_dict`, or None
         with the reason in ``notes``), ``metrics`` (all of
         :func:`classification_metrics`, None unless every class is present)
         and ``notes``, the sentences saying what could not be computed.
@@ -125,7 +128,7 @@ def external_validation(estimator, X, y, *, alpha=0.05, n_permutations=1000, ran
     if getattr(estimator, "ood_", None) is None:
         answers = run_shift_test = None
     else:
-        answers = estimator.predict_with_abstention(X)
+        answers, reasons = estimator.predict_with_abstention(X, return_reasons=True)
 
         def run_shift_test():
             return shift_test(
@@ -133,7 +136,8 @@ def external_validation(estimator, X, y, *, alpha=0.05, n_permutations=1000, ran
             )
 
     return external_validation_from_predictions(
-        y, y_pred, proba, classes=classes, answers=answers, shift_test=run_shift_test
+        y, y_pred, proba, classes=classes, answers=answers, shift_test=run_shift_test,
+        reasons=None if answers is None else reasons,
     )
 
 
@@ -150,7 +154,7 @@ def _check_external_labels(y, classes):
 
 
 def external_validation_from_predictions(y, y_pred, y_proba=None, *, classes, answers=None,
-                                         shift_test=None):
+                                         shift_test=None, reasons=None):
     """:func:`external_validation` from predictions already made.
 
     For predictions made elsewhere (on a Dask cluster, by
@@ -177,6 +181,10 @@ def external_validation_from_predictions(y, y_pred, y_proba=None, *, classes, an
         Called without arguments, only when ``answers`` is given and the set
         is large enough (:data:`skxray.ood.MIN_SHIFT_TEST_IMAGES`); returns
         the :class:`skxray.ood.ShiftTestResult` of these images.
+    reasons : array-like of shape (n_samples,) or None, default=None
+        Why each image is ``"uncertain"``, as
+        ``predict_with_abstention(X, return_reasons=True)`` gives it:
+        counted into ``abstention_reasons``.
 
     Returns
     -------
@@ -209,6 +217,7 @@ def external_validation_from_predictions(y, y_pred, y_proba=None, *, classes, an
         },
         "accuracy": _rate(np.sum(y_pred == y), n),
         "abstention": None,
+        "abstention_reasons": None,
         "shift_test": None,
         "metrics": None,
         "notes": [],
@@ -224,6 +233,11 @@ def external_validation_from_predictions(y, y_pred, y_proba=None, *, classes, an
         result["notes"].append("No out-of-distribution detector (ood=False): no abstention, no shift test.")
         return result
     result["abstention"] = _rate(np.sum(np.asarray(answers) == "uncertain"), n)
+    if reasons is not None:
+        parts = [str(r).split(", ") for r in reasons]
+        result["abstention_reasons"] = {
+            name: int(sum(name in p for p in parts)) for name in ("lung check", "distance", "low confidence")
+        }
     if n < MIN_SHIFT_TEST_IMAGES:
         result["notes"].append(
             f"Shift test skipped: it needs at least {MIN_SHIFT_TEST_IMAGES} images; got {n}."
