@@ -236,6 +236,22 @@ def _box(data, group, masks):
     return row(data, key="field_of_view", group=group, masks=masks)
 
 
+def _probe(data, model, batches_from, size, variant, alpha="0.05"):
+    """A rejection rate of ``shift_reference_probe.py``."""
+    hit = row(data, key="rows", model=model, batches_from=batches_from, batch_size=size)
+    return hit[variant][f"rejected_at_{alpha}"]
+
+
+def _probe_worst(data):
+    """The largest false-alarm rates without repeats: the option (CNN, FNN), then the default."""
+    worst = data["decision"]["largest_false_alarm_at_0.05_without_repeats"]
+    return tuple(100 * worst[v][m] for v in ("exclude_pairs", "dedup") for m in ("cnn", "fnn"))
+
+
+def _count_or_0f(value):
+    return str(value) if isinstance(value, int) else f"{value:.0f}"
+
+
 class Figure(NamedTuple):
     page: str
     sentence: str  # "{}" where each figure stands
@@ -520,6 +536,23 @@ FIGURES = [
                       100 * row(d, set="darkcovidnet rotated 90 degrees")["flagged_lungs_side_by_side"],
                       100 * row(d, set="darkcovidnet rotated 270 degrees")["flagged_lungs_side_by_side"],
                       100 * row(d, set="darkcovidnet upside down")["flagged_lungs_side_by_side"]), _f(".1f")),
+    # docs/new_hospital.rst: repeated images and pairs of one patient in the shift test (issue 25)
+    Figure("docs/new_hospital.rst", "drawn from {} held-out images were rejected at 0.05 in {} % (CNN) and {} % "
+           "(FNN) of batches with the copies, and {} % and {} % without them.", "shift_reference_probe_split1.json",
+           lambda d: (row(d, key="models", model="cnn")["n_held_out_covid"],
+                      *(100 * _probe(d, m, "held_out_covid_100pct", 40, v)
+                        for v in ("image", "dedup") for m in ("cnn", "fnn"))), _count_or_0f),
+    Figure("docs/new_hospital.rst", "(batches without repeats): split 1, CNN {} %, FNN {} % with it, against {} % and "
+           "{} % without it;", "shift_reference_probe_split1.json", lambda d: _probe_worst(d), _f(".0f")),
+    Figure("docs/new_hospital.rst", "split 2, CNN {} % and FNN {} %, against {} % and {} %.",
+           "shift_reference_probe_split2.json", lambda d: _probe_worst(d), _f(".0f")),
+    Figure("docs/new_hospital.rst", "held-out Pneumonia, batches of 20, rejected at 0.01 in {} % (CNN) and {} % (FNN) "
+           "of batches on split 2, against {} % and {} % without it.", "shift_reference_probe_split2.json",
+           lambda d: tuple(100 * _probe(d, m, "held_out_pneumonia", 20, v, "0.01")
+                           for v in ("exclude_pairs", "dedup") for m in ("cnn", "fnn")), _f(".0f")),
+    Figure("docs/new_hospital.rst", "cost more: it rejected {} % of those Pneumonia batches (CNN, split 2).",
+           "shift_reference_probe_split2.json",
+           lambda d: 100 * _probe(d, "cnn", "held_out_pneumonia", 20, "patients", "0.01"), _f(".0f")),
     # docs/new_hospital.rst: the lung check's share of the per-image flags (issue 25)
     Figure("docs/new_hospital.rst", "(CNN and FNN; {} % and {} % by the distance alone: the lung check fails {} % "
            "of them)", "new_hospital.json",
