@@ -119,7 +119,7 @@ parts file after each part; 20 folds in all: 2 tasks x 2 protocols x 5)::
     git add $PARTS && git commit -m "... fold 0 ..."
     nice $A --parts $PARTS --tasks binary --protocols image --only-folds 1
     ...                    # the other folds, then --protocols patient, --tasks 3class
-    python benchmarks/accuracy.py --collect-parts $PARTS --out benchmarks/results/darkcovidnet_paper.json
+    python benchmarks/accuracy.py --collect-parts $PARTS --out benchmarks/results/accuracy_darkcovidnet_paper.json
 """
 
 import argparse

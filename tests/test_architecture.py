@@ -846,7 +846,9 @@ PRIVATE_UNDER_TEST = {
     "test_bad_inputs.py": ({"skxray.models._persistence"}, "a full disk while the persistence module writes"),
     "test_batch_iterator.py": ({"skxray._data", "skxray.models._base"},
                                "the unit tests of the batch iterator, datasets and augmenting collate"),
-    "test_case_mix.py": ({"skxray._label_shift"}, "the unit tests of the label-shift estimators"),
+    "test_case_mix.py": ({"skxray._label_shift", "skxray.ood._mmd_permutation_test",
+                          "skxray.ood._mmd_permutation_test_across_patients"},
+                         "the unit tests of the label-shift estimators and of the two MMD statistics"),
     "test_distributed.py": ({"skxray.models._base"}, "emulates a secondary process, which must not save"),
     "test_distributed_predict.py": ({"skxray._dask_plugin", "skxray.dask._assemble", "skxray.ood._MAX_SHIFT_SAMPLES"},
                                     "the unit tests of the dask worker plugin and assembly; "
