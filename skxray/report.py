@@ -1513,7 +1513,8 @@ class Report:
         return self._add(title, body)
 
     def add_external_validation(self, internal, external, *, shift_verdict=None, shift_text="",
-                                abstention_rate=None, figures=(), title="External validation"):
+                                abstention_rate=None, abstention_reasons=None, figures=(),
+                                title="External validation"):
         """Add internal vs external figures side by side, with the shift test's verdict.
 
         The hook for evaluating a model on a folder from another hospital:
@@ -1532,6 +1533,11 @@ class Report:
             One line on the shift test, after the badge.
         abstention_rate : float or None, default=None
             Share of external images the model declined to classify.
+        abstention_reasons : dict of str to int or None, default=None
+            How many images each part made ``"uncertain"``
+            (``external_validation``'s ``abstention_reasons``: ``"lung
+            check"``, ``"distance"``, ``"low confidence"``), said after the
+            rate.
         figures : sequence of matplotlib Figure or display, default=()
             Shown side by side under the table (e.g. internal and external
             ROC curves). A display of :mod:`skxray.evaluation` (such as
@@ -1585,6 +1591,13 @@ class Report:
             self.add_verdict("Shift test", shift_verdict, shift_text, anchor=anchor)
         if abstention_rate is not None:
             line = f"{format_percent(abstention_rate)} % of the external images were not classified (abstention)."
+            if abstention_reasons:
+                line = line[:-1] + (
+                    f": {abstention_reasons.get('lung check', 0)} failed the lung check (not an upright "
+                    f"frontal chest X-ray to the lung segmenter), {abstention_reasons.get('distance', 0)} "
+                    f"are unlike the training images (distance), {abstention_reasons.get('low confidence', 0)} "
+                    "below min_confidence (an image may have several reasons)."
+                )
             body += f"<p>{_esc(line)}</p>"
             self._context["Abstention"] = line
         if figures:

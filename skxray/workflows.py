@@ -870,6 +870,7 @@ def _write_evaluate_report(model, result, *, model_dir, data_dir, report, intern
         shift_verdict=None if shift is None else shift.severity(),
         shift_text="" if shift is None else shift.verdict(),
         abstention_rate=None if result["abstention"] is None else result["abstention"]["value"],
+        abstention_reasons=result.get("abstention_reasons"),
         title=f"{name}: internal and external figures",
     )
     if result["notes"]:

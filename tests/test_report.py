@@ -728,3 +728,14 @@ def test_dataset_summary_draws_the_sizes_through_their_display(phantoms, monkeyp
     drawn.clear()
     Report().add_dataset_summary(X, y, n_images=0)  # one size: no histogram
     assert drawn == []
+
+
+def test_external_validation_says_why_images_were_uncertain():
+    report = Report().add_external_validation(
+        {"accuracy": 0.9}, {"accuracy": 0.7}, abstention_rate=0.25,
+        abstention_reasons={"lung check": 3, "distance": 7, "low confidence": 1},
+    )
+    section = section_html(report.to_html(), "external-validation")
+    assert "25.0 % of the external images were not classified" in section
+    assert "3 failed the lung check" in section and "7 are unlike the training images" in section
+    assert "1 below min_confidence" in section
