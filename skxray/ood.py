@@ -584,9 +584,9 @@ def _squared_distances(A, B):
 def _distinct_rows(Z):
     """Indices of the first of each group of identical rows of ``Z``, in order.
 
-    Rows are compared after rounding to 6 significant digits of the
-    largest absolute feature, so the same image gives one row whatever batch
-    it was computed in.
+    Rows are compared after rounding to a millionth of the largest absolute
+    feature, so the same image gives one row whatever batch it was computed
+    in.
     """
     Z = np.asarray(Z, dtype=np.float64)
     if len(Z) < 2:
@@ -639,7 +639,8 @@ def _mmd_permutation_test_across_patients(Z_ref, ref_groups, Z_test, bandwidth, 
     its counted pairs. So the likeness of a patient's images to one another,
     which an image-level permutation takes for likeness between independent
     images, does not inflate the statistic. The permutations are those of
-    images, so the test keeps the power of the image-level one.
+    images: moving a patient's images together cost more power
+    (``benchmarks/shift_reference_probe.py``).
     """
     n, m = len(Z_ref), len(Z_test)
     pooled = np.vstack([Z_ref, Z_test])
