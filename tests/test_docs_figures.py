@@ -541,6 +541,26 @@ FIGURES = [
                       100 * row(d, set="darkcovidnet rotated 90 degrees")["flagged_lungs_side_by_side"],
                       100 * row(d, set="darkcovidnet rotated 270 degrees")["flagged_lungs_side_by_side"],
                       100 * row(d, set="darkcovidnet upside down")["flagged_lungs_side_by_side"]), _f(".1f")),
+    # docs/models.rst: the DarkCovidNet replication, binary image-level folds on the CPU (issue 30)
+    Figure("docs/models.rst", "done:** {} % ± {} (mean ± standard deviation", "accuracy_darkcovidnet_paper.json",
+           lambda d: (100 * row(d, model="darkcovidnet_paper")["accuracy_mean"],
+                      100 * row(d, model="darkcovidnet_paper")["accuracy_std"])),
+    Figure("docs/models.rst", "per fold {}, {}, {}, {} and {} %)", "accuracy_darkcovidnet_paper.json",
+           lambda d: tuple(100 * f["accuracy"] for f in d["folds"]), _f(".1f")),
+    Figure("docs/models.rst", "against the paper's {} %: within one standard deviation", "accuracy_darkcovidnet_paper.json",
+           lambda d: 100 * row(d, model="darkcovidnet_paper")["paper_accuracy"]),
+    Figure("docs/models.rst", "Balanced accuracy {} % ± {}, ROC AUC {} %, COVID-19 sensitivity {} % ± {} (one fold "
+           "{} %), PPV {} %; with the lungs masked the balanced accuracy falls to {}, chance.",
+           "accuracy_darkcovidnet_paper.json",
+           lambda d: (100 * row(d, model="darkcovidnet_paper")["balanced_accuracy_mean"],
+                      100 * row(d, model="darkcovidnet_paper")["balanced_accuracy_std"],
+                      100 * row(d, model="darkcovidnet_paper")["roc_auc_mean"],
+                      100 * row(d, model="darkcovidnet_paper")["covid_sensitivity_mean"],
+                      100 * row(d, model="darkcovidnet_paper")["covid_sensitivity_std"],
+                      100 * min(f["covid_sensitivity"] for f in d["folds"]),
+                      100 * row(d, model="darkcovidnet_paper")["covid_ppv_mean"],
+                      row(d, model="darkcovidnet_paper")["lungs_masked_balanced_accuracy"]),
+           lambda v: f"{v:.3f}" if v < 1 else (f"{v:.0f}" if v == round(v) else f"{v:.1f}")),
     # docs/new_hospital.rst: repeated images and pairs of one patient in the shift test (issue 25)
     Figure("docs/new_hospital.rst", "drawn from {} held-out images were rejected at 0.05 in {} % (CNN) and {} % "
            "(FNN) of batches with the copies, and {} % and {} % without them.", "shift_reference_probe_split1.json",
