@@ -912,8 +912,84 @@ def test_label_smoothing_changes_training(phantoms):
     assert smooth.predict_proba(X).max() < plain.predict_proba(X).max()
 
 
+def _mixup_batch(clf, X, y, sample_weight=None):
+    """A batch of (X, y) as the training iterator yields it, mixed by the fitted net."""
+    x = torch.as_tensor(X[:, None] if X.ndim == 3 else X)  # (n, 1, h, w), as the network reads them
+    Xi = x if sample_weight is None else {"x": x, "sample_weight": torch.as_tensor(sample_weight)}
+    yi = torch.as_tensor(clf._label_encoder.transform(y))
+    torch.manual_seed(5)
+    (mixed, y_same), (lam, perm) = clf.net_.mix_batch((Xi, yi)), clf.net_._mixing
+    return Xi, yi, mixed, y_same, lam, perm
+
+
+@pytest.mark.parametrize("classes", [("Covid-19", "Normal"), ("Covid-19", "Normal", "Pneumonia")])
+@pytest.mark.parametrize("class_weight", [None, "balanced"])
+def test_mixup_mixes_images_and_losses(classes, class_weight):
+    X, y = make_phantom_cxr(36, image_size=SIZE, classes=classes, random_state=0)
+    keep = np.r_[np.flatnonzero(y == "Covid-19")[:6], np.flatnonzero(y != "Covid-19")]  # unbalanced
+    X, y = X[keep], y[keep]
+    clf = tiny_cnn(max_epochs=1, ood=False, class_weight=class_weight, label_smoothing=0.1, mixup=0.4).fit(X, y)
+    Xi, yi, mixed, y_same, lam, perm = _mixup_batch(clf, X, y)
+    assert 0.0 < lam < 1.0 and sorted(perm.tolist()) == list(range(len(X)))
+    assert not np.array_equal(perm.numpy(), np.arange(len(X)))
+    x = Xi.numpy()
+    np.testing.assert_allclose(mixed.numpy(), lam * x + (1 - lam) * x[perm.numpy()], rtol=1e-6, atol=1e-6)
+    assert torch.equal(y_same, yi)
+    logits = clf.net_.forward(mixed, training=False)
+    loss = float(clf.net_.get_loss(logits, yi, X=mixed, training=True))
+    criterion = clf.net_.criterion_
+    by_hand = lam * float(criterion(logits, yi)) + (1 - lam) * float(criterion(logits, yi[perm]))
+    assert loss == pytest.approx(by_hand, rel=1e-5)
+    assert abs(loss - float(criterion(logits, yi))) > 1e-4
+    # Outside a training step (scoring, validation) the loss is the plain one.
+    clf.net_._mixing = None
+    assert float(clf.net_.get_loss(logits, yi, X=mixed, training=False)) == pytest.approx(
+        float(criterion(logits, yi)), rel=1e-6
+    )
+
+
+def test_mixup_mixes_the_sample_weights_with_the_labels():
+    X, y = make_phantom_cxr(24, image_size=SIZE, random_state=1)
+    w = np.linspace(0.5, 2.0, len(y)).astype(np.float32)
+    clf = tiny_cnn(max_epochs=1, ood=False, mixup=0.4).fit(X, y, sample_weight=w)
+    Xi, yi, mixed, _, lam, perm = _mixup_batch(clf, X, y, sample_weight=w)
+    assert torch.equal(mixed["sample_weight"], Xi["sample_weight"])
+    logits = clf.net_.forward(mixed["x"], training=False)
+    loss = float(clf.net_.get_loss(logits, yi, X=mixed, training=True))
+    criterion, wt = clf.net_.criterion_, torch.as_tensor(w)
+    by_hand = lam * float(criterion(logits, yi, sample_weight=wt)) + (1 - lam) * float(
+        criterion(logits, yi[perm], sample_weight=wt[perm])
+    )
+    assert loss == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_mixup_changes_training_reproducibly_and_leaves_the_callers_generator(phantoms):
+    X, y, _ = phantoms
+    plain = tiny_cnn(max_epochs=2, ood=False).fit(X, y)
+    state = torch.get_rng_state()
+    mixed = tiny_cnn(max_epochs=2, ood=False, mixup=0.4).fit(X, y)
+    assert torch.equal(torch.get_rng_state(), state)
+    again = tiny_cnn(max_epochs=2, ood=False, mixup=0.4).fit(X, y)
+    assert plain.history_[0]["train_loss"] != mixed.history_[0]["train_loss"]
+    np.testing.assert_array_equal(mixed.predict_proba(X), again.predict_proba(X))
+
+
+def test_mixup_fit_learns(phantom_split):
+    X_train, y_train, X_test, y_test = phantom_split
+    clf = tiny_cnn(max_epochs=8, ood=False, mixup=0.2).fit(X_train, y_train)
+    assert clf.score(X_test, y_test) > 0.8
+
+
+def test_mixup_turns_the_feature_cache_off(phantoms):
+    X, y, _ = phantoms
+    assert tiny_resnet(mixup=0.2)._caches_features() is False
+    with pytest.raises(ValueError, match="mixup=0"):
+        tiny_resnet(mixup=0.2, cache_features=True).fit(X, y)
+
+
 @pytest.mark.parametrize(
-    ("param", "value"), [("architecture", "dense"), ("label_smoothing", 1.0), ("label_smoothing", -0.1), ("tta", "yes")]
+    ("param", "value"),
+    [("architecture", "dense"), ("label_smoothing", 1.0), ("label_smoothing", -0.1), ("tta", "yes"), ("mixup", -0.1)],
 )
 def test_new_options_are_validated(param, value, phantoms):
     X, y, _ = phantoms

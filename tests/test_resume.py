@@ -163,6 +163,8 @@ _interrupt_after_epoch = _helpers.interrupt_after_epoch
     "make",
     [
         pytest.param(lambda d: _fnn(d, lr_schedule="plateau", early_stopping=True, n_iter_no_change=2), id="fnn"),
+        # mixup draws from torch's generator, which the checkpoint saves.
+        pytest.param(lambda d: _fnn(d, mixup=0.4), id="fnn-mixup"),
         pytest.param(
             lambda d: ResNet50Classifier(
                 weights=None, head_units=8, max_epochs=4, random_state=0, checkpoint_dir=d, ood=False

@@ -123,6 +123,7 @@ SHARED_PARAM_DEFAULTS = {
     "compile": False,
     "accelerator": "auto",
     "label_smoothing": 0.0,
+    "mixup": 0.0,
     "tta": False,
     "callbacks": None,
 }
@@ -447,6 +448,19 @@ COMMON_PARAMETERS_DOC = """\
         ``y * (1 - label_smoothing) + label_smoothing / 2``. It discourages
         over-confident outputs, which noisy labels would otherwise drive.
 
+    mixup : float >= 0, default=0.0
+        Mixup (Zhang et al., ICLR 2018): each training batch is replaced by
+        ``lam * x + (1 - lam) * x[perm]``, a mix of its images with a
+        shuffled copy of itself, with one ``lam`` drawn from
+        ``Beta(mixup, mixup)`` per batch, and the loss is the same mix of
+        the losses on both images' labels (class weights, label smoothing
+        and sample weights apply to each). 0 switches it off; the paper
+        used 0.1-0.4. It runs after ``augment``. Validation and prediction
+        images are never mixed, and neither are the training images from
+        which the out-of-distribution detector is fitted. A frozen
+        backbone's features are not cached while it is on (the images,
+        not their features, are mixed).
+
     tta : bool, default=False
         Test-time augmentation: :meth:`predict_proba` (and so
         :meth:`predict` and :meth:`decision_function`) average the class
@@ -726,6 +740,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
         "compile": ["boolean"],
         "accelerator": [None, StrOptions({"auto"}), HasMethods(["prepare", "wait_for_everyone"])],
         "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "mixup": [Interval(Real, 0, None, closed="left")],
         "tta": ["boolean"],
         "callbacks": [None, list, tuple],
     }
@@ -1225,6 +1240,7 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             # callbacks__<name>=None or callbacks__<name>__<param>: skorch applies them.
             **{f"callbacks__{k}": v for k, v in self._routed("callbacks").items()},
             # skorch compiles module_ (the criterion is no torch module) when asked.
+            mixup=float(self.mixup),
             compile=bool(self.compile),
             **{f"compile__{k}": v for k, v in self._with_routed("compile", torch.compile).items()},
         )

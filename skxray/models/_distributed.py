@@ -206,11 +206,52 @@ class TrainingNet(NeuralNet):
     autocast_dtype : torch.dtype or None
         bfloat16 for mixed precision, None for float32. The outputs are cast
         back to float32, so the loss and the probabilities are float32.
+    mixup : float, default=0.0
+        Mixup's Beta parameter (the estimators' ``mixup``); 0 trains on the
+        batches as they come.
     """
 
-    def __init__(self, *args, autocast_dtype=None, **kwargs):
+    def __init__(self, *args, autocast_dtype=None, mixup=0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.autocast_dtype = autocast_dtype
+        self.mixup = mixup
+        # (lam, perm) of the training batch being stepped, read by get_loss.
+        self._mixing = None
+
+    def mix_batch(self, batch):
+        """A training batch mixed with a shuffled copy of itself (mixup; Zhang et al., ICLR 2018).
+
+        One weight ``lam ~ Beta(mixup, mixup)`` per batch, as in the paper's
+        own code: the images become ``lam * x + (1 - lam) * x[perm]``, and
+        :meth:`get_loss` the same combination of the losses on both labels
+        (and sample weights). Both draws come from torch's global generator,
+        which ``fit`` seeds (in a fork that leaves the caller's alone) and
+        the checkpoints save, so a resumed fit mixes as an uninterrupted one.
+
+        Returns
+        -------
+        batch : tuple
+            ``(X, y)`` with the mixed images and the labels unchanged; the
+            weight and the permutation are kept for :meth:`get_loss`.
+        """
+        Xi, yi = batch
+        x = Xi["x"] if isinstance(Xi, dict) else Xi
+        n = len(x)
+        alpha = torch.tensor(float(self.mixup))
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        perm = torch.randperm(n).to(x.device)
+        mixed = x.mul(lam).add_(x[perm], alpha=1.0 - lam)
+        self._mixing = (lam, perm)
+        return ({**Xi, "x": mixed} if isinstance(Xi, dict) else mixed), yi
+
+    def train_step(self, batch, **fit_params):
+        if not self.mixup:
+            return super().train_step(batch, **fit_params)
+        batch = self.mix_batch(batch)
+        try:
+            return super().train_step(batch, **fit_params)
+        finally:
+            self._mixing = None
 
     def infer(self, x, **fit_params):
         # The module sees the images only, never the sample weights.
@@ -239,6 +280,22 @@ class TrainingNet(NeuralNet):
         beside the images (:class:`skxray._data.SampleWeightedDataset`) and
         the loss reads them from ``X``; the criterion weights and normalises.
         """
+        if training and self._mixing is not None:
+            # mixup: lam * loss(y) + (1 - lam) * loss(y[perm]); each loss is
+            # the criterion's own (class weights, smoothing, sample weights).
+            lam, perm = self._mixing
+            self._mixing = None
+            try:
+                y_true = to_tensor(y_true, device=self.device)
+                X_perm = X
+                if isinstance(X, dict) and "sample_weight" in X:
+                    weight = to_tensor(X["sample_weight"], device=self.device)
+                    X_perm = {**X, "sample_weight": weight[perm.to(weight.device)]}
+                first = self.get_loss(y_pred, y_true, X=X, training=training)
+                second = self.get_loss(y_pred, y_true[perm.to(y_true.device)], X=X_perm, training=training)
+            finally:
+                self._mixing = (lam, perm)
+            return lam * first + (1.0 - lam) * second
         if not (isinstance(X, dict) and "sample_weight" in X):
             return super().get_loss(y_pred, y_true, X=X, training=training)
         y_true = to_tensor(y_true, device=self.device)

@@ -273,8 +273,8 @@ FROZEN_HEAD_PARAMS_DOC = """    freeze : bool, default=True
 
     cache_features : {"auto", True, False}, default="auto"
         Compute backbone features once per ``fit`` and train the head on
-        them. "auto" caches when ``freeze=True`` and ``augment`` is None;
-        True requires both.
+        them. "auto" caches when ``freeze=True``, ``augment`` is None and
+        ``mixup`` is 0; True requires all three.
 """
 
 
@@ -322,7 +322,7 @@ class ResNet50Classifier(BaseImageClassifier):
     ImageNet-normalised inside the estimator, so pass images scaled to
     [0, 1], like :class:`skxray.preprocessing.ImageLoader` produces.
 
-    With a frozen backbone and no augmentation the backbone features are
+    With a frozen backbone and no augmentation or mixup the backbone features are
     computed once per ``fit`` and the head trains on them
     (``cache_features``), which is many times faster than running the
     backbone every epoch.
@@ -391,10 +391,10 @@ default="IMAGENET1K_V2"
     def _check_params(self):
         super()._check_params()
         name = type(self).__name__
-        if self.cache_features is True and (not self.freeze or self.augment is not None):
+        if self.cache_features is True and (not self.freeze or self.augment is not None or self.mixup):
             raise ValueError(
-                f"{name}: cache_features=True needs freeze=True and augment=None "
-                "(cached features cannot be augmented or fine-tuned)."
+                f"{name}: cache_features=True needs freeze=True, augment=None and mixup=0 "
+                "(cached features cannot be augmented, mixed or fine-tuned)."
             )
         if self.feature_cache_dir is not None and not self.freeze:
             raise ValueError(
@@ -404,7 +404,7 @@ default="IMAGENET1K_V2"
 
     def _caches_features(self):
         if self.cache_features == "auto":
-            return bool(self.freeze) and self.augment is None
+            return bool(self.freeze) and self.augment is None and not self.mixup
         return bool(self.cache_features)
 
     def _build_module(self, input_shape, n_outputs):
