@@ -173,3 +173,32 @@ def test_machine_info_records_the_cpu_instruction_sets(monkeypatch, tmp_path):
         monkeypatch.setattr(common, "Path", real)
         simd = common.machine_info()["cpu_simd"]
         assert simd is None or set(simd) <= set(common.SIMD_FLAGS)
+
+
+@pytest.fixture(scope="module")
+def model_options():
+    with _helpers.benchmark_module("model_options") as module:
+        yield module
+
+
+def test_model_options_prune_drops_flipped_training_labels(model_options):
+    # The issue-30 option "prune_label_issues": cleanlab's suspects among the
+    # training images, from out-of-fold probabilities by patient.
+    from skxray.datasets import make_phantom_cxr
+
+    classes = ("Covid-19", "Normal", "Pneumonia")
+    X, y, groups = make_phantom_cxr(240, image_size=32, classes=classes, random_state=0, return_groups=True)
+    rng = np.random.RandomState(0)
+    flipped = rng.choice(len(y), 24, replace=False)
+    y_noisy = y.copy()
+    y_noisy[flipped] = [classes[(classes.index(c) + 1) % 3] for c in y[flipped]]
+    fits = model_options.Fits(X, y_noisy, groups)
+    params = {"filters": (4, 8), "dense_units": 16, "max_epochs": 15, "lr": 2e-3, "random_state": 0, "ood": False,
+              "validation_fraction": None}
+    keep = fits.label_issues_kept(params)
+    dropped = np.flatnonzero(~keep)
+    assert fits.pruned["n_dropped"] == len(dropped) == sum(fits.pruned["dropped_by_given_and_suggested_class"].values())
+    # Most of the 24 flips are found (21 when written; dropping as many
+    # images at random would find about 4), without dropping half the set.
+    assert len(np.intersect1d(dropped, flipped)) >= 15
+    assert len(dropped) <= 60
