@@ -238,7 +238,8 @@ def cmd_train(args):
 
 def cmd_predict(args):
     result = workflows.predict(args.model_dir, args.images, scheduler=args.scheduler,
-                               partition_size=args.partition_size)
+                               partition_size=args.partition_size,
+                               exclude_patient_pairs=args.exclude_patient_pairs)
     _print_predictions(result, as_json=args.json)
     _print_unreadable(result.unreadable)
     return 1 if result.unreadable else 0
@@ -248,6 +249,7 @@ def cmd_evaluate(args):
     result = workflows.evaluate(
         args.model_dir, args.data_dir, report=args.report, internal=args.internal, cv=args.cv,
         scheduler=args.scheduler, partition_size=args.partition_size,
+        exclude_patient_pairs=args.exclude_patient_pairs,
     )
     if result.validation is None:
         _print_unreadable(result.unreadable)
@@ -415,6 +417,16 @@ def _add_dask_options(p):
     )
 
 
+def _add_shift_options(p):
+    p.add_argument(
+        "--exclude-patient-pairs", action="store_true",
+        help="in the shift test's image part, leave out the pairs of reference images of one "
+        "patient (for a model trained on a folder with patient ids): fewer false alarms when "
+        "only the case mix changed, a little less power on small batches (see the user "
+        "guide's page on new hospitals)",
+    )
+
+
 def _add_train_options(p):
     p.add_argument("data_dir", metavar="DATA_DIR", help=DATA_DIR_HELP)
     p.add_argument("--model", required=True, choices=classifier_names(), help="the classifier to train")
@@ -448,6 +460,7 @@ def _add_evaluate_options(p):
     )
     p.add_argument("--cv", type=int, default=_default(workflows.evaluate, "cv"),
                    help="folds of --internal (default %(default)s)")
+    _add_shift_options(p)
     _add_dask_options(p)
 
 
@@ -456,6 +469,7 @@ def _add_predict_options(p):
     p.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+",
                    help="image files (PNG, JPEG, TIFF, DICOM ...) or folders, searched recursively")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _add_shift_options(p)
     _add_dask_options(p)
 
 

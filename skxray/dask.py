@@ -416,7 +416,7 @@ class DaskPredictor:
             future.release()
         return _assemble(parts, len(partitions), size)
 
-    def shift_test(self, files, *, alpha=0.05, n_permutations=1000, random_state=0):
+    def shift_test(self, files, *, alpha=0.05, n_permutations=1000, random_state=0, exclude_patient_pairs=False):
         """:func:`skxray.ood.shift_test` of the images of ``files``, run on one worker.
 
         Up to :data:`SHIFT_TEST_MAX_IMAGES` files, the worker tests exactly
@@ -429,7 +429,7 @@ class DaskPredictor:
         ----------
         files : sequence of str
             Readable image files (e.g. ``predictions.files``).
-        alpha, n_permutations, random_state
+        alpha, n_permutations, random_state, exclude_patient_pairs
             As in :func:`skxray.ood.shift_test`.
 
         Returns
@@ -441,11 +441,13 @@ class DaskPredictor:
             rng = np.random.RandomState(random_state)
             chosen = np.sort(rng.choice(len(files), SHIFT_TEST_MAX_IMAGES, replace=False))
             files = [files[i] for i in chosen]
-        options = dict(alpha=alpha, n_permutations=n_permutations, random_state=random_state)
+        options = dict(alpha=alpha, n_permutations=n_permutations, random_state=random_state,
+                       exclude_patient_pairs=exclude_patient_pairs)
         future = self.client_.submit(_shift_test_files, self._plugin_name, files, options, pure=False)
         return future.result()
 
-    def external_validation(self, predictions, y, *, alpha=0.05, n_permutations=1000, random_state=0):
+    def external_validation(self, predictions, y, *, alpha=0.05, n_permutations=1000, random_state=0,
+                            exclude_patient_pairs=False):
         """:func:`skxray.evaluation.external_validation` from predictions made on the cluster.
 
         Parameters
@@ -454,7 +456,7 @@ class DaskPredictor:
             From :meth:`predict`, with at least one readable file.
         y : array-like of shape (len(predictions.files),)
             True labels of ``predictions.files``.
-        alpha, n_permutations, random_state
+        alpha, n_permutations, random_state, exclude_patient_pairs
             Of the shift test, as in :func:`skxray.evaluation.external_validation`.
 
         Returns
@@ -474,7 +476,8 @@ class DaskPredictor:
             answers=predictions.answers,
             reasons=predictions.reasons,
             shift_test=lambda: self.shift_test(
-                predictions.files, alpha=alpha, n_permutations=n_permutations, random_state=random_state
+                predictions.files, alpha=alpha, n_permutations=n_permutations, random_state=random_state,
+                exclude_patient_pairs=exclude_patient_pairs,
             ),
         )
 

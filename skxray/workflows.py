@@ -637,21 +637,21 @@ def _dask_predictor(model_dir, scheduler, partition_size):
         yield predictor
 
 
-def _predict_here(model, files):
+def _predict_here(model, files, shift_options):
     X, readable, unreadable = read_images(model, files)
     shift = (None, None)
     if len(X):
-        shift = _batch_shift_test(model, len(X), lambda: shift_test(model, X, random_state=0))
+        shift = _batch_shift_test(model, len(X), lambda: shift_test(model, X, random_state=0, **shift_options))
     return readable, unreadable, score_images(model, X), shift
 
 
-def _predict_on_dask(model_dir, model, files, scheduler, partition_size):
+def _predict_on_dask(model_dir, model, files, scheduler, partition_size, shift_options):
     with _dask_predictor(model_dir, scheduler, partition_size) as predictor:
         predictions = predictor.predict(files)
         shift = (None, None)
         if predictions.files:
             shift = _batch_shift_test(model, len(predictions.files),
-                                      lambda: predictor.shift_test(predictions.files))
+                                      lambda: predictor.shift_test(predictions.files, **shift_options))
     scores = {
         "proba": predictions.proba,
         "answers": predictions.answers,
@@ -683,7 +683,7 @@ def _prediction_rows(model, files, scores):
     return rows
 
 
-def predict(model_dir, images, *, scheduler=None, partition_size=None):
+def predict(model_dir, images, *, scheduler=None, partition_size=None, exclude_patient_pairs=False):
     """Label each image with a saved model; shift-test a batch of 20 images or more first.
 
     Files that cannot be read do not stop the batch: every readable image is
@@ -700,6 +700,10 @@ def predict(model_dir, images, *, scheduler=None, partition_size=None):
         a scheduler address, or ``"local:N"``. The answers are the same.
     partition_size : int or None, default=None
         With ``scheduler``: images per task.
+    exclude_patient_pairs : bool, default=False
+        Of the shift test, as in :func:`skxray.ood.shift_test`: leave the
+        pairs of reference images of one patient out of its image part
+        (for a model trained on a folder with patient ids).
 
     Returns
     -------
@@ -712,11 +716,12 @@ def predict(model_dir, images, *, scheduler=None, partition_size=None):
     """
     model = _load_model(model_dir)
     files = _expand_images(images)
+    shift_options = {"exclude_patient_pairs": bool(exclude_patient_pairs)}
     if scheduler:
         readable, unreadable, scores, shift = _predict_on_dask(model_dir, model, files, scheduler,
-                                                               partition_size)
+                                                               partition_size, shift_options)
     else:
-        readable, unreadable, scores, shift = _predict_here(model, files)
+        readable, unreadable, scores, shift = _predict_here(model, files, shift_options)
     return PredictResult(rows=_prediction_rows(model, readable, scores), shift_test=shift[0],
                          shift_summary=shift[1], unreadable=unreadable)
 
@@ -751,26 +756,27 @@ def _as_model_labels(y, classes):
     return out if classes.dtype == object else out.astype(classes.dtype)
 
 
-def _evaluate_here(model, files, labels):
+def _evaluate_here(model, files, labels, shift_options):
     from skxray.evaluation import external_validation
 
     X, readable, unreadable = read_images(model, files)
     if not len(X):
         return None, unreadable
-    return external_validation(model, X, labels(readable), random_state=0), unreadable
+    return external_validation(model, X, labels(readable), random_state=0, **shift_options), unreadable
 
 
-def _evaluate_on_dask(model_dir, files, labels, scheduler, partition_size):
+def _evaluate_on_dask(model_dir, files, labels, scheduler, partition_size, shift_options):
     with _dask_predictor(model_dir, scheduler, partition_size) as predictor:
         predictions = predictor.predict(files)
         if not predictions.files:
             return None, predictions.unreadable
-        result = predictor.external_validation(predictions, labels(predictions.files), random_state=0)
+        result = predictor.external_validation(predictions, labels(predictions.files), random_state=0,
+                                               **shift_options)
     return result, predictions.unreadable
 
 
 def evaluate(model_dir, data_dir, *, report=None, internal=None, cv=5, scheduler=None,
-             partition_size=None):
+             partition_size=None, exclude_patient_pairs=False):
     """Score a saved model on a labelled folder it was not trained on.
 
     The folder may hold all of the model's classes or some (another
@@ -794,6 +800,8 @@ def evaluate(model_dir, data_dir, *, report=None, internal=None, cv=5, scheduler
         Folds of ``internal``.
     scheduler, partition_size : default=None
         Score the images on a Dask cluster, as in :func:`predict`.
+    exclude_patient_pairs : bool, default=False
+        Of the shift test, as in :func:`predict`.
 
     Returns
     -------
@@ -820,10 +828,12 @@ def evaluate(model_dir, data_dir, *, report=None, internal=None, cv=5, scheduler
     def labels(readable):
         return _as_model_labels(np.asarray([label_of[f] for f in readable], dtype=object), model.classes_)
 
+    shift_options = {"exclude_patient_pairs": bool(exclude_patient_pairs)}
     if scheduler:
-        result, unreadable = _evaluate_on_dask(model_dir, bunch.filenames, labels, scheduler, partition_size)
+        result, unreadable = _evaluate_on_dask(model_dir, bunch.filenames, labels, scheduler, partition_size,
+                                               shift_options)
     else:
-        result, unreadable = _evaluate_here(model, bunch.filenames, labels)
+        result, unreadable = _evaluate_here(model, bunch.filenames, labels, shift_options)
     if result is None:
         return EvaluateResult(validation=None, unreadable=unreadable, report_path=None)
     result["unreadable"] = [{"image": f, "reason": r} for f, r in unreadable]

@@ -576,3 +576,20 @@ def test_bad_model_list_is_a_user_error(models, message, tmp_path, capsys):
 
     assert main(["compare", str(tmp_path), "--out", str(tmp_path / "r"), "--models", models]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_exclude_patient_pairs_reaches_the_shift_test(model_dir, folder, command):
+    from skxray.models import load
+
+    # The folder has a manifest, so the model knows which reference images share a patient.
+    reference_groups = load(model_dir).ood_.reference_groups_
+    assert len(np.unique(reference_groups)) < len(reference_groups)
+    args = [command, model_dir, folder, "--json"]
+    plain = json.loads(run(*args).stdout)["shift_test"]
+    result = run(*args, "--exclude-patient-pairs")
+    assert result.returncode == 0, result.stderr
+    shift = json.loads(result.stdout)["shift_test"]
+    assert plain["patient_pairs_excluded"] is False and shift["patient_pairs_excluded"] is True
+    assert "pairs of images of one reference patient left out" in shift["method"]
+    assert shift["n_test"] == plain["n_test"] == 48

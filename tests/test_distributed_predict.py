@@ -316,7 +316,7 @@ def test_shift_test_reads_at_most_the_cap(monkeypatch):
 
     class FakeClient:
         def submit(self, func, plugin_name, files, options, pure):
-            self.files = files
+            self.files, self.options = files, options
             return type("Done", (), {"result": lambda self: "ok"})()
 
     predictor = skdask.DaskPredictor("unused", None)
@@ -327,6 +327,10 @@ def test_shift_test_reads_at_most_the_cap(monkeypatch):
     assert len(chosen) == 2000 and chosen == sorted(chosen) and set(chosen) < set(many)
     predictor.shift_test(many[:1500])
     assert predictor.client_.files == many[:1500]
+    # The worker's shift_test gets every option (the CLI's --exclude-patient-pairs).
+    assert predictor.client_.options["exclude_patient_pairs"] is False
+    predictor.shift_test(many[:30], exclude_patient_pairs=True)
+    assert predictor.client_.options["exclude_patient_pairs"] is True
 
 
 @pytest.mark.slow

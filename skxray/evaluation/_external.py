@@ -65,7 +65,8 @@ def _rate(count, n):
     return {"value": count / n if n else math.nan, "ci95": [low, high], "count": int(count), "n": int(n)}
 
 
-def external_validation(estimator, X, y, *, alpha=0.05, n_permutations=1000, random_state=0):
+def external_validation(estimator, X, y, *, alpha=0.05, n_permutations=1000, random_state=0,
+                        exclude_patient_pairs=False):
     """What can be measured of a fitted skxray classifier on an external folder.
 
     An external set (another hospital's X-rays) often holds some of the
@@ -93,6 +94,9 @@ def external_validation(estimator, X, y, *, alpha=0.05, n_permutations=1000, ran
         Permutations of the shift test.
     random_state : int, RandomState instance or None, default=0
         Seeds the shift test's permutations.
+    exclude_patient_pairs : bool, default=False
+        Of the shift test, as in :func:`skxray.ood.shift_test`: leave the
+        pairs of reference images of one patient out of its image part.
 
     Returns
     -------
@@ -132,7 +136,8 @@ def external_validation(estimator, X, y, *, alpha=0.05, n_permutations=1000, ran
 
         def run_shift_test():
             return shift_test(
-                estimator, X, alpha=alpha, n_permutations=n_permutations, random_state=random_state
+                estimator, X, alpha=alpha, n_permutations=n_permutations, random_state=random_state,
+                exclude_patient_pairs=exclude_patient_pairs,
             )
 
     return external_validation_from_predictions(
