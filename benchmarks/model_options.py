@@ -51,7 +51,7 @@ Options (``--options``, comma-separated, in this order by default):
     task if its accuracy on the held-out patients of fold 0 and of fold 1
     each beats ``benchmark``'s, measured in the same run, by more than one
     point (about 2 of 225 images). Its rows are in
-    ``results/tuning/model_options_mixup.json``, beside a ``benchmark``
+    ``results/tuning/model_options_issue30.json``, beside a ``benchmark``
     row refitted on the same machine.
 ``prune_label_issues``
     the ``benchmark`` CNN refitted without the training images whose label

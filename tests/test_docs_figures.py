@@ -180,6 +180,11 @@ def _f(spec):
     return lambda v: format(v, spec)
 
 
+def _options_accuracy(data, option):
+    """Three-class accuracy (%) of a model_options.py option on folds 0 and 1."""
+    return tuple(100 * row(data, task="3class", option=option, fold=f)["accuracy"] for f in (0, 1))
+
+
 def _amp_cpu(data, key):
     """bfloat16's and float32's ``key`` in amp_cpu.json, in percent."""
     return tuple(100 * row(data, precision=p)[key] for p in ("bfloat16", "float32"))
@@ -541,6 +546,22 @@ FIGURES = [
                       100 * row(d, set="darkcovidnet rotated 90 degrees")["flagged_lungs_side_by_side"],
                       100 * row(d, set="darkcovidnet rotated 270 degrees")["flagged_lungs_side_by_side"],
                       100 * row(d, set="darkcovidnet upside down")["flagged_lungs_side_by_side"]), _f(".1f")),
+    # docs/models.rst: the issue-30 candidates on the three-class task, two held-out-patient folds
+    Figure("docs/models.rst", "fold 1, against the benchmark CNN's {} and {} %:", "tuning/model_options_issue30.json",
+           lambda d: _options_accuracy(d, "benchmark"), _f(".1f")),
+    Figure("docs/models.rst", "(mixup, now a parameter of every classifier): {} and {} %, the only", "tuning/model_options_issue30.json",
+           lambda d: _options_accuracy(d, "mixup"), _f(".1f")),
+    Figure("docs/models.rst", "``find_label_issues``; {} and {} of {} training images", "tuning/model_options_issue30.json",
+           lambda d: (*(row(d, task="3class", option="prune_label_issues", fold=f)["label_issues_dropped"]["n_dropped"]
+                        for f in (0, 1)),
+                      row(d, task="3class", option="prune_label_issues", fold=0)["label_issues_dropped"]["n_training_images"]),
+           str),
+    Figure("docs/models.rst", "the held-out labels untouched): {} and {} %;", "tuning/model_options_issue30.json",
+           lambda d: _options_accuracy(d, "prune_label_issues"), _f(".1f")),
+    Figure("docs/models.rst", "2e-3, 15 epochs) at 64 px: {} and {} %;", "tuning/model_options_issue30.json",
+           lambda d: _options_accuracy(d, "darkcovidnet"), _f(".1f")),
+    Figure("docs/models.rst", "benchmark CNN and that DarkCovidNet: {} and {} %.", "tuning/model_options_issue30.json",
+           lambda d: _options_accuracy(d, "cnn_darkcovidnet"), _f(".1f")),
     # docs/models.rst: the DarkCovidNet replication, binary image-level folds on the CPU (issue 30)
     Figure("docs/models.rst", "done:** {} % ± {} (mean ± standard deviation", "accuracy_darkcovidnet_paper.json",
            lambda d: (100 * row(d, model="darkcovidnet_paper")["accuracy_mean"],
