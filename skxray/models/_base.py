@@ -1239,8 +1239,8 @@ class BaseImageClassifier(ClassifierMixin, BaseEstimator):
             **{f"iterator_valid__{k}": v for k, v in iterator_valid.items()},
             # callbacks__<name>=None or callbacks__<name>__<param>: skorch applies them.
             **{f"callbacks__{k}": v for k, v in self._routed("callbacks").items()},
-            # skorch compiles module_ (the criterion is no torch module) when asked.
             mixup=float(self.mixup),
+            # skorch compiles module_ (the criterion is no torch module) when asked.
             compile=bool(self.compile),
             **{f"compile__{k}": v for k, v in self._with_routed("compile", torch.compile).items()},
         )

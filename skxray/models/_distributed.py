@@ -284,18 +284,18 @@ class TrainingNet(NeuralNet):
             # mixup: lam * loss(y) + (1 - lam) * loss(y[perm]); each loss is
             # the criterion's own (class weights, smoothing, sample weights).
             lam, perm = self._mixing
-            self._mixing = None
-            try:
-                y_true = to_tensor(y_true, device=self.device)
-                X_perm = X
-                if isinstance(X, dict) and "sample_weight" in X:
-                    weight = to_tensor(X["sample_weight"], device=self.device)
-                    X_perm = {**X, "sample_weight": weight[perm.to(weight.device)]}
-                first = self.get_loss(y_pred, y_true, X=X, training=training)
-                second = self.get_loss(y_pred, y_true[perm.to(y_true.device)], X=X_perm, training=training)
-            finally:
-                self._mixing = (lam, perm)
-            return lam * first + (1.0 - lam) * second
+            y_true = to_tensor(y_true, device=self.device)
+            X_perm = X
+            if isinstance(X, dict) and "sample_weight" in X:
+                weight = to_tensor(X["sample_weight"], device=self.device)
+                X_perm = {**X, "sample_weight": weight[perm.to(weight.device)]}
+            return lam * self._criterion_loss(y_pred, y_true, X, training) + (1.0 - lam) * self._criterion_loss(
+                y_pred, y_true[perm.to(y_true.device)], X_perm, training
+            )
+        return self._criterion_loss(y_pred, y_true, X, training)
+
+    def _criterion_loss(self, y_pred, y_true, X, training):
+        """The loss on these labels, with the batch's sample weights when ``X`` carries them."""
         if not (isinstance(X, dict) and "sample_weight" in X):
             return super().get_loss(y_pred, y_true, X=X, training=training)
         y_true = to_tensor(y_true, device=self.device)
