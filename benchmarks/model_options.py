@@ -94,6 +94,7 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -198,12 +199,10 @@ class Fits:
                                   groups=self.groups_train, cv=cv, method="predict_proba")
         issues = find_label_issues(labels, proba, filter_by="prune_by_noise_rate")
         suggested = classes[proba.argmax(1)]
-        pairs = {}
-        for given, said in zip(self.y_train[issues], suggested[issues]):
-            pairs[f"{given} -> {said}"] = pairs.get(f"{given} -> {said}", 0) + 1
+        pairs = Counter(f"{given} -> {said}" for given, said in zip(self.y_train[issues], suggested[issues]))
         self.pruned = {"n_training_images": int(len(labels)), "n_dropped": int(issues.sum()),
                        "dropped_by_given_and_suggested_class": dict(sorted(pairs.items()))}
-        log(f"  prune_label_issues: dropping {int(issues.sum())} of {len(labels)} training images {pairs}")
+        log(f"  prune_label_issues: dropping {int(issues.sum())} of {len(labels)} training images {dict(pairs)}")
         return ~issues
 
 
