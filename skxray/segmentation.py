@@ -37,6 +37,7 @@ from skxray._geometry import central_lung_mask
 from skxray._validation import check_image_array, is_path_array, to_nchw
 
 __all__ = [
+    "AMBIGUOUS_PROBABILITY",
     "LUNG_LAYOUT_RULE",
     "LungLayout",
     "LungWeightsError",
@@ -70,6 +71,10 @@ LUNG_LAYOUT_RULE = {"min_parts": 2, "lung_share": (0.10, 0.70), "largest_to_seco
 #: :attr:`LungLayout.score` of an image with fewer than two lung parts, or
 #: whose two parts lie exactly one above the other: the cap of every term.
 LAYOUT_SCORE_CAP = 10.0
+#: Lung probabilities in this open interval count as ambiguous in
+#: :attr:`LungLayout.ambiguity`: the pixels the segmenter cannot call lung or
+#: not lung. Fixed before it was first measured, not tuned.
+AMBIGUOUS_PROBABILITY = (0.1, 0.9)
 
 _DESCRIPTIONS = {
     "segmenter": "lungs found by skxray's lung segmenter (skxray.segmentation)",
@@ -361,8 +366,13 @@ def segment_lungs(X, *, threshold=0.5, clean=True, weights=None):
     """
     if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 < threshold < 1:
         raise ValueError(f"segment_lungs: threshold must be a float in (0, 1); got {threshold!r}.")
-    masks = lung_probabilities(X, weights=weights) > threshold
-    if clean:
+    return _masks_from_proba(lung_probabilities(X, weights=weights), threshold, clean)
+
+
+def _masks_from_proba(proba, threshold=0.5, clean=True):
+    """Boolean masks from lung probabilities, as :func:`segment_lungs` returns them."""
+    masks = proba > threshold
+    if clean and len(masks):
         masks = np.stack([keep_two_largest(m) for m in masks])
     return masks
 
@@ -425,6 +435,14 @@ class LungLayout:
         ``area_ratio / 3`` and the centroids' distance down the image over
         their distance across it, each capped at :data:`LAYOUT_SCORE_CAP`
         (also the score of an image with fewer than two parts).
+    ambiguity : ndarray of shape (n_samples,)
+        How unsure the segmenter is of the lungs it found: the pixels whose
+        lung probability lies in :data:`AMBIGUOUS_PROBABILITY` over the
+        pixels of the mask (``inf`` for an empty mask). Not part of the rule
+        (``score`` and ``passes`` ignore it): a detector sets its own limit
+        from its calibration images (:class:`skxray.ood.OODDetector`,
+        ``lung_ambiguity_threshold_``). NaN when the layout was computed from
+        masks alone (``lung_layout(masks=...)``), which carry no probabilities.
     """
 
     n_parts: np.ndarray
@@ -432,6 +450,7 @@ class LungLayout:
     area_ratio: np.ndarray
     side_by_side: np.ndarray
     score: np.ndarray
+    ambiguity: np.ndarray
 
     @property
     def passes(self):
@@ -507,8 +526,11 @@ def lung_layout(X=None, *, masks=None):
     """
     if (X is None) == (masks is None):
         raise ValueError("lung_layout: give either X (images) or masks (lung masks), not both or neither.")
+    ambiguity = None
     if masks is None:
-        masks = segment_lungs(X)
+        proba = lung_probabilities(X)
+        masks = _masks_from_proba(proba)
+        ambiguity = _ambiguity(proba, masks)
     masks = np.asarray(masks)
     if masks.ndim != 3 or masks.dtype != bool:
         raise ValueError(
@@ -523,4 +545,14 @@ def lung_layout(X=None, *, masks=None):
         area_ratio=np.asarray(columns[2], dtype=np.float64),
         side_by_side=np.asarray(columns[3], dtype=bool),
         score=np.asarray(columns[4], dtype=np.float64),
+        ambiguity=np.full(len(masks), np.nan) if ambiguity is None else ambiguity,
     )
+
+
+def _ambiguity(proba, masks):
+    """Per image: pixels of ``proba`` in :data:`AMBIGUOUS_PROBABILITY` over the pixels of ``masks``."""
+    lo, hi = AMBIGUOUS_PROBABILITY
+    unsure = ((proba > lo) & (proba < hi)).sum(axis=(1, 2)).astype(np.float64)
+    area = masks.sum(axis=(1, 2)).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(area > 0, unsure / np.maximum(area, 1.0), np.inf)

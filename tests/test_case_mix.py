@@ -354,9 +354,16 @@ def test_every_classifier_flags_what_is_not_a_chest_xray(name, train, held_out):
 
 
 # ------------------------------------------------------------ the lung layout check
-def test_lung_check_adds_the_layout_score_to_the_images_outside_the_rule(train, held_out):
-    from skxray.segmentation import lung_layout
+def _lung_check_score(det, images):
+    """The lung check's score, from the definition: layout score or ambiguity over its limit."""
+    from skxray.segmentation import LAYOUT_SCORE_CAP, lung_layout
 
+    layout = lung_layout(images)
+    ambiguity = np.minimum(layout.ambiguity / det.lung_ambiguity_threshold_, LAYOUT_SCORE_CAP)
+    return np.maximum(layout.score, ambiguity), layout
+
+
+def test_lung_check_adds_the_lung_score_to_the_images_it_fails(train, held_out):
     X, y = train
     det = OODDetector(features="image", lung_check=True, random_state=0).fit(X[:100], y[:100])
     assert det.lung_check_ and det.lung_check_pass_rate_ >= 0.95
@@ -364,13 +371,49 @@ def test_lung_check_adds_the_layout_score_to_the_images_outside_the_rule(train, 
     mixed = np.concatenate([X_in, np.rot90(X_in, 1, axes=(1, 2)), np.zeros_like(X_in[:2])])
     off = copy.copy(det)
     off.lung_check_ = False
-    layout = lung_layout(mixed).score
-    expected = np.where(layout > 1, np.maximum(off.ood_score(mixed), layout), off.ood_score(mixed))
-    np.testing.assert_array_equal(det.ood_score(mixed), expected)
-    assert (layout > 1).sum() >= 40  # the rotated phantoms and the blank images fail the rule
+    lungs, layout = _lung_check_score(det, mixed)
+    expected = np.where(lungs > 1, np.maximum(off.ood_score(mixed), lungs), off.ood_score(mixed))
+    np.testing.assert_allclose(det.ood_score(mixed), expected, rtol=1e-12)
+    assert (layout.score > 1).sum() >= 40  # the rotated phantoms and the blank images fail the rule
     # predict, decision_function and score_samples stay consistent (OutlierMixin).
     np.testing.assert_array_equal(det.predict(mixed) == -1, det.ood_score(mixed) > det.threshold_)
     np.testing.assert_allclose(det.decision_function(mixed), det.score_samples(mixed) - det.offset_)
+
+
+def test_lung_ambiguity_limit_is_the_fit_images_quantile(train, held_out):
+    from skxray.ood import LUNG_AMBIGUITY_QUANTILE
+    from skxray.segmentation import lung_layout
+
+    X, y = train
+    det = OODDetector(features="image", lung_check=True, random_state=0).fit(X[:100], y[:100])
+    ambiguity = lung_layout(X[:100]).ambiguity
+    assert det.lung_ambiguity_threshold_ == pytest.approx(np.quantile(ambiguity, LUNG_AMBIGUITY_QUANTILE))
+    # About 1 % of the fit images lie above it, none of them by the layout rule alone.
+    assert 0 < np.mean(ambiguity > det.lung_ambiguity_threshold_) <= 0.02
+    # An image of lungs drawn with less certainty than the limit is flagged by the
+    # lung check, even when its layout passes and its distance does not flag it.
+    X_in = held_out[0][:40]
+    strict = copy.copy(det)
+    strict.lung_ambiguity_threshold_ = np.min(lung_layout(X_in).ambiguity) / 2
+    parts = strict.score_parts(X_in)
+    assert (parts.lung_ambiguity > 1).all()
+    assert all("lung check" in f for f in parts.flagged_by)
+    assert (parts.lung_layout <= 1).mean() >= 0.95
+
+
+def test_classifier_lung_ambiguity_limit_uses_every_training_image(train):
+    # The segmenter owes nothing to the classifier: its limit is taken on all
+    # the training images, not only on the validation split (a 99 % quantile
+    # of a few dozen images is too noisy).
+    from skxray.ood import LUNG_AMBIGUITY_QUANTILE
+    from skxray.segmentation import lung_layout
+
+    X, y = train
+    clf = _helpers.tiny_fnn(max_epochs=2).fit(X, y)
+    det = clf.ood_
+    assert det.lung_check_
+    expected = np.quantile(lung_layout(X).ambiguity, LUNG_AMBIGUITY_QUANTILE)
+    assert det.lung_ambiguity_threshold_ == pytest.approx(expected, rel=1e-5)
 
 
 def test_score_parts_say_which_part_flagged_each_image(train, held_out):
@@ -387,17 +430,19 @@ def test_score_parts_say_which_part_flagged_each_image(train, held_out):
     off.lung_check_ = False
     np.testing.assert_array_equal(parts.score, det.ood_score(mixed))
     np.testing.assert_array_equal(parts.distance, off.ood_score(mixed))
-    np.testing.assert_array_equal(parts.lung_layout, lung_layout(mixed).score)
+    layout = lung_layout(mixed)
+    np.testing.assert_array_equal(parts.lung_layout, layout.score)
+    np.testing.assert_allclose(parts.lung_ambiguity, layout.ambiguity / det.lung_ambiguity_threshold_)
     flagged = parts.score > det.threshold_
     np.testing.assert_array_equal(parts.flagged_by != "", flagged)
     by_lungs = np.array(["lung check" in f for f in parts.flagged_by])
     by_distance = np.array(["distance" in f for f in parts.flagged_by])
-    np.testing.assert_array_equal(by_lungs, flagged & (parts.lung_layout > 1))
+    np.testing.assert_array_equal(by_lungs, flagged & ((parts.lung_layout > 1) | (parts.lung_ambiguity > 1)))
     np.testing.assert_array_equal(by_distance, parts.distance > det.threshold_)
     assert by_lungs.sum() >= 40
     # Without the check there is no layout, and every flag is the distance's.
     plain = off.score_parts(mixed)
-    assert plain.lung_layout is None
+    assert plain.lung_layout is None and plain.lung_ambiguity is None
     assert set(plain.flagged_by) <= {"", "distance"}
 
 
@@ -432,14 +477,33 @@ def test_lung_check_needs_the_mahalanobis_distance(train):
         OODDetector(method="energy", estimator=None, lung_check=True).fit(X[:20])
 
 
-def test_the_classifiers_detector_keeps_its_lung_check_through_save_and_load(cnn, tmp_path):
+def test_the_classifiers_detector_keeps_its_lung_check_through_save_and_load(cnn, held_out, tmp_path):
     assert cnn.ood_.lung_check and cnn.ood_.lung_check_
     loaded = skxray.load(cnn.save(tmp_path / "m"))
     assert loaded.ood_.lung_check_ and loaded.ood_.lung_check_pass_rate_ == cnn.ood_.lung_check_pass_rate_
+    assert loaded.ood_.lung_ambiguity_threshold_ == cnn.ood_.lung_ambiguity_threshold_ > 0
+    # A model saved before the ambiguity limit checks the lung layout alone.
+    folder = cnn.save(tmp_path / "layout_only")
+    config = json.loads((folder / "config.json").read_text())
+    del config["ood"]["lung_ambiguity_threshold_"]
+    (folder / "config.json").write_text(json.dumps(config))
+    layout_only = skxray.load(folder)
+    assert layout_only.ood_.lung_check_ and layout_only.ood_.lung_ambiguity_threshold_ is None
+    images = np.concatenate([held_out[0][:10], np.zeros((2, SIZE, SIZE), dtype=np.float32)])
+    parts = layout_only.ood_.score_parts(images)
+    assert parts.lung_ambiguity is None
+    distance = parts.distance
+    expected = np.where(parts.lung_layout > 1, np.maximum(distance, parts.lung_layout), distance)
+    np.testing.assert_allclose(layout_only.ood_score(images), expected)
+    # Tightened to below every image's ambiguity, the new model flags them all; the old one cannot.
+    strict = copy.copy(cnn.ood_)
+    strict.lung_ambiguity_threshold_ = 1e-9
+    assert (strict.score_parts(images).lung_ambiguity > 1).all()
+    assert (strict.ood_score(images) > 1).all()
     # A model saved before the check has none, and scores as before it.
     folder = cnn.save(tmp_path / "old")
     config = json.loads((folder / "config.json").read_text())
-    for key in ("lung_check_", "lung_check_pass_rate_"):
+    for key in ("lung_check_", "lung_check_pass_rate_", "lung_ambiguity_threshold_"):
         del config["ood"][key]
     del config["ood"]["params"]["lung_check"]
     (folder / "config.json").write_text(json.dumps(config))

@@ -237,6 +237,24 @@ def test_lung_layout_of_phantoms_from_their_images(phantoms):
     np.testing.assert_array_equal(layout.score, lung_layout(masks=segment_lungs(X)).score)
 
 
+def test_lung_ambiguity_counts_the_pixels_the_segmenter_is_unsure_of(monkeypatch):
+    lungs = _two_lungs().astype(np.float32)
+    maps = np.stack([
+        lungs,  # certain: 0 or 1 everywhere
+        np.where(lungs > 0, 0.95, 0.5),  # certain lungs, the rest of the image unsure
+        np.full_like(lungs, 0.05),  # no lung at all
+    ])
+    monkeypatch.setattr(segmentation, "lung_probabilities", lambda X, **kw: maps)
+    layout = lung_layout(np.zeros((3, 64, 64), dtype=np.float32))
+    unsure_outside = (lungs == 0).sum() / lungs.sum()
+    np.testing.assert_allclose(layout.ambiguity, [0.0, unsure_outside, np.inf])
+    assert layout.passes[0] and layout.score[2] == LAYOUT_SCORE_CAP
+    # The rule does not read it: the first two images have the same layout.
+    assert layout.score[0] == layout.score[1]
+    # Masks alone carry no probabilities.
+    assert np.isnan(lung_layout(masks=lungs[None] > 0).ambiguity).all()
+
+
 def test_lung_layout_arguments_are_checked():
     with pytest.raises(ValueError, match="either X"):
         lung_layout()
