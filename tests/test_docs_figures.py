@@ -557,6 +557,12 @@ FIGURES = [
                       100 * row(d, set="darkcovidnet rotated 90 degrees")["flagged_lungs_side_by_side"],
                       100 * row(d, set="darkcovidnet rotated 270 degrees")["flagged_lungs_side_by_side"],
                       100 * row(d, set="darkcovidnet upside down")["flagged_lungs_side_by_side"]), _f(".1f")),
+    Figure("docs/ood.rst", "has a median of {} and a 99 % quantile of {}; of 160 crops", "lung_ambiguity_design.json",
+           lambda d: (d["results"]["xray"]["ambiguity_p50"], d["results"]["xray"]["ambiguity_p99"])),
+    Figure("docs/ood.rst", "sample images, {} pass the layout rule, and {} of those lie above that quantile",
+           "lung_ambiguity_design.json",
+           lambda d: (d["results"]["pictures_passing_layout"], d["results"]["pictures_passing_layout_above_limit"]),
+           str),
     # docs/models.rst: the issue-30 candidates on the three-class task, two held-out-patient folds
     Figure("docs/models.rst", "fold 1, against the benchmark CNN's {} and {} %:", "tuning/model_options_issue30.json",
            lambda d: _options_accuracy(d, "benchmark"), _f(".1f")),
