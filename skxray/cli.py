@@ -118,7 +118,7 @@ def _per_image_line(rows):
     low = sum(r == "low confidence" for r in reasons)
     return (
         f"Per image: {uncertain} of {len(rows)} answered 'uncertain': {by_lungs} failed the lung check "
-        f"(no two lungs of an upright frontal chest X-ray), {by_distance} are unlike the training images "
+        f"(no two lungs of an upright frontal chest X-ray, or lungs the segmenter is unsure of), {by_distance} are unlike the training images "
         f"(distance beyond the detector's threshold), {low} only below min_confidence. Each flag is "
         "about one image (a picture that is not a chest X-ray, an inverted or rotated film); an "
         "unflagged image is not validated when the shift test says the images differ."
@@ -143,7 +143,7 @@ def _print_external(result):
         why = result.get("abstention_reasons")
         if why:
             print(f"  of which: {why['lung check']} failed the lung check (not an upright frontal chest "
-                  f"X-ray to the lung segmenter), {why['distance']} unlike the training images (distance), "
+                  f"X-ray to the lung segmenter, or lungs it is unsure of), {why['distance']} unlike the training images (distance), "
                   f"{why['low confidence']} below min_confidence; one image may have several reasons")
     metrics = result["metrics"]
     if metrics is not None:

@@ -1594,7 +1594,7 @@ class Report:
             if abstention_reasons:
                 line = line[:-1] + (
                     f": {abstention_reasons.get('lung check', 0)} failed the lung check (not an upright "
-                    f"frontal chest X-ray to the lung segmenter), {abstention_reasons.get('distance', 0)} "
+                    f"frontal chest X-ray to the lung segmenter, or lungs it is unsure of), {abstention_reasons.get('distance', 0)} "
                     f"are unlike the training images (distance), {abstention_reasons.get('low confidence', 0)} "
                     "below min_confidence (an image may have several reasons)."
                 )
