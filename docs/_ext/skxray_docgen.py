@@ -503,7 +503,10 @@ def _new_hospital_gross_table(rows, path, settings):
         for k in sets:
             cell = _pct(r[k]["uncertain"])
             if "uncertain_without_lung_check" in r[k]:
-                cell += f" (without the lung check {_pct(r[k]['uncertain_without_lung_check'])})"
+                cell += f" (without the lung check {_pct(r[k]['uncertain_without_lung_check'])}"
+                if "uncertain_layout_only" in r[k]:
+                    cell += f"; its layout rule alone {_pct(r[k]['uncertain_layout_only'])}"
+                cell += ")"
             if k in old:
                 cell += f" (before issue 25 {_pct(old[k]['uncertain'])})"
             if "ood_score_auroc_vs_held_out" in r[k]:
@@ -511,7 +514,7 @@ def _new_hospital_gross_table(rows, path, settings):
             cells.append(cell)
         table.append([r["model"].upper()] + cells)
     return ["Not a chest X-ray: share answered \"uncertain\", the same model without its detector's "
-            "lung check, and, where measured, the AUROC of ``ood_score`` against held-out patients "
+            "lung check and with the layout rule alone (without the ambiguity limit), and, where measured, the AUROC of ``ood_score`` against held-out patients "
             "(n images per set in the result file):",
             ""] + _list_table(["model"] + [k.replace("_", " ") for k in sets], table)
 
