@@ -32,6 +32,19 @@ both models, its lowest within-10-points share over the four mixes at 40
 images is at least 0.90; it becomes the default only if that lowest share is
 also at least BBSE's, for both models on both splits.
 
+Splits 1 and 2 (``results/prevalence_probe_split1.json``, ``..._split2.json``):
+EM after BCTS fails the rule (CNN, split 1: 0.03; the CNN's validation
+images are separable, the fitted temperature is 0.04, and the calibrated
+probabilities are hard labels, so the estimate is BBSE's). Not built. The same
+runs show BBSE's lowest share for the CNN at 0.03 and 0.00, plain EM's at
+0.86 and 1.00 (FNN: BBSE 0.94 and 1.00, EM 0.83 and 0.94).
+
+Rule 2, written after splits 1 and 2 and before splits 3 and 4 were run (on
+which it alone decides): plain EM replaces BBSE as ``shift_test``'s default
+``prevalence_method`` if, over splits 3 and 4 and both models, its lowest
+within-10-points share at 40 images is higher than BBSE's lowest, and at
+least 0.80.
+
 The BBSE and EM here are the probe's own copies of ``skxray._label_shift``
 (benchmarks use public names only), checked equal to it on random inputs
 before the first run (20 draws, 2-3 classes; not part of this script).
