@@ -269,6 +269,12 @@ def _probe_worst(data):
     return tuple(100 * worst[v][m] for v in ("exclude_pairs", "dedup") for m in ("cnn", "fnn"))
 
 
+def _lowest_prevalence_share(method):
+    """``prevalence_probe.py``: the lowest share within 10 points (batches of 40) over design splits 1-4 and both models."""
+    return min(_result(f"prevalence_probe_split{s}.json")["lowest_within_10_points_at_40"][f"{m}/{method}"]
+               for s in (1, 2, 3, 4) for m in ("cnn", "fnn"))
+
+
 def _count_or_0f(value):
     return str(value) if isinstance(value, int) else f"{value:.0f}"
 
@@ -639,6 +645,9 @@ FIGURES = [
     Figure("docs/new_hospital.rst", "cost more: it rejected {} % of those Pneumonia batches (CNN, split 2).",
            "shift_reference_probe_split2.json",
            lambda d: 100 * _probe(d, "cnn", "held_out_pneumonia", 20, "patients", "0.01"), _f(".0f")),
+    Figure("docs/new_hospital.rst", "falls to {} for BBSE and {} for EM, and to {} for EM after bias-corrected",
+           "prevalence_probe_split1.json",
+           lambda d: tuple(_lowest_prevalence_share(e) for e in ("bbse", "em", "em_bcts")), _f(".2f")),
     # docs/new_hospital.rst: the lung check's share of the per-image flags (issue 25)
     Figure("docs/new_hospital.rst", "(CNN and FNN; {} % and {} % by the distance alone: the lung check fails {} % "
            "of them)", "new_hospital.json",
