@@ -122,6 +122,53 @@ def hannover_paths():
     return np.array(sorted(str(p) for p in (root / "Covid-19").glob("*.png")), dtype=object)
 
 
+def load_data_and_split(names, quick, random_state):
+    """The darkcovidnet images at each model's input size, and the patient split of ``random_state``.
+
+    Returns ``(bunch, split)``: ``bunch[size]`` holds ``X``, ``y`` and
+    ``groups``; ``split`` is :func:`split_patients`' (train, held out,
+    held-out Pneumonia). The probes of this folder use it too.
+    """
+    from skxray.datasets import load_image_folder
+
+    root = require_data()
+    sizes = {make_model(n, quick, 0).image_size for n in names}
+    bunch = {}
+    for size in sorted(sizes):
+        b = load_image_folder(root, classes=CLASSES_3, image_size=size, n_jobs=-1)
+        bunch[size] = {"X": b.data, "y": np.asarray(b.target), "groups": np.asarray(b.groups)}
+    first = bunch[min(sizes)]
+    return bunch, split_patients(first["y"], first["groups"], random_state)
+
+
+def probe_each_model(args, measure):
+    """A probe's loop: the data and split of ``args.random_state``, then ``measure(name, args, bunch,
+    split) -> (info, rows)`` for each model of ``args.models``. Returns ``(names, infos, rows)``."""
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    bunch, split = load_data_and_split(names, False, args.random_state)
+    infos, rows = [], []
+    for name in names:
+        info, r = measure(name, args, bunch, split)
+        infos.append(info)
+        rows.extend(r)
+    return names, infos, rows
+
+
+def fit_on_split(name, random_state, bunch, split):
+    """``make_model(name)`` fitted on the training patients of ``split``, with the patients as groups.
+
+    Returns ``(model, X, y, groups, seconds)``: the arrays at the model's input size.
+    """
+    model = make_model(name, False, random_state)
+    data = bunch[model.image_size]
+    X, y, groups = data["X"], data["y"], data["groups"]
+    train = split[0]
+    with Stopwatch() as fit_time:
+        model.fit(X[train], y[train], groups=groups[train])
+    log(f"{name}: fitted in {fit_time.seconds:.0f} s")
+    return model, X, y, groups, fit_time.seconds
+
+
 def split_patients(y, groups, random_state):
     """80/20 patient split of Covid-19 vs No_findings, and the held-out Pneumonia patients."""
     from sklearn.model_selection import GroupShuffleSplit
@@ -738,18 +785,9 @@ def measure(name, args, bunch, external_paths, split):
 
 
 def main(argv=None):
-    from skxray.datasets import load_image_folder
-
     args = parse_args(argv)
-    root = require_data()
     names = [m.strip() for m in args.models.split(",") if m.strip()]
-    sizes = {make_model(n, args.quick, 0).image_size for n in names}
-    bunch = {}
-    for size in sorted(sizes):
-        b = load_image_folder(root, classes=CLASSES_3, image_size=size, n_jobs=-1)
-        bunch[size] = {"X": b.data, "y": np.asarray(b.target), "groups": np.asarray(b.groups)}
-    first = bunch[min(sizes)]
-    split = split_patients(first["y"], first["groups"], args.random_state)
+    bunch, split = load_data_and_split(names, args.quick, args.random_state)
     external = hannover_paths()
     rows, curves, shift, adapt, gross, families = [], [], [], [], [], []
     for name in names:

@@ -61,13 +61,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    CLASSES_3,
     POSITIVE,
-    Stopwatch,
     default_out,
     log,
     machine_info,
-    require_data,
     write_json,
 )
 
@@ -141,13 +138,8 @@ def apply_bcts(proba, t, b):
 def measure(name, args, bunch, split):
     import new_hospital as nh
 
-    train, test, _ = split
-    model = nh.make_model(name, False, args.random_state)
-    size = model.image_size
-    X, y, groups = bunch[size]["X"], bunch[size]["y"], bunch[size]["groups"]
-    with Stopwatch() as fit_time:
-        model.fit(X[train], y[train], groups=groups[train])
-    log(f"{name}: fitted in {fit_time.seconds:.0f} s")
+    _, test, _ = split
+    model, X, y, _, fit_seconds = nh.fit_on_split(name, args.random_state, bunch, split)
     det = model.ood_
     classes = list(det.reference_classes_)
     k = len(classes)
@@ -188,7 +180,7 @@ def measure(name, args, bunch, split):
     info = {"model": name, "n_reference": len(ref_labels), "n_reference_covid": int(np.sum(ref_labels == positive)),
             "bcts_temperature": float(t), "bcts_bias": b.tolist(), "calibrated_prior": calibrated_prior.tolist(),
             "training_prevalence": np.asarray(det.training_prevalence_).tolist(),
-            "n_held_out": len(test), "n_held_out_covid": len(pos), "fit_seconds": fit_time.seconds}
+            "n_held_out": len(test), "n_held_out_covid": len(pos), "fit_seconds": fit_seconds}
     log(f"{name}: {info}")
     return info, rows
 
@@ -208,23 +200,8 @@ def lowest_at_40(rows):
 def main(argv=None):
     import new_hospital as nh
 
-    from skxray.datasets import load_image_folder
-
     args = parse_args(argv)
-    root = require_data()
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    sizes = {nh.make_model(n, False, 0).image_size for n in names}
-    bunch = {}
-    for size in sorted(sizes):
-        b = load_image_folder(root, classes=CLASSES_3, image_size=size, n_jobs=-1)
-        bunch[size] = {"X": b.data, "y": np.asarray(b.target), "groups": np.asarray(b.groups)}
-    first = bunch[min(sizes)]
-    split = nh.split_patients(first["y"], first["groups"], args.random_state)
-    infos, rows = [], []
-    for name in names:
-        info, r = measure(name, args, bunch, split)
-        infos.append(info)
-        rows.extend(r)
+    names, infos, rows = nh.probe_each_model(args, measure)
     lowest = lowest_at_40(rows)
     log(f"lowest within-10-points share at 40 images: {lowest}")
     out = {"machine": machine_info(), "settings": {**vars(args), "out": None, "methods": list(METHODS),

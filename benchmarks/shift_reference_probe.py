@@ -56,13 +56,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    CLASSES_3,
     POSITIVE,
-    Stopwatch,
     default_out,
     log,
     machine_info,
-    require_data,
     write_json,
 )
 
@@ -256,12 +253,7 @@ def measure(name, args, bunch, split):
     from skxray.ood import shift_features
 
     train, test, pneumonia = split
-    model = nh.make_model(name, False, args.random_state)
-    size = model.image_size
-    X, y, groups = bunch[size]["X"], bunch[size]["y"], bunch[size]["groups"]
-    with Stopwatch() as fit_time:
-        model.fit(X[train], y[train], groups=groups[train])
-    log(f"{name}: fitted in {fit_time.seconds:.0f} s")
+    model, X, y, groups, fit_seconds = nh.fit_on_split(name, args.random_state, bunch, split)
     det = model.ood_
     ref_groups = reference_groups(model, X[train], groups[train])
     held = shift_features(model, X[test])
@@ -296,7 +288,7 @@ def measure(name, args, bunch, split):
     info = {"model": name, "n_reference": len(ref_groups), "reference_patients": len(np.unique(ref_groups)),
             "n_reference_covid": int(np.sum(det.reference_labels_ == positive)),
             "reference_covid_patients": len(np.unique(ref_groups[det.reference_labels_ == positive])),
-            "n_held_out": len(test), "n_held_out_covid": len(pos), "fit_seconds": fit_time.seconds}
+            "n_held_out": len(test), "n_held_out_covid": len(pos), "fit_seconds": fit_seconds}
     log(f"{name}: {info}")
     return info, rows
 
@@ -336,23 +328,8 @@ def decide(rows, names):
 def main(argv=None):
     import new_hospital as nh
 
-    from skxray.datasets import load_image_folder
-
     args = parse_args(argv)
-    root = require_data()
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    sizes = {nh.make_model(n, False, 0).image_size for n in names}
-    bunch = {}
-    for size in sorted(sizes):
-        b = load_image_folder(root, classes=CLASSES_3, image_size=size, n_jobs=-1)
-        bunch[size] = {"X": b.data, "y": np.asarray(b.target), "groups": np.asarray(b.groups)}
-    first = bunch[min(sizes)]
-    split = nh.split_patients(first["y"], first["groups"], args.random_state)
-    infos, rows = [], []
-    for name in names:
-        info, r = measure(name, args, bunch, split)
-        infos.append(info)
-        rows.extend(r)
+    names, infos, rows = nh.probe_each_model(args, measure)
     out = {"machine": machine_info(), "settings": {**vars(args), "out": None, "variants": list(VARIANTS),
            "power_families": list(POWER_FAMILIES), "rules": __doc__.split("Decision rule 1")[1].strip()},
            "models": infos, "rows": rows, "decision": decide(rows, names)}
