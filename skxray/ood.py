@@ -809,9 +809,9 @@ class OODDetector(OutlierMixin, BaseEstimator):
         The lung ambiguity of the images of ``fit`` (for a classifier's
         detector, all its training images: the segmenter owes nothing to the
         classifier) at :data:`LUNG_AMBIGUITY_QUANTILE`: an image whose
-        ambiguity is above it is flagged by the lung check. None when the check is off, and for
-        detectors saved before it existed (their lung check is the layout
-        rule alone).
+        ambiguity is above it is flagged by the lung check. None when the
+        check is off, and for detectors saved before it existed (their lung
+        check is the layout rule alone).
 
     Notes
     -----
