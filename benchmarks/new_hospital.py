@@ -233,21 +233,24 @@ def gross_errors(X_held_out, size, seed):
     }
 
 
+def _with_detector(model, **attributes):
+    """The same fitted model with a copy of its detector whose ``attributes`` are set."""
+    other = copy.copy(model)
+    other.ood_ = copy.copy(model.ood_)
+    for name, value in attributes.items():
+        setattr(other.ood_, name, value)
+    return other
+
+
 def without_lung_check(model):
-    """The same fitted model, its detector's lung layout check switched off (the distance alone)."""
-    plain = copy.copy(model)
-    plain.ood_ = copy.copy(model.ood_)
-    plain.ood_.lung_check_ = False
-    return plain
+    """The same fitted model, its detector's lung check switched off (the distance alone)."""
+    return _with_detector(model, lung_check_=False)
 
 
 def layout_only(model):
     """The same fitted model, its lung check without the ambiguity limit: the lung layout rule alone,
     as the check was before the limit (``lung_ambiguity_threshold_`` None)."""
-    plain = copy.copy(model)
-    plain.ood_ = copy.copy(model.ood_)
-    plain.ood_.lung_ambiguity_threshold_ = None
-    return plain
+    return _with_detector(model, lung_ambiguity_threshold_=None)
 
 
 def _uncertain(model, X):
