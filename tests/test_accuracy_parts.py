@@ -173,3 +173,32 @@ def test_only_folds_rows_are_complete_in_the_parts_file(runs):
         assert np.asarray(f["oof"]["proba"]).shape == (n, 2)
         assert np.asarray(f["oof"]["proba_lungs"]).shape == (n, 2)
         assert len(f["oof"]["answer"]) == n
+
+
+def test_ensemble_of_members_from_other_parts(accuracy, runs, tmp_path, monkeypatch):
+    """A part run names an ensemble; its members come from earlier parts, scored once on collection."""
+    parts = tmp_path / "parts.json"
+    shutil.copy(runs["parts"], parts)
+    monkeypatch.setitem(accuracy.ENSEMBLES, "cnn_fnn", ("cnn", "fnn"))
+    monkeypatch.setattr(accuracy, "ALL_MODELS", (*accuracy.ALL_MODELS, "cnn_fnn"))
+    # Fits fnn's fold 0 again (seeded: the same figures), not cnn: the ensemble only records its members.
+    accuracy.main([*COMMON, "--models", "fnn,cnn_fnn", "--only-folds", "0", "--parts", str(parts)])
+    recorded = json.loads(parts.read_text(encoding="utf-8"))["runs"][-1]
+    assert recorded["models"] == ["fnn"]
+    assert recorded["ensembles"] == {"cnn_fnn": ["cnn", "fnn"]}
+    payload, report = accuracy.collect_parts(parts, tmp_path / "out.json")
+    rows = {r["model"]: r for r in payload["results"]}
+    # The same members on the same folds: the voting row of the one-shot run, under another name.
+    voting = next(r for r in runs["one_shot"]["results"] if r["model"] == "voting")
+    assert _figures({**rows["cnn_fnn"], "model": "voting"}) == _figures(voting)
+    assert "binary/image/cnn_fnn: collected from its members" in " ".join(report)
+
+    # Members scored on other test folds are refused, with the reason.
+    moved = json.loads(parts.read_text(encoding="utf-8"))
+    cnn = {f["fold"]: f for f in moved["folds"] if f["model"] == "cnn"}
+    cnn[0]["oof"], cnn[1]["oof"] = cnn[1]["oof"], cnn[0]["oof"]  # still one split of the images
+    accuracy.dump_parts(parts, moved)
+    payload, report = accuracy.collect_parts(parts, tmp_path / "moved.json")
+    assert "cnn_fnn" not in {r["model"] for r in payload["results"]}
+    assert ("binary/image/cnn_fnn: members fnn were not scored on cnn's test folds (other images or "
+            "splits); not collected") in report
