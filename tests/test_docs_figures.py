@@ -680,6 +680,10 @@ FIGURES = [
                       *_three_class_errors(_result("accuracy_parts.json"))), _count_or_3f),
     Figure("docs/models.rst", "with AVX-512, {}-{} minutes each; fold", "accuracy_parts.json",
            lambda d: _fold_minutes(d, "3class", "image"), _f(".0f")),
+    Figure("README.md", "scores {} % (binary) and {} % (three classes) in image-level folds, against the "
+           "published {} % and {} %", "accuracy_darkcovidnet_paper.json",
+           lambda d: tuple(100 * _paper_row(d, task, "image")[key] for key in ("accuracy_mean", "paper_accuracy")
+                           for task in ("binary", "3class"))),
     # docs/models.rst: the soft vote of the benchmark CNN and DarkCovidNet (issue 30, NOTES §19)
     Figure("docs/models.rst", "It gives {} % ± {} (per fold {}, {}, {}, {} and {} %), against {} % for DarkCovidNet "
            "alone and {} % for the benchmark CNN refitted on the same folds", "accuracy_darkcovidnet_paper.json",
