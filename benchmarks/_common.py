@@ -201,6 +201,67 @@ def jsonable(value):
     return repr(value)
 
 
+#: How accuracy.py's parts file stores a fold's out-of-fold arrays since it outgrew 512 KiB:
+#: labels as indices into the record's ``classes`` (-1: the abstention answer, "uncertain"),
+#: probabilities as the base64 of their little-endian bytes (float32 when that is exact).
+OOF_ENCODING = "codes+base64"
+ABSTAINED = "uncertain"
+
+
+def encode_oof(arrays, classes):
+    """A fold's OOF arrays in the compact, exact form of :data:`OOF_ENCODING`.
+
+    ``arrays``: ``test_index``, ``y``, optional ``answer``, and ``proba*``
+    arrays of shape (n, len(classes)).
+    """
+    import base64
+
+    import numpy as np
+
+    classes = list(classes)
+    out = {"encoding": OOF_ENCODING, "test_index": np.asarray(arrays["test_index"]).tolist(),
+           "y": [classes.index(v) for v in arrays["y"]]}
+    if "answer" in arrays:
+        out["answer"] = [classes.index(v) if v in classes else -1 for v in arrays["answer"]]
+        if any(v not in classes and v != ABSTAINED for v in arrays["answer"]):
+            raise ValueError(f"encode_oof: answers other than the classes and {ABSTAINED!r}")
+    for key, values in arrays.items():
+        if key.startswith("proba"):
+            a = np.asarray(values, dtype=np.float64)
+            dtype = "<f4" if np.array_equal(a.astype(np.float32), a, equal_nan=True) else "<f8"
+            out[key] = {"dtype": dtype, "shape": list(a.shape),
+                        "base64": base64.b64encode(a.astype(dtype).tobytes()).decode("ascii")}
+    return out
+
+
+def decode_oof(oof, classes):
+    """A fold record's OOF arrays as plain lists (labels as strings), however they were stored.
+
+    Records written before :data:`OOF_ENCODING` hold the lists themselves and
+    come back as they are. Standard library only (the docs' figure tests read
+    the parts file too).
+    """
+    import array
+    import base64
+
+    if oof.get("encoding") is None:
+        return {k: v for k, v in oof.items()}
+    if oof["encoding"] != OOF_ENCODING:
+        raise ValueError(f"decode_oof: unknown encoding {oof['encoding']!r}")
+    classes = list(classes)
+    out = {"test_index": list(oof["test_index"]), "y": [classes[i] for i in oof["y"]]}
+    if "answer" in oof:
+        out["answer"] = [classes[i] if i >= 0 else ABSTAINED for i in oof["answer"]]
+    for key, value in oof.items():
+        if key.startswith("proba"):
+            flat = array.array({"<f4": "f", "<f8": "d"}[value["dtype"]], base64.b64decode(value["base64"]))
+            if sys.byteorder != "little":
+                flat.byteswap()
+            n, k = value["shape"]
+            out[key] = [list(flat[i * k:(i + 1) * k]) for i in range(n)]
+    return out
+
+
 def write_json(path, payload):
     """Write ``payload`` atomically (a crash never leaves half a file)."""
     path = Path(path)

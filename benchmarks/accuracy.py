@@ -145,7 +145,9 @@ from _common import (  # noqa: E402
     POSITIVE,
     Stopwatch,
     configure_threads,
+    decode_oof,
     default_out,
+    encode_oof,
     finish,
     load_metadata,
     load_pixels,
@@ -1170,10 +1172,16 @@ def _plain(value):
 
 
 def dump_parts(path, parts):
-    """Write a parts file atomically: one line per fold record, so that a rerun fold is a one-line diff."""
+    """Write a parts file atomically: one line per fold record, so that a rerun fold is a one-line diff.
+
+    Fold records written before the compact encoding (``_common.OOF_ENCODING``)
+    are re-encoded on the way: the same values, in about a third of the space.
+    """
     dump = lambda v, indent=None: json.dumps(v, indent=indent, default=_plain, allow_nan=True)  # noqa: E731
     head = {k: v for k, v in parts.items() if k != "folds"}
-    text = dump(head, 1)[:-2] + ',\n "folds": [\n' + ",\n".join(dump(f) for f in parts["folds"]) + "\n ]\n}\n"
+    folds = [f if f["oof"].get("encoding") else {**f, "oof": encode_oof(f["oof"], f["classes"])}
+             for f in parts["folds"]]
+    text = dump(head, 1)[:-2] + ',\n "folds": [\n' + ",\n".join(dump(f) for f in folds) + "\n ]\n}\n"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -1295,7 +1303,7 @@ def _write_fold(parts_path, head, y, written, i, test, fold_row, oof):
         arrays["answer"] = oof["answer"][test]
     record = {**head, **fold_row,
               "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-              "oof": arrays}
+              "oof": encode_oof(arrays, head["classes"])}
     update_parts(parts_path, fold=record)
     written.append(f"{head['task']}/{head['protocol']}/{head['model']}/{i}")
 
@@ -1313,9 +1321,10 @@ def _rebuild(folds):
     oof = {}
     fold_rows, tests = [], []
     for f in folds:
-        test = np.asarray(f["oof"]["test_index"], dtype=int)
-        y[test] = f["oof"]["y"]
-        for key, values in f["oof"].items():
+        arrays = decode_oof(f["oof"], f["classes"])
+        test = np.asarray(arrays["test_index"], dtype=int)
+        y[test] = arrays["y"]
+        for key, values in arrays.items():
             if key.startswith("proba"):
                 oof.setdefault(key, np.zeros((n, len(f["classes"]))))[test] = values
             elif key == "answer":

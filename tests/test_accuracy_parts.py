@@ -5,6 +5,7 @@ two parts and collected must give the one-shot run's rows. Phantom images,
 32 px, a few epochs: this checks bookkeeping, not accuracy.
 """
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -88,8 +89,9 @@ def test_parts_use_the_full_runs_fold_split(accuracy, runs):
     splits = accuracy.make_splits(data.y[idx], data.groups[idx], "image", args.folds)
     parts = json.loads(runs["parts"].read_text(encoding="utf-8"))
     for f in parts["folds"]:
-        assert f["oof"]["test_index"] == splits[f["fold"]][1].tolist()
-        assert f["oof"]["y"] == data.y[idx][splits[f["fold"]][1]].tolist()
+        oof = accuracy.decode_oof(f["oof"], f["classes"])
+        assert oof["test_index"] == splits[f["fold"]][1].tolist()
+        assert oof["y"] == data.y[idx][splits[f["fold"]][1]].tolist()
 
 
 def test_rerunning_a_fold_replaces_it(accuracy, runs, tmp_path):
@@ -166,13 +168,47 @@ def test_only_folds_rejects_what_is_not_a_fold(accuracy, text):
         accuracy.parse_only_folds(text, 5)
 
 
-def test_only_folds_rows_are_complete_in_the_parts_file(runs):
+def test_only_folds_rows_are_complete_in_the_parts_file(accuracy, runs):
     parts = json.loads(runs["parts"].read_text(encoding="utf-8"))
     for f in parts["folds"]:
         n = f["n_test"]
-        assert np.asarray(f["oof"]["proba"]).shape == (n, 2)
-        assert np.asarray(f["oof"]["proba_lungs"]).shape == (n, 2)
-        assert len(f["oof"]["answer"]) == n
+        assert f["oof"]["encoding"] == "codes+base64"  # compact: the file stays small in git
+        oof = accuracy.decode_oof(f["oof"], f["classes"])
+        assert np.asarray(oof["proba"]).shape == (n, 2)
+        assert np.asarray(oof["proba_lungs"]).shape == (n, 2)
+        assert len(oof["answer"]) == n
+        assert set(oof["answer"]) <= {*f["classes"], "uncertain"}
+
+
+def test_records_of_the_old_plain_form_are_read_and_reencoded(accuracy, runs, tmp_path):
+    """Parts written before the compact encoding: collected the same, re-encoded when the file is written."""
+    parts = json.loads(runs["parts"].read_text(encoding="utf-8"))
+    plain = copy.deepcopy(parts)
+    for f in plain["folds"]:
+        f["oof"] = accuracy.decode_oof(f["oof"], f["classes"])  # lists and strings, as before
+    path = tmp_path / "plain.json"
+    path.write_text(json.dumps(plain), encoding="utf-8")
+    collected = accuracy.collect_parts(path, tmp_path / "out.json")[0]
+    assert [_figures(r) for r in collected["results"]] == [_figures(r) for r in runs["one_shot"]["results"]]
+    accuracy.dump_parts(path, accuracy.read_parts(path))
+    assert json.loads(path.read_text(encoding="utf-8"))["folds"] == parts["folds"]
+
+
+def test_oof_encoding_is_exact_for_float64_too(accuracy):
+    rng = np.random.default_rng(0)
+    proba = rng.random((5, 3))  # not float32 values: stored as float64
+    arrays = {"test_index": [4, 0, 2, 1, 3], "y": ["b", "a", "c", "a", "b"], "proba": proba,
+              "proba_lungs": proba.astype(np.float32), "answer": ["b", "uncertain", "c", "a", "a"]}
+    encoded = json.loads(json.dumps(accuracy.encode_oof(arrays, ["a", "b", "c"])))
+    assert encoded["proba"]["dtype"] == "<f8" and encoded["proba_lungs"]["dtype"] == "<f4"
+    assert encoded["answer"] == [1, -1, 2, 0, 0]
+    decoded = accuracy.decode_oof(encoded, ["a", "b", "c"])
+    assert decoded["proba"] == proba.tolist()
+    assert decoded["proba_lungs"] == proba.astype(np.float32).astype(np.float64).tolist()
+    assert {k: decoded[k] for k in ("test_index", "y", "answer")} == {
+        k: arrays[k] for k in ("test_index", "y", "answer")}
+    with pytest.raises(ValueError, match="answers other than"):
+        accuracy.encode_oof({**arrays, "answer": ["b", "?", "c", "a", "a"]}, ["a", "b", "c"])
 
 
 def test_ensemble_of_members_from_other_parts(accuracy, runs, tmp_path, monkeypatch):

@@ -193,8 +193,13 @@ def _paper_folds(data, task, protocol):
 
 
 def _paper_parts(parts, task, protocol, model="darkcovidnet_paper"):
-    """The fold records of one row in accuracy_parts.json, in fold order."""
-    folds = [f for f in parts["folds"] if (f["task"], f["protocol"], f["model"]) == (task, protocol, model)]
+    """The fold records of one row in accuracy_parts.json, in fold order, their OOF arrays decoded."""
+    import _helpers
+
+    with _helpers.benchmark_module("_common") as common:
+        decode = common.decode_oof
+    folds = [{**f, "oof": decode(f["oof"], f["classes"])} for f in parts["folds"]
+             if (f["task"], f["protocol"], f["model"]) == (task, protocol, model)]
     return sorted(folds, key=lambda f: f["fold"])
 
 
