@@ -62,7 +62,9 @@ fold at once to the ``--parts`` file (default
 ``results/accuracy_parts.json``), in place: a rerun fold replaces its
 record, never duplicates it. A fold record holds the fold row a full run
 writes, its test indices, labels and out-of-fold probabilities (plain and
-masked; full precision), its abstentions, the device, the device's name and
+masked; exact, and compact since the file outgrew 512 KiB: labels as class
+indices, probabilities as the base64 of their float32 bytes, or float64
+where float32 would round them, ``_common.encode_oof``), its abstentions, the device, the device's name and
 the whole ``machine`` description, and a ``setup`` (data, folds, masking,
 the model's settings) that every fold of one row must share. Ensembles are
 not fitted in a part: one named in ``--models`` (``voting`` aside, which
