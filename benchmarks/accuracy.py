@@ -64,8 +64,8 @@ record, never duplicates it. A fold record holds the fold row a full run
 writes, its test indices, labels and out-of-fold probabilities (plain and
 masked; exact, and compact since the file outgrew 512 KiB: labels as class
 indices, probabilities as the base64 of their float32 bytes, or float64
-where float32 would round them, ``_common.encode_oof``), its abstentions, the device, the device's name and
-the whole ``machine`` description, and a ``setup`` (data, folds, masking,
+where float32 would round them, ``_common.encode_oof``), its abstentions,
+the device, the device's name and the whole ``machine`` description, and a ``setup`` (data, folds, masking,
 the model's settings) that every fold of one row must share. Ensembles are
 not fitted in a part: one named in ``--models`` (``voting`` aside, which
 takes the members listed) is recorded with all its members, which may run
@@ -1176,8 +1176,9 @@ def _plain(value):
 def dump_parts(path, parts):
     """Write a parts file atomically: one line per fold record, so that a rerun fold is a one-line diff.
 
-    Fold records written before the compact encoding (``_common.OOF_ENCODING``)
-    are re-encoded on the way: the same values, in about a third of the space.
+    Every fold record's OOF arrays are stored in the compact encoding
+    (``_common.OOF_ENCODING``): a new fold's, and those of records written
+    before it; the same values, in about a third of the space.
     """
     dump = lambda v, indent=None: json.dumps(v, indent=indent, default=_plain, allow_nan=True)  # noqa: E731
     head = {k: v for k, v in parts.items() if k != "folds"}
@@ -1305,7 +1306,7 @@ def _write_fold(parts_path, head, y, written, i, test, fold_row, oof):
         arrays["answer"] = oof["answer"][test]
     record = {**head, **fold_row,
               "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-              "oof": encode_oof(arrays, head["classes"])}
+              "oof": arrays}  # dump_parts stores it compactly
     update_parts(parts_path, fold=record)
     written.append(f"{head['task']}/{head['protocol']}/{head['model']}/{i}")
 
