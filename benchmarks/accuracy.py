@@ -71,8 +71,9 @@ not fitted in a part: one named in ``--models`` (``voting`` aside, which
 takes the members listed) is recorded with all its members, which may run
 in other parts (``cnn_darkcovidnet_paper``: the CNN's five folds in one run,
 DarkCovidNet's one per sitting), and is scored once they are all complete
-and were scored on the same test folds. ``--collect-parts PARTS --out OUT`` then makes, of
-every task, protocol and model whose folds are all in PARTS with one setup,
+and were scored on the same test folds. ``--collect-parts PARTS [PARTS ...] --out OUT``
+then makes, of every task, protocol and model whose folds are all in the PARTS files
+(read as one; a fold found in two of them is refused) with one setup,
 the row a full run writes, with the same aggregate (``model_row``, and
 ``ensemble_row`` for an ensemble a part run asked for once all its members
 are complete), adds ``fold_devices`` (the device of each fold; ``device`` and
@@ -126,6 +127,16 @@ parts file after each part; 20 folds in all: 2 tasks x 2 protocols x 5)::
     nice $A --parts $PARTS --tasks binary --protocols image --only-folds 1
     ...                    # the other folds, then --protocols patient, --tasks 3class
     python benchmarks/accuracy.py --collect-parts $PARTS --out benchmarks/results/accuracy_darkcovidnet_paper.json
+
+The benchmark CNN's folds for the vote (``cnn_darkcovidnet_paper``) run into a
+file of their own, so that each parts file stays under the repository's 512 KiB
+for a committed file, and both are collected together::
+
+    B="python benchmarks/accuracy.py --models cnn,cnn_darkcovidnet_paper --device cpu --masking"
+    nice $B --threads 2 --resnet-weights none --parts benchmarks/results/accuracy_parts_cnn.json \
+        --tasks 3class --protocols image --only-folds 0-4
+    python benchmarks/accuracy.py --collect-parts $PARTS benchmarks/results/accuracy_parts_cnn.json \
+        --out benchmarks/results/accuracy_darkcovidnet_paper.json
 """
 
 import argparse
@@ -686,10 +697,10 @@ def parse_args(argv=None):
     p.add_argument("--parts", default=None, metavar="JSON",
                    help="the parts file --only-folds updates in place (a rerun fold replaces its "
                         "record); default results/accuracy_parts.json (--quick/--phantom: results/quick/)")
-    p.add_argument("--collect-parts", dest="collect_parts", default=None, metavar="JSON",
-                   help="make a row of every task, protocol and model whose folds are all in this "
-                        "parts file, replace or add it in --out (as --append), report the incomplete "
-                        "ones and exit")
+    p.add_argument("--collect-parts", dest="collect_parts", default=None, metavar="JSON", nargs="+",
+                   help="make a row of every task, protocol and model whose folds are all in these "
+                        "parts files (one or several, read as one), replace or add it in --out (as "
+                        "--append), report the incomplete ones and exit")
     p.add_argument("--oof", default=None,
                    help="also save out-of-fold probabilities and file names to this .npz")
     p.add_argument("--phantom", action="store_true", help="synthetic images (smoke test only)")
@@ -728,8 +739,9 @@ def main(argv=None):
     if args.merge:
         return merge_files(args.merge, Path(args.out) if args.out else default_out("accuracy.json", False))
     if args.collect_parts:
-        if not Path(args.collect_parts).is_file():
-            raise SystemExit(f"--collect-parts: no file {args.collect_parts}")
+        for path in args.collect_parts:
+            if not Path(path).is_file():
+                raise SystemExit(f"--collect-parts: no file {path}")
         out = Path(args.out) if args.out else default_out("accuracy.json", args.quick or args.phantom)
         payload, report = collect_parts(args.collect_parts, out)
         for line in report:
@@ -1204,6 +1216,30 @@ def read_parts(path):
     return parts
 
 
+def read_parts_files(paths):
+    """Several parts files as one: their runs and folds together.
+
+    A fold (task, protocol, model, fold index) found in two files is refused,
+    naming both: which record to trust is the user's choice, not ours.
+    """
+    merged = {"runs": [], "folds": []}
+    seen_runs, seen_folds = set(), {}
+    for path in paths:
+        parts = read_parts(path)
+        for r in parts["runs"]:
+            if r["run_id"] not in seen_runs:
+                seen_runs.add(r["run_id"])
+                merged["runs"].append(r)
+        for f in parts["folds"]:
+            key = (f["task"], f["protocol"], f["model"], f["fold"])
+            if key in seen_folds:
+                raise SystemExit(f"--collect-parts: fold {'/'.join(map(str, key))} is in both "
+                                 f"{seen_folds[key]} and {path}; keep it in one file")
+            seen_folds[key] = path
+            merged["folds"].append(f)
+    return merged
+
+
 class _PartsLock:
     """An exclusive lock on a parts file (processes side by side may write the same one)."""
 
@@ -1360,7 +1396,11 @@ def _check_set(folds):
 
 
 def collect_parts(parts_path, out):
-    """``--collect-parts``: rows of every task, protocol and model whose folds are all in the parts file.
+    """``--collect-parts``: rows of every task, protocol and model whose folds are all in the parts files.
+
+    ``parts_path`` is one parts file or a list of them, read as one
+    (:func:`read_parts_files`): an ensemble's members may have run into
+    different files (the files stay small enough to commit).
 
     Each complete set becomes the row a full run writes (:func:`model_row`,
     the same aggregate), with the devices of its folds
@@ -1377,7 +1417,8 @@ def collect_parts(parts_path, out):
     report : list of str
         One line per set: collected, or why not.
     """
-    parts = read_parts(parts_path)
+    paths = [parts_path] if isinstance(parts_path, str | Path) else list(parts_path)
+    parts = read_parts_files(paths)
     groups = {}
     for f in parts["folds"]:
         groups.setdefault((f["task"], f["protocol"], f["model"]), []).append(f)
@@ -1434,8 +1475,9 @@ def collect_parts(parts_path, out):
             report.append(f"{task}/{protocol}/{name}: collected from its members, accuracy {row['accuracy_mean']:.4f}")
     if not rows or out is None:
         if not rows:
-            report.append(f"nothing complete in {parts_path} yet" if out is None
-                          else f"nothing complete in {parts_path}; {out} left as it was")
+            where = ", ".join(str(p) for p in paths)
+            report.append(f"nothing complete in {where} yet" if out is None
+                          else f"nothing complete in {where}; {out} left as it was")
         return None, report
     latest = max(used, key=lambda f: f["date_utc"])
     runs = {r["run_id"]: r for r in parts["runs"]}
@@ -1447,7 +1489,7 @@ def collect_parts(parts_path, out):
         models=[m for m in ALL_MODELS if any(k[2] == m for k in complete)],
         folds=latest["setup"]["folds"],
         command=" ".join(sys.argv),
-        collected_from=portable_path(parts_path),
+        collected_from=portable_path(paths[0]) if len(paths) == 1 else [portable_path(p) for p in paths],
         models_settings={k: v for r in used_runs for k, v in r["settings"].get("models_settings", {}).items()},
         fold_parts=[{k: f.get(k) for k in ("task", "protocol", "model", "fold", "device", "device_name",
                                            "date_utc", "fit_time_s")}

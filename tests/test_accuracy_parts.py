@@ -238,3 +238,27 @@ def test_ensemble_of_members_from_other_parts(accuracy, runs, tmp_path, monkeypa
     assert "cnn_fnn" not in {r["model"] for r in payload["results"]}
     assert ("binary/image/cnn_fnn: members fnn were not scored on cnn's test folds (other images or "
             "splits); not collected") in report
+
+
+def test_parts_files_collect_as_one(accuracy, runs, tmp_path):
+    """A model's folds in one file, the others in another (files small enough to commit): the same rows.
+
+    A fold found in both files is refused, naming both.
+    """
+    parts = json.loads(runs["parts"].read_text(encoding="utf-8"))
+    cnn_runs = {f["run_id"] for f in parts["folds"] if f["model"] == "cnn"}
+    split = {}
+    for name, keep in (("cnn", lambda f: f["model"] == "cnn"), ("rest", lambda f: f["model"] != "cnn")):
+        split[name] = tmp_path / f"{name}.json"
+        accuracy.dump_parts(split[name], {**parts, "folds": [f for f in parts["folds"] if keep(f)],
+                                          "runs": [r for r in parts["runs"] if r["run_id"] in cnn_runs]})
+    out = tmp_path / "out.json"
+    collected = accuracy.main(["--collect-parts", str(split["rest"]), str(split["cnn"]), "--out", str(out)])
+    assert [_figures(r) for r in collected["results"]] == [_figures(r) for r in runs["collected"]["results"]]
+    assert len(collected["settings"]["collected_from"]) == 2
+
+    accuracy.dump_parts(split["rest"], parts)  # now every cnn fold is in both files
+    with pytest.raises(SystemExit, match=r"fold binary/image/cnn/0 is in both .*rest\.json and .*cnn\.json"):
+        accuracy.main(["--collect-parts", str(split["rest"]), str(split["cnn"]), "--out", str(out)])
+    with pytest.raises(SystemExit, match="--collect-parts: no file"):
+        accuracy.main(["--collect-parts", str(split["rest"]), str(tmp_path / "missing.json"), "--out", str(out)])

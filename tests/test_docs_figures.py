@@ -214,11 +214,15 @@ def _three_class_errors(parts):
     return errors, nih
 
 
-def _vote_changes(parts):
-    """(changed, images, fixed, broken): the vote's answers against DarkCovidNet's, three classes, image-level."""
+def _vote_changes(parts, task="3class", protocol="image"):
+    """(changed, images, fixed, broken): the vote's answers against DarkCovidNet's on one task and protocol.
+
+    DarkCovidNet's folds are in ``parts`` (accuracy_parts.json), the CNN's in
+    accuracy_parts_cnn.json.
+    """
     proba = {}
-    for model in ("darkcovidnet_paper", "cnn"):
-        for f in _paper_parts(parts, "3class", "image", model):
+    for model, folds in (("darkcovidnet_paper", parts), ("cnn", _result("accuracy_parts_cnn.json"))):
+        for f in _paper_parts(folds, task, protocol, model):
             for i, given, p in zip(f["oof"]["test_index"], f["oof"]["y"], f["oof"]["proba"], strict=True):
                 proba.setdefault(i, [given, f["classes"]]).append(p)
     changed = fixed = broken = 0
@@ -240,9 +244,9 @@ def _fold_minutes(parts, task, protocol):
 _VOTE = "cnn_darkcovidnet_paper"
 
 
-def _vote(data):
-    """The three-class image-level row of the soft vote of the benchmark CNN and DarkCovidNet."""
-    return row(data, model=_VOTE, task="3class", protocol="image")
+def _vote(data, task="3class", protocol="image"):
+    """The row of the soft vote of the benchmark CNN and DarkCovidNet for ``task`` and ``protocol``."""
+    return row(data, model=_VOTE, task=task, protocol=protocol)
 
 
 def _options_accuracy(data, option):
@@ -719,7 +723,8 @@ FIGURES = [
            "accuracy_parts.json", lambda d: _vote_changes(d), lambda v: f"{v:,}"),
     Figure("docs/models.rst", "costs both fits (about {} minutes for the CNN's fold and {}-{} for DarkCovidNet's",
            "accuracy_parts.json",
-           lambda d: (sum(f["fit_time_s"] for f in _paper_parts(d, "3class", "image", "cnn")) / 60 / 5,
+           lambda d: (sum(f["fit_time_s"] for f in _paper_parts(_result("accuracy_parts_cnn.json"), "3class", "image",
+                                                                 "cnn")) / 60 / 5,
                       *_fold_minutes(d, "3class", "image")), _f(".0f")),
     Figure("docs/models.rst", "(its row in ``benchmarks/results/accuracy.json``, another machine: {} %)",
            "accuracy.json", lambda d: 100 * row(d, model="cnn", task="3class", protocol="image")["accuracy_mean"]),
