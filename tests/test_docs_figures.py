@@ -203,10 +203,10 @@ def _paper_parts(parts, task, protocol, model="darkcovidnet_paper"):
     return sorted(folds, key=lambda f: f["fold"])
 
 
-def _three_class_errors(parts):
-    """(errors, No_findings <-> Pneumonia errors) of the three-class image-level DarkCovidNet folds."""
+def _three_class_errors(parts, protocol="image"):
+    """(errors, No_findings <-> Pneumonia errors) of the three-class DarkCovidNet folds of ``protocol``."""
     errors = nih = 0
-    for f in _paper_parts(parts, "3class", "image"):
+    for f in _paper_parts(parts, "3class", protocol):
         for given, proba in zip(f["oof"]["y"], f["oof"]["proba"], strict=True):
             predicted = f["classes"][max(range(len(proba)), key=proba.__getitem__)]
             errors += predicted != given
@@ -706,6 +706,28 @@ FIGURES = [
                       *_three_class_errors(_result("accuracy_parts.json"))), _count_or_3f),
     Figure("docs/models.rst", "with AVX-512, {}-{} minutes each; fold", "accuracy_parts.json",
            lambda d: _fold_minutes(d, "3class", "image"), _f(".0f")),
+    # docs/models.rst: the DarkCovidNet replication, three-class patient-grouped folds (issue 30)
+    Figure("docs/models.rst", "completes the replication:** {} % ± {} (per fold {}, {}, {}, {} and {} %), balanced "
+           "accuracy {} % ± {}, ROC AUC {} %, COVID-19 sensitivity {} % ± {}, PPV {} %; {} % of the images "
+           "abstained; lungs masked {}.", "accuracy_darkcovidnet_paper.json",
+           lambda d: (*(round(100 * _paper_row(d, "3class", "patient")[k], 2) for k in ("accuracy_mean", "accuracy_std")),
+                      *(round(100 * f["accuracy"], 1) for f in _paper_folds(d, "3class", "patient")),
+                      *(round(100 * _paper_row(d, "3class", "patient")[k], 1)
+                        for k in ("balanced_accuracy_mean", "balanced_accuracy_std", "roc_auc_mean",
+                                  "covid_sensitivity_mean", "covid_sensitivity_std", "covid_ppv_mean",
+                                  "abstention_rate")),
+                      round(_paper_row(d, "3class", "patient")["lungs_masked_balanced_accuracy"], 3)),
+           lambda v: f"{v:.3f}" if v < 1 else (f"{v:.1f}" if round(v, 1) == v else f"{v:.2f}")),
+    Figure("docs/models.rst", "That is {} points below the same recipe's image-level figure, within its standard "
+           "deviation, and level with the benchmark CNN's patient-grouped row ({} %,", "accuracy_darkcovidnet_paper.json",
+           lambda d: (100 * (_paper_row(d, "3class", "image")["accuracy_mean"]
+                             - _paper_row(d, "3class", "patient")["accuracy_mean"]),
+                      100 * row(_result("accuracy.json"), model="cnn", task="3class", protocol="patient")[
+                          "accuracy_mean"])),
+    Figure("docs/models.rst", "Of its {} errors, {} take No_findings for Pneumonia or the reverse. The paper gives",
+           "accuracy_parts.json", lambda d: _three_class_errors(d, "patient"), str),
+    Figure("docs/models.rst", "2-core AMD EPYC with AVX-512, {}-{} minutes each.", "accuracy_parts.json",
+           lambda d: _fold_minutes(d, "3class", "patient"), _f(".0f")),
     Figure("README.md", "scores {} % (binary) and {} % (three classes) in image-level folds, against the "
            "published {} % and {} %", "accuracy_darkcovidnet_paper.json",
            lambda d: tuple(100 * _paper_row(d, task, "image")[key] for key in ("accuracy_mean", "paper_accuracy")
