@@ -257,7 +257,9 @@ def _vote_folds(data, task, protocol, model=_VOTE):
 
 def _vote_against(data, task, protocol):
     """The vote's mean ± std and folds, then DarkCovidNet's and the refitted CNN's means (%)."""
-    mean = lambda model: round(100 * row(data, model=model, task=task, protocol=protocol)["accuracy_mean"], 2)
+    def mean(model):
+        return round(100 * row(data, model=model, task=task, protocol=protocol)["accuracy_mean"], 2)
+
     return (mean(_VOTE), round(100 * _vote(data, task, protocol)["accuracy_std"], 2),
             *_vote_folds(data, task, protocol), mean("darkcovidnet_paper"), mean("cnn"))
 
