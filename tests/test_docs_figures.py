@@ -845,7 +845,7 @@ FIGURES = [
              lambda d, task=task, protocol=protocol: _vote_changes(d, task, protocol), lambda v: f"{v:,}")
       for lead, task, protocol in (("lungs masked 0.512.", "3class", "patient"),
                                    ("lungs masked 0.511.", "binary", "image"),
-                                   ("CNN alone: without patient leakage the CNN carries the binary vote.",
+                                   ("CNN alone: on these folds the CNN carries the binary vote.",
                                     "binary", "patient"))),
     Figure("docs/models.rst", "three-class) took {}-{} minutes each on the same CPU, from one library commit",
            "accuracy_parts_cnn.json",
