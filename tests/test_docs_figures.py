@@ -281,8 +281,16 @@ def _pct_or_count(value):
 
 
 def _share_or_pct(value):
-    """A balanced accuracy on the 0-1 scale (below 1) to 3 decimals; a percentage as ``_pct_or_count``."""
-    return f"{value:.3f}" if value < 1 else _pct_or_count(value)
+    """A balanced accuracy on the 0-1 scale (below 1) to 3 decimals; else as ``_pct_or_count``."""
+    if not isinstance(value, int) and value < 1:
+        return f"{value:.3f}"
+    return _pct_or_count(value)
+
+
+def _cnn_vote_fold_minutes(parts_cnn):
+    """The shortest and longest fit, in minutes, of the CNN's folds for the patient-grouped and binary votes."""
+    minutes = [f["fit_time_s"] / 60 for f in parts_cnn["folds"] if (f["task"], f["protocol"]) != ("3class", "image")]
+    return min(minutes), max(minutes)
 
 
 def _options_accuracy(data, option):
@@ -753,7 +761,7 @@ FIGURES = [
                                   "covid_sensitivity_mean", "covid_sensitivity_std", "covid_ppv_mean",
                                   "abstention_rate")),
                       round(_paper_row(d, "3class", "patient")["lungs_masked_balanced_accuracy"], 3)),
-           lambda v: f"{v:.3f}" if v < 1 else (f"{v:.1f}" if round(v, 1) == v else f"{v:.2f}")),
+           _share_or_pct),
     Figure("docs/models.rst", "That is {} points below the same recipe's image-level figure, within its standard "
            "deviation, and level with the benchmark CNN's patient-grouped row ({} %,", "accuracy_darkcovidnet_paper.json",
            lambda d: (100 * (_paper_row(d, "3class", "image")["accuracy_mean"]
@@ -810,8 +818,7 @@ FIGURES = [
                       100 * _paper_row(d, "3class", "image")["paper_accuracy"],
                       round(100 * _vote(d)["balanced_accuracy_mean"], 1),
                       _vote(d)["lungs_masked_balanced_accuracy"]),
-           lambda v: str(v) if isinstance(v, int) else (f"{v:.3f}" if v < 1 else
-                                                        f"{v:.1f}" if round(v, 1) == v else f"{v:.2f}")),
+           _share_or_pct),
     # docs/models.rst: the same vote, patient-grouped and binary (issue 30, NOTES §19)
     Figure("docs/models.rst", "three classes, patient-grouped folds: {} % ± {} (per fold {}, {}, {}, {} and {} %), "
            "against {} % for DarkCovidNet alone and {} % for the benchmark CNN refitted on the same folds. It beats "
@@ -849,10 +856,7 @@ FIGURES = [
                                     "binary", "patient"))),
     Figure("docs/models.rst", "three-class) took {}-{} minutes each on the same CPU, from one library commit",
            "accuracy_parts_cnn.json",
-           lambda d: (min(f["fit_time_s"] for f in d["folds"]
-                          if (f["task"], f["protocol"]) != ("3class", "image")) / 60,
-                      max(f["fit_time_s"] for f in d["folds"]
-                          if (f["task"], f["protocol"]) != ("3class", "image")) / 60), _f(".1f")),
+           _cnn_vote_fold_minutes, _f(".1f")),
     Figure("docs/models.rst", "15 epochs, loses only {} points between the two protocols", "accuracy.json",
            lambda d: 100 * (row(d, model="cnn", task="binary", protocol="image")["accuracy_mean"]
                             - row(d, model="cnn", task="binary", protocol="patient")["accuracy_mean"])),
