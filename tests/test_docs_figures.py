@@ -249,10 +249,14 @@ def _vote(data, task="3class", protocol="image"):
     return row(data, model=_VOTE, task=task, protocol=protocol)
 
 
+def _fold_accuracies(data, task, protocol, model=_VOTE):
+    """Per-fold accuracy (0-1, in fold order) of one row of accuracy_darkcovidnet_paper.json."""
+    return [row(data, key="folds", task=task, protocol=protocol, model=model, fold=k)["accuracy"] for k in range(5)]
+
+
 def _vote_folds(data, task, protocol, model=_VOTE):
     """Per-fold accuracy (%, one decimal) of one row of accuracy_darkcovidnet_paper.json."""
-    return tuple(round(100 * row(data, key="folds", task=task, protocol=protocol, model=model, fold=k)["accuracy"], 1)
-                 for k in range(5))
+    return tuple(round(100 * a, 1) for a in _fold_accuracies(data, task, protocol, model))
 
 
 def _vote_against(data, task, protocol):
@@ -268,8 +272,8 @@ def _vote_gain(data, task, protocol):
     """(points above DarkCovidNet's mean, folds of 5 on which the vote is ahead of it)."""
     gain = round(100 * (_vote(data, task, protocol)["accuracy_mean"]
                         - _paper_row(data, task, protocol)["accuracy_mean"]), 2)
-    ahead = sum(v > a for v, a in zip(_vote_folds(data, task, protocol),
-                                      _vote_folds(data, task, protocol, "darkcovidnet_paper"), strict=True))
+    ahead = sum(v > a for v, a in zip(_fold_accuracies(data, task, protocol),
+                                      _fold_accuracies(data, task, protocol, "darkcovidnet_paper"), strict=True))
     return gain, ahead
 
 
@@ -792,12 +796,7 @@ FIGURES = [
     # docs/models.rst: the soft vote of the benchmark CNN and DarkCovidNet (issue 30, NOTES §19)
     Figure("docs/models.rst", "It gives {} % ± {} (per fold {}, {}, {}, {} and {} %), against {} % for DarkCovidNet "
            "alone and {} % for the benchmark CNN refitted on the same folds", "accuracy_darkcovidnet_paper.json",
-           lambda d: (100 * _vote(d)["accuracy_mean"], 100 * _vote(d)["accuracy_std"],
-                      *(round(100 * row(d, key="folds", task="3class", protocol="image", model=_VOTE,
-                                        fold=k)["accuracy"], 1) for k in range(5)),
-                      100 * _paper_row(d, "3class", "image")["accuracy_mean"],
-                      100 * row(d, model="cnn", task="3class", protocol="image")["accuracy_mean"]),
-           lambda v: f"{v:.1f}" if round(v, 1) == v else f"{v:.2f}"),
+           lambda d: _vote_against(d, "3class", "image"), _pct_or_count),
     Figure("docs/models.rst", "It changes {} of DarkCovidNet's {} answers: {} to the given label, {} away from it.",
            "accuracy_parts.json", lambda d: _vote_changes(d), lambda v: f"{v:,}"),
     Figure("docs/models.rst", "costs both fits (about {} minutes for the CNN's fold and {}-{} for DarkCovidNet's",
@@ -810,10 +809,7 @@ FIGURES = [
     Figure("docs/models.rst", "beats the paper's recipe as replicated here, by {} points, ahead on {} folds of 5, "
            "and stays {} points below the paper's {} %. Balanced accuracy {} %; with the lungs masked {}.",
            "accuracy_darkcovidnet_paper.json",
-           lambda d: (100 * (_vote(d)["accuracy_mean"] - _paper_row(d, "3class", "image")["accuracy_mean"]),
-                      int(sum(row(d, key="folds", task="3class", protocol="image", model=_VOTE, fold=k)["accuracy"]
-                              > row(d, key="folds", task="3class", protocol="image", model="darkcovidnet_paper",
-                                    fold=k)["accuracy"] for k in range(5))),
+           lambda d: (*_vote_gain(d, "3class", "image"),
                       100 * (_paper_row(d, "3class", "image")["paper_accuracy"] - _vote(d)["accuracy_mean"]),
                       100 * _paper_row(d, "3class", "image")["paper_accuracy"],
                       round(100 * _vote(d)["balanced_accuracy_mean"], 1),
